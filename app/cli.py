@@ -1,0 +1,259 @@
+"""The ``cutout`` command line: serve the API, build cubes, cut cubes and images, write demo data.
+
+Every sub-command has ``--help``. Errors print one line (``cutout: error: ...``) and exit non-zero;
+no traceback unless ``CUTOUT_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+DEFAULT_DEMO_DIR = "demo-data"
+
+
+def _size_arg(text: str) -> tuple[int, int] | str:
+    """Parse ``full`` or ``NYxNX`` (rows x columns) for ``demo-data --size``."""
+    if text == "full":
+        return "full"
+    try:
+        ny, nx = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'full' or ROWSxCOLS such as 256x256, got {text!r}") from None
+    if ny < 8 or nx < 8:
+        raise argparse.ArgumentTypeError("an image must be at least 8x8 pixels")
+    return (ny, nx)
+
+
+def _cutout_size(values: Sequence[str], units: str) -> Any:
+    """Turn ``--size 5`` / ``--size 5 7`` plus ``--units`` into what the engine takes (x first)."""
+    import astropy.units as u
+
+    numbers = [float(v) for v in values]
+    if units == "px":
+        ints = [int(round(v)) for v in numbers]
+        return ints[0] if len(ints) == 1 else ints
+    unit = {"deg": u.deg, "d": u.deg, "arcmin": u.arcmin, "m": u.arcmin, "arcsec": u.arcsec, "s": u.arcsec}[units]
+    return (numbers[0] if len(numbers) == 1 else numbers) * unit
+
+
+def write_demo_data(out: Path, *, frames: int = 20, size: Any = (256, 256), sectors: Sequence[int] = (38, 11),
+                    verbose: bool = True) -> list[Path]:
+    """Write synthetic SPOC sectors (FFIs + cube) around the demo position; returns the cube paths.
+
+    Each sector goes to ``out/s00NN/`` (FFIs) with its cube ``out/tess-s00NN-C-D-cube.fits``, named as
+    MAST names cubes so the service indexes it. Existing cubes are kept (first run only).
+    """
+    from core.cube_factory import CubeFactory
+    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+
+    import tesswcs  # noqa: F401  (fail early with a clear message if missing)
+
+    out.mkdir(parents=True, exist_ok=True)
+    cubes = []
+    for sector in sectors:
+        camera, ccd = 2, 2
+        cube = out / f"tess-s{sector:04d}-{camera}-{ccd}-cube.fits"
+        if not cube.exists():
+            ffi_dir = out / f"s{sector:04d}"
+            synth = write_sector(ffi_dir, sector=sector, camera=camera, ccd=ccd, frames=frames, size=size,
+                                 center=(DEMO_RA, DEMO_DEC), seed=sector)
+            CubeFactory().make_cube([str(f) for f in synth.ffi_files], cube_file=str(cube), verbose=verbose)
+        cubes.append(cube)
+    return cubes
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    sectors = args.sector or [38, 11]
+    cubes = write_demo_data(Path(args.out), frames=args.frames, size=args.size, sectors=sectors,
+                            verbose=not args.quiet)
+    for cube in cubes:
+        print(cube)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.cube_dir:
+        overrides["cube_dirs"] = args.cube_dir
+    if args.image_root:
+        overrides["image_roots"] = args.image_root
+    settings = Settings(**overrides)
+    if args.demo or not settings.cube_dirs:
+        demo = Path(args.demo_dir or os.environ.get("CUTOUT_DEMO_DIR", DEFAULT_DEMO_DIR)).resolve()
+        print(f"Preparing demo data in {demo} (first run only) ...", flush=True)
+        write_demo_data(demo, verbose=False)
+        settings = settings.model_copy(update={
+            "cube_dirs": [str(demo)] + list(settings.cube_dirs if args.cube_dir else []),
+            "image_roots": list(settings.image_roots) or [str(demo)],
+        })
+    app = create_app(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"Serving on {base}  (browser preview: {base}/ , API docs: {base}/docs)")
+    print("Example: curl -o cutout.zip "
+          f"'{base}/tesscut/api/v0.1/astrocut?ra=217.42893801&dec=-62.67949189&x=10&y=10&units=px&sector=38'",
+          flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=getattr(settings, "shutdown_grace_s", 10))
+    return 0
+
+
+def _cmd_make_cube(args: argparse.Namespace) -> int:
+    from core.cube_factory import CubeFactory
+
+    files = [str(f) for f in args.files]
+    path = CubeFactory(product=args.product).make_cube(
+        files, cube_file=args.output, sector=args.sector, max_memory=args.max_memory, verbose=not args.quiet,
+        update=args.update)
+    print(path)
+    return 0
+
+
+def _cmd_cube_cut(args: argparse.Namespace) -> int:
+    from core.tpf import CutoutFactory
+
+    path = CutoutFactory().cube_cut(
+        args.cube, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units), product=args.product,
+        target_pixel_file=args.output_file, output_path=args.output_dir, threads=args.threads,
+        verbose=args.verbose)
+    print(path)
+    return 0
+
+
+def _cmd_fits_cut(args: argparse.Namespace) -> int:
+    from core.fits_cut import fits_cut
+
+    extension: Any = args.extension
+    if extension not in (None, "all"):
+        extension = [int(e) for e in extension.split(",")]
+    result = fits_cut(args.files, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units),
+                      extension=extension, single_outfile=not args.per_file, output_dir=args.output_dir,
+                      verbose=args.verbose)
+    for path in [result] if isinstance(result, str) else result:
+        print(path)
+    return 0
+
+
+def _cmd_img_cut(args: argparse.Namespace) -> int:
+    from core.image import img_cut
+
+    minmax_percent = args.minmax_percent
+    result = img_cut(args.files, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units),
+                     stretch=args.stretch, minmax_percent=minmax_percent, minmax_value=args.minmax_value,
+                     invert=args.invert, img_format=args.format, colorize=args.colorize,
+                     output_dir=args.output_dir, verbose=args.verbose)
+    for path in [result] if isinstance(result, str) else result:
+        print(path)
+    return 0
+
+
+def _add_position(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ra", type=float, required=True, help="right ascension, degrees")
+    p.add_argument("--dec", type=float, required=True, help="declination, degrees")
+    p.add_argument("--size", nargs="+", default=["25"], metavar="N",
+                   help="cutout size: one value (square) or two (x then y); default 25")
+    p.add_argument("--units", choices=["px", "deg", "d", "arcmin", "m", "arcsec", "s"], default="px",
+                   help="units of --size (default px)")
+    p.add_argument("--output-dir", default=".", help="where to write (default .)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``cutout`` command."""
+    parser = argparse.ArgumentParser(prog="cutout", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP service (demo data when no cube dirs are configured)")
+    p.add_argument("--host", help="bind address (default from CUTOUT_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default from CUTOUT_PORT, 8000)")
+    p.add_argument("--cube-dir", action="append", help="a directory or s3://bucket/prefix holding cubes")
+    p.add_argument("--image-root", action="append", help="a directory or s3:// prefix images may come from")
+    p.add_argument("--demo", action="store_true", help="also serve the synthetic demo sectors")
+    p.add_argument("--demo-dir", help=f"where demo data live (default ./{DEFAULT_DEMO_DIR})")
+    p.add_argument("--reindex", action="store_true",
+                   help="re-scan the cube locations at start-up (the index is always built at start)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("demo-data", help="write a synthetic sector (FFIs and cube)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--frames", type=int, default=20, help="frames per sector (default 20)")
+    p.add_argument("--size", type=_size_arg, default=(256, 256), help="full or ROWSxCOLS (default 256x256)")
+    p.add_argument("--sector", type=int, action="append", help="sector number (repeatable; default 38 and 11)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("make-cube", help="build an image cube from a sector's FFIs")
+    p.add_argument("files", nargs="+", type=Path, help="FFI files (SPOC or TICA)")
+    p.add_argument("-o", "--output", default="img-cube.fits", help="cube file to write")
+    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--sector", type=int)
+    p.add_argument("--max-memory", type=float, default=50, help="GB of memory for the cube data (default 50)")
+    p.add_argument("--update", action="store_true", help="add the files to an existing cube")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_make_cube)
+
+    p = sub.add_parser("cube-cut", help="cut a target pixel file out of a cube")
+    p.add_argument("cube", help="cube file or s3:// URI")
+    _add_position(p)
+    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--output-file", help="file name of the TPF (default: the TESScut name)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_cube_cut)
+
+    p = sub.add_parser("fits-cut", help="cut FITS images")
+    p.add_argument("files", nargs="+", help="FITS files or s3:// URIs")
+    _add_position(p)
+    p.add_argument("--extension", help="an index, a comma list, or 'all'")
+    p.add_argument("--per-file", action="store_true", help="one output file per input")
+    p.set_defaults(func=_cmd_fits_cut)
+
+    p = sub.add_parser("img-cut", help="cut FITS images to PNG/JPG")
+    p.add_argument("files", nargs="+", help="FITS files or s3:// URIs")
+    _add_position(p)
+    p.add_argument("--stretch", choices=["asinh", "sinh", "sqrt", "log", "linear"], default="asinh")
+    p.add_argument("--minmax-percent", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    p.add_argument("--minmax-value", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    p.add_argument("--invert", action="store_true")
+    p.add_argument("--format", choices=["png", "jpg"], default="png")
+    p.add_argument("--colorize", action="store_true", help="three inputs -> one RGB image")
+    p.set_defaults(func=_cmd_img_cut)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cutout`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("cutout: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line, no traceback
+        if os.environ.get("CUTOUT_DEBUG"):
+            raise
+        from core.errors import CutoutError
+
+        kind = "error" if isinstance(exc, (CutoutError, OSError, ValueError)) else type(exc).__name__
+        field = getattr(exc, "field", None)
+        where = f" ({field})" if field else ""
+        print(f"cutout: {kind}{where}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, CutoutError) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
