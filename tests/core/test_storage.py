@@ -1,0 +1,525 @@
+"""Tests of core.storage against local files and a real moto S3 server on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import random
+import socketserver
+import threading
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from core import storage
+from core.errors import CorruptFileError, ForbiddenError, InvalidInputError, NotFoundError, UnavailableError
+from core.storage import (
+    GLOBAL_STATS,
+    LocalSource,
+    RangeFile,
+    S3Config,
+    S3Source,
+    confine,
+    open_fits,
+    open_source,
+)
+
+try:
+    from tests.s3server import MotoS3Server, free_port
+except ImportError:  # pragma: no cover
+    from s3server import MotoS3Server, free_port
+
+BUCKET = "stpubdata"
+
+
+@pytest.fixture(scope="module")
+def blob(tmp_path_factory):
+    """A 1.5 MB file of random bytes, locally and on S3."""
+    data = np.random.default_rng(1).integers(0, 256, 1_500_000, dtype=np.uint8).tobytes()
+    path = tmp_path_factory.mktemp("blob") / "blob.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def blob_uri(blob, s3_server):
+    return s3_server.upload(blob[0], BUCKET, "tess/public/blob.bin")
+
+
+@pytest.fixture(scope="module")
+def cube_file(tmp_path_factory):
+    """A small cube in the astrocut layout: (rows, cols, frames, 2) float32 + a table."""
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(128, 128, 10, 2)).astype(">f4")
+    primary = fits.PrimaryHDU()
+    primary.header["SECTOR"] = 38
+    table = fits.BinTableHDU.from_columns([fits.Column(name="TSTART", format="D", array=np.arange(10.0))])
+    path = tmp_path_factory.mktemp("cube") / "cube.fits"
+    fits.HDUList([primary, fits.ImageHDU(data), table]).writeto(path)
+    return path, data
+
+
+def _ranges(size: int, n: int, seed: int, maxlen: int = 50_000) -> list[tuple[int, int]]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ln = rnd.randint(0, maxlen)
+        out.append((rnd.randint(0, size - ln), ln))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- local
+
+
+def test_local_read_range_and_identity(blob):
+    path, data = blob
+    with open_source(path) as src:
+        assert isinstance(src, LocalSource)
+        assert src.size == len(data)
+        st = os.stat(path)
+        assert src.identity == ("file", os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        assert src.read_range(1000, 77) == data[1000:1077]
+        assert src.read_range(len(data) - 3, 3) == data[-3:]
+        assert src.read_range(5, 0) == b""
+        buf = bytearray(500)
+        src.read_into(123, memoryview(buf))
+        assert bytes(buf) == data[123:623]
+        with pytest.raises(CorruptFileError):
+            src.read_range(len(data) - 3, 4)
+        with pytest.raises(InvalidInputError):
+            src.read_range(-1, 4)
+
+
+def test_local_coalesces_adjacent_only_by_default(blob):
+    path, data = blob
+    src = open_source(str(path))
+    ranges = [(i * 100, 100) for i in range(10)] + [(5000, 10)]
+    got = src.read_ranges(ranges)
+    assert got == [data[o : o + n] for o, n in ranges]
+    assert src.stats.snapshot() == (2, 1010)  # 10 adjacent ranges -> one read; the far one -> another
+
+
+def test_local_missing_and_not_a_file(tmp_path):
+    with pytest.raises(NotFoundError):
+        open_source(tmp_path / "nope.fits")
+    with pytest.raises(NotFoundError):
+        open_source(str(tmp_path))
+    with pytest.raises(InvalidInputError):
+        open_source("http://example.org/cube.fits")
+
+
+def test_stats_counted_globally(blob):
+    g0 = GLOBAL_STATS.snapshot()
+    src = open_source(blob[0])
+    src.read_ranges([(0, 10), (100_000, 20)])
+    assert src.stats.snapshot() == (2, 30)
+    g1 = GLOBAL_STATS.snapshot()
+    assert g1[0] - g0[0] >= 2 and g1[1] - g0[1] >= 30
+    src.stats.reset()
+    assert src.stats.snapshot() == (0, 0)
+
+
+def test_rangefile_behaves_like_bytesio(blob):
+    path, data = blob
+    rf = RangeFile(open_source(path), block_size=4096, cache_bytes=64 * 1024, close_source=True)
+    ref = io.BytesIO(data)
+    rnd = random.Random(5)
+    for _ in range(200):
+        pos = rnd.randint(0, len(data) + 10)
+        n = rnd.choice([0, 1, 100, 4096, 5000, 70_000, 200_000])
+        assert rf.seek(pos) == ref.seek(pos)
+        assert rf.read(n) == ref.read(n)
+        assert rf.tell() == ref.tell()
+    assert rf.seek(-10, io.SEEK_END) == len(data) - 10
+    assert rf.read() == data[-10:]
+    rf.close()
+    assert rf.closed
+
+
+# ------------------------------------------------------------------------------------------- S3
+
+
+def test_s3_and_local_return_identical_bytes(blob, blob_uri, s3_server):
+    path, data = blob
+    local = open_source(path)
+    remote = open_source(blob_uri, s3=s3_server.config)
+    assert isinstance(remote, S3Source)
+    assert remote.size == local.size == len(data)
+    assert remote.identity[:3] == ("s3", BUCKET, "tess/public/blob.bin") and remote.identity[3]
+    ranges = _ranges(len(data), 40, seed=3)
+    for off, ln in ranges[:10]:
+        assert remote.read_range(off, ln) == local.read_range(off, ln) == data[off : off + ln]
+    assert remote.read_ranges(ranges) == local.read_ranges(ranges) == [data[o : o + n] for o, n in ranges]
+
+
+def test_s3_anonymous_requests_work(blob, blob_uri, s3_server):
+    cfg = s3_server.with_config(anonymous=True, access_key_id=None, secret_access_key=None)
+    assert cfg.is_anonymous()
+    with pytest.raises(ForbiddenError):  # a private object refuses unsigned requests (403)
+        open_source(blob_uri, s3=cfg)
+    s3_server.client.put_object_acl(Bucket=BUCKET, Key="tess/public/blob.bin", ACL="public-read")
+    storage.clear_caches()
+    src = open_source(blob_uri, s3=cfg)
+    assert src.read_range(10, 20) == blob[1][10:30]
+
+
+def test_s3_coalescing_reduces_gets(blob, blob_uri, s3_server):
+    data = blob[1]
+    # 30 row runs of 2000 bytes, 3000 bytes apart (like a cutout's rows in a cube)
+    ranges = [(10_000 + i * 5000, 2000) for i in range(30)]
+    requested = sum(n for _, n in ranges)
+    gaps = sum(ranges[i + 1][0] - (ranges[i][0] + ranges[i][1]) for i in range(len(ranges) - 1))
+
+    src = open_source(blob_uri, s3=s3_server.config)
+    got = src.read_ranges(ranges)  # default S3 gap: 64 KiB
+    assert got == [data[o : o + n] for o, n in ranges]
+    gets, nbytes = src.stats.snapshot()
+    assert gets < len(ranges)
+    assert gets == 1
+    assert requested <= nbytes <= requested + gaps
+
+    src.stats.reset()
+    assert src.read_ranges(ranges, coalesce_gap=0) == got
+    assert src.stats.snapshot() == (len(ranges), requested)
+
+    src.stats.reset()  # a cap on merged size splits the read
+    assert src.read_ranges(ranges, max_merged=20_000) == got
+    gets, nbytes = src.stats.snapshot()
+    assert 1 < gets < len(ranges) and nbytes <= requested + gaps
+
+
+def test_s3_threads_same_result(blob, blob_uri, s3_server):
+    data = blob[1]
+    ranges = _ranges(len(data), 60, seed=9, maxlen=20_000)
+    src = open_source(blob_uri, s3=s3_server.config)
+    serial = src.read_ranges(ranges, coalesce_gap=0)
+    parallel = src.read_ranges(ranges, threads=8, coalesce_gap=0)
+    assert serial == parallel == [data[o : o + n] for o, n in ranges]
+    # threads sharing one source and one client
+    results = {}
+
+    def work(i):
+        results[i] = src.read_ranges(ranges[i::4], threads=2)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    for i in range(4):
+        assert results[i] == [data[o : o + n] for o, n in ranges[i::4]]
+
+
+def test_s3_missing_key_and_bucket(s3_server, blob_uri):
+    with pytest.raises(NotFoundError):
+        open_source(f"s3://{BUCKET}/tess/public/no-such-cube.fits", s3=s3_server.config)
+    with pytest.raises(NotFoundError):
+        open_source("s3://no-such-bucket-xyz/cube.fits", s3=s3_server.config)
+    with pytest.raises(InvalidInputError):
+        open_source("s3://bucket-only", s3=s3_server.config)
+
+
+def test_s3_head_cached_and_identity_changes(s3_server, monkeypatch):
+    uri = s3_server.put_bytes(b"a" * 100, BUCKET, "tess/public/changing.bin")
+    first = open_source(uri, s3=s3_server.config)
+    s3_server.put_bytes(b"b" * 200, BUCKET, "tess/public/changing.bin")
+    cached = open_source(uri, s3=s3_server.config)
+    assert cached.identity == first.identity and cached.size == 100  # HEAD reused within the TTL
+    # the stale source must not mix old metadata with new bytes (GET carries If-Match)
+    with pytest.raises((UnavailableError, CorruptFileError)):
+        cached.read_range(0, 10)
+    monkeypatch.setattr(storage, "HEAD_TTL", 0.0)
+    storage._heads.clear()
+    fresh = open_source(uri, s3=s3_server.config)
+    assert fresh.size == 200 and fresh.identity != first.identity
+    assert fresh.read_range(0, 3) == b"bbb"
+
+
+def test_s3_unreachable_endpoint_is_unavailable():
+    port = free_port()  # nothing listens there
+    cfg = S3Config(
+        endpoint_url=f"http://127.0.0.1:{port}",
+        anonymous=True,
+        connect_timeout=0.5,
+        read_timeout=0.5,
+        max_attempts=2,
+    )
+    with pytest.raises(UnavailableError) as ei:
+        open_source("s3://bucket/key.fits", s3=cfg)
+    assert not isinstance(ei.value, NotFoundError)
+
+
+# A tiny HTTP server that misbehaves on purpose (black hole, stall mid-body, status codes).
+class _BadServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.stop = threading.Event()
+        super().__init__(("127.0.0.1", 0), _BadHandler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self):
+        self.stop.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _BadHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        srv: _BadServer = self.server  # type: ignore[assignment]
+        while not srv.stop.is_set():
+            line = self.rfile.readline()
+            if not line:
+                return
+            method = line.split(b" ")[0]
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            if srv.mode == "blackhole":
+                srv.stop.wait(30)
+                return
+            if srv.mode.startswith("status:"):
+                code = srv.mode.split(":")[1]
+                self.wfile.write(f"HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\n\r\n".encode())
+                continue
+            if method == b"HEAD":
+                self.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nETag: "abc"\r\n\r\n')
+                continue
+            # stall: send headers and part of the body, then go silent
+            self.wfile.write(
+                b"HTTP/1.1 206 Partial Content\r\nContent-Length: 100\r\n"
+                b"Content-Range: bytes 0-99/100000\r\n\r\n" + b"x" * 40
+            )
+            self.wfile.flush()
+            srv.stop.wait(30)
+            return
+
+
+def _cfg(url: str, attempts: int = 1) -> S3Config:
+    return S3Config(
+        endpoint_url=url, anonymous=True, connect_timeout=0.5, read_timeout=0.3, max_attempts=attempts
+    )
+
+
+@pytest.mark.timeout(30)
+def test_s3_black_hole_endpoint_times_out():
+    srv = _BadServer("blackhole")
+    try:
+        with pytest.raises(UnavailableError):
+            open_source("s3://bucket/key.fits", s3=_cfg(srv.url))
+    finally:
+        srv.close()
+
+
+@pytest.mark.timeout(30)
+def test_s3_stall_mid_body_is_unavailable():
+    srv = _BadServer("stall")
+    try:
+        src = open_source("s3://bucket/key.fits", s3=_cfg(srv.url))
+        assert src.size == 100000 and src.identity == ("s3", "bucket", "key.fits", "abc")
+        with pytest.raises(UnavailableError):
+            src.read_range(0, 100)
+    finally:
+        srv.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("status,exc", [(403, ForbiddenError), (503, UnavailableError), (404, NotFoundError)])
+def test_s3_status_codes(status, exc):
+    srv = _BadServer(f"status:{status}")
+    try:
+        with pytest.raises(exc):
+            open_source("s3://bucket/key.fits", s3=_cfg(srv.url, attempts=2))  # retried, then refused
+    finally:
+        srv.close()
+
+
+@pytest.mark.timeout(60)
+def test_s3_server_dies_during_reads(blob):
+    """Kill a private moto server while threads are reading: each ends with UnavailableError."""
+    path, data = blob
+    with MotoS3Server() as private:
+        uri = private.upload(path, "private", "blob.bin")
+        cfg = private.with_config(connect_timeout=0.5, read_timeout=1, max_attempts=2)
+        src = open_source(uri, s3=cfg)
+        ranges = _ranges(len(data), 20, seed=4, maxlen=100_000)
+        outcome: dict[int, object] = {}
+        started = threading.Barrier(3)
+
+        def reader(i):
+            started.wait()
+            try:
+                for _ in range(10_000):
+                    assert src.read_ranges(ranges, threads=2, coalesce_gap=0) == [
+                        data[o : o + n] for o, n in ranges
+                    ]
+                outcome[i] = "finished"
+            except Exception as exc:  # noqa: BLE001
+                outcome[i] = exc
+
+        threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(2)]
+        for t in threads:
+            t.start()
+        started.wait()
+        threading.Event().wait(0.3)  # reads in flight
+        private.stop()
+        for t in threads:
+            t.join(40)
+        assert not any(t.is_alive() for t in threads), "a read hung after the server went away"
+        assert all(isinstance(v, UnavailableError) for v in outcome.values()), outcome
+
+
+# ----------------------------------------------------------------------------------- FITS / S3
+
+
+def test_open_fits_s3_section_matches_local(cube_file, s3_server):
+    path, data = cube_file
+    uri = s3_server.upload(path, BUCKET, "tess/public/mast/cube.fits")
+    size = os.path.getsize(path)
+
+    local = open_fits(path)
+    remote = open_fits(uri, s3=s3_server.config)
+    try:
+        assert remote[0].header["SECTOR"] == 38
+        assert remote[1].header["NAXIS4"] == 128
+        rf = remote.fileinfo(0)["file"]._file
+        src = rf.source
+        cut = remote[1].section[40:70, 50:80]
+        assert np.array_equal(cut, local[1].section[40:70, 50:80])
+        assert np.array_equal(cut, data[40:70, 50:80])
+        gets, nbytes = src.stats.snapshot()
+        assert nbytes < size / 2, (nbytes, size)
+        assert gets < 30  # 30 row runs, fetched in a few block reads
+        assert list(remote[2].data["TSTART"]) == list(np.arange(10.0))
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_open_fits_errors(tmp_path, s3_server):
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"not a fits file at all" * 200)
+    with pytest.raises(CorruptFileError):
+        open_fits(bad)
+    with pytest.raises(NotFoundError):
+        open_fits(tmp_path / "none.fits")
+    uri = s3_server.upload(bad, BUCKET, "tess/public/bad.fits")
+    with pytest.raises(CorruptFileError):
+        open_fits(uri, s3=s3_server.config)
+    with pytest.raises(NotFoundError):
+        open_fits(f"s3://{BUCKET}/tess/public/none.fits", s3=s3_server.config)
+
+
+# --------------------------------------------------------------------------------------- config
+
+
+def test_config_from_env(monkeypatch, tmp_path):
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "CUTOUT_S3_ANONYMOUS",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    cfg = S3Config.from_env()
+    assert cfg.endpoint_url == "http://127.0.0.1:9" and cfg.anonymous is None
+    assert cfg.is_anonymous()  # no credentials anywhere -> unsigned
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AK")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SK")
+    cfg = S3Config.from_env()
+    assert cfg.access_key_id == "AK" and not cfg.is_anonymous()
+    monkeypatch.setenv("CUTOUT_S3_ANONYMOUS", "true")
+    assert S3Config.from_env().is_anonymous()
+    monkeypatch.setenv("CUTOUT_S3_ANONYMOUS", "maybe")
+    with pytest.raises(InvalidInputError):
+        S3Config.from_env()
+    assert hash(S3Config().key()) == hash(dataclasses.replace(S3Config()).key())
+
+
+# -------------------------------------------------------------------------------------- confine
+
+
+@pytest.fixture()
+def roots(tmp_path):
+    root = tmp_path / "data"
+    other = tmp_path / "data2"
+    outside = tmp_path / "secret"
+    for d in (root, other, outside, root / "s38"):
+        d.mkdir()
+    (root / "s38" / "cube.fits").write_bytes(b"x")
+    (other / "only2.fits").write_bytes(b"x")
+    (outside / "passwd").write_bytes(b"x")
+    (root / "escape").symlink_to(outside)  # a symlink leading out of the root
+    (root / "escape.fits").symlink_to(outside / "passwd")
+    (root / "alias.fits").symlink_to(root / "s38" / "cube.fits")  # stays inside: fine
+    return root, other, outside
+
+
+def test_confine_accepts_legit_paths(roots):
+    root, other, _ = roots
+    r = [str(root), str(other)]
+    cube = os.path.realpath(root / "s38" / "cube.fits")
+    assert confine("s38/cube.fits", r) == cube
+    assert confine(str(root / "s38" / "cube.fits"), r) == cube
+    assert confine("s38/../s38/cube.fits", r) == cube  # '..' that stays inside is fine
+    assert confine("alias.fits", r) == cube
+    assert confine("only2.fits", r) == os.path.realpath(other / "only2.fits")  # found in the 2nd root
+    assert confine("s38/new.fits", r) == os.path.realpath(root / "s38" / "new.fits")  # not opened/checked
+    prefixes = ["s3://stpubdata/tess/public/", "s3://mybucket"]
+    uri = "s3://stpubdata/tess/public/mast/tess-s0038-2-2-cube.fits"
+    assert confine(uri, r, prefixes) == uri
+    assert confine("s3://mybucket/any/key.fits", r, prefixes) == "s3://mybucket/any/key.fits"
+    assert confine("s3://stpubdata/tess/x.fits", [], ["s3://stpubdata/tess"]) == "s3://stpubdata/tess/x.fits"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../secret/passwd",
+        "s38/../../secret/passwd",
+        "escape/passwd",
+        "escape.fits",
+        "{outside}/passwd",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "file:{outside}/passwd",
+        "http://169.254.169.254/latest/meta-data",
+        "https://example.org/cube.fits",
+        "ftp://example.org/cube.fits",
+        "s3://otherbucket/tess/public/x.fits",
+        "s3://stpubdata/tess/publicity/x.fits",
+        "s3://stpubdata/private/x.fits",
+        "s3://stpubdata/tess/public/../../private/x.fits",
+        "s38/cube.fits\x00.png",
+        "s3://stpubdata/tess/public/x\x00.fits",
+    ],
+)
+def test_confine_refuses_escapes(roots, bad):
+    root, other, outside = roots
+    bad = bad.replace("{outside}", str(outside))
+    with pytest.raises(ForbiddenError) as ei:
+        confine(bad, [str(root), str(other)], ["s3://stpubdata/tess/public"], field="cube")
+    assert ei.value.field == "cube"
+
+
+def test_confine_no_roots_and_empty(roots):
+    root, _, _ = roots
+    with pytest.raises(ForbiddenError):
+        confine("s38/cube.fits", [], ["s3://stpubdata/tess/public"])
+    with pytest.raises(ForbiddenError):
+        confine("s3://stpubdata/tess/public/x.fits", [str(root)])  # no prefixes: no S3
+    with pytest.raises(InvalidInputError):
+        confine("  ", [str(root)])
