@@ -1,0 +1,102 @@
+"""One settings object for the service, read from the environment (prefix ``CUTOUT_``).
+
+Lists (``CUTOUT_CUBE_DIRS``, ``CUTOUT_IMAGE_ROOTS``) are read either as JSON (``'["a", "b"]'``) or
+comma-separated (``a,b``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_workers() -> int:
+    return max(2, 2 * (os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """Service configuration.
+
+    Limits: TESScut itself caps a cutout side at a few hundred pixels (its FFIs are 2048 px wide);
+    ``max_cutout_side`` defaults to 1000 px, enough for any realistic TPF, and
+    ``max_cutout_volume`` (pixels x frames, 200 million, about 3 GB of TPF) is the limit that
+    really protects the server.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CUTOUT_", extra="ignore", validate_default=True)
+
+    cube_dirs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Local folders and/or s3://bucket/prefix holding cube files."
+    )
+    image_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Local folders and/or s3://bucket/prefix that fits_cut/img_cut/combine may read.",
+    )
+    work_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "cutout-service")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_cutout_side: int = Field(1000, ge=1)
+    max_cutout_volume: int = Field(200_000_000, ge=1, description="pixels x frames per TPF")
+    max_input_files: int = Field(16, ge=1)
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    request_timeout_s: float = Field(120.0, gt=0)
+    workers: int = Field(default_factory=_default_workers, ge=1)
+    queue_size: int = Field(64, ge=0, description="requests allowed to wait for a worker")
+    read_threads: int = Field(4, ge=1, description="threads reading one cutout's byte ranges")
+    s3_endpoint_url: str | None = None
+    s3_anonymous: bool = False
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    log_level: str = "info"
+
+    @field_validator("cube_dirs", "image_roots", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, (str, Path)):
+            return [str(value)]
+        return [str(v) for v in value] if value is not None else []
+
+    @field_validator("log_level")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    def s3_config(self) -> Any:
+        """The engine's :class:`core.storage.S3Config` built from the ``s3_*`` settings.
+
+        ``s3_anonymous=False`` with no keys leaves the choice to the engine (signed when the
+        environment has credentials, else unsigned).
+        """
+        from core.storage import S3Config
+
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return S3Config(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            anonymous=True if self.s3_anonymous else None,
+            access_key_id=secret(self.s3_access_key_id),
+            secret_access_key=secret(self.s3_secret_access_key),
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict with secrets shown as ``'**********'``."""
+        return json.loads(self.model_dump_json())
+

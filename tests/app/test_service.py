@@ -1,0 +1,117 @@
+"""Service plumbing: error shape, request ids, health/version, OpenAPI, worker pool, streaming."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from app.errors import STATUS_BY_ERROR, status_for
+from app.settings import Settings
+from app.streaming import zip_chunks
+from app.workers import WorkerPool
+from core import errors as E
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_table_covers_every_engine_error():
+    names = {cls.__name__ for cls in STATUS_BY_ERROR}
+    assert names == set(E.__all__) - {"CutoutError"}
+    assert status_for(E.TooLargeError("x")) == 413
+    assert status_for(E.CutoutTimeoutError("x")) == 504
+    assert status_for(RuntimeError("x")) == 500
+
+
+def test_settings_lists_from_env(monkeypatch):
+    monkeypatch.setenv("CUTOUT_CUBE_DIRS", "/a, s3://b/c")
+    monkeypatch.setenv("CUTOUT_IMAGE_ROOTS", '["/x"]')
+    monkeypatch.setenv("CUTOUT_S3_SECRET_ACCESS_KEY", "hunter2")
+    s = Settings()
+    assert s.cube_dirs == ["/a", "s3://b/c"] and s.image_roots == ["/x"]
+    assert "hunter2" not in json.dumps(s.masked())
+    assert s.s3_config().secret_access_key == "hunter2"
+
+
+def test_request_id_and_404_shape(live_server):
+    r = httpx.get(live_server.url + "/nope", headers={"X-Request-ID": "abc-123"})
+    assert r.status_code == 404 and r.headers["x-request-id"] == "abc-123"
+    assert r.json()["error"]["request_id"] == "abc-123"
+    r = httpx.delete(live_server.url + "/api/v0.1/sector")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_health_and_version(live_server):
+    for path in ("/health", "/tesscut/api/v0.1/health"):
+        body = httpx.get(live_server.url + path).json()
+        assert body["status"] == "ok"
+        assert body["catalog"]["SPOC"] == [11, 38] and body["catalog"]["TICA"] == [38]
+        assert body["catalog"]["skipped"] == 1  # the broken tess-s0099-1-1-cube.fits
+    assert httpx.get(live_server.url + "/version").json()["api"] == "tesscut v0.1"
+
+
+def test_committed_openapi_is_current(live_server):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from export_openapi import openapi_text
+
+    committed = (ROOT / "openapi" / "openapi.json").read_text()
+    assert committed == openapi_text(), "run scripts/export_openapi.py"
+    assert json.loads(committed) == json.loads(json.dumps(live_server.app.openapi()))
+
+
+def test_pool_refuses_beyond_queue_and_times_out():
+    import time
+
+    async def main():
+        pool = WorkerPool(workers=1, queue_size=1, timeout_s=5)
+        outcomes: list[str] = []
+
+        async def one(delay):
+            try:
+                await pool.run(time.sleep, delay)
+                outcomes.append("ok")
+            except E.UnavailableError:
+                outcomes.append("busy")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(one, 0.2)
+                await anyio.sleep(0.01)
+        assert sorted(outcomes) == ["busy", "ok", "ok"]
+        with pytest.raises(E.CutoutTimeoutError):
+            await pool.run(time.sleep, 0.5, timeout_s=0.05)
+        # the timed-out thread keeps its slot until it ends, then the pool works again
+        assert await pool.run(lambda: 7, timeout_s=5) == 7
+        assert pool.stats()["running"] == 0
+
+    anyio.run(main)
+
+
+def test_zip_members_are_built_one_at_a_time():
+    """The first bytes leave before later members are built (nothing holds the whole archive)."""
+    built: list[int] = []
+    size = 3 * 1024 * 1024
+
+    def maker(i):
+        def make():
+            built.append(i)
+            return f"m{i}.bin", bytes([i]) * size
+        return make
+
+    async def main():
+        pool = WorkerPool(workers=1, queue_size=0, timeout_s=30)
+        stream = zip_chunks(pool, (maker(i) for i in range(5)))
+        first = await stream.__anext__()
+        assert first[:4] == b"PK\x03\x04"
+        assert built == [0]  # only the first member exists so far
+        total = len(first)
+        async for chunk in stream:
+            total += len(chunk)
+            assert len(chunk) <= 1024 * 1024
+        assert built == [0, 1, 2, 3, 4] and total > 5 * size
+
+    anyio.run(main)

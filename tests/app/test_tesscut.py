@@ -1,0 +1,261 @@
+"""TESScut routes over a real uvicorn server: sector, astrocut, ffi_wcs, moving_target."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import httpx
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from core.cube import open_cube
+from core.synthetic import DEMO_DEC, DEMO_RA
+from core.tpf import build_tpf
+
+PREFIXES = ["/tesscut/api/v0.1", "/api/v0.1"]
+POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
+
+
+def call(server, method: str, path: str, params, prefix: str = "/api/v0.1") -> httpx.Response:
+    url = server.url + prefix + path
+    if method == "GET":
+        return httpx.get(url, params=params, timeout=60)
+    return httpx.post(url, data=params, timeout=60)
+
+
+def assert_error(r: httpx.Response, status: int, field: str | None) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    err = body["error"]
+    assert err["status"] == status
+    assert err["field"] == field
+    assert err["message"] and body["msg"] == err["message"]
+    assert err["request_id"] == r.headers["x-request-id"]
+    return body
+
+
+def members(r: httpx.Response) -> dict[str, bytes]:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+# ------------------------------------------------------------------------------------------
+# sector
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_sector_lists_hosted_cubes_as_strings(live_server, method, prefix):
+    r = call(live_server, method, "/sector", {**POS, "radius": "0.0"}, prefix)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "results": [
+            {"sectorName": "tess-s0011-2-2", "sector": "0011", "camera": "2", "ccd": "2"},
+            {"sectorName": "tess-s0038-2-2", "sector": "0038", "camera": "2", "ccd": "2"},
+        ]
+    }
+
+
+def test_sector_tica_and_radius_units(live_server):
+    r = call(live_server, "GET", "/sector", {**POS, "product": "tica"})
+    assert [row["sectorName"] for row in r.json()["results"]] == ["tica-s0038-2-2"]
+    # 64 px cube: a point 60 px (21 arcmin) north of the centre is outside, unless the radius reaches it
+    off = SkyCoord(DEMO_RA, DEMO_DEC, unit="deg").directional_offset_by(0 * u.deg, 60 * 21 * u.arcsec)
+    params = {"ra": off.ra.deg, "dec": off.dec.deg}
+    assert call(live_server, "GET", "/sector", params).json()["results"] == []
+    for radius in ("0.5d", "30m", "1800s", "90px", "0.5", "0.5D"):
+        found = call(live_server, "GET", "/sector", {**params, "radius": radius}).json()["results"]
+        assert len(found) == 2, radius
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"dec": DEMO_DEC}, "ra"),
+        ({"ra": "abc", "dec": DEMO_DEC}, "ra"),
+        ({"ra": DEMO_RA, "dec": 91}, "dec"),
+        ({"ra": "nan", "dec": 0}, "ra"),
+        ({**POS, "radius": "3q"}, "radius"),
+        ({**POS, "radius": "-1"}, "radius"),
+        ({**POS, "product": "HLSP"}, "product"),
+    ],
+)
+def test_sector_bad_input_names_field(live_server, method, params, field):
+    assert_error(call(live_server, method, "/sector", params), 400, field)
+
+
+# ------------------------------------------------------------------------------------------
+# astrocut
+# ------------------------------------------------------------------------------------------
+
+
+def expected_flux(path, size):
+    hdul = build_tpf(open_cube(str(path)), SkyCoord(DEMO_RA, DEMO_DEC, unit="deg"), size)
+    return np.asarray(hdul[1].data["FLUX"])
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_astrocut_zip_matches_engine(live_server, method):
+    r = call(live_server, method, "/astrocut", {**POS, "x": 5, "y": 7, "units": "px"}, "/tesscut/api/v0.1")
+    assert "accept-ranges" not in r.headers
+    assert r.headers["content-disposition"] == 'attachment; filename="astrocut_217.428938_-62.679492_5x7.zip"'
+    files = members(r)
+    assert sorted(files) == [
+        "tess-s0011-2-2_217.428938_-62.679492_5x7_astrocut.fits",
+        "tess-s0038-2-2_217.428938_-62.679492_5x7_astrocut.fits",
+    ]
+    for name, key in (("s0011", "spoc11"), ("s0038", "spoc38")):
+        data = next(v for k, v in files.items() if name in k)
+        with fits.open(io.BytesIO(data)) as hdul:
+            flux = np.asarray(hdul[1].data["FLUX"])
+            assert flux.shape == (10, 7, 5)
+            np.testing.assert_array_equal(flux, expected_flux(live_server.cubes[key], [5, 7]))
+
+
+@pytest.mark.parametrize(
+    "sector",
+    [["38"], "38", "[38]", "[38, 99]", "38,99", ["38", "99"]],
+)
+def test_astrocut_sector_forms(live_server, sector):
+    files = members(call(live_server, "GET", "/astrocut", {**POS, "x": 3, "y": 3, "sector": sector}))
+    assert [k.split("_")[0] for k in files] == ["tess-s0038-2-2"]
+
+
+def test_astrocut_unencoded_query_and_several_sectors(live_server):
+    # astroquery's download_cutouts builds the query string by hand, without url-encoding
+    url = f"{live_server.url}/tesscut/api/v0.1/astrocut?ra={DEMO_RA}&dec={DEMO_DEC}&y=3&x=3&units=px&sector=[11, 38]"
+    files = members(httpx.get(url, timeout=60))
+    assert sorted(k.split("_")[0] for k in files) == ["tess-s0011-2-2", "tess-s0038-2-2"]
+
+
+def test_astrocut_angular_size_and_tica(live_server):
+    files = members(call(live_server, "GET", "/astrocut", {**POS, "x": 0.02, "y": 0.02, "units": "d"}))
+    for data in files.values():
+        with fits.open(io.BytesIO(data)) as hdul:
+            ny, nx = hdul[2].data.shape
+            assert 3 <= nx <= 5 and 3 <= ny <= 5  # 72 arcsec at ~21 arcsec/px
+    files = members(call(live_server, "POST", "/astrocut", {**POS, "x": 4, "y": 4, "product": "TICA"}))
+    assert list(files) == ["tica-s0038-2-2_217.428938_-62.679492_4x4_astrocut.fits"]
+    with fits.open(io.BytesIO(next(iter(files.values())))) as hdul:
+        np.testing.assert_array_equal(hdul[1].data["FLUX"], expected_flux(live_server.cubes["tica38"], [4, 4]))
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"ra": 10.0, "dec": 20.0, "x": 5, "y": 5},  # on no hosted cube
+        {**POS, "x": 5, "y": 5, "sector": "12"},  # sector not hosted
+        {"ra": 10.0, "dec": 20.0, "x": 5, "y": 5, "sector": "38"},  # hosted sector misses it
+    ],
+)
+def test_astrocut_no_data_is_200_with_msg(live_server, method, params):
+    r = call(live_server, method, "/astrocut", params)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["results"] == [] and "11, 38" in body["msg"]
+    assert body["hosted_sectors"] == [11, 38]
+
+
+@pytest.mark.parametrize(
+    "params, status, field",
+    [
+        ({**POS, "x": 0, "y": 5}, 400, "x"),
+        ({**POS, "x": 5, "y": -1}, 400, "y"),
+        ({**POS, "x": "five"}, 400, "x"),
+        ({**POS, "x": 60, "y": 5}, 413, "x"),  # max_cutout_side is 50 in the test server
+        ({**POS, "x": 30, "y": 30}, 413, "x"),  # 9000 pixel-frames > max_cutout_volume 4000
+        ({**POS, "x": 5, "units": "furlong"}, 400, "units"),
+        ({**POS, "x": 5, "sector": "abc"}, 400, "sector"),
+        ({**POS, "x": 5, "product": "FOO"}, 400, "product"),
+        ({"ra": DEMO_RA, "x": 5}, 400, "dec"),
+    ],
+)
+def test_astrocut_bad_input(live_server, params, status, field):
+    assert_error(call(live_server, "GET", "/astrocut", params), status, field)
+    assert_error(call(live_server, "POST", "/astrocut", params), status, field)
+
+
+# ------------------------------------------------------------------------------------------
+# ffi_wcs
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_ffi_wcs_hosted_cube(live_server, method):
+    r = call(live_server, method, "/ffi_wcs", {"sector": 38, "camera": 2, "ccd": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "cube"
+    wcs = WCS(body["wcs"], relax=True)
+    cube = open_cube(str(live_server.cubes["spoc38"]))
+    x, y = wcs.all_world2pix(DEMO_RA, DEMO_DEC, 0)
+    cx, cy = cube.wcs.all_world2pix(DEMO_RA, DEMO_DEC, 0)
+    assert abs(x - cx) < 1e-6 and abs(y - cy) < 1e-6
+    assert wcs.sip is not None
+
+
+def test_ffi_wcs_unhosted_from_tesswcs_and_404(live_server):
+    r = call(live_server, "GET", "/ffi_wcs", {"sector": 12, "camera": 2, "ccd": 1})
+    assert r.status_code == 200 and r.json()["source"] == "tesswcs"
+    wcs = WCS(r.json()["wcs"], relax=True)
+    x, y = wcs.all_world2pix(DEMO_RA, DEMO_DEC, 0)
+    assert 0 <= x < 2136 and 0 <= y < 2078  # the demo target is on sector 12, camera 2, CCD 1
+    assert_error(call(live_server, "GET", "/ffi_wcs", {"sector": 999, "camera": 1, "ccd": 1}), 404, "sector")
+    assert_error(call(live_server, "GET", "/ffi_wcs", {"sector": 38, "camera": 5, "ccd": 1}), 400, "camera")
+
+
+# ------------------------------------------------------------------------------------------
+# moving targets
+# ------------------------------------------------------------------------------------------
+
+
+def test_moving_target_by_name_needs_resolver(live_server):
+    r = call(live_server, "GET", "/moving_target/sector", {"obj_id": "Eleonora", "obj_type": "small_body"})
+    body = assert_error(r, 503, "obj_id")
+    assert "ephemeris" in body["msg"] and r.headers["retry-after"]
+    assert_error(call(live_server, "POST", "/moving_target/astrocut", {"x": 5}), 400, None)
+    assert_error(call(live_server, "GET", "/moving_target/sector", {"ephemeris": "{bad"}), 400, "ephemeris")
+
+
+def _ephemeris(cube_path):
+    cube = open_cube(str(cube_path))
+    t = np.asarray(cube.time, dtype=float)
+    times = np.linspace(t.min(), t.max(), 6)
+    # a slow drift of ~6 pixels in RA across the sector's 10 frames
+    ra = DEMO_RA + np.linspace(-3, 3, 6) * 21 / 3600 / np.cos(np.radians(DEMO_DEC))
+    dec = np.full(6, DEMO_DEC)
+    return {"time": times.tolist(), "ra": ra.tolist(), "dec": dec.tolist()}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_moving_target_explicit_ephemeris(live_server, method):
+    eph = json.dumps(_ephemeris(live_server.cubes["spoc38"]))
+    r = call(live_server, method, "/moving_target/sector", {"ephemeris": eph})
+    assert [row["sectorName"] for row in r.json()["results"]] == ["tess-s0038-2-2"]
+    files = members(call(live_server, method, "/moving_target/astrocut", {"ephemeris": eph, "x": 5, "y": 5}))
+    assert len(files) == 1
+    name, data = next(iter(files.items()))
+    assert name.startswith("tess-s0038-2-2_")
+    with fits.open(io.BytesIO(data)) as hdul:
+        table = hdul[1].data
+        assert table["FLUX"].shape[1:] == (5, 5)
+        assert "TGT_X" in table.columns.names
+        assert np.ptp(table["TGT_RA"]) > 0  # the window follows the target
+
+
+def test_moving_target_off_data_is_200(live_server):
+    eph = _ephemeris(live_server.cubes["spoc38"])
+    eph["ra"] = [10.0 + i * 0.001 for i in range(6)]
+    r = call(live_server, "GET", "/moving_target/astrocut", {"ephemeris": json.dumps(eph), "x": 5})
+    assert r.status_code == 200 and r.json()["results"] == [] and r.json()["msg"]
