@@ -97,22 +97,14 @@ def _list_local(root: str) -> list[str]:
 
 def _list_s3(location: str, s3: Any) -> list[str]:
     from core import storage
+    from core.errors import CutoutError
 
-    text = location.rstrip("/")
-    bucket, _, prefix = text[5:].partition("/")
-    prefix = f"{prefix}/" if prefix else ""
-    # core.storage keeps one boto3 client per S3Config; listing is the only call it does not wrap.
-    client = storage._client(s3 or storage.S3Config.from_env())
-    found = []
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                if CUBE_NAME.match(key.rsplit("/", 1)[-1]):
-                    found.append(f"s3://{bucket}/{key}")
-    except Exception as exc:  # noqa: BLE001 - any botocore error: log it and go on with what we have
+        uris = storage.list_s3(location, s3=s3)
+    except CutoutError as exc:  # an unreachable or missing store: log it and go on with what we have
         log.error("cannot list %s: %s", location, exc)
-    return found
+        return []
+    return [u for u in uris if CUBE_NAME.match(u.rsplit("/", 1)[-1])]
 
 
 class Catalog:

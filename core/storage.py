@@ -15,7 +15,6 @@ bounded timeouts and retries, and count every GET (``stats``, :data:`GLOBAL_STAT
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 import io
 import os
@@ -468,9 +467,16 @@ class LocalSource(ByteSource):
         if fd is not None:
             os.close(fd)
 
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        with contextlib.suppress(OSError):
-            self.close()
+    def __del__(self, _close=os.close) -> None:  # pragma: no cover - best effort
+        # Bound default: at interpreter exit module globals may already be None. A failed
+        # __init__ leaves no _fd attribute.
+        fd = self.__dict__.get("_fd")
+        if fd is not None:
+            self._fd = None
+            try:
+                _close(fd)
+            except OSError:
+                pass
 
 
 # -- S3 ---------------------------------------------------------------------------------------
@@ -613,6 +619,27 @@ def _head(client: Any, cfg: S3Config, bucket: str, key: str, uri: str) -> tuple[
             _heads.clear()
         _heads[ck] = (now + HEAD_TTL, size, etag)
     return size, etag
+
+
+def list_s3(prefix_uri: str, *, s3: S3Config | None = None) -> list[str]:
+    """Every object URI under ``s3://bucket/prefix`` (the prefix taken as a folder), in key order.
+
+    Raises the same engine errors as reads: ``NotFoundError`` for a missing bucket,
+    ``ForbiddenError`` when listing is denied, ``UnavailableError`` when the endpoint fails.
+    """
+    m = re.match(r"^s3://([^/]+)/?(.*)$", prefix_uri, re.IGNORECASE | re.DOTALL)
+    if not m:
+        raise InvalidInputError(f"Not an s3://bucket/prefix URI: {prefix_uri!r}", field="uri")
+    bucket, prefix = m.group(1), (m.group(2) or "").strip("/")
+    prefix = f"{prefix}/" if prefix else ""
+    client = _client(s3 or S3Config.from_env())
+    found: list[str] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.extend(f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", []))
+    except Exception as exc:  # noqa: BLE001 - translated
+        raise _translate(exc, prefix_uri) from None
+    return found
 
 
 class S3Source(ByteSource):

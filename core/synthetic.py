@@ -21,10 +21,6 @@ Example
 
 from __future__ import annotations
 
-import bz2
-import csv
-import functools
-import json
 import math
 import os
 import pathlib
@@ -43,6 +39,7 @@ from erfa import ErfaWarning
 from scipy.special import erf
 
 from core.errors import InvalidInputError, NoDataError
+from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
 
 __all__ = [
     "DEMO_DEC",
@@ -59,8 +56,6 @@ __all__ = [
 #: A position on camera 2 / CCD 2 in sectors 11 and 38 (used by fixtures and demos).
 DEMO_RA, DEMO_DEC = 217.42893801, -62.67949189
 
-#: (ny, nx) of a real SPOC/TICA FFI.
-FULL_SHAPE = (2078, 2136)
 _VIRTUAL_COLS_LEFT = 44
 _SCIENCE = 2048  # science rows/columns
 _BTJD0 = 2457000.0
@@ -116,96 +111,6 @@ class SyntheticSector:
 # WCS
 
 
-@functools.lru_cache(maxsize=1)
-def _tesswcs_tables() -> tuple[dict, dict]:
-    """The archived per-sector WCS table and SIP coefficients shipped in tesswcs's data files.
-
-    Read directly rather than through ``import tesswcs``: importing tesswcs builds thousands of
-    SkyCoord/Angle objects and takes ~12 s; reading the JSON takes ~0.6 s. The numbers and their
-    assembly are exactly those of ``tesswcs.WCS.from_sector`` (checked in the tests).
-    """
-    from importlib.util import find_spec
-
-    spec = find_spec("tesswcs")
-    if spec is None or not spec.submodule_search_locations:
-        return {}, {}
-    data = pathlib.Path(next(iter(spec.submodule_search_locations))) / "data"
-    try:
-        with bz2.open(data / "TESS_wcs_data.json.bz2", "rt", encoding="utf-8") as f:
-            wcs_data = json.load(f)
-        with bz2.open(data / "TESS_wcs_sip.json.bz2", "rt", encoding="utf-8") as f:
-            sip = json.load(f)
-    except OSError:
-        return {}, {}
-    return wcs_data, sip
-
-
-@functools.lru_cache(maxsize=1)
-def _pointings() -> dict[int, dict[str, float]]:
-    """Sector -> {ra, dec, roll, start (JD), end (JD)} from tesswcs's pointings.csv (empty if absent)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("tesswcs")
-    out: dict[int, dict[str, float]] = {}
-    if spec is None or not spec.submodule_search_locations:
-        return out
-    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "data" / "pointings.csv"
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            for row in csv.DictReader(f):
-                out[int(row["Sector"])] = {
-                    "ra": float(row["RA"]), "dec": float(row["Dec"]), "roll": float(row["Roll"]),
-                    "start": float(row["Start"]), "end": float(row["End"]),
-                }
-    except (OSError, KeyError, ValueError):
-        return {}
-    return out
-
-
-def _sip_matrix(coeffs: list) -> np.ndarray:
-    return np.asarray(coeffs, dtype=float)
-
-
-def _full_frame_wcs(sector: int, camera: int, ccd: int, fallback_center: tuple[float, float] | None) -> WCS:
-    """The full-FFI TAN-SIP WCS of a sector/camera/CCD (tesswcs's archived solution, else a fallback)."""
-    from astropy.wcs import Sip
-
-    wcs_data, sip = _tesswcs_tables()
-    key = str(sector)
-    w = WCS(naxis=2)
-    w.pixel_shape = (FULL_SHAPE[1], FULL_SHAPE[0])
-    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
-    w.wcs.cunit = ["deg", "deg"]
-    w.wcs.radesys = "ICRS"
-    w.wcs.equinox = 2000.0
-    if key in wcs_data and sip:
-        entry = wcs_data[key][str(camera)][str(ccd)]
-        w.wcs.crpix = entry["crpix0"]
-        w.wcs.crval = entry["crval0"]
-        w.wcs.cd = np.asarray(entry["cd"], dtype=float)
-    else:
-        # Plausible fallback: 21"/px, the camera/CCD orientation of an archived sector if any, and a
-        # pointing at the requested centre (or the nominal pointing of the sector, or the demo field).
-        w.wcs.crpix = [1045.0, 1001.0]
-        if fallback_center is None:
-            p = _pointings().get(sector)
-            fallback_center = (p["ra"], p["dec"]) if p else (DEMO_RA, DEMO_DEC)
-        w.wcs.crval = list(fallback_center)
-        scale = 21.0 / 3600.0
-        if wcs_data:
-            ref = wcs_data[max(wcs_data, key=int)][str(camera)][str(ccd)]
-            cd = np.asarray(ref["cd"], dtype=float)
-            cd *= scale / math.sqrt(abs(np.linalg.det(cd)))
-        else:
-            cd = np.array([[-scale, 0.0], [0.0, scale]])
-        w.wcs.cd = cd
-    if sip:
-        mats = [_sip_matrix(sip[k][str(camera)][str(ccd)]) for k in ("a", "b", "ap", "bp")]
-        w.sip = Sip(*mats, list(w.wcs.crpix))
-    w.wcs.set()
-    return w
-
-
 def sector_wcs_header(sector: int, camera: int, ccd: int, *, origin: tuple[int, int] = (0, 0),
                       fallback_center: tuple[float, float] | None = None) -> fits.Header:
     """WCS header cards (celestial TAN-SIP with a CD matrix, plus the physical RAWX/RAWY WCS 'P').
@@ -219,7 +124,7 @@ def sector_wcs_header(sector: int, camera: int, ccd: int, *, origin: tuple[int, 
     fallback_center : (ra, dec), optional
         Pointing used when tesswcs has no solution for the sector.
     """
-    w = _full_frame_wcs(sector, camera, ccd, fallback_center)
+    w = full_frame_wcs(sector, camera, ccd, fallback_center)
     y0, x0 = origin
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -270,7 +175,7 @@ def _default_cadence_minutes(sector: int) -> float:
 
 def _sector_start_btjd(sector: int) -> float:
     """A plausible first-cadence BTJD: the sector's start in tesswcs's pointings, else extrapolated."""
-    p = _pointings().get(sector)
+    p = pointings().get(sector)
     if p is not None and p["start"] > _BTJD0:
         return p["start"] - _BTJD0 + 0.75
     return 1325.29 + (sector - 1) * 27.4
@@ -386,7 +291,7 @@ def _science_box(origin: tuple[int, int], shape: tuple[int, int], margin: int) -
 
 def _spoc_primary(sector: int, camera: int, ccd: int, t0: float, t1: float, date_obs: str,
                   date_end: str, date: str, ffiindex: int) -> fits.Header:
-    p = _pointings().get(sector, {"ra": DEMO_RA, "dec": DEMO_DEC, "roll": 0.0})
+    p = pointings().get(sector, {"ra": DEMO_RA, "dec": DEMO_DEC, "roll": 0.0})
     h = fits.Header()
     h["NEXTEND"] = (2, "number of standard extensions")
     h["EXTNAME"] = ("PRIMARY", "name of extension")
@@ -639,7 +544,7 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     ny, nx = shape
 
     # --- geometry: full-frame WCS, window origin, transit-star pixel
-    full = _full_frame_wcs(sector, camera, ccd, center)
+    full = full_frame_wcs(sector, camera, ccd, center)
     if center is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -264,20 +264,16 @@ def _ffi_wcs(services: Services, p: FfiWcsParams) -> dict[str, Any]:
 
 
 def _tesswcs_header(sector: int, camera: int, ccd: int) -> Any:
-    """tesswcs' archived solution for an unhosted sector (as ``tesswcs.WCS.from_sector``), else 404.
+    """tesswcs' archived solution for an unhosted sector (as ``tesswcs.WCS.from_sector``), else 404."""
+    from core.tess_wcs import archived_wcs
 
-    Read through :mod:`core.synthetic`'s loader of tesswcs' data files: ``import tesswcs`` takes
-    tens of seconds, reading its JSON under a second; the numbers are the same.
-    """
-    from core.synthetic import _full_frame_wcs, _tesswcs_tables
-
-    wcs_data, _sip = _tesswcs_tables()
-    if str(sector) not in wcs_data:
+    try:
+        return archived_wcs(sector, camera, ccd).to_header(relax=True)
+    except NotFoundError:
         raise NotFoundError(
             f"no WCS for sector {sector}: not hosted here and not in tesswcs' archived solutions",
             field="sector",
-        )
-    return _full_frame_wcs(sector, camera, ccd, None).to_header(relax=True)
+        ) from None
 
 
 @router.get("/ffi_wcs", response_model=FfiWcsResponse)
