@@ -155,7 +155,7 @@ class Window:
     def ny(self) -> int:
         return self.y1 - self.y0
 
-    def clip(self, nx: int, ny: int) -> "Window":
+    def clip(self, nx: int, ny: int) -> Window:
         """The part of this window inside an ``nx`` x ``ny`` image (may be empty)."""
         return Window(max(self.x0, 0), min(self.x1, nx), max(self.y0, 0), min(self.y1, ny))
 
@@ -164,12 +164,30 @@ class Window:
         return self.x1 <= self.x0 or self.y1 <= self.y0
 
 
-def centered_window(x: float, y: float, size: PixelSize) -> Window:
-    """The window of ``size`` centred on 0-based pixel position (x, y).
+def centered_window(x: float, y: float, size: PixelSize | tuple[float, float]) -> Window:
+    """The window of ``size`` around 0-based pixel position (x, y), as astrocut 1.4.0 places it.
 
-    Matches astrocut's rounding: for an odd size the central pixel contains the position; for an even
-    size the position lies nearest the centre of the window.
+    astrocut (``Cutout._get_cutout_limits``, rounding 'round') takes, per axis,
+    ``lo = round(c - n/2)``, ``hi = round(c + n/2)`` with numpy's round-half-to-even, and when the
+    two coincide (n < 1) ``lo = floor(c)``, ``hi = lo + 1``. We do the same so that windows (and
+    so pixels) match astrocut's exactly; in the rare case where ``c - n/2`` falls exactly on a
+    half pixel the window is then one pixel narrower or wider than ``n``, as in astrocut.
+    ``size`` is a :class:`PixelSize` or an ``(nx, ny)`` pair of (possibly fractional) pixels, e.g.
+    from an angular size.
     """
-    x0 = int(np.round(x - (size.nx - 1) / 2.0))
-    y0 = int(np.round(y - (size.ny - 1) / 2.0))
-    return Window(x0, x0 + size.nx, y0, y0 + size.ny)
+    if isinstance(size, PixelSize):
+        sx, sy = float(size.nx), float(size.ny)
+    else:
+        sx, sy = (float(v) for v in size)
+
+    def _limits(c: float, n: float) -> tuple[int, int]:
+        lo = int(np.round(c - n / 2.0))
+        hi = int(np.round(c + n / 2.0))
+        if lo == hi:
+            lo = int(np.floor(c))
+            hi = lo + 1
+        return lo, hi
+
+    x0, x1 = _limits(x, sx)
+    y0, y1 = _limits(y, sy)
+    return Window(x0, x1, y0, y1)

@@ -1,0 +1,188 @@
+"""Benchmark cube cuts: ours (core.tpf) vs astrocut 1.4.0 vs the raw pread floor.
+
+Usage: bench/bench_cube_cut.py [--quick] [--frames 100] [--cube PATH] [--runs N] [--profile]
+
+Builds (once, under /tmp/bench-data) a full-size 2078 x 2136 synthetic SPOC cube of ``--frames``
+frames unless ``--cube`` is given, warms the page cache and both libraries, then for 5x5, 30x30 and
+100x100 cutouts prints the median of N runs of:
+
+- ours, memory:      CutoutFactory().cube_cut(..., memory_only=True)   (lazy HDUList)
+- ours, mem+data:    the same, then reading hdul[1].data["FLUX"] (astropy parses the table)
+- ours, bytes:       locate + cut_bytes (the service's path: FITS bytes, no HDUList)
+- ours, file:        cube_cut(..., output_path=tmp)
+- astrocut, memory / file: astrocut 1.4.0's CutoutFactory().cube_cut
+- pread floor:       os.pread of the same row ranges, nothing else
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+warnings.simplefilter("ignore")
+
+from core.cube import open_cube
+from core.tpf import CutoutFactory, cut_bytes, locate
+
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+
+
+def full_cube(frames: int = 100, verbose: bool = True) -> Path:
+    """A full-size (2078 x 2136) SPOC cube of ``frames`` synthetic FFIs, built once and reused.
+
+    Built with our CubeFactory when it works, else astrocut 1.4.0's; the FFIs are deleted after.
+    """
+    out = DATA / f"full-{frames}" / "tess-s0038-2-2-cube.fits"
+    if out.exists():
+        return out
+    from core.synthetic import write_sector
+
+    ffi_dir = DATA / f"ffis-{frames}"
+    t0 = time.perf_counter()
+    sector = write_sector(ffi_dir, size="full", frames=frames, seed=0)
+    if verbose:
+        print(f"wrote {frames} synthetic FFIs in {time.perf_counter() - t0:.1f} s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    t0 = time.perf_counter()
+    files = [str(f) for f in sector.ffi_files]
+    try:
+        from core.cube_factory import CubeFactory
+
+        CubeFactory().make_cube(files, str(tmp), verbose=False)
+        how = "ours"
+    except Exception as exc:  # noqa: BLE001 - any failure: fall back to astrocut's
+        print(f"our CubeFactory failed ({exc!r}); using astrocut's")
+        from astrocut import CubeFactory as AstrocutCubeFactory
+
+        AstrocutCubeFactory().make_cube(files, str(tmp), verbose=False)
+        how = "astrocut"
+    os.replace(tmp, out)
+    if verbose:
+        print(f"built {out} ({how} CubeFactory) in {time.perf_counter() - t0:.1f} s")
+    shutil.rmtree(ffi_dir, ignore_errors=True)
+    return out
+
+
+def median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs")
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--cube", type=str, default=None)
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--profile", action="store_true", help="cProfile ours (memory) for each size")
+    args = ap.parse_args()
+    runs = args.runs or (5 if args.quick else 20)
+
+    from astrocut import CutoutFactory as AstrocutFactory
+
+    path = Path(args.cube) if args.cube else full_cube(args.frames)
+    cube = open_cube(path)
+    print(
+        f"cube: {path} {cube.ny}x{cube.nx} px x {cube.nframes} frames x {cube.nplanes} planes, "
+        f"{os.path.getsize(path) / 1e9:.2f} GB; runs per figure: {runs}"
+    )
+    # A position in the middle of the science pixels.
+    ra, dec = cube.wcs.all_pix2world(min(1068.3, cube.nx / 2), min(1024.6, cube.ny / 2), 0)
+    coord = f"{float(ra)} {float(dec)}"
+    out_dir = tempfile.mkdtemp(prefix="bench-cut-")
+    ours = CutoutFactory()
+    theirs = AstrocutFactory()
+
+    fd = os.open(path, os.O_RDONLY)
+    rows = []
+    for size in (5, 30, 100):
+        geo = locate(cube, coord, size)
+        ranges = cube.ranges(geo.inside.y0, geo.inside.y1, geo.inside.x0, geo.inside.x1)
+
+        def floor(ranges=ranges):
+            for off, n in ranges:
+                os.pread(fd, n, off)
+
+        def ours_mem(size=size):
+            ours.cube_cut(path, coord, size, memory_only=True)
+
+        def ours_mem_data(size=size):
+            ours.cube_cut(path, coord, size, memory_only=True)[1].data["FLUX"]
+
+        def ours_bytes(size=size):
+            cut_bytes(cube, locate(cube, coord, size))
+
+        def ours_file(size=size):
+            ours.cube_cut(path, coord, size, output_path=out_dir)
+
+        def ac_mem(size=size):
+            theirs.cube_cut(str(path), coord, size, memory_only=True)
+
+        def ac_file(size=size):
+            theirs.cube_cut(str(path), coord, size, output_path=out_dir)
+
+        for fn in (floor, ours_mem, ours_mem_data, ours_bytes, ours_file, ac_mem, ac_file):
+            fn()  # warm-up: page cache, imports, cube cache
+        r = {
+            "size": size,
+            "floor": median_ms(floor, runs),
+            "ours_mem": median_ms(ours_mem, runs),
+            "ours_mem_data": median_ms(ours_mem_data, runs),
+            "ours_bytes": median_ms(ours_bytes, runs),
+            "ours_file": median_ms(ours_file, runs),
+            "ac_mem": median_ms(ac_mem, max(3, runs // 2)),
+            "ac_file": median_ms(ac_file, max(3, runs // 2)),
+        }
+        rows.append(r)
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(runs):
+                ours_mem()
+            prof.disable()
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(8)
+            print(f"--- profile, ours memory {size}x{size} ({runs} runs), by own time ---")
+            print("\n".join(s.getvalue().splitlines()[6:22]))
+    os.close(fd)
+
+    print()
+    head = (
+        f"{'size':>8} {'floor':>7} {'ours mem':>9} {'+data':>7} {'bytes':>7} {'ours file':>9} "
+        f"{'ac mem':>8} {'ac file':>8} {'ac/ours mem':>11} {'ac/ours file':>12} {'ours/floor':>10}"
+    )
+    print("median ms")
+    print(head)
+    for r in rows:
+        print(
+            f"{r['size']:>3}x{r['size']:<4} {r['floor']:7.2f} {r['ours_mem']:9.2f} {r['ours_mem_data']:7.2f} "
+            f"{r['ours_bytes']:7.2f} {r['ours_file']:9.2f} {r['ac_mem']:8.1f} {r['ac_file']:8.1f} "
+            f"{r['ac_mem'] / r['ours_mem']:10.1f}x {r['ac_file'] / r['ours_file']:11.1f}x "
+            f"{r['ours_bytes'] / r['floor']:9.1f}x"
+        )
+    print(
+        "ac/ours mem compares lazy HDULists (ours) with astrocut's built ones; '+data' includes astropy "
+        "parsing our table; ours/floor uses the bytes path."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""Reading TESS FFI cubes (the astrocut/MAST layout) with a per-cube cache.
+
+A cube is HDU0 a primary header, HDU1 float32 big-endian data of numpy shape
+(rows, cols, frames, planes) (plane 0 flux, plane 1 error), HDU2 a binary table with one row
+per FFI. :func:`open_cube` parses the headers and the table once per cube (keyed by the
+source's identity) and keeps the result in a bounded LRU, so repeated cuts skip all parsing —
+astrocut 1.4.0 re-opens the cube and re-parses the whole table on every cut (its defect 5).
+
+Headers are read with a few range reads and ``fits.Header.fromstring``; the table HDU's bytes
+are read once and parsed by astropy. Pixels are read with one contiguous range per cutout row,
+which is the floor for this layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import Angle, SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from core.errors import CorruptFileError, NotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.storage import S3Config
+
+BLOCK = 2880
+CARD = 80
+_CACHE_SIZE = 32
+
+# Table columns a cube needs, per product (astrocut 1.4.0 for SPOC, 0.11.1 for TICA).
+REQUIRED_COLUMNS = {
+    "SPOC": ("TSTART", "TSTOP", "BARYCORR", "DQUALITY", "FFI_FILE"),
+    "TICA": ("STARTTJD", "ENDTJD", "QUAL_BIT", "FFI_FILE"),
+}
+
+# Full-frame SPOC/TICA FFIs are 2136 x 2078; the science pixels are columns 44..2091, rows 0..2047.
+_FULL_FFI = (2078, 2136)
+_SCIENCE = (0, 2048, 44, 2092)  # y0, y1, x0, x1
+
+_NAME_RE = re.compile(r"s(\d{4})-(\d)-(\d)")
+
+#: Counters for tests and metrics: how many cubes were parsed and how many lookups hit the cache.
+CACHE_STATS = {"parses": 0, "hits": 0}
+
+
+def _open_source(uri: str, s3: Any = None) -> Any:
+    from core.storage import open_source
+
+    return open_source(uri, s3=s3)
+
+
+def _find_end(buf: bytes) -> int:
+    """Offset just past the END card in ``buf`` (card-aligned), or -1."""
+    for pos in range(0, len(buf) - CARD + 1, CARD):
+        if buf[pos : pos + 3] == b"END" and buf[pos + 3 : pos + CARD].strip(b" ") == b"":
+            return pos + CARD
+    return -1
+
+
+def _read_header(source: Any, offset: int, uri: str) -> tuple[fits.Header, int]:
+    """Read the header starting at ``offset``; return it and its padded length in bytes."""
+    chunk = 10 * BLOCK
+    buf = b""
+    while True:
+        n = min(chunk, source.size - offset - len(buf))
+        if n <= 0:
+            raise CorruptFileError(f"{uri}: FITS header at byte {offset} has no END card", field="cube_file")
+        part = source.read_range(offset + len(buf), n)
+        if not part:
+            raise CorruptFileError(f"{uri}: file ends inside a FITS header", field="cube_file")
+        start = max(0, len(buf) - len(buf) % CARD)
+        buf += part
+        end = _find_end(buf[start:])
+        if end >= 0:
+            end += start
+            break
+        chunk *= 4
+    try:
+        text = buf[: end - CARD].decode("ascii")
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{uri}: not a FITS file (non-ASCII header)", field="cube_file") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = fits.Header.fromstring(text)
+        except Exception as exc:  # noqa: BLE001 - astropy raises several types for malformed cards
+            raise CorruptFileError(f"{uri}: unreadable FITS header ({exc})", field="cube_file") from None
+    return header, -(-end // BLOCK) * BLOCK
+
+
+def _padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+class Cube:
+    """A parsed TESS cube: headers, table, reference WCS and pixel access.
+
+    Do not build directly; use :func:`open_cube`, which caches instances.
+
+    Attributes
+    ----------
+    uri, source : the location and its :mod:`core.storage` byte source.
+    primary_header : astropy Header of HDU 0.
+    table_header : astropy Header of HDU 2.
+    table : FITS_rec of HDU 2 (one row per FFI).
+    ny, nx, nframes, nplanes : the data dimensions (rows, columns, frames, planes).
+    data_offset : byte offset of HDU 1's data.
+    sector, camera, ccd : ints; product : "SPOC" or "TICA".
+    wcs : the reference FFI's celestial TAN-SIP WCS (middle row, searching forward for a SIP
+        row and wrapping, as astrocut does).
+    wcs_row : the table row index the WCS came from; wcs_header : that row as a Header.
+    time, timecorr, quality, cadence, ffi_file : per-frame numpy arrays precomputed for TPFs.
+    """
+
+    def __init__(self, uri: str, source: Any) -> None:
+        self.uri = uri
+        self.source = source
+        self._lock = threading.Lock()
+        self._templates: dict[Any, Any] = {}
+        self._parse()
+
+    # -- parsing ---------------------------------------------------------------------------
+    def _parse(self) -> None:
+        uri, src = self.uri, self.source
+        if src.size < BLOCK:
+            raise CorruptFileError(
+                f"{uri}: too small to be a FITS cube ({src.size} bytes)", field="cube_file"
+            )
+        head = src.read_range(0, min(CARD, src.size))
+        if not head.startswith(b"SIMPLE  ="):
+            raise CorruptFileError(f"{uri}: not a FITS file", field="cube_file")
+        self.primary_header, plen = _read_header(src, 0, uri)
+        h1, h1len = _read_header(src, plen, uri)
+        if h1.get("XTENSION", "").strip() != "IMAGE" or h1.get("NAXIS") != 4 or h1.get("BITPIX") != -32:
+            raise CorruptFileError(
+                f"{uri}: not a TESS cube (HDU 1 must be a 4-D float32 image, got "
+                f"XTENSION={h1.get('XTENSION')!r} NAXIS={h1.get('NAXIS')} BITPIX={h1.get('BITPIX')})",
+                field="cube_file",
+            )
+        self.image_header = h1
+        self.nplanes = int(h1["NAXIS1"])
+        self.nframes = int(h1["NAXIS2"])
+        self.nx = int(h1["NAXIS3"])
+        self.ny = int(h1["NAXIS4"])
+        if self.nplanes not in (1, 2) or min(self.nframes, self.nx, self.ny) < 1:
+            raise CorruptFileError(
+                f"{uri}: not a TESS cube (dims {self.nplanes}x{self.nframes}x{self.nx}x{self.ny})",
+                field="cube_file",
+            )
+        if h1.get("BSCALE", 1) != 1 or h1.get("BZERO", 0) != 0:
+            raise CorruptFileError(f"{uri}: scaled cube data is not supported", field="cube_file")
+        self.data_offset = plen + h1len
+        data_bytes = self.ny * self.nx * self.nframes * self.nplanes * 4
+        t_off = self.data_offset + _padded(data_bytes)
+        if src.size < t_off + BLOCK:
+            raise CorruptFileError(
+                f"{uri}: truncated cube ({src.size} bytes, the data alone end at {self.data_offset + data_bytes})",
+                field="cube_file",
+            )
+        h2, h2len = _read_header(src, t_off, uri)
+        if h2.get("XTENSION", "").strip() != "BINTABLE":
+            raise CorruptFileError(f"{uri}: not a TESS cube (HDU 2 is not a binary table)", field="cube_file")
+        tbytes = int(h2["NAXIS1"]) * int(h2["NAXIS2"]) + int(h2.get("PCOUNT", 0))
+        if src.size < t_off + h2len + tbytes:
+            raise CorruptFileError(f"{uri}: truncated cube (table incomplete)", field="cube_file")
+        raw = src.read_range(
+            t_off, h2len + _padded(tbytes) if src.size >= t_off + h2len + _padded(tbytes) else h2len + tbytes
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                hdu = fits.BinTableHDU.fromstring(raw)
+                table = hdu.data
+            except Exception as exc:  # noqa: BLE001 - any astropy failure means a bad table
+                raise CorruptFileError(f"{uri}: unreadable cube table ({exc})", field="cube_file") from None
+        self.table_header = hdu.header
+        self.table = table
+        names = set(table.columns.names)
+        if table is None or len(table) != self.nframes:
+            raise CorruptFileError(
+                f"{uri}: cube table has {0 if table is None else len(table)} rows for {self.nframes} frames",
+                field="cube_file",
+            )
+        if all(c in names for c in REQUIRED_COLUMNS["SPOC"]):
+            self.product = "SPOC"
+        elif all(c in names for c in REQUIRED_COLUMNS["TICA"]):
+            self.product = "TICA"
+        else:
+            missing = [c for c in REQUIRED_COLUMNS["SPOC"] if c not in names]
+            raise CorruptFileError(f"{uri}: cube table lacks columns {missing}", field="cube_file")
+        self._parse_ids()
+        self._parse_columns()
+        self._parse_wcs()
+        CACHE_STATS["parses"] += 1
+
+    def _parse_ids(self) -> None:
+        ph = self.primary_header
+        m = _NAME_RE.search(os.path.basename(str(self.uri)))
+        sector = ph.get("SECTOR")
+        camera = ph.get("CAMERA", ph.get("CAMNUM"))
+        ccd = ph.get("CCD", ph.get("CCDNUM"))
+        if m:
+            sector = sector if sector is not None else int(m.group(1))
+            camera = camera if camera is not None else int(m.group(2))
+            ccd = ccd if ccd is not None else int(m.group(3))
+        self.sector = int(sector) if sector is not None else 0
+        self.camera = int(camera) if camera is not None else 0
+        self.ccd = int(ccd) if ccd is not None else 0
+
+    def _parse_columns(self) -> None:
+        t = self.table
+        if self.product == "SPOC":
+            start, stop, qual = "TSTART", "TSTOP", "DQUALITY"
+            self.timecorr = np.asarray(t["BARYCORR"], dtype=">f4")
+            self.cadence = np.zeros(self.nframes, dtype=">i4")
+        else:
+            start, stop, qual = "STARTTJD", "ENDTJD", "QUAL_BIT"
+            self.timecorr = None
+            names = t.columns.names
+            self.cadence = (
+                np.asarray(t["CADENCE"], dtype=">i4") if "CADENCE" in names else np.zeros(self.nframes, ">i4")
+            )
+        self.time = ((np.asarray(t[start], dtype=float) + np.asarray(t[stop], dtype=float)) / 2).astype(">f8")
+        self.quality = np.asarray(t[qual]).astype(">i4")
+        self.ffi_file = np.char.encode(np.asarray(t["FFI_FILE"]).astype(str), "ascii").astype("S38")
+
+    def _parse_wcs(self) -> None:
+        t = self.table
+        n = len(t)
+        names = t.columns.names
+        if "CTYPE2" not in names:
+            raise CorruptFileError(f"{self.uri}: cube table has no WCS (CTYPE2) column", field="cube_file")
+        ctype2 = np.char.strip(np.asarray(t["CTYPE2"]).astype(str))
+        mid = n // 2
+        row = next((i for i in list(range(mid, n)) + list(range(mid)) if ctype2[i] == "DEC--TAN-SIP"), None)
+        if row is None:
+            raise CorruptFileError(f"{self.uri}: no FFI row holds a TAN-SIP WCS", field="cube_file")
+        header = fits.Header()
+        rec = t[row]
+        for name in names:
+            value = rec[name]
+            if isinstance(value, (bytes, np.bytes_)):
+                value = value.decode("ascii", "replace")
+            elif isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and np.isnan(value):
+                continue
+            header[name] = value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            self.wcs = WCS(header, relax=True)
+        self.wcs_row = row
+        self.wcs_header = header
+        radesys = (self.wcs.wcs.radesys or "ICRS").strip().upper()
+        self._icrs = radesys == "ICRS"
+
+    # -- geometry --------------------------------------------------------------------------
+    def radec_to_pixel(self, ra: float, dec: float) -> tuple[float, float]:
+        """0-based (x, y) of ICRS (ra, dec) degrees through the TAN-SIP WCS; NaN when it fails or
+        when the solution does not map back to (ra, dec) (SIP inversion far off the CCD)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                x, y = self.wcs.all_world2pix(ra, dec, 0)
+                x, y = float(x), float(y)
+                ra2, dec2 = self.wcs.all_pix2world(x, y, 0)
+            except Exception:  # noqa: BLE001 - NoConvergence, singular matrices...: not on the CCD
+                return float("nan"), float("nan")
+        if (
+            not (np.isfinite(x) and np.isfinite(y))
+            or _sep_deg(float(ra2), float(dec2), ra, dec) > 21.0 / 3600
+        ):
+            return float("nan"), float("nan")
+        return x, y
+
+    def world_to_pixel(self, coord: SkyCoord) -> tuple[float, float]:
+        """0-based (x, y) pixel of ``coord`` through the full TAN-SIP WCS (NaN if it fails)."""
+        if self._icrs:
+            c = coord.icrs
+            return self.radec_to_pixel(float(c.ra.deg), float(c.dec.deg))
+        try:
+            x, y = coord.to_pixel(self.wcs)
+        except Exception:  # noqa: BLE001 - as above
+            return float("nan"), float("nan")
+        return float(x), float(y)
+
+    def contains(self, coord: SkyCoord, radius: Angle | u.Quantity = 0 * u.deg) -> bool:
+        """Whether ``coord`` lies within the science pixels (grown by ``radius``).
+
+        For full-size FFIs the science pixels are columns 44..2091, rows 0..2047; for other sizes
+        (synthetic or trimmed cubes) the whole array.
+        """
+        if (self.ny, self.nx) == _FULL_FFI:
+            y0, y1, x0, x1 = _SCIENCE
+        else:
+            y0, y1, x0, x1 = 0, self.ny, 0, self.nx
+        pad = 0.0
+        r = Angle(radius).deg
+        if r > 0:
+            from astropy.wcs.utils import proj_plane_pixel_scales
+
+            pad = r / float(np.min(proj_plane_pixel_scales(self.wcs.celestial)))
+        x, y = self.world_to_pixel(coord)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            return False
+        return (x0 - 0.5 - pad <= x < x1 - 0.5 + pad) and (y0 - 0.5 - pad <= y < y1 - 0.5 + pad)
+
+    def footprint(self) -> SkyCoord:
+        """Sky positions of the four corners of the science pixels (for the service's index)."""
+        if (self.ny, self.nx) == _FULL_FFI:
+            y0, y1, x0, x1 = _SCIENCE
+        else:
+            y0, y1, x0, x1 = 0, self.ny, 0, self.nx
+        xs = np.array([x0, x1 - 1, x1 - 1, x0], dtype=float)
+        ys = np.array([y0, y0, y1 - 1, y1 - 1], dtype=float)
+        ra, dec = self.wcs.all_pix2world(xs, ys, 0)
+        return SkyCoord(ra, dec, unit="deg", frame="icrs")
+
+    # -- pixels ----------------------------------------------------------------------------
+    def ranges(self, y0: int, y1: int, x0: int, x1: int) -> list[tuple[int, int]]:
+        """The byte ranges (offset, length) holding rows y0:y1, columns x0:x1 (one per row)."""
+        per_px = self.nframes * self.nplanes * 4
+        n = (x1 - x0) * per_px
+        base = self.data_offset + x0 * per_px
+        row = self.nx * per_px
+        return [(base + y * row, n) for y in range(y0, y1)]
+
+    def read_block_be(self, y0: int, y1: int, x0: int, x1: int, threads: int = 1) -> np.ndarray:
+        """Like :meth:`read_block` but big-endian as stored (no byte swap; cheapest)."""
+        if not (0 <= y0 < y1 <= self.ny and 0 <= x0 < x1 <= self.nx):
+            raise ValueError(f"block [{y0}:{y1}, {x0}:{x1}] is outside the {self.ny}x{self.nx} cube")
+        shape = (y1 - y0, x1 - x0, self.nframes, self.nplanes)
+        ranges = self.ranges(y0, y1, x0, x1)
+        out = np.empty(shape, dtype=">f4")
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+        n = ranges[0][1]
+        if getattr(self.source, "path", None) is not None and threads <= 1:
+            # Local file: preadv straight into the output, one call per row (no copies).
+            for i, (off, ln) in enumerate(ranges):
+                self.source.read_into(off, flat[i * n : (i + 1) * n])
+            return out
+        parts = self.source.read_ranges(ranges, threads=threads)
+        for i, part in enumerate(parts):
+            if len(part) != n:
+                raise CorruptFileError(f"{self.uri}: short read from the cube data", field="cube_file")
+            flat[i * n : (i + 1) * n] = part
+        return out
+
+    def read_block(self, y0: int, y1: int, x0: int, x1: int, threads: int = 1) -> np.ndarray:
+        """Pixels of rows y0:y1, columns x0:x1 as native float32 of shape (y, x, frames, planes).
+
+        Reads one contiguous range per row ((x1-x0)*frames*planes*4 bytes).
+        """
+        return self.read_block_be(y0, y1, x0, x1, threads).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Cube {self.uri} {self.product} s{self.sector} {self.camera}-{self.ccd} "
+            f"{self.ny}x{self.nx}x{self.nframes}x{self.nplanes}>"
+        )
+
+
+def _sep_deg(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> Any:
+    """Great-circle separation in degrees (haversine, vectorised)."""
+    r1, d1, r2, d2 = (np.radians(v) for v in (ra1, dec1, ra2, dec2))
+    s = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(s, 0, 1))))
+
+
+_cache: OrderedDict[Any, Cube] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def open_cube(uri: str | os.PathLike, *, s3: S3Config | None = None) -> Cube:
+    """Open (or fetch from the cache) the cube at ``uri`` (a local path or ``s3://`` URI).
+
+    The cache is a bounded LRU (32 cubes) keyed by the source's identity (local: path, size and
+    mtime; S3: ETag), so a changed file is re-parsed.
+
+    Raises
+    ------
+    NotFoundError
+        When the file or object does not exist.
+    CorruptFileError
+        When it is not a cube, lacks the needed table columns or is truncated.
+    """
+    uri = os.fspath(uri)
+    try:
+        source = _open_source(uri, s3)
+    except NotFoundError as exc:
+        raise NotFoundError(f"cube {uri} does not exist ({exc.message})", field="cube_file") from None
+    except FileNotFoundError:
+        raise NotFoundError(f"cube {uri} does not exist", field="cube_file") from None
+    key = source.identity
+    with _cache_lock:
+        cube = _cache.get(key)
+        if cube is not None:
+            _cache.move_to_end(key)
+            CACHE_STATS["hits"] += 1
+    if cube is not None:
+        source.close()  # the cached cube keeps its own source open
+        return cube
+    try:
+        cube = Cube(uri, source)
+    except BaseException:
+        source.close()
+        raise
+    with _cache_lock:
+        _cache[key] = cube
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            # Not closed here: a cut in another thread may still use it; the GC closes it.
+            _cache.popitem(last=False)
+    return cube
+
+
+def clear_cache() -> None:
+    """Forget every cached cube (tests, or after replacing files in place)."""
+    with _cache_lock:
+        _cache.clear()

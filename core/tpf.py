@@ -1,0 +1,915 @@
+"""Target pixel files (TPFs) cut from TESS FFI cubes: astrocut 1.4.0's ``cube_cut``, faster.
+
+Follows astrocut 1.4.0 (``TessCubeCutout``) for the window, pixels, padding (NaN in the pixel
+columns, 0 in the aperture), columns, units and header keys, and astrocut 0.11.1 for TICA cubes.
+Departs from it where it is defective:
+
+1. the per-column WCS keys (1CTYP5, 1CRPX5, ..., 1CRV5P/2CRV5P = 1-based FFI column/row of the
+   cutout origin) are written for every pixel column (1.4.0 never writes them);
+2. WCS_MSEP / WCS_SIG are the real residuals of the linear fit (1.4.0 always writes 0);
+3. file names strip the ``-cube`` suffix properly (1.4.0 uses ``rstrip('-cube')``);
+4. nothing is re-parsed between cuts (per-cube templates, see :mod:`core.cube`);
+5. no CHECKSUM/DATASUM are written (astrocut writes them to files, not to memory HDULists) and the
+   stale DATASUM card of the cube's primary header is not copied into the TPF;
+6. CREATOR/PROCVER name this package, not astrocut.
+
+Why it is fast: the FITS bytes are assembled directly — card images formatted once per cube
+(templates) plus ~80 per-cut cards, and the PIXELS table written from one big-endian numpy
+structured array filled straight from the cube's big-endian bytes (no byte swaps). astropy's
+``BinTableHDU.from_columns`` and ``Header`` objects cost ~15 ms per cut on their own, more than
+reading the pixels. In-memory results are ``HDUList.fromstring`` of those bytes (lazy: the
+table's columns are parsed by astropy only when accessed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.time import Time
+
+import core
+from core.cube import Cube, open_cube
+from core.errors import InvalidInputError, NoDataError, TooLargeError
+from core.geometry import PixelSize, Window, centered_window, parse_coordinates, parse_cutout_size
+from core.wcs_fit import LinearFit, fit_linear_wcs
+
+CREATOR = "tess-cutout-service"
+BLOCK = 2880
+
+# --------------------------------------------------------------------------------------------
+# card formatting (FITS fixed format; the same rules as astropy's Card)
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_float(value: float) -> str:
+    if not np.isfinite(value):
+        raise ValueError("FITS header values must be finite")
+    s = str(float(value)).replace("e", "E")
+    if len(s) > 20:
+        idx = s.find("E")
+        s = s[:20] if idx < 0 else s[: 20 - (len(s) - idx)] + s[idx:]
+    return s
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        if value == "":
+            return "''"
+        quoted = "'" + f"{value.replace(chr(39), chr(39) * 2):8}" + "'"
+        return f"{quoted:20}"
+    if isinstance(value, (bool, np.bool_)):
+        return f"{'T' if value else 'F':>20}"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):>20d}"
+    return f"{_fmt_float(float(value)):>20}"
+
+
+def _card_image(key: str, val: str, comment: str = "") -> str:
+    text = f"{key:8}= {val} / {comment}" if comment else f"{key:8}= {val}"
+    return f"{text[:80]:80}"
+
+
+def card(key: str, value: Any, comment: str = "") -> str:
+    """One 80-character FITS card image (value cards only; strings must fit on one card)."""
+    val = _fmt_value(value)
+    if isinstance(value, str) and len(val.rstrip()) > 70:
+        raise ValueError(f"value of {key} is too long for one card")
+    return _card_image(key, val, comment)
+
+
+def _header_block(cards: list[str]) -> bytes:
+    text = "".join(cards) + f"{'END':80}"
+    pad = -len(text) % BLOCK
+    return (text + " " * pad).encode("ascii")
+
+
+def _images(header: fits.Header) -> list[tuple[str, str]]:
+    """(keyword, 80-char image) for each card of an astropy header (long strings become CONTINUE)."""
+    out = []
+    for c in header.cards:
+        img = c.image
+        for i in range(0, len(img), 80):
+            out.append((c.keyword if i == 0 else "CONTINUE", img[i : i + 80]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# per-cube templates
+# --------------------------------------------------------------------------------------------
+
+# astrocut 1.4.0 TessCubeCutout._img_kwds (keyword -> comment): copied from the WCS row into PIXELS.
+_IMG_KWDS = {
+    "BACKAPP": "background is subtracted",
+    "CDPP0_5": "RMS CDPP on 0.5-hr time scales",
+    "CDPP1_0": "RMS CDPP on 1.0-hr time scales",
+    "CDPP2_0": "RMS CDPP on 2.0-hr time scales",
+    "CROWDSAP": "Ratio of target flux to total flux in op. ap.",
+    "DEADAPP": "deadtime applied",
+    "DEADC": "deadtime correction",
+    "EXPOSURE": "[d] time on source",
+    "FLFRCSAP": "Frac. of target flux w/in the op. aperture",
+    "FRAMETIM": "[s] frame time [INT_TIME + READTIME]",
+    "FXDOFF": "compression fixed offset",
+    "GAINA": "[electrons/count] CCD output A gain",
+    "GAINB": "[electrons/count] CCD output B gain",
+    "GAINC": "[electrons/count] CCD output C gain",
+    "GAIND": "[electrons/count] CCD output D gain",
+    "INT_TIME": "[s] photon accumulation time per frame",
+    "LIVETIME": "[d] TELAPSE multiplied by DEADC",
+    "MEANBLCA": "[count] FSW mean black level CCD output A",
+    "MEANBLCB": "[count] FSW mean black level CCD output B",
+    "MEANBLCC": "[count] FSW mean black level CCD output C",
+    "MEANBLCD": "[count] FSW mean black level CCD output D",
+    "NREADOUT": "number of read per cadence",
+    "NUM_FRM": "number of frames per time stamp",
+    "READNOIA": "[electrons] read noise CCD output A",
+    "READNOIB": "[electrons] read noise CCD output B",
+    "READNOIC": "[electrons] read noise CCD output C",
+    "READNOID": "[electrons] read noise CCD output D",
+    "READTIME": "[s] readout time per frame",
+    "TIERRELA": "[d] relative time error",
+    "TIMEDEL": "[d] time resolution of data",
+    "TIMEPIXR": "bin time beginning=0 middle=0.5 end=1",
+    "TMOFST11": "(s) readout delay for camera 1 and ccd 1",
+    "VIGNAPP": "vignetting or collimator correction applied",
+}
+
+_DELETE_WILDCARDS = (
+    "SC_",
+    "RMS",
+    "A_",
+    "AP_",
+    "B_",
+    "BP",
+    "GAIN",
+    "TESS_",
+    "CD",
+    "CT",
+    "CRPIX",
+    "CRVAL",
+    "MJD",
+)
+_DELETE_KEYS = {
+    "COMMENT", "FILTER", "TIME", "EXPTIME", "ACS_MODE", "DEC_TARG", "FLXWIN", "RA_TARG", "CCDNUM",
+    "CAMNUM", "WCSGDF", "UNITS", "CADENCE", "SCIPIXS", "INT_TIME", "PIX_CAT", "REQUANT", "DIFF_HUF",
+    "PRIM_HUF", "QUAL_BIT", "SPM", "STARTTJD", "ENDTJD", "CRM", "TJD_ZERO", "CRM_N", "ORBIT_ID", "MIDTJD",
+}  # fmt: skip
+_INHERIT_SKIP = {"COMMENT", "SIMPLE", "BITPIX", "EXTEND", "NEXTEND", "CHECKSUM", "DATASUM", ""}
+
+# (name, TFORM letter or None for pixel columns, unit, TNULL, TDISP)
+_SPOC_COLUMNS = [
+    ("TIME", "D", "BJD - 2457000, days", None, "D14.7"),
+    ("TIMECORR", "E", "d", None, "E14.7"),
+    ("CADENCENO", "J", None, None, "I10"),
+    ("RAW_CNTS", "nJ", "count", -1, "I8"),
+    ("FLUX", "nE", "e-/s", None, "E14.7"),
+    ("FLUX_ERR", "nE", "e-/s", None, "E14.7"),
+    ("FLUX_BKG", "nE", "e-/s", None, "E14.7"),
+    ("FLUX_BKG_ERR", "nE", "e-/s", None, "E14.7"),
+    ("QUALITY", "J", None, None, "B16.16"),
+    ("POS_CORR1", "E", "pixel", None, "E14.7"),
+    ("POS_CORR2", "E", "pixel", None, "E14.7"),
+    ("FFI_FILE", "38A", "pixel", None, None),
+]
+_NP = {"D": ">f8", "E": ">f4", "J": ">i4", "38A": "S38"}
+
+
+def _columns(product: str) -> list[tuple[str, str, str | None, int | None, str | None]]:
+    if product == "SPOC":
+        return _SPOC_COLUMNS
+    # TICA (astrocut 0.11.1): no TIMECORR, pixel units e-.
+    return [
+        (n, f, ("e-" if unit == "e-/s" else unit), null, disp)
+        for n, f, unit, null, disp in _SPOC_COLUMNS
+        if n != "TIMECORR"
+    ]
+
+
+def _delete_primary_keys(h: fits.Header) -> None:
+    for key in list(h.keys()):
+        if key in _DELETE_KEYS or any(key.startswith(w) for w in _DELETE_WILDCARDS):
+            h.remove(key, ignore_missing=True, remove_all=True)
+
+
+def _primary_template(cube: Cube) -> fits.Header:
+    """The cube's primary header updated as astrocut's ``_update_primary_header`` does (RA/Dec 0)."""
+    h = cube.primary_header.copy()
+    for key in ("CHECKSUM", "DATASUM"):
+        h.remove(key, ignore_missing=True)
+    h["NAXIS"] = 0
+    for key in [k for k in h if re.fullmatch(r"NAXIS\d+", k)]:
+        del h[key]
+    if "EXTEND" not in h:
+        h.insert("NAXIS", ("EXTEND", True), after=True)  # a primary followed by extensions
+    h["EXTEND"] = True
+    spoc = cube.product == "SPOC"
+    h.update(
+        {
+            "CREATOR": (CREATOR, "software used to produce this file"),
+            "PROCVER": (core.__version__, "software version"),
+            "FFI_TYPE": (cube.product, "the FFI type used to make the cutouts"),
+            "RA_OBJ": (0.0, "[deg] right ascension"),
+            "DEC_OBJ": (0.0, "[deg] declination"),
+            "TIMEREF": ("SOLARSYSTEM" if spoc else None, "barycentric correction applied to times"),
+            "TASSIGN": ("SPACECRAFT" if spoc else None, "where time is assigned"),
+            "TIMESYS": ("TDB", "time system is Barycentric Dynamical Time (TDB)"),
+            "BJDREFI": (2457000, "integer part of BTJD reference date"),
+            "BJDREFF": (0.00000000, "fraction of the day in BTJD reference date"),
+            "TIMEUNIT": ("d", "time unit for TIME, TSTART, and TSTOP"),
+        }
+    )
+    if not spoc:  # astrocut 0.11.1's TICA additions
+        h.update(
+            {
+                "EXTVER": ("1", "extension version number (not format version)"),
+                "SIMDATA": (False, "file is based on simulated data"),
+                "NEXTEND": ("2", "number of standard extensions"),
+                "TSTART": (h.get("STARTTJD"), "observation start time in TJD of first FFI"),
+                "TSTOP": (h.get("ENDTJD"), "observation stop time in TJD of last FFI"),
+                "CAMERA": (h.get("CAMNUM", cube.camera), "Camera number"),
+                "CCD": (h.get("CCDNUM", cube.ccd), "CCD chip number"),
+                "ASTATE": (None, "archive state F indicates single orbit processing"),
+                "CRMITEN": (h.get("CRM"), "spacecraft cosmic ray mitigation enabled"),
+                "CRBLKSZ": (None, "[exposures] s/c cosmic ray mitigation block siz"),
+                "FFIINDEX": (h.get("CADENCE"), "number of FFI cadence interval of first FFI"),
+                "DATA_REL": (None, "data release version number"),
+                "FILEVER": (None, "file format version"),
+                "RADESYS": (None, "reference frame of celestial coordinates"),
+                "SCCONFIG": (None, "spacecraft configuration ID"),
+                "TIMVERSN": (None, "OGIP memo number for file format"),
+            }
+        )
+        if h.get("TSTART") is not None and h.get("TSTOP") is not None:
+            h["DATE-OBS"] = (
+                Time(h["TSTART"] + 2457000, format="jd").iso,
+                "TSTART as Julian Date of first FFI",
+            )
+            h["DATE-END"] = (Time(h["TSTOP"] + 2457000, format="jd").iso, "TSTOP as Julian Date of last FFI")
+    _delete_primary_keys(h)
+    tstart, tstop = h.get("TSTART", 0), h.get("TSTOP", 0)
+    try:
+        telapse = float(tstop or 0) - float(tstart or 0)
+    except (TypeError, ValueError):
+        telapse = 0.0
+    h["TELAPSE"] = (telapse, "[d] TSTOP - TSTART")
+    if "DATE" in h:
+        h["DATE"] = (h["DATE"], "FFI cube creation date")
+    if spoc:
+        for key, comment in (
+            ("TSTART", "observation start time in TJD of first FFI"),
+            ("TSTOP", "observation stop time in TJD of last FFI"),
+            ("DATE-OBS", "TSTART as UTC calendar date of first FFI"),
+            ("DATE-END", "TSTOP as UTC calendar date of last FFI"),
+            ("FFIINDEX", "number of FFI cadence interval of first FFI"),
+        ):
+            if key in h:
+                h[key] = (h[key], comment)
+    h.update(
+        {
+            "OBJECT": ("", "string version of target ID"),
+            "TCID": (0, "unique TESS target identifier"),
+            "PXTABLE": (0, "pixel table ID"),
+            "PMRA": (0.0, "[mas/yr] RA proper motion"),
+            "PMDEC": (0.0, "[mas/yr] Dec proper motion"),
+            "PMTOTAL": (0.0, "[mas/yr] Total proper motion"),
+            "TESSMAG": (0.0, "[mag] TESS magnitude"),
+            "TEFF": (0.0, "[K] Effective temperature"),
+            "LOGG": (0.0, "[cm/s2] log10 surface gravity"),
+            "MH": (0.0, "[log10([M/H])] Metallicity"),
+            "RADIUS": (0.0, "[solar radii] Stellar radius"),
+            "TICVER": (0, "TIC version"),
+            "TICID": (None, "unique TESS target identifier"),
+        }
+    )
+    return h
+
+
+@dataclass
+class _Template:
+    """Card images prepared once per cube."""
+
+    primary: list[str]  # card images; RA_OBJ/DEC_OBJ at ra_idx/dec_idx
+    ra_idx: int
+    dec_idx: int
+    img_cards: list[str]  # PIXELS: EXTNAME, INHERIT, image keywords, WCS_FFI
+    pixels_inherit: list[tuple[str, str]]  # (keyword, image) of primary cards to copy
+    aperture_inherit: list[tuple[str, str]]
+    columns: list[tuple[str, str, str | None, int | None, str | None]]
+
+
+_APERTURE_KEYS = {
+    "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME", "WCSAXES",
+    "CRPIX1", "CRPIX2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2", "CUNIT1", "CUNIT2",
+    "CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "LONPOLE", "LATPOLE", "MJDREF", "RADESYS", "NPIXMISS",
+    "NPIXSAP", "WCS_MSEP", "WCS_SIG", "INHERIT",
+}  # fmt: skip
+
+
+def _template(cube: Cube) -> _Template:
+    tpl = cube._templates.get("tpf")
+    if tpl is not None:
+        return tpl
+    with warnings.catch_warnings():
+        # long comments are truncated to fit a card, as astrocut's headers are
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        tpl = _make_template(cube)
+    cube._templates["tpf"] = tpl
+    return tpl
+
+
+def _make_template(cube: Cube) -> _Template:
+    prim = _primary_template(cube)
+    primary = [img for _, img in _images(prim)]
+    keys = [k for k, _ in _images(prim)]
+    ra_idx, dec_idx = keys.index("RA_OBJ"), keys.index("DEC_OBJ")
+
+    img = fits.Header()
+    img["EXTNAME"] = "PIXELS"
+    img["INHERIT"] = True
+    for key, comment in _IMG_KWDS.items():
+        img[key] = (cube.wcs_header.get(key), comment)
+    img["WCS_FFI"] = (cube.wcs_header.get("FFI_FILE"), "FFI used for cutout WCS")
+    img_cards = [im for _, im in _images(img)]
+
+    columns = _columns(cube.product)
+    pixel_keys = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS"}
+    pixel_keys |= set(img.keys())
+    pixel_keys |= {
+        f"{p}{i}"
+        for i in range(1, len(columns) + 1)
+        for p in ("TTYPE", "TFORM", "TUNIT", "TNULL", "TDISP", "TDIM")
+    }
+
+    def inherit(present: set[str]) -> list[tuple[str, str]]:
+        out, seen = [], set(present)
+        for key, image in _images(prim):
+            if key in _INHERIT_SKIP or key == "CONTINUE" or key in seen:
+                if key == "CONTINUE" and out and out[-1][0] != "CONTINUE" and out[-1][0] in seen:
+                    out.append((key, image))
+                continue
+            seen.add(key)
+            out.append((key, image))
+        return out
+
+    tpl = _Template(
+        primary=primary,
+        ra_idx=ra_idx,
+        dec_idx=dec_idx,
+        img_cards=img_cards,
+        pixels_inherit=inherit(pixel_keys),
+        aperture_inherit=inherit(_APERTURE_KEYS),
+        columns=columns,
+    )
+    return tpl
+
+
+# --------------------------------------------------------------------------------------------
+# the cut
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CutoutGeometry:
+    """Where a cut lands: the requested centre (ICRS degrees), its FFI pixel and the window."""
+
+    ra: float
+    dec: float
+    x: float
+    y: float
+    window: Window  # 0-based FFI pixels, may extend beyond the cube
+    inside: Window  # the part on the cube
+
+    @property
+    def coord(self) -> SkyCoord:
+        return SkyCoord(self.ra, self.dec, unit="deg", frame="icrs")
+
+
+def _radec(coordinates: Any) -> tuple[float, float]:
+    """ICRS (ra, dec) degrees of the request; a fast path for plain "ra dec" strings (the common
+    case), with :func:`core.geometry.parse_coordinates` deciding everything else and all errors."""
+    if isinstance(coordinates, str):
+        parts = coordinates.replace(",", " ").split()
+        if len(parts) == 2:
+            try:
+                ra, dec = float(parts[0]), float(parts[1])
+            except ValueError:
+                ra = dec = float("nan")
+            if np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0:
+                return ra % 360.0, dec
+    coord = parse_coordinates(coordinates)
+    return float(coord.ra.deg), float(coord.dec.deg)
+
+
+def _float_sizes(cutout_size: Any, cube: Cube, max_side: int | None) -> tuple[float, float]:
+    """(nx, ny) in pixels, fractional for angular sizes, as astrocut computes them."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    if isinstance(cutout_size, PixelSize):
+        cutout_size = [cutout_size.nx, cutout_size.ny]
+    size = parse_cutout_size(cutout_size, cube.wcs, max_side=None)  # validation and errors
+    if isinstance(cutout_size, u.Quantity) or (
+        isinstance(cutout_size, (list, tuple)) and any(isinstance(v, u.Quantity) for v in cutout_size)
+    ):
+        values = np.atleast_1d(cutout_size) if isinstance(cutout_size, u.Quantity) else list(cutout_size)
+        if len(values) == 1:
+            values = [values[0], values[0]]
+        out = []
+        scales = None
+        for axis, v in enumerate(values[:2]):
+            if isinstance(v, u.Quantity) and v.unit.physical_type == "angle":
+                if scales is None:
+                    scales = proj_plane_pixel_scales(cube.wcs.celestial)
+                out.append(float(v.to_value(u.deg)) / float(scales[axis]))
+            elif isinstance(v, u.Quantity):
+                out.append(float(v.value))
+            else:
+                out.append(float(v))
+        return out[0], out[1]
+    try:
+        values = [float(v) for v in np.atleast_1d(cutout_size)]
+    except (TypeError, ValueError):
+        return float(size.nx), float(size.ny)
+    if len(values) == 1:
+        values = values * 2
+    return values[0], values[1]
+
+
+def locate(
+    cube: Cube,
+    coordinates: Any,
+    cutout_size: Any,
+    *,
+    max_side: int | None = None,
+    max_volume: int | None = None,
+) -> CutoutGeometry:
+    """Validate a request against ``cube`` and place its window (astrocut's rounding).
+
+    Raises
+    ------
+    InvalidInputError
+        Bad coordinates or size.
+    NoDataError
+        The position is not on the cube's pixels.
+    TooLargeError
+        The window exceeds ``max_side`` pixels per side or ``max_volume`` pixels x frames.
+    """
+    ra, dec = _radec(coordinates)
+    sx, sy = _float_sizes(cutout_size, cube, max_side)
+    if cube._icrs:
+        x, y = cube.radec_to_pixel(ra, dec)
+    else:  # pragma: no cover - TESS cubes are ICRS
+        x, y = cube.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+    if not (np.isfinite(x) and np.isfinite(y)) or not (
+        -0.5 <= x < cube.nx - 0.5 and -0.5 <= y < cube.ny - 0.5
+    ):
+        raise NoDataError(
+            f"position {ra:.6f} {dec:.6f} is not on the pixels of {os.path.basename(cube.uri)} "
+            f"(sector {cube.sector}, camera {cube.camera}, CCD {cube.ccd})",
+            field="coordinates",
+        )
+    win = centered_window(x, y, (sx, sy))
+    if max_side is not None and max(win.nx, win.ny) > max_side:
+        raise TooLargeError(
+            f"cutout of {win.nx}x{win.ny} pixels exceeds the limit of {max_side} pixels per side",
+            field="cutout_size",
+        )
+    if max_volume is not None and win.nx * win.ny * cube.nframes > max_volume:
+        raise TooLargeError(
+            f"cutout of {win.nx}x{win.ny} pixels x {cube.nframes} frames = {win.nx * win.ny * cube.nframes} "
+            f"exceeds the limit of {max_volume} pixel-frames",
+            field="cutout_size",
+        )
+    inside = win.clip(cube.nx, cube.ny)
+    if inside.empty:  # pragma: no cover - the centre is on the cube, so this cannot happen
+        raise NoDataError("the cutout does not overlap the cube", field="coordinates")
+    return CutoutGeometry(ra=ra, dec=dec, x=x, y=y, window=win, inside=inside)
+
+
+def _pixels_dtype(columns: list, ny: int, nx: int) -> np.dtype:
+    dtype = []
+    for name, form, *_ in columns:
+        if form.startswith("n"):
+            dtype.append((name, ">" + ("i4" if form == "nJ" else "f4"), (ny, nx)))
+        else:
+            dtype.append((name, _NP[form]))
+    return np.dtype(dtype)
+
+
+def _fill_pixels(
+    rec: np.ndarray, aperture: np.ndarray, cube: Cube, geo: CutoutGeometry, threads: int
+) -> None:
+    """Fill every byte of the PIXELS rows ``rec`` (big-endian, in the output buffer) and the aperture.
+
+    The cube's big-endian pixels are copied straight into the table's big-endian fields (one
+    transposing copy per plane, no byte swaps).
+    """
+    win, ins = geo.window, geo.inside
+    ny, nx = win.ny, win.nx
+    block = cube.read_block_be(ins.y0, ins.y1, ins.x0, ins.x1, threads=threads)  # (y, x, T, P)
+    rec["TIME"] = cube.time
+    if "TIMECORR" in rec.dtype.names:
+        rec["TIMECORR"] = cube.timecorr
+    rec["CADENCENO"] = cube.cadence
+    rec["RAW_CNTS"] = -1
+    rec["FLUX_BKG"] = 0
+    rec["FLUX_BKG_ERR"] = 0
+    rec["QUALITY"] = cube.quality
+    rec["POS_CORR1"] = 0
+    rec["POS_CORR2"] = 0
+    rec["FFI_FILE"] = cube.ffi_file
+    sy = slice(ins.y0 - win.y0, ins.y1 - win.y0)
+    sx = slice(ins.x0 - win.x0, ins.x1 - win.x0)
+    partial = (ins.nx, ins.ny) != (nx, ny)
+    flux = rec["FLUX"]
+    err = rec["FLUX_ERR"]
+    if partial:
+        flux[...] = np.nan  # astrocut pads with its fill value, NaN
+        err[...] = np.nan
+    flux[:, sy, sx] = block[..., 0].transpose(2, 0, 1)
+    if cube.product == "SPOC" and cube.nplanes > 1:
+        err[:, sy, sx] = block[..., 1].transpose(2, 0, 1)
+    else:
+        err[...] = 0  # TICA: astrocut 0.11.1 writes zeros (TICA cubes carry no errors)
+    aperture[...] = 0
+    aperture[sy, sx] = 1
+
+
+# Per-column WCS keys (astrocut 0.11.1's set; 1.4.0 drops them): (key pattern, value name, comment).
+_COLUMN_WCS = [
+    ("WCAX{}", "2", "Number of WCS axes"),
+    ("1CTYP{}", "ctype1", "right ascension coordinate type"),
+    ("2CTYP{}", "ctype2", "declination coordinate type"),
+    ("1CRPX{}", "crpix1", "[pixel] reference pixel along image axis 1"),
+    ("2CRPX{}", "crpix2", "[pixel] reference pixel along image axis 2"),
+    ("1CRVL{}", "crval1", "[deg] right ascension at reference pixel"),
+    ("2CRVL{}", "crval2", "[deg] declination at reference pixel"),
+    ("1CUNI{}", "deg", "physical unit in column dimension"),
+    ("2CUNI{}", "deg", "physical unit in row dimension"),
+    ("1CDLT{}", "one", "[deg] pixel scale in RA dimension"),
+    ("2CDLT{}", "one", "[deg] pixel scale in DEC dimension"),
+    ("11PC{}", "pc11", "Coordinate transformation matrix element"),
+    ("12PC{}", "pc12", "Coordinate transformation matrix element"),
+    ("21PC{}", "pc21", "Coordinate transformation matrix element"),
+    ("22PC{}", "pc22", "Coordinate transformation matrix element"),
+    ("WCSN{}P", "physical", "table column WCS name"),
+    ("WCAX{}P", "2", "table column physical WCS dimensions"),
+    ("1CTY{}P", "rawx", "table column physical WCS axis 1 type, CCD col"),
+    ("2CTY{}P", "rawy", "table column physical WCS axis 2 type, CCD row"),
+    ("1CUN{}P", "pixel", "table column physical WCS axis 1 unit"),
+    ("2CUN{}P", "pixel", "table column physical WCS axis 2 unit"),
+    ("1CRV{}P", "crv1p", "table column physical WCS ax 1 ref value"),
+    ("2CRV{}P", "crv2p", "table column physical WCS ax 2 ref value"),
+    ("1CDL{}P", "one", "table column physical WCS a1 step"),
+    ("2CDL{}P", "one", "table column physical WCS a2 step"),
+    ("1CRP{}P", "int1", "table column physical WCS a1 reference"),
+    ("2CRP{}P", "int1", "table column physical WCS a2 reference"),
+]
+_CONST_VALUES = {
+    "2": _fmt_value(2), "ctype1": _fmt_value("RA---TAN"), "ctype2": _fmt_value("DEC--TAN"),
+    "deg": _fmt_value("deg"), "one": _fmt_value(1.0), "physical": _fmt_value("PHYSICAL"),
+    "rawx": _fmt_value("RAWX"), "rawy": _fmt_value("RAWY"), "pixel": _fmt_value("PIXEL"), "int1": _fmt_value(1),
+}  # fmt: skip
+
+
+def _column_wcs_values(fit: LinearFit, geo: CutoutGeometry) -> dict[str, str]:
+    """Formatted values of the per-column WCS keys (the same for every pixel column)."""
+    values = dict(_CONST_VALUES)
+    values.update(
+        crpix1=_fmt_value(float(fit.crpix[0])), crpix2=_fmt_value(float(fit.crpix[1])),
+        crval1=_fmt_value(float(fit.crval[0])), crval2=_fmt_value(float(fit.crval[1])),
+        pc11=_fmt_value(float(fit.cd[0, 0])), pc12=_fmt_value(float(fit.cd[0, 1])),
+        pc21=_fmt_value(float(fit.cd[1, 0])), pc22=_fmt_value(float(fit.cd[1, 1])),
+        crv1p=_fmt_value(int(geo.window.x0) + 1), crv2p=_fmt_value(int(geo.window.y0) + 1),
+    )  # fmt: skip
+    return values
+
+
+def _column_wcs_cards(n: int, values: dict[str, str]) -> list[str]:
+    """The per-column WCS cards of pixel column ``n``; 1CRVnP/2CRVnP = 1-based FFI column/row of
+    the cutout's pixel (0, 0), as in SPOC TPFs (lightkurve reads them as ``tpf.column/row``)."""
+    return [_card_image(pattern.format(n), values[name], comment) for pattern, name, comment in _COLUMN_WCS]
+
+
+def _celestial_wcs_cards(fit: LinearFit) -> list[str]:
+    """The linear TAN WCS as astropy's ``WCS.to_header()`` writes it (PC matrix = CD, CDELT 1)."""
+    crpix, crval, pc = fit.crpix, fit.crval, fit.cd
+    return [
+        card("WCSAXES", 2, "Number of coordinate axes"),
+        card("CRPIX1", float(crpix[0]), "Pixel coordinate of reference point"),
+        card("CRPIX2", float(crpix[1]), "Pixel coordinate of reference point"),
+        card("PC1_1", float(pc[0, 0]), "Coordinate transformation matrix element"),
+        card("PC1_2", float(pc[0, 1]), "Coordinate transformation matrix element"),
+        card("PC2_1", float(pc[1, 0]), "Coordinate transformation matrix element"),
+        card("PC2_2", float(pc[1, 1]), "Coordinate transformation matrix element"),
+        card("CDELT1", 1.0, "[deg] Coordinate increment at reference point"),
+        card("CDELT2", 1.0, "[deg] Coordinate increment at reference point"),
+        card("CUNIT1", "deg", "Units of coordinate increment and value"),
+        card("CUNIT2", "deg", "Units of coordinate increment and value"),
+        card("CTYPE1", "RA---TAN", "Right ascension, gnomonic projection"),
+        card("CTYPE2", "DEC--TAN", "Declination, gnomonic projection"),
+        card("CRVAL1", float(crval[0]), "[deg] Coordinate value at reference point"),
+        card("CRVAL2", float(crval[1]), "[deg] Coordinate value at reference point"),
+        card("LONPOLE", 180.0, "[deg] Native longitude of celestial pole"),
+        card("LATPOLE", float(crval[1]), "[deg] Native latitude of celestial pole"),
+        card("MJDREF", 0.0, "[d] MJD of fiducial time"),
+        card("RADESYS", "ICRS", "Equatorial coordinate system"),
+    ]
+
+
+@dataclass
+class CutResult:
+    """A cut as FITS bytes plus what was learned on the way (for verbose output and callers)."""
+
+    data: memoryview  # the FITS file (bytes-like, over a numpy buffer: no copy)
+    geometry: CutoutGeometry
+    fit: LinearFit
+    timings: dict[str, float]
+
+
+def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int = 1) -> CutResult:
+    """Assemble the TPF for a located cut as FITS bytes (the fast path the service uses).
+
+    The file is built in one preallocated buffer: header blocks are formatted first, then the
+    PIXELS rows and the aperture are filled in place (no intermediate copies of the pixels).
+    """
+    t0 = time.perf_counter()
+    tpl = _template(cube)
+    win = geo.window
+    fit = fit_linear_wcs(cube.wcs, win.nx, win.ny, win.x0, win.y0)
+    t1 = time.perf_counter()
+
+    ra, dec = geo.ra, geo.dec
+    ra_card = card("RA_OBJ", ra, "[deg] right ascension")
+    dec_card = card("DEC_OBJ", dec, "[deg] declination")
+    primary = list(tpl.primary)
+    primary[tpl.ra_idx] = ra_card
+    primary[tpl.dec_idx] = dec_card
+
+    def inherited(pairs: list[tuple[str, str]]) -> list[str]:
+        return [ra_card if k == "RA_OBJ" else dec_card if k == "DEC_OBJ" else im for k, im in pairs]
+
+    dtype = _pixels_dtype(tpl.columns, win.ny, win.nx)
+    T = cube.nframes
+    npix = win.nx * win.ny
+    dim = f"({win.nx}, {win.ny})"
+    column_wcs = _column_wcs_values(fit, geo)
+    pix = [
+        card("XTENSION", "BINTABLE", "binary table extension"),
+        card("BITPIX", 8, "array data type"),
+        card("NAXIS", 2, "number of array dimensions"),
+        card("NAXIS1", dtype.itemsize, "length of dimension 1"),
+        card("NAXIS2", T, "length of dimension 2"),
+        card("PCOUNT", 0, "number of group parameters"),
+        card("GCOUNT", 1, "number of groups"),
+        card("TFIELDS", len(tpl.columns), "number of table fields"),
+    ]
+    for i, (name, form, unit, null, disp) in enumerate(tpl.columns, start=1):
+        pixel = form.startswith("n")
+        pix.append(card(f"TTYPE{i}", name, "column name"))
+        pix.append(card(f"TFORM{i}", f"{npix}{form[1]}" if pixel else form, "column format"))
+        if unit:
+            pix.append(card(f"TUNIT{i}", unit, "unit"))
+        if null is not None:
+            pix.append(card(f"TNULL{i}", null, "null value"))
+        if disp:
+            pix.append(card(f"TDISP{i}", disp, "display format"))
+        if pixel:
+            pix.append(card(f"TDIM{i}", dim, "multi-dimensional array spec"))
+            pix.extend(_column_wcs_cards(i, column_wcs))
+    pix.extend(tpl.img_cards)
+    pix.extend(inherited(tpl.pixels_inherit))
+
+    ap = [
+        card("XTENSION", "IMAGE", "Image extension"),
+        card("BITPIX", 32, "array data type"),
+        card("NAXIS", 2, "number of array dimensions"),
+        card("NAXIS1", win.nx),
+        card("NAXIS2", win.ny),
+        card("PCOUNT", 0, "number of parameters"),
+        card("GCOUNT", 1, "number of groups"),
+        card("EXTNAME", "APERTURE"),
+        *_celestial_wcs_cards(fit),
+        card("NPIXMISS", None, "Number of op. aperture pixels not collected"),
+        card("NPIXSAP", None, "Number of pixels in optimal aperture"),
+        card("WCS_MSEP", fit.max_sep, "[deg] Max offset between cutout WCS and FFI WCS"),
+        card("WCS_SIG", fit.sigma, "[deg] Error measurement of cutout WCS fit"),
+        card("INHERIT", True),
+        *inherited(tpl.aperture_inherit),
+    ]
+    h0, h1, h2 = _header_block(primary), _header_block(pix), _header_block(ap)
+    table_len = T * dtype.itemsize
+    ap_len = npix * 4
+    offsets = np.cumsum([0, len(h0), len(h1), _padded(table_len), len(h2), _padded(ap_len)])
+    buf = np.empty(int(offsets[-1]), dtype=np.uint8)
+    t2 = time.perf_counter()
+    buf[offsets[0] : offsets[1]] = np.frombuffer(h0, np.uint8)
+    buf[offsets[1] : offsets[2]] = np.frombuffer(h1, np.uint8)
+    buf[offsets[2] + table_len : offsets[3]] = 0
+    buf[offsets[3] : offsets[4]] = np.frombuffer(h2, np.uint8)
+    buf[offsets[4] + ap_len : offsets[5]] = 0
+    rec = buf[offsets[2] : offsets[2] + table_len].view(dtype)
+    aperture = buf[offsets[4] : offsets[4] + ap_len].view(">i4").reshape(win.ny, win.nx)
+    _fill_pixels(rec, aperture, cube, geo, threads)
+    t3 = time.perf_counter()
+    timings = {"wcs_fit": t1 - t0, "headers": t2 - t1, "pixels": t3 - t2}
+    return CutResult(data=memoryview(buf), geometry=geo, fit=fit, timings=timings)
+
+
+def _padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+def _hdulist(raw: bytes | memoryview) -> fits.HDUList:
+    """An HDUList read lazily from ``raw`` (kept as ``hdul.raw`` for :func:`tpf_bytes`).
+
+    Opened through a BytesIO so that the arrays are writable copies (``HDUList.fromstring``
+    gives read-only views that make ``writeto`` fail).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        hdul = fits.open(io.BytesIO(raw), lazy_load_hdus=True)  # (copies ``raw``)
+    hdul.raw = raw
+    return hdul
+
+
+def build_tpf(cube: Cube, coord: SkyCoord, size: PixelSize, threads: int = 1) -> fits.HDUList:
+    """The TPF of a ``size`` cutout centred on ``coord`` as an HDUList (used by the service).
+
+    The HDUList is read lazily from the assembled bytes; :func:`tpf_bytes` returns those bytes
+    untouched when the HDUList was not modified.
+    """
+    geo = locate(cube, coord, size)
+    return _hdulist(cut_bytes(cube, geo, threads).data)
+
+
+def tpf_bytes(hdul: fits.HDUList) -> bytes:
+    """Serialise a TPF HDUList to bytes (no checksums); the built bytes if it is unmodified."""
+    raw = getattr(hdul, "raw", None)
+    if raw is not None and not _modified(hdul):
+        return bytes(raw)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        hdul.writeto(buf)
+    return buf.getvalue()
+
+
+def _modified(hdul: fits.HDUList) -> bool:
+    """Whether an HDUList from :func:`_hdulist` may differ from its ``raw`` bytes."""
+    try:
+        if len(hdul) != 3:  # also reads every (lazy) header
+            return True
+    except Exception:  # noqa: BLE001  # pragma: no cover - unreadable: serialise instead
+        return True
+    # A header edit marks the header modified; loaded data may have been edited in place.
+    return any(hdu._header._modified or "data" in hdu.__dict__ for hdu in hdul)
+
+
+_STEM_RE = re.compile(r"-cube$")
+
+
+def tpf_filename(cube_uri: str, ra: float, dec: float, nx: int, ny: int) -> str:
+    """The legacy TESScut file name: ``{stem}_{ra:.6f}_{dec:.6f}_{nx}x{ny}_astrocut.fits``.
+
+    The stem is the cube's file name without ``.fits`` and without a trailing ``-cube`` suffix
+    (astrocut's ``rstrip('-cube')`` strips characters instead — its defect 3).
+    """
+    name = os.path.basename(str(cube_uri).rstrip("/"))
+    stem = name[: -len(".fits")] if name.lower().endswith(".fits") else Path(name).stem
+    stem = _STEM_RE.sub("", stem)
+    return f"{stem}_{float(ra):.6f}_{float(dec):.6f}_{int(nx)}x{int(ny)}_astrocut.fits"
+
+
+def write_atomic(data: bytes, path: str | os.PathLike) -> str:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+class CutoutFactory:
+    """Cut target pixel files out of TESS cubes; a drop-in peer of astrocut's ``CutoutFactory``.
+
+    Parameters
+    ----------
+    max_side : int, optional
+        Largest allowed cutout side in pixels (``TooLargeError`` beyond).
+    max_volume : int, optional
+        Largest allowed cutout pixels x frames (``TooLargeError`` beyond).
+    """
+
+    def __init__(self, max_side: int | None = None, max_volume: int | None = None) -> None:
+        self.max_side = max_side
+        self.max_volume = max_volume
+        self.cube_wcs = None
+        self.center_coord = None
+        self.cutout_lims = None
+        self._fit: LinearFit | None = None
+
+    @property
+    def cutout_wcs(self) -> Any:
+        """The last cut's linear WCS (astrocut's attribute; built on demand)."""
+        return None if self._fit is None else self._fit.wcs
+
+    def cube_cut(
+        self,
+        cube_file: str | os.PathLike,
+        coordinates: Any,
+        cutout_size: Any,
+        product: str = "SPOC",
+        target_pixel_file: str | None = None,
+        output_path: str | os.PathLike = ".",
+        memory_only: bool = False,
+        threads: int = 1,
+        verbose: bool = False,
+        s3: Any = None,
+    ) -> str | fits.HDUList:
+        """Cut a target pixel file of ``cutout_size`` around ``coordinates`` from ``cube_file``.
+
+        Follows astrocut 1.4.0's ``CutoutFactory.cube_cut``: ``coordinates`` is a SkyCoord or an
+        "ra dec" string in degrees; ``cutout_size`` an int, ``[nx, ny]`` (x first, as astrocut
+        behaves) or an angular/pixel Quantity. ``product`` ("SPOC" or "TICA") is validated, but
+        the cube's own layout (its table columns) decides how it is read. Returns the written
+        path, or the HDUList when ``memory_only``. The default file name is the legacy TESScut
+        form (:func:`tpf_filename`); files are written to a temporary name and renamed.
+
+        Raises
+        ------
+        NotFoundError, CorruptFileError
+            The cube is missing, not a cube, or truncated.
+        InvalidInputError
+            Bad coordinates, size or product.
+        NoDataError
+            The position is not on the cube's pixels.
+        TooLargeError
+            The cutout exceeds the factory's limits.
+        """
+        if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
+            raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
+        try:
+            threads = max(1, int(os.cpu_count() or 1) + 4 if threads == "auto" else int(threads))
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"threads must be an integer or 'auto', got {threads!r}", field="threads"
+            ) from None
+        t0 = time.perf_counter()
+        cube = open_cube(cube_file, s3=s3)
+        t1 = time.perf_counter()
+        geo = locate(cube, coordinates, cutout_size, max_side=self.max_side, max_volume=self.max_volume)
+        result = cut_bytes(cube, geo, threads=threads)
+        win = geo.window
+        self.cube_wcs = cube.wcs
+        self.center_coord = geo.coord
+        self.cutout_lims = np.array([[win.x0, win.x1], [win.y0, win.y1]])
+        self._fit = result.fit
+        if verbose:
+            self._report(cube, geo, result, t1 - t0)
+        if memory_only:
+            return _hdulist(result.data)
+        name = target_pixel_file or tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny)
+        out_dir = Path(output_path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = write_atomic(result.data, out_dir / name)
+        if verbose:
+            print(f"Target pixel file: {path}", file=sys.stderr)
+        return Path(path).as_posix()
+
+    @staticmethod
+    def _report(cube: Cube, geo: CutoutGeometry, result: CutResult, open_s: float) -> None:
+        w = geo.window
+        lines = [
+            f"Cube: {cube!r} (WCS from table row {cube.wcs_row})",
+            f"Cutout center coordinate: {geo.ra}, {geo.dec} (FFI pixel {geo.x:.3f}, {geo.y:.3f})",
+            f"Cutout window: x {w.x0}:{w.x1}, y {w.y0}:{w.y1} ({w.nx}x{w.ny} px x {cube.nframes} frames)",
+            f"Maximum distance between approximate and true location: {result.fit.max_sep:.3e} deg",
+            f"Error in approximate WCS (sigma): {result.fit.sigma:.3e} deg",
+            f"Times (ms): open {open_s * 1e3:.2f}, "
+            + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in result.timings.items()),
+        ]
+        print("\n".join(lines), file=sys.stderr)
