@@ -10,8 +10,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 DEFAULT_DEMO_DIR = "demo-data"
 
@@ -35,7 +36,7 @@ def _cutout_size(values: Sequence[str], units: str) -> Any:
 
     numbers = [float(v) for v in values]
     if units == "px":
-        ints = [int(round(v)) for v in numbers]
+        ints = [round(v) for v in numbers]
         return ints[0] if len(ints) == 1 else ints
     unit = {"deg": u.deg, "d": u.deg, "arcmin": u.arcmin, "m": u.arcmin, "arcsec": u.arcsec, "s": u.arcsec}[units]
     return (numbers[0] if len(numbers) == 1 else numbers) * unit
@@ -48,10 +49,10 @@ def write_demo_data(out: Path, *, frames: int = 20, size: Any = (256, 256), sect
     Each sector goes to ``out/s00NN/`` (FFIs) with its cube ``out/tess-s00NN-C-D-cube.fits``, named as
     MAST names cubes so the service indexes it. Existing cubes are kept (first run only).
     """
+    import tesswcs  # noqa: F401  (fail early with a clear message if missing)
+
     from core.cube_factory import CubeFactory
     from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
-
-    import tesswcs  # noqa: F401  (fail early with a clear message if missing)
 
     out.mkdir(parents=True, exist_ok=True)
     cubes = []
@@ -107,6 +108,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           f"'{base}/tesscut/api/v0.1/astrocut?ra=217.42893801&dec=-62.67949189&x=10&y=10&units=px&sector=38'",
           flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                access_log=False,  # app.observability logs one JSON line per request
                 timeout_graceful_shutdown=getattr(settings, "shutdown_grace_s", 10))
     return 0
 

@@ -1,8 +1,8 @@
 """The application: wires settings, catalog, worker pool, error handlers and routers together.
 
 ``create_app(settings)`` is all there is; ``app`` is an instance built from the environment (for
-``uvicorn app.main:app``). Metrics and access logging are added by a separate ``install(app)``
-(see the marked place in :func:`create_app`).
+``uvicorn app.main:app``). Metrics and access logging (:mod:`app.observability`) and the browser
+page with offline docs (:mod:`app.web`) are installed by their own ``install(app)``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
+from app import observability, web
 from app.catalog import Catalog
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import BodySizeLimitMiddleware, RequestIdMiddleware, install_error_handlers
@@ -56,7 +57,7 @@ def create_app(
         Moving-target ephemeris resolver ``(obj_id, obj_type) -> {"time", "ra", "dec"}``; the
         default answers 503 (this server makes no outside calls).
     install : callable, optional
-        ``install(app)`` hook for metrics/logging middleware, called once the app is built.
+        An extra ``install(app)`` hook (middleware, routes), called once the app is built.
     """
     settings = settings or Settings()
     logging.getLogger("app").setLevel(settings.log_level.upper())
@@ -93,7 +94,9 @@ def create_app(
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
 
-    # --- metrics / logging: another module's install(app) adds its middleware here ---
+    # Access log + /metrics, then the browser page at / and the offline /docs and /redoc.
+    observability.install(app)
+    web.install(app)
     if install is not None:
         install(app)
 

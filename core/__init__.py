@@ -24,7 +24,19 @@ _EXPORTS = {
     "center_on_path": "core.moving_target",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "CubeFactory",
+    "CutoutFactory",
+    "CutoutsCombiner",
+    "TicaCubeFactory",
+    "__version__",
+    "build_default_combine_function",
+    "center_on_path",
+    "fits_cut",
+    "img_cut",
+    "normalize_img",
+    "path_to_footprints",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -62,13 +62,13 @@ class CutoutTimeoutError(CutoutError, TimeoutError):
 
 
 __all__ = [
-    "CutoutError",
-    "InvalidInputError",
-    "NotFoundError",
-    "NoDataError",
-    "ForbiddenError",
-    "TooLargeError",
     "CorruptFileError",
-    "UnavailableError",
+    "CutoutError",
     "CutoutTimeoutError",
+    "ForbiddenError",
+    "InvalidInputError",
+    "NoDataError",
+    "NotFoundError",
+    "TooLargeError",
+    "UnavailableError",
 ]
