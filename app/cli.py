@@ -107,6 +107,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print("Example: curl -o cutout.zip "
           f"'{base}/tesscut/api/v0.1/astrocut?ra=217.42893801&dec=-62.67949189&x=10&y=10&units=px&sector=38'",
           flush=True)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down gracefully (default action: die
+    # with -15 / 143). A Python handler turns that into a return, so a graceful stop exits 0.
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 access_log=False,  # app.observability logs one JSON line per request
                 timeout_graceful_shutdown=getattr(settings, "shutdown_grace_s", 10))

@@ -243,6 +243,8 @@ class BodySizeLimitMiddleware:
             f"request body exceeds the limit of {self.max_bytes} bytes",
             code="too_large",
             field="body",
+            # close: the server must not go on reading (and discarding) the rest of a huge body
+            headers={"Connection": "close"},
         )
         await response(scope, receive, send)
 

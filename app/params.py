@@ -9,6 +9,7 @@ case-insensitive. Values are checked here so that a bad one answers 400 naming i
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -77,6 +78,8 @@ def parse_angle(text: str | float) -> u.Quantity:
     if unit is None:
         raise ValueError(f"unknown unit {m.group(2)!r}: use d, m, s or px")
     value = float(m.group(1))
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
     if value < 0:
         raise ValueError("must not be negative")
     return (value * unit).to(u.deg)
@@ -107,10 +110,10 @@ def _parse_sectors(values: Any) -> list[int]:
     sectors: list[int] = []
     for part in _split_values(values):
         try:
-            number = float(part)
+            number = int(part) if part.lstrip("+").isdigit() else float(part)
         except ValueError:
             raise ValueError(f"sector {part!r} is not a number") from None
-        if number != int(number) or number < 1:
+        if not math.isfinite(number) or number != int(number) or number < 1:
             raise ValueError(f"sector {part!r} is not a positive whole number")
         if int(number) not in sectors:
             sectors.append(int(number))
@@ -130,8 +133,14 @@ def _floats(values: Any, *, count: int | None = None) -> list[float] | None:
     return numbers
 
 
-Ra = Annotated[float, Field(description="Right ascension, degrees (ICRS).", allow_inf_nan=False)]
-Dec = Annotated[float, Field(ge=-90, le=90, description="Declination, degrees (ICRS).", allow_inf_nan=False)]
+# Per-field examples, so that GET (query parameters, where the models' examples are lost) documents them too.
+Ra = Annotated[
+    float, Field(description="Right ascension, degrees (ICRS).", allow_inf_nan=False, examples=[217.42893801])
+]
+Dec = Annotated[
+    float,
+    Field(ge=-90, le=90, description="Declination, degrees (ICRS).", allow_inf_nan=False, examples=[-62.67949189]),
+]
 Product = Annotated[
     Literal["SPOC", "TICA"],
     Field(description="Cube product: SPOC (default) or TICA, case-insensitive."),
@@ -176,6 +185,7 @@ class _SectorsMixin(BaseModel):
         default_factory=list,
         description="Sectors to cut (default: all hosted sectors that contain the position); "
         "repeat the parameter, or give `28,68` or `[28, 68]`.",
+        examples=[["38"]],
     )
 
     @field_validator("sector", mode="before")
@@ -246,6 +256,15 @@ class _MovingTargetMixin(BaseModel):
         description='An explicit path as JSON: {"time": [...TJD or ISO...], "ra": [...deg...], "dec": [...deg...]}.',
     )
 
+    @field_validator("obj_id")
+    @classmethod
+    def _check_obj_id(cls, value: str | None) -> str | None:
+        # It names the output file: bound its length (a 300-char name was an OSError, a 500) and
+        # refuse control characters (a NUL was a ValueError from open()).
+        if value is not None and (len(value) > 100 or not value.isprintable()):
+            raise ValueError("an object name of at most 100 printable characters")
+        return value
+
     @model_validator(mode="after")
     def _need_target(self) -> Any:
         if not self.obj_id and not self.ephemeris:
@@ -288,6 +307,7 @@ class _ImagesMixin(BaseModel):
     images: list[str] = Field(
         default_factory=list,
         description="Input images: paths relative to an image root, or s3:// URIs (repeat the parameter).",
+        examples=[["img1.fits"]],
     )
     ra: Ra
     dec: Dec
@@ -358,9 +378,15 @@ class ImgCutParams(_Base, _SizeMixin, _ImagesMixin):
 class CombineParams(_Base, _SizeMixin):
     """`combine`: cut the images (or take uploaded cutouts) and combine them into one FITS."""
 
-    images: list[str] = Field(default_factory=list, description="Input images (as for fits_cut).")
-    ra: float | None = Field(None, allow_inf_nan=False, description="RA, degrees (needed with images).")
-    dec: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False, description="Dec, degrees.")
+    images: list[str] = Field(
+        default_factory=list, description="Input images (as for fits_cut).", examples=[["img1.fits", "img2.fits"]]
+    )
+    ra: float | None = Field(
+        None, allow_inf_nan=False, description="RA, degrees (needed with images).", examples=[217.42893801]
+    )
+    dec: float | None = Field(
+        None, ge=-90, le=90, allow_inf_nan=False, description="Dec, degrees.", examples=[-62.67949189]
+    )
 
 
 # ------------------------------------------------------------------------------------------

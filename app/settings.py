@@ -27,8 +27,10 @@ class Settings(BaseSettings):
 
     Limits: TESScut itself caps a cutout side at a few hundred pixels (its FFIs are 2048 px wide);
     ``max_cutout_side`` defaults to 1000 px, enough for any realistic TPF, and
-    ``max_cutout_volume`` (pixels x frames, 200 million, about 3 GB of TPF) is the limit that
-    really protects the server.
+    ``max_cutout_volume`` (pixels x frames) is the limit that really protects the server: a TPF
+    takes ~23 bytes per pixel-frame and each zip member is built in memory, so the default of
+    50 million (about 1.2 GB per TPF; a 100x100 cutout of a 3705-frame sector is 37 million) keeps
+    ``workers`` concurrent worst cases within a few GB.
     """
 
     model_config = SettingsConfigDict(env_prefix="CUTOUT_", extra="ignore", validate_default=True)
@@ -44,18 +46,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_cutout_side: int = Field(1000, ge=1)
-    max_cutout_volume: int = Field(200_000_000, ge=1, description="pixels x frames per TPF")
+    max_cutout_volume: int = Field(50_000_000, ge=1, description="pixels x frames per TPF")
     max_input_files: int = Field(16, ge=1)
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
     request_timeout_s: float = Field(120.0, gt=0)
     workers: int = Field(default_factory=_default_workers, ge=1)
     queue_size: int = Field(64, ge=0, description="requests allowed to wait for a worker")
     read_threads: int = Field(4, ge=1, description="threads reading one cutout's byte ranges")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="on SIGTERM, seconds in-flight requests get to finish before the server exits"
+    )
     s3_endpoint_url: str | None = None
     s3_anonymous: bool = False
     s3_region: str | None = None
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
+    s3_connect_timeout_s: float = Field(5.0, gt=0, description="seconds per S3 connection attempt")
+    s3_read_timeout_s: float = Field(30.0, gt=0, description="seconds per S3 socket read")
+    s3_max_attempts: int = Field(4, ge=1, description="attempts per S3 request (bounded retries, backoff)")
     log_level: str = "info"
 
     @field_validator("cube_dirs", "image_roots", mode="before")
@@ -94,6 +102,9 @@ class Settings(BaseSettings):
             anonymous=True if self.s3_anonymous else None,
             access_key_id=secret(self.s3_access_key_id),
             secret_access_key=secret(self.s3_secret_access_key),
+            connect_timeout=self.s3_connect_timeout_s,
+            read_timeout=self.s3_read_timeout_s,
+            max_attempts=self.s3_max_attempts,
         )
 
     def masked(self) -> dict[str, Any]:

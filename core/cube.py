@@ -399,7 +399,10 @@ def open_cube(uri: str | os.PathLike, *, s3: S3Config | None = None) -> Cube:
         raise NotFoundError(f"cube {uri} does not exist ({exc.message})", field="cube_file") from None
     except FileNotFoundError:
         raise NotFoundError(f"cube {uri} does not exist", field="cube_file") from None
-    key = source.identity
+    # S3: also key on the connection settings, so a cube opened through one endpoint/credentials is
+    # never served through another's client (same bucket/key/ETag on two endpoints).
+    config = getattr(source, "config", None)
+    key = source.identity if config is None else (*source.identity, config.key())
     with _cache_lock:
         cube = _cache.get(key)
         if cube is not None:

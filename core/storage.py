@@ -520,7 +520,8 @@ def _client(cfg: S3Config) -> Any:
         kwargs: dict[str, Any] = {
             "connect_timeout": cfg.connect_timeout,
             "read_timeout": cfg.read_timeout,
-            "retries": {"max_attempts": max(1, int(cfg.max_attempts)), "mode": "standard"},
+            # total_max_attempts counts the first try (botocore's max_attempts would count retries only)
+            "retries": {"total_max_attempts": max(1, int(cfg.max_attempts)), "mode": "standard"},
             "max_pool_connections": cfg.max_pool_connections,
         }
         if cfg.endpoint_url:

@@ -429,17 +429,19 @@ def engine_threads() -> list[str]:
 
 @pytest.fixture
 def no_leaked_threads():
-    """``no_leaked_threads(timeout=10)``: wait until no thread runs engine code (fails otherwise)."""
+    """``no_leaked_threads(timeout=10, pool=None)``: wait until no thread runs engine code and, if
+    given, the worker pool has no call running (fails otherwise)."""
     import time
 
-    def check(timeout: float = 10.0) -> None:
+    def check(timeout: float = 10.0, pool=None) -> None:
         deadline = time.monotonic() + timeout
         while True:
             busy = engine_threads()
-            if not busy:
+            running = pool.stats()["running"] if pool is not None else 0
+            if not busy and not running:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"threads still running engine code: {busy}")
+                raise AssertionError(f"threads still running engine code: {busy}; pool running: {running}")
             time.sleep(0.05)
 
     return check
