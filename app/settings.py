@@ -28,9 +28,9 @@ class Settings(BaseSettings):
     Limits: TESScut itself caps a cutout side at a few hundred pixels (its FFIs are 2048 px wide);
     ``max_cutout_side`` defaults to 1000 px, enough for any realistic TPF, and
     ``max_cutout_volume`` (pixels x frames) is the limit that really protects the server: a TPF
-    takes ~23 bytes per pixel-frame and each zip member is built in memory, so the default of
-    50 million (about 1.2 GB per TPF; a 100x100 cutout of a 3705-frame sector is 37 million) keeps
-    ``workers`` concurrent worst cases within a few GB.
+    takes ~23 bytes per pixel-frame and each zip member is built in memory. The default, 150
+    million (about 3.5 GB per TPF), admits a 100x100 cutout of a 200-s-cadence sector (~11,900
+    frames, 119 million) and refuses anything much larger; lower it (or ``workers``) on a small host.
     """
 
     model_config = SettingsConfigDict(env_prefix="CUTOUT_", extra="ignore", validate_default=True)
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_cutout_side: int = Field(1000, ge=1)
-    max_cutout_volume: int = Field(50_000_000, ge=1, description="pixels x frames per TPF")
+    max_cutout_volume: int = Field(150_000_000, ge=1, description="pixels x frames per TPF")
     max_input_files: int = Field(16, ge=1)
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
     request_timeout_s: float = Field(120.0, gt=0)
