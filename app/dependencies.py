@@ -40,6 +40,10 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def get_services(request: Request) -> Services:
-    """FastAPI dependency: the application's :class:`Services`."""
+async def get_services(request: Request) -> Services:
+    """FastAPI dependency: the application's :class:`Services`.
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency on its thread pool, a thread hop
+    (and GIL hand-over) per request for a dictionary lookup.
+    """
     return request.app.state.services

@@ -34,7 +34,7 @@ from app.params import (
     SectorResponse,
     _SizeMixin,
 )
-from app.streaming import MemberMaker, zip_response
+from app.streaming import MemberMaker, file_response, zip_bytes, zip_response
 from core.errors import InvalidInputError, NoDataError, NotFoundError, TooLargeError
 from core.geometry import PixelSize, parse_cutout_size
 
@@ -95,12 +95,14 @@ def _coord(ra: float, dec: float) -> SkyCoord:
     return SkyCoord(ra % 360.0, dec, unit="deg", frame="icrs")
 
 
-def _member_name(entry: CubeEntry, ra: float, dec: float, hdul: Any) -> str:
+#: below this many bytes of pixels a cutout is read on the calling thread: starting read threads
+#: costs more (~5 ms) than reading a few small rows
+_THREADED_READ_BYTES = 4 * 1024 * 1024
+
+
+def _member_name(entry: CubeEntry, ra: float, dec: float, nx: int, ny: int) -> str:
     from core.tpf import tpf_filename
 
-    # The TPF's own shape (angular sizes are rounded by the engine, as astrocut does).
-    aperture = hdul[2].header
-    nx, ny = int(aperture["NAXIS1"]), int(aperture["NAXIS2"])
     # Built from sectorName so SPOC and TICA cubes (whatever their file names) name members alike.
     return tpf_filename(f"{entry.sector_name}-cube.fits", ra, dec, nx, ny)
 
@@ -111,16 +113,23 @@ def _make_tpf(
     """Build one TPF (on a worker); None when the cutout has no data on this cube.
 
     ``size`` is the request's ``[x, y]`` as Quantities (pixels or angles, x first): the engine
-    turns angles into pixels as astrocut does.
+    turns angles into pixels as astrocut does. Takes the engine's bytes path (``locate`` +
+    ``cut_bytes``, the same bytes ``build_tpf`` wraps) rather than an HDUList: parsing the headers
+    back with astropy cost several times the cut itself.
     """
-    from core.tpf import build_tpf, tpf_bytes
+    from core.tpf import cut_bytes, locate
 
     try:
-        hdul = build_tpf(entry.cube, coord, size, threads=threads)
+        # locate's fast path: plain "ra dec" degrees (ICRS) skip astropy's SkyCoord machinery
+        geo = locate(entry.cube, f"{ra % 360.0!r} {dec!r}", size)
     except NoDataError as exc:
         log.info("no data on %s: %s", entry.sector_name, exc)
         return None
-    return _member_name(entry, ra, dec, hdul), tpf_bytes(hdul)
+    win = geo.window  # the TPF's own shape (angular sizes are rounded by the engine, as astrocut does)
+    if win.nx * win.ny * entry.nframes * 8 < _THREADED_READ_BYTES:
+        threads = 1
+    data = cut_bytes(entry.cube, geo, threads).data
+    return _member_name(entry, ra, dec, win.nx, win.ny), bytes(data)
 
 
 def _select(
@@ -163,6 +172,11 @@ def _plan_cutouts(
         (lambda e=e, s=s: _make_tpf(e, coord, s, ra, dec, settings.read_threads)) for e, s in jobs
     ]
     return first, makers
+
+
+#: zips estimated under this size are built whole in the planning call and sent in one piece;
+#: larger ones are streamed a member at a time
+_INLINE_ZIP_BYTES = 8 * 1024 * 1024
 
 
 def _zip_of(services: Services, first: tuple[str, bytes], makers: list[Any], filename: str) -> Any:
@@ -218,11 +232,15 @@ async def _astrocut(services: Services, p: AstrocutParams) -> Any:
         first, makers = _plan_cutouts(services, coord, p, p.ra, p.dec, entries)
         if first is None:
             return "The cutout has no data on any hosted cube."
+        if len(first[1]) * (1 + len(makers)) <= _INLINE_ZIP_BYTES:
+            return zip_bytes([lambda: first, *makers])  # small: the whole zip in this one call
         return first, makers
 
     planned = await services.pool.run(plan)
     if isinstance(planned, str):
         return no_data(planned, services, p.product)
+    if isinstance(planned, bytes):
+        return file_response(planned, "application/zip", _zip_name(p, p.ra, p.dec))
     first, makers = planned
     return _zip_of(services, first, makers, _zip_name(p, p.ra, p.dec))
 

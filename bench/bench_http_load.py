@@ -1,0 +1,335 @@
+"""HTTP load bench: 5x5 TESScut cutouts against the real service and an astrocut 1.4.0 baseline.
+
+Usage: bench/bench_http_load.py [--quick] [--requests N] [--concurrency C [C ...]] [--cube PATH]
+                                [--size 5] [--no-baseline] [--client raw|httpx] [--profile OUT]
+
+Starts (as uvicorn subprocesses on free 127.0.0.1 ports, see ``bench/_server.py``):
+
+- ours: ``app.main.create_app`` over a folder holding one cube (settings from the defaults);
+- baseline: a minimal FastAPI app whose endpoint calls astrocut 1.4.0's
+  ``CutoutFactory().cube_cut(cube, coord, 5, memory_only=True)`` and answers the TPF zipped.
+
+The cube is a full-size (2078 x 2136) synthetic 100-frame SPOC cube built once under
+/tmp/bench-data (``bench_cube_cut.full_cube``); ``--quick`` uses a 256 x 256, 20-frame one.
+For each concurrency C, N GET ``/tesscut/api/v0.1/astrocut`` requests (positions drawn with a fixed
+seed within 200 px of the cube centre, the same list for both servers) are fired at C at once,
+after a warm-up of 2 C requests, by a minimal asyncio HTTP/1.1 keep-alive client (httpx costs ~4 ms
+of CPU a request, as much as the server: on 2 cores it would compete with what it measures;
+``--client httpx`` for a cross-check). Every answer must be HTTP 200 and a zip holding one
+readable FITS; anything else counts as an error. Prints throughput (req/s), p50/p99 latency, errors,
+the server's CPU time per request (``/proc/<pid>/stat``: robust to other load on the machine), its
+RSS (``VmRSS``) before and after, and ours/baseline ratios. uvicorn uses uvloop and httptools when
+installed (``BENCH_UVICORN_PLAIN=1`` forces asyncio + h11 to compare).
+
+Targets (issues 9 and 7): ours at concurrency 8 on 2 cores >= 100 req/s with p99 < 250 ms and zero
+errors; 1,000 requests at concurrency 16 with zero errors and RSS growth < 100 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from _server import ServerProcess
+
+DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
+API = "/tesscut/api/v0.1/astrocut"
+#: RSS growth allowed over a 1,000-request run (issue 7)
+RSS_GROWTH_LIMIT_MB = 100
+
+
+@dataclass
+class LoadResult:
+    """What one load run measured."""
+
+    name: str
+    requests: int
+    concurrency: int
+    wall_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    rss_before_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    server_cpu_s: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.wall_s if self.wall_s else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, round(q / 100 * (len(data) - 1)))]
+
+    def line(self) -> str:
+        return (f"{self.name:<9} c={self.concurrency:<3} n={self.requests:<5} {self.rps:7.1f} req/s  "
+                f"p50 {self.pct(50):6.1f} ms  p99 {self.pct(99):6.1f} ms  errors {len(self.errors):<3} "
+                f"server CPU {self.server_cpu_s / self.requests * 1e3:5.1f} ms/req  "
+                f"RSS {self.rss_before_mb:6.1f} -> {self.rss_after_mb:6.1f} MiB "
+                f"({self.rss_after_mb - self.rss_before_mb:+.1f})")
+
+
+def check_zip(content: bytes) -> str | None:
+    """None if ``content`` is a zip of exactly one FITS file, else what is wrong."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as zf:
+            names = zf.namelist()
+            if len(names) != 1 or not names[0].endswith(".fits"):
+                return f"zip members {names!r}"
+            data = zf.read(names[0])  # checks the CRC
+    except zipfile.BadZipFile as exc:
+        return f"bad zip: {exc}: {content[:160]!r}"
+    if not data.startswith(b"SIMPLE  =") or len(data) % 2880:
+        return "member is not a FITS file"
+    return None
+
+
+def positions(cube: str, n: int, seed: int = 0, spread_px: float = 200.0) -> list[tuple[float, float]]:
+    """``n`` (ra, dec) within ``spread_px`` pixels of the cube's centre (seeded)."""
+    from core.cube import open_cube
+
+    c = open_cube(cube)
+    rng = random.Random(seed)
+    spread_px = min(spread_px, c.nx / 2 - 10, c.ny / 2 - 10)
+    out = []
+    for _ in range(n):
+        x = c.nx / 2 + rng.uniform(-spread_px, spread_px)
+        y = c.ny / 2 + rng.uniform(-spread_px, spread_px)
+        sky = c.wcs.pixel_to_world(x, y)
+        out.append((float(sky.ra.deg), float(sky.dec.deg)))
+    return out
+
+
+class _Conn:
+    """A minimal HTTP/1.1 keep-alive client connection (asyncio streams).
+
+    httpx spends ~4 ms of CPU per request, as much as the server: on 2 cores the load generator
+    would be what is measured. This one sends a fixed GET and reads a Content-Length or chunked
+    body (~0.2 ms per request). ``--client httpx`` uses httpx instead, for a cross-check.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        if "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            body = b"".join(parts)
+        else:
+            body = await self.reader.read()
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def _fire(url: str, coords: list[tuple[float, float]], concurrency: int, size: int,
+                latencies: list[float], errors: list[str], client: str = "raw") -> float:
+    from urllib.parse import urlencode, urlsplit
+
+    queue: asyncio.Queue[tuple[float, float]] = asyncio.Queue()
+    for c in coords:
+        queue.put_nowait(c)
+    parts = urlsplit(url)
+
+    async def worker(get) -> None:
+        while True:
+            try:
+                ra, dec = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            target = API + "?" + urlencode({"ra": f"{ra:.7f}", "dec": f"{dec:.7f}", "x": size, "y": size,
+                                            "units": "px"})
+            t0 = time.perf_counter()
+            try:
+                status, content = await asyncio.wait_for(get(target), 60)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, httpx.HTTPError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            if status != 200:
+                errors.append(f"HTTP {status}: {content[:200]!r}")
+                continue
+            problem = check_zip(content)
+            if problem:
+                errors.append(problem)
+
+    t0 = time.perf_counter()
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as hc:
+
+            async def hget(target: str) -> tuple[int, bytes]:
+                r = await hc.get(target)
+                return r.status_code, r.content
+
+            await asyncio.gather(*(worker(hget) for _ in range(concurrency)))
+    else:
+        conns = [_Conn(parts.hostname or "127.0.0.1", parts.port or 80) for _ in range(concurrency)]
+
+        async def guarded(conn: _Conn) -> None:
+            async def get(target: str) -> tuple[int, bytes]:
+                try:
+                    return await conn.get(target)
+                except BaseException:
+                    await conn.close()  # a broken connection is not reused
+                    raise
+
+            await worker(get)
+
+        try:
+            await asyncio.gather(*(guarded(c) for c in conns))
+        finally:
+            for c in conns:
+                await c.close()
+    return time.perf_counter() - t0
+
+
+def run_load(server: ServerProcess, name: str, coords: list[tuple[float, float]], concurrency: int,
+             size: int = 5, client: str = "raw") -> LoadResult:
+    """Fire ``coords`` at ``server`` (after a warm-up) and measure."""
+    warm: list[float] = []
+    warm_errors: list[str] = []
+    asyncio.run(_fire(server.url, coords[: 2 * concurrency], concurrency, size, warm, warm_errors, client))
+    if warm_errors:
+        print(f"  {name}: warm-up errors: {warm_errors[:3]}")
+    result = LoadResult(name, len(coords), concurrency, 0.0)
+    result.rss_before_mb = server.rss_kb() / 1024
+    cpu0 = server.cpu_s()
+    result.wall_s = asyncio.run(_fire(server.url, coords, concurrency, size, result.latencies_ms,
+                                      result.errors, client))
+    result.server_cpu_s = server.cpu_s() - cpu0
+    result.rss_after_mb = server.rss_kb() / 1024
+    return result
+
+
+def quick_cube() -> Path:
+    """A 256 x 256, 20-frame synthetic cube under /tmp/bench-data (built once)."""
+    out = DATA / "quick-256-20" / "tess-s0038-2-2-cube.fits"
+    if out.exists():
+        return out
+    from core.cube_factory import CubeFactory
+    from core.synthetic import write_sector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sector = write_sector(Path(tmp), size=(256, 256), frames=20, seed=0)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(out.name + ".part")
+        CubeFactory().make_cube([str(f) for f in sector.ffi_files], str(part), verbose=False)
+        os.replace(part, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small cube, 200 requests")
+    ap.add_argument("--requests", type=int, default=None, help="requests per run (default 1000)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--cube", default=None, help="cube file (default: the full-size synthetic one)")
+    ap.add_argument("--size", type=int, default=5, help="cutout side, pixels")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--baseline-requests", type=int, default=None,
+                    help="requests per baseline run (default 200, 50 with --quick: astrocut serves ~4 req/s)")
+    ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                    help="load generator: a minimal asyncio HTTP/1.1 client (default) or httpx")
+    ap.add_argument("--profile", default=None, help="cProfile ours' worker threads into this file")
+    args = ap.parse_args(argv)
+    n = args.requests or (200 if args.quick else 1000)
+    if args.baseline_requests is None:
+        args.baseline_requests = 50 if args.quick else 200
+
+    if args.cube:
+        cube = Path(args.cube)
+    elif args.quick:
+        cube = quick_cube()
+    else:
+        from bench_cube_cut import full_cube
+
+        cube = full_cube(100)
+    cube_dir = Path(tempfile.mkdtemp(prefix="load-cubes-"))
+    (cube_dir / "tess-s0038-2-2-cube.fits").symlink_to(cube.resolve())
+    work = Path(tempfile.mkdtemp(prefix="load-work-"))
+    coords = positions(str(cube), n, seed=0)
+    print(f"cube {cube} ({cube.stat().st_size / 2**20:.0f} MiB); {n} requests of {args.size}x{args.size} px; "
+          f"{os.cpu_count()} cores")
+
+    ours_env = {"CUTOUT_CUBE_DIRS": str(cube_dir), "CUTOUT_WORK_DIR": str(work), "CUTOUT_LOG_LEVEL": "warning"}
+    results: dict[tuple[str, int], LoadResult] = {}
+    with ServerProcess("ours", ours_env, profile=args.profile) as ours:
+        for c in args.concurrency:
+            res = results[("ours", c)] = run_load(ours, "ours", coords, c, args.size, args.client)
+            print(res.line(), flush=True)
+            for e in res.errors[:5]:
+                print("   error:", e)
+    if not args.no_baseline:
+        with ServerProcess("baseline", {"BASELINE_CUBE": str(cube)}) as base:
+            for c in args.concurrency:
+                res = results[("baseline", c)] = run_load(base, "baseline", coords[: args.baseline_requests], c,
+                                                          args.size, args.client)
+                print(res.line(), flush=True)
+                for e in res.errors[:5]:
+                    print("   error:", e)
+        for c in args.concurrency:
+            o, b = results[("ours", c)], results[("baseline", c)]
+            print(f"ratio c={c}: throughput ours/astrocut {o.rps / b.rps:.1f}x; "
+                  f"p50 astrocut/ours {b.pct(50) / o.pct(50):.1f}x; p99 astrocut/ours {b.pct(99) / o.pct(99):.1f}x")
+
+    verdicts = []
+    if ("ours", 8) in results:
+        r = results[("ours", 8)]
+        verdicts.append(("issue 9: c=8 >= 100 req/s, p99 < 250 ms, 0 errors",
+                         r.rps >= 100 and r.pct(99) < 250 and not r.errors))
+    if ("ours", 16) in results and n >= 1000:
+        r = results[("ours", 16)]
+        verdicts.append((f"issue 7: {n} req at c=16, 0 errors, RSS growth < {RSS_GROWTH_LIMIT_MB} MiB",
+                         not r.errors and r.rss_after_mb - r.rss_before_mb < RSS_GROWTH_LIMIT_MB))
+    for text, ok in verdicts:
+        print(f"{'PASS' if ok else 'MISS'}  {text}")
+    if args.profile:
+        import pstats
+
+        print(f"\nprofile of ours' worker threads ({args.profile}):")
+        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(30)
+    return 0 if all(ok for _, ok in verdicts) and not any(r.errors for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
