@@ -256,11 +256,26 @@ class Cube:
             header[name] = value
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            self.wcs = WCS(header, relax=True)
+            self._wcs = WCS(header, relax=True)
+        self._wcs_local = threading.local()
         self.wcs_row = row
         self.wcs_header = header
-        radesys = (self.wcs.wcs.radesys or "ICRS").strip().upper()
+        radesys = (self._wcs.wcs.radesys or "ICRS").strip().upper()
         self._icrs = radesys == "ICRS"
+
+    @property
+    def wcs(self) -> WCS:
+        """This thread's copy of the reference WCS.
+
+        astropy's ``WCS`` is not safe to share between threads (concurrent transforms through one
+        wcsprm can return wrong pixels), and the service cuts one cached cube from many worker
+        threads at once; each thread gets its own deep copy, made once.
+        """
+        local = self._wcs_local
+        wcs = getattr(local, "wcs", None)
+        if wcs is None:
+            wcs = local.wcs = self._wcs.deepcopy()
+        return wcs
 
     # -- geometry --------------------------------------------------------------------------
     def radec_to_pixel(self, ra: float, dec: float) -> tuple[float, float]:

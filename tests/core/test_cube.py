@@ -160,3 +160,26 @@ def test_three_dimensional_image_is_not_a_cube(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 5, 6), np.float32))]).writeto(path)
     with pytest.raises(CorruptFileError, match="not a TESS cube"):
         open_cube(path)
+
+
+def test_each_thread_gets_its_own_wcs(spoc_cube):
+    """Guards against sharing one astropy WCS between worker threads (wcslib's wcsprm is not
+    thread-safe: concurrent transforms returned wrong pixels under load in the service)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    cube = open_cube(spoc_cube)
+    assert cube.wcs is cube.wcs  # one copy per thread, made once
+    expected = cube.radec_to_pixel(DEMO_RA, DEMO_DEC)
+    barrier = threading.Barrier(4)
+
+    def work(_):
+        barrier.wait()
+        got = [cube.radec_to_pixel(DEMO_RA, DEMO_DEC) for _ in range(50)]
+        return id(cube.wcs), got
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(4)))
+    ids = {r[0] for r in results}
+    assert len(ids) == 4 and id(cube.wcs) not in ids
+    assert all(got == [expected] * 50 for _, got in results)
