@@ -540,11 +540,20 @@ def _fill_pixels(
     if partial:
         flux[...] = np.nan  # astrocut pads with its fill value, NaN
         err[...] = np.nan
-    flux[:, sy, sx] = block[..., 0].transpose(2, 0, 1)
-    if cube.product == "SPOC" and cube.nplanes > 1:
-        err[:, sy, sx] = block[..., 1].transpose(2, 0, 1)
-    else:
+    with_err = cube.product == "SPOC" and cube.nplanes > 1
+    if not with_err:
         err[...] = 0  # TICA: astrocut 0.11.1 writes zeros (TICA cubes carry no errors)
+    # Pixel-major (y, x, T) to frame-major (T, y, x), a band of frames at a time: each band's source
+    # (every pixel's run of `step` frames) stays within ~512 KiB and is gathered from cache rather
+    # than from a new page per pixel per frame. Measured in cut_bytes on this machine: 100x100 of a
+    # 100-frame cube 21 -> 15 ms, 30x30 of a 3705-frame cube 71 -> 61 ms; small blocks are unchanged.
+    npix, nplanes = block.shape[0] * block.shape[1], block.shape[3]
+    step = max(4, (512 << 10) // max(1, npix * nplanes * 4))
+    for t0 in range(0, block.shape[2], step):
+        t1 = t0 + step
+        flux[t0:t1, sy, sx] = block[:, :, t0:t1, 0].transpose(2, 0, 1)
+        if with_err:
+            err[t0:t1, sy, sx] = block[:, :, t0:t1, 1].transpose(2, 0, 1)
     aperture[...] = 0
     aperture[sy, sx] = 1
 
