@@ -20,7 +20,6 @@ import functools
 import logging
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
 from core.geometry import parse_coordinates, parse_cutout_size
+from core.storage import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -540,18 +540,10 @@ def primary_hdu(coord: SkyCoord | None) -> fits.PrimaryHDU:
 
 def write_atomic(hdulist: fits.HDUList, path: str | os.PathLike) -> str:
     """Write ``hdulist`` (with checksums) to a temporary name beside ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # long ORIG_FLE comments get truncated; harmless
-            hdulist.writeto(tmp, checksum=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.as_posix()
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # long ORIG_FLE comments get truncated; harmless
+        hdulist.writeto(tmp, checksum=True, overwrite=True)
+    return Path(path).as_posix()
 
 
 def cutout_filename(stem: str, coord: SkyCoord, size: Sequence[Any], suffix: str = ".fits") -> str:

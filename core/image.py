@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from core.errors import InvalidInputError
 from core.fits_cut import ORIGIN, ImageCut, cut_images, cutout_filename, input_stem, software_version
+from core.storage import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +165,10 @@ def _save_kwargs(img: Image.Image, suffix: str) -> dict[str, Any]:
 
 def save_image(img: Image.Image, path: str | os.PathLike) -> str:
     """Write a PIL image with its metadata to a temporary name beside ``path``, then rename it."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
+    suffix = Path(path).suffix.lower()
+    with atomic_output(path) as tmp:
         img.save(tmp, format=FORMATS[suffix], **_save_kwargs(img, suffix))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.as_posix()
+    return Path(path).as_posix()
 
 
 def img_cut(

@@ -23,8 +23,9 @@ import stat as _stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -48,6 +49,7 @@ __all__ = [
     "ReadStats",
     "S3Config",
     "S3Source",
+    "atomic_output",
     "clear_caches",
     "confine",
     "is_s3_uri",
@@ -55,6 +57,30 @@ __all__ = [
     "open_source",
     "parse_s3_uri",
 ]
+
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
+
+    On any exception the temporary file is removed, so a reader never sees a partial file under
+    the final name. The parent directory is created if needed.
+    """
+    import tempfile
+
+    final = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(final))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".part", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
 
 KiB = 1024
 MiB = 1024 * 1024

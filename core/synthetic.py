@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ from erfa import ErfaWarning
 from scipy.special import erf
 
 from core.errors import InvalidInputError, NoDataError
+from core.storage import atomic_output
 from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
 
 __all__ = [
@@ -418,17 +418,8 @@ def _tica_header(sector: int, camera: int, ccd: int, cadence_s: float, t0: float
 
 
 def _atomic_write(hdul: fits.HDUList, path: pathlib.Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         hdul.writeto(tmp, overwrite=True, checksum=True)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, product: Any, n_stars: Any,

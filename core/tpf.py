@@ -27,7 +27,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import core
 from core.cube import Cube, open_cube
 from core.errors import InvalidInputError, NoDataError, TooLargeError
 from core.geometry import PixelSize, Window, centered_window, parse_coordinates, parse_cutout_size
+from core.storage import atomic_output
 from core.wcs_fit import LinearFit, fit_linear_wcs
 
 CREATOR = "tess-cutout-service"
@@ -804,22 +804,11 @@ def tpf_filename(cube_uri: str, ra: float, dec: float, nx: int, ny: int) -> str:
     return f"{stem}_{float(ra):.6f}_{float(dec):.6f}_{int(nx)}x{int(ny)}_astrocut.fits"
 
 
-def write_atomic(data: bytes, path: str | os.PathLike) -> str:
+def write_atomic(data: bytes | memoryview, path: str | os.PathLike) -> str:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+    return os.fspath(path)
 
 
 class CutoutFactory:
