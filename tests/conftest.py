@@ -95,6 +95,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_uvicorn(app, host: str, port: int):
+    """Run ``app`` under a real uvicorn server in a daemon thread; return (server, thread) once it
+    accepts connections. Stop with ``stop_uvicorn``."""
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
+def stop_uvicorn(server, thread) -> None:
+    server.should_exit = True
+    thread.join(10)
+
+
 @pytest.fixture(scope="session")
 def service_data(tmp_path_factory, spoc_sector, spoc_sector_b, tica_sector):
     """Cube folder (MAST names) and image root for the service tests."""
@@ -125,10 +150,7 @@ def service_data(tmp_path_factory, spoc_sector, spoc_sector_b, tica_sector):
 @pytest.fixture(scope="session")
 def live_server(service_data, tmp_path_factory):
     """A real uvicorn server on a free loopback port, stopped at the end of the session."""
-    import threading
-    import time
 
-    import uvicorn
 
     from app.main import create_app
     from app.settings import Settings
@@ -147,21 +169,12 @@ def live_server(service_data, tmp_path_factory):
         request_timeout_s=60,
     )
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+    server, thread = start_uvicorn(app, settings.host, settings.port)
     try:
         yield LiveServer(f"http://{settings.host}:{settings.port}", settings, app, server, thread,
                          cubes, image_root, images)
     finally:
-        server.should_exit = True
-        thread.join(10)
+        stop_uvicorn(server, thread)
 
 
 # --- end service ---
@@ -369,10 +382,7 @@ class ExtraServer:
 def make_server(tmp_path_factory):
     """``make_server(**settings) -> ExtraServer``: a real uvicorn server on a free port with the given
     settings (``work_dir`` defaults to a fresh temp dir); stopped at teardown."""
-    import threading
-    import time
 
-    import uvicorn
 
     from app.main import create_app
     from app.settings import Settings
@@ -384,16 +394,7 @@ def make_server(tmp_path_factory):
         values.setdefault("port", _free_port())
         settings = Settings(**values)
         app = create_app(settings, install=install)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                lifespan="on")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+        server, thread = start_uvicorn(app, settings.host, settings.port)
         handle = ExtraServer(f"http://{settings.host}:{settings.port}", settings, app, server, thread)
         made.append(handle)
         return handle

@@ -79,18 +79,13 @@ def fuzz_server(service_data, spoc_sector, tmp_path_factory):
     """The service as ``live_server`` configures it, plus an ephemeris resolver (without one, a
     moving-target name answers 503 by design: see test_tesscut/test_clients), on its own loopback
     port; yields the base URL."""
-    import threading
-    import time
-
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
 
     try:
-        from tests.conftest import _free_port
+        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
     except ImportError:  # pragma: no cover - tests/ itself on sys.path
-        from conftest import _free_port
+        from conftest import _free_port, start_uvicorn, stop_uvicorn
 
     cubes, image_root, _images = service_data
     cfg = Settings(
@@ -100,19 +95,11 @@ def fuzz_server(service_data, spoc_sector, tmp_path_factory):
         request_timeout_s=60, log_level="warning",
     )
     app = create_app(cfg, resolver=_resolver_for(spoc_sector))
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+    server, thread = start_uvicorn(app, cfg.host, cfg.port)
     try:
         yield f"http://{cfg.host}:{cfg.port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
+        stop_uvicorn(server, thread)
 
 
 schema = schemathesis.openapi.from_path(OPENAPI, config=_config())
