@@ -499,9 +499,11 @@ def cut_images(
         raise InvalidInputError("drop_after must be a header keyword", field="drop_after")
 
     result = CutResult(coord, size)
+    requested_exists = not isinstance(ext, list)
     for name in files:
         hdulist = _open_fits(name, s3=s3)
         try:
+            requested_exists = requested_exists or bool(set(ext) & set(_image_extensions(hdulist)))
             cuts = cut_hdulist(hdulist, name, coord, size, extension=ext, fill_value=fill_value,
                                rounding=rounding, allow_empty=allow_empty, drop_after=drop_after)
         except CutoutError:
@@ -513,6 +515,11 @@ def cut_images(
         if cuts:
             result.by_file[name] = cuts
     if not result.by_file:
+        if not requested_exists:
+            raise InvalidInputError(
+                f"no input has an image extension with data numbered {', '.join(map(str, ext))}",
+                field="extension",
+            )
         raise NoDataError("Cutout contains no data! (Check image footprint.)", field="coordinates")
     return result
 

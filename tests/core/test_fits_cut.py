@@ -281,3 +281,14 @@ def test_drop_after_truncates_header(tmp_path):
     assert "JUNK" not in hdul[1].header and "MARKER" not in hdul[1].header
     with pytest.warns(DataWarning):
         fits_cut(str(path), "150 2", 5, memory_only=True, drop_after="NOTTHERE")
+
+
+def test_an_extension_no_input_has_is_a_bad_extension_not_no_data(images):
+    """Guards against answering 'no data at the position' when the position is fine but the asked
+    extension does not exist in any input (the service then names the wrong field)."""
+    with pytest.raises(InvalidInputError) as err:
+        _quiet(fits_cut, images, "150.0 2.0", 5, extension=[99999999999999999999], memory_only=True)
+    assert err.value.field == "extension"
+    with pytest.raises(NoDataError) as err:  # the extension exists; the position is off the image
+        _quiet(fits_cut, images, "10.0 -30.0", 5, extension=[1], memory_only=True)
+    assert err.value.field == "coordinates"
