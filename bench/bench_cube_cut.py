@@ -22,7 +22,6 @@ import io
 import os
 import pstats
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 warnings.simplefilter("ignore")
+
+from _timing import median_ms
 
 from core.cube import open_cube
 from core.tpf import CutoutFactory, cut_bytes, locate
@@ -76,14 +77,6 @@ def full_cube(frames: int = 100, verbose: bool = True) -> Path:
     shutil.rmtree(ffi_dir, ignore_errors=True)
     return out
 
-
-def median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

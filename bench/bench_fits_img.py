@@ -7,10 +7,8 @@ ratio astrocut / ours (> 1 means we are faster). Both write files to a temporary
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -19,6 +17,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import median_ms
 
 from core.fits_cut import fits_cut
 from core.image import img_cut
@@ -32,15 +33,6 @@ def make_image(path: Path) -> None:
     data = np.random.default_rng(0).normal(100, 10, size=(ny, nx)).astype("f4")
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, w.to_header())]).writeto(path)
 
-
-def median_ms(func, n: int) -> float:
-    func()  # warm
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        func()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -68,8 +60,8 @@ def main() -> None:
         }
         print(f"median of {n} runs (ms); ratio = astrocut / ours")
         for name, (ours, theirs) in cases.items():
-            t_ours = median_ms(ours, n)
-            t_theirs = median_ms(theirs, n)
+            t_ours = median_ms(ours, n, warm=True)
+            t_theirs = median_ms(theirs, n, warm=True)
             print(f"{name:22s} ours {t_ours:7.2f}  astrocut {t_theirs:7.2f}  ratio {t_theirs / t_ours:5.2f}")
 
 

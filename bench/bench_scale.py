@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
 
 import numpy as np
+from _timing import median_ms
 from astropy.io import fits
 from astropy.table import Table
 from bench_cube_cut import DATA
@@ -98,14 +98,6 @@ def sparse_cube(frames: int) -> Path:
     os.replace(tmp, out)
     return out
 
-
-def median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
