@@ -301,14 +301,32 @@ def _shift_wcs(wcs: WCS, dx: int, dy: int) -> WCS:
     return out
 
 
+def _window_source(hdu: Any) -> Any:
+    """What to slice a window from: the lazy memory map (``hdu.data``) of an unscaled, uncompressed
+    image in a memory-mapped file, where slicing touches only the window's pages (astropy's
+    ``section`` reads row by row: ~17 ms for 300 rows against ~0.1 ms), else ``hdu.section``."""
+    info = hdu.fileinfo() or {}
+    header = hdu.header
+    if (
+        type(hdu) in (fits.PrimaryHDU, fits.ImageHDU)
+        and getattr(info.get("file"), "memmap", False)
+        and header.get("BSCALE", 1) == 1
+        and header.get("BZERO", 0) == 0
+        and "BLANK" not in header
+    ):
+        return hdu.data
+    return hdu.section
+
+
 def _extract(hdu: Any, wcs: WCS, lims: tuple[int, int, int, int], fill_value: float) -> tuple[np.ndarray, WCS]:
     """Read the window ``lims`` of an image HDU, padding outside the image with ``fill_value``.
 
-    Only the overlapping rows and columns are read, through ``hdu.section``.
+    Only the overlapping rows and columns are read: from the memory map of a local file, else
+    through ``hdu.section`` (S3 inputs read through :class:`core.storage.RangeFile`).
     """
     x0, x1, y0, y1 = lims
     nx, ny = x1 - x0, y1 - y0
-    section = hdu.section
+    section = _window_source(hdu)
     position = (x0 + nx / 2.0, y0 + ny / 2.0)  # with floor rounding, Cutout2D starts exactly at (x0, y0)
     try:
         cut = Cutout2D(
