@@ -39,6 +39,15 @@ from tests.s3server import MotoS3Server
 _REQ = re.compile(rb"(GET|HEAD|PUT|POST|DELETE) /[^ \r\n]* HTTP/1\.[01]\r\n")
 
 
+def _shutdown(*socks: socket.socket) -> None:
+    """Shut both directions of each socket, ignoring ones already closed."""
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class CountingProxy:
     """A TCP proxy on 127.0.0.1 that counts HTTP request lines and response bytes."""
 
@@ -95,11 +104,7 @@ class CountingProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shutdown(src, dst)
 
     def _pump_down(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -113,11 +118,7 @@ class CountingProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shutdown(src, dst)
 
     def close(self) -> None:
         self._stop.set()
