@@ -76,7 +76,9 @@ def test_pixels_equal_astrocut(any_cube, x, y, size):
         "RAW_CNTS",
         "FFI_FILE",
         "POS_CORR1",
+        "POS_CORR2",
         "FLUX_BKG",
+        "FLUX_BKG_ERR",
     ):
         a, b = theirs[1].data[col], ours[1].data[col]
         assert a.shape == b.shape, col
