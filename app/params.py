@@ -33,35 +33,19 @@ __all__ = [
 #: TESS plate scale used for ``px`` radii, as MAST's TESScut documents it
 TESS_PIXEL_ARCSEC = 21.0
 
+#: TESScut's angular unit names (one letter or spelled out) and its pixel unit names
+_ANGULAR: dict[str, Any] = {
+    **dict.fromkeys(("d", "deg", "degree", "degrees"), u.deg),
+    **dict.fromkeys(("m", "arcmin"), u.arcmin),
+    **dict.fromkeys(("s", "arcsec"), u.arcsec),
+}
+_PIXEL_NAMES = ("px", "pix", "pixel", "pixels")
+#: a radius: degrees by default; a pixel is TESS's 21 arcsec
 _ANGLE_UNITS: dict[str, Any] = {
-    "": u.deg,
-    "d": u.deg,
-    "deg": u.deg,
-    "degree": u.deg,
-    "degrees": u.deg,
-    "m": u.arcmin,
-    "arcmin": u.arcmin,
-    "s": u.arcsec,
-    "arcsec": u.arcsec,
-    "px": TESS_PIXEL_ARCSEC * u.arcsec,
-    "pix": TESS_PIXEL_ARCSEC * u.arcsec,
-    "pixel": TESS_PIXEL_ARCSEC * u.arcsec,
-    "pixels": TESS_PIXEL_ARCSEC * u.arcsec,
+    "": u.deg, **_ANGULAR, **dict.fromkeys(_PIXEL_NAMES, TESS_PIXEL_ARCSEC * u.arcsec)
 }
-_SIZE_UNITS: dict[str, Any] = {
-    "px": u.pix,
-    "pix": u.pix,
-    "pixel": u.pix,
-    "pixels": u.pix,
-    "d": u.deg,
-    "deg": u.deg,
-    "degree": u.deg,
-    "degrees": u.deg,
-    "m": u.arcmin,
-    "arcmin": u.arcmin,
-    "s": u.arcsec,
-    "arcsec": u.arcsec,
-}
+#: a cutout size: pixels stay pixels (converted with the cube's own WCS)
+_SIZE_UNITS: dict[str, Any] = {**dict.fromkeys(_PIXEL_NAMES, u.pix), **_ANGULAR}
 _NUMBER_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z]*)\s*$")
 
 
