@@ -7,6 +7,8 @@ Follows astrocut's conventions: a two-element ``cutout_size`` is x-first in prac
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,10 +183,11 @@ def centered_window(x: float, y: float, size: PixelSize | tuple[float, float]) -
         sx, sy = (float(v) for v in size)
 
     def _limits(c: float, n: float) -> tuple[int, int]:
-        lo = int(np.round(c - n / 2.0))
-        hi = int(np.round(c + n / 2.0))
+        # Python's round() of a float is round-half-to-even, as numpy's (and ~20x cheaper here)
+        lo = int(round(c - n / 2.0))
+        hi = int(round(c + n / 2.0))
         if lo == hi:
-            lo = int(np.floor(c))
+            lo = math.floor(c)
             hi = lo + 1
         return lo, hi
 

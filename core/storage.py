@@ -487,6 +487,33 @@ class LocalSource(ByteSource):
         if got != n:
             raise CorruptFileError(f"{self.uri}: file shrank while reading (got {got} of {n} bytes).")
 
+    def read_ranges_into(self, ranges: Sequence[tuple[int, int]], out: memoryview) -> None:
+        """Fill ``out`` with the byte ranges one after the other (one ``os.preadv`` per range, no
+        intermediate copies, the statistics counted once: a small cutout's rows cost ~2 us each)."""
+        out = memoryview(out).cast("B")
+        total = sum(n for _, n in ranges)
+        if total != out.nbytes:
+            raise ValueError(f"{len(ranges)} ranges hold {total} bytes, the buffer {out.nbytes}")
+        for offset, n in ranges:
+            self._check(offset, n)
+        fd = self._fileno()
+        pos = 0
+        try:
+            for offset, n in ranges:
+                got = os.preadv(fd, [out[pos : pos + n]], offset)
+                while 0 < got < n:  # rare short read: finish the range
+                    k = os.preadv(fd, [out[pos + got : pos + n]], offset + got)
+                    if k <= 0:
+                        break
+                    got += k
+                if got != n:
+                    raise CorruptFileError(f"{self.uri}: file shrank while reading (got {got} of {n} bytes).")
+                pos += n
+        except OSError as exc:
+            raise UnavailableError(f"Cannot read {self.uri}: {exc.strerror or exc}") from None
+        self.stats.add(len(ranges), total)
+        GLOBAL_STATS.add(len(ranges), total)
+
     def close(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, None

@@ -28,7 +28,10 @@ import os
 import re
 import sys
 import time
+import threading
 import warnings
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -420,7 +423,16 @@ def _float_sizes(cutout_size: Any, cube: Cube, max_side: int | None) -> tuple[fl
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     if isinstance(cutout_size, PixelSize):
-        cutout_size = [cutout_size.nx, cutout_size.ny]
+        return float(cutout_size.nx), float(cutout_size.ny)
+    # fast path: whole pixel counts (the common case); anything else is validated below
+    if type(cutout_size) is int and cutout_size >= 1:
+        return float(cutout_size), float(cutout_size)
+    if (
+        type(cutout_size) in (list, tuple)
+        and len(cutout_size) == 2
+        and all(type(v) is int and v >= 1 for v in cutout_size)
+    ):
+        return float(cutout_size[0]), float(cutout_size[1])
     size = parse_cutout_size(cutout_size, cube.wcs, max_side=None)  # validation and errors
     if isinstance(cutout_size, u.Quantity) or (
         isinstance(cutout_size, (list, tuple)) and any(isinstance(v, u.Quantity) for v in cutout_size)
@@ -510,58 +522,8 @@ def _pixels_dtype(columns: list, ny: int, nx: int) -> np.dtype:
     return np.dtype(dtype)
 
 
-def _fill_pixels(
-    rec: np.ndarray, aperture: np.ndarray, cube: Cube, geo: CutoutGeometry, threads: int
-) -> None:
-    """Fill every byte of the PIXELS rows ``rec`` (big-endian, in the output buffer) and the aperture.
-
-    The cube's big-endian pixels are copied straight into the table's big-endian fields (one
-    transposing copy per plane, no byte swaps).
-    """
-    win, ins = geo.window, geo.inside
-    ny, nx = win.ny, win.nx
-    block = cube.read_block_be(ins.y0, ins.y1, ins.x0, ins.x1, threads=threads)  # (y, x, T, P)
-    rec["TIME"] = cube.time
-    if "TIMECORR" in rec.dtype.names:
-        rec["TIMECORR"] = cube.timecorr
-    rec["CADENCENO"] = cube.cadence
-    # Constant pixel columns as byte fills of each row's slice (-1 as >i4 is all 0xFF bytes, 0.0 all
-    # zero bytes): ~4x faster than numpy's strided field assignment on large cutouts.
-    rows = rec.view(np.uint8).reshape(len(rec), rec.dtype.itemsize)
-    for name, byte in (("RAW_CNTS", 0xFF), ("FLUX_BKG", 0), ("FLUX_BKG_ERR", 0)):
-        field, offset = rec.dtype.fields[name][:2]
-        rows[:, offset : offset + field.itemsize] = byte
-    rec["QUALITY"] = cube.quality
-    rec["POS_CORR1"] = 0
-    rec["POS_CORR2"] = 0
-    rec["FFI_FILE"] = cube.ffi_file
-    sy = slice(ins.y0 - win.y0, ins.y1 - win.y0)
-    sx = slice(ins.x0 - win.x0, ins.x1 - win.x0)
-    partial = (ins.nx, ins.ny) != (nx, ny)
-    flux = rec["FLUX"]
-    err = rec["FLUX_ERR"]
-    if partial:
-        flux[...] = np.nan  # astrocut pads with its fill value, NaN
-        err[...] = np.nan
-    with_err = cube.product == "SPOC" and cube.nplanes > 1
-    if not with_err:
-        err[...] = 0  # TICA: astrocut 0.11.1 writes zeros (TICA cubes carry no errors)
-    # Pixel-major (y, x, T) to frame-major (T, y, x), a band of frames at a time: each band's source
-    # (every pixel's run of `step` frames) stays within ~512 KiB and is gathered from cache rather
-    # than from a new page per pixel per frame. Measured in cut_bytes on this machine: 100x100 of a
-    # 100-frame cube 21 -> 15 ms, 30x30 of a 3705-frame cube 71 -> 61 ms; small blocks are unchanged.
-    npix, nplanes = block.shape[0] * block.shape[1], block.shape[3]
-    step = max(4, (512 << 10) // max(1, npix * nplanes * 4))
-    for t0 in range(0, block.shape[2], step):
-        t1 = t0 + step
-        flux[t0:t1, sy, sx] = block[:, :, t0:t1, 0].transpose(2, 0, 1)
-        if with_err:
-            err[t0:t1, sy, sx] = block[:, :, t0:t1, 1].transpose(2, 0, 1)
-    aperture[...] = 0
-    aperture[sy, sx] = 1
-
-
-# Per-column WCS keys (astrocut 0.11.1's set; 1.4.0 drops them): (key pattern, value name, comment).
+# Per-column WCS keys (astrocut 0.11.1's set; 1.4.0 drops them): (key pattern, value, comment).
+# A value in _CONST_VALUES is the same for every cut; any other names a per-cut slot.
 _COLUMN_WCS = [
     ("WCAX{}", "2", "Number of WCS axes"),
     ("1CTYP{}", "ctype1", "right ascension coordinate type"),
@@ -592,55 +554,414 @@ _COLUMN_WCS = [
     ("2CRP{}P", "int1", "table column physical WCS a2 reference"),
 ]
 _CONST_VALUES = {
-    "2": _fmt_value(2), "ctype1": _fmt_value("RA---TAN"), "ctype2": _fmt_value("DEC--TAN"),
-    "deg": _fmt_value("deg"), "one": _fmt_value(1.0), "physical": _fmt_value("PHYSICAL"),
-    "rawx": _fmt_value("RAWX"), "rawy": _fmt_value("RAWY"), "pixel": _fmt_value("PIXEL"), "int1": _fmt_value(1),
+    "2": 2, "ctype1": "RA---TAN", "ctype2": "DEC--TAN", "deg": "deg", "one": 1.0, "physical": "PHYSICAL",
+    "rawx": "RAWX", "rawy": "RAWY", "pixel": "PIXEL", "int1": 1,
 }  # fmt: skip
+#: per-cut values that are integers (all others are floats)
+_INT_SLOTS = {"crv1p", "crv2p"}
+_RA_COMMENT, _DEC_COMMENT = "[deg] right ascension", "[deg] declination"
 
 
-def _column_wcs_values(fit: LinearFit, geo: CutoutGeometry) -> dict[str, str]:
-    """Formatted values of the per-column WCS keys (the same for every pixel column)."""
-    values = dict(_CONST_VALUES)
-    values.update(
-        crpix1=_fmt_value(float(fit.crpix[0])), crpix2=_fmt_value(float(fit.crpix[1])),
-        crval1=_fmt_value(float(fit.crval[0])), crval2=_fmt_value(float(fit.crval[1])),
-        pc11=_fmt_value(float(fit.cd[0, 0])), pc12=_fmt_value(float(fit.cd[0, 1])),
-        pc21=_fmt_value(float(fit.cd[1, 0])), pc22=_fmt_value(float(fit.cd[1, 1])),
-        crv1p=_fmt_value(int(geo.window.x0) + 1), crv2p=_fmt_value(int(geo.window.y0) + 1),
-    )  # fmt: skip
-    return values
+class _Cards:
+    """The card images of one header, and which of them carry a per-cut value ("slots").
+
+    A slot card is formatted with a placeholder of the value's type: every number is written
+    right-justified in the fixed 20-character value field (columns 11-30), so the cut only
+    overwrites those 20 bytes.
+    """
+
+    def __init__(self) -> None:
+        self.images: list[str] = []
+        self.slots: list[tuple[str, int]] = []  # (value name, card index)
+
+    def add(self, key: str, value: Any, comment: str = "") -> None:
+        self.images.append(card(key, value, comment))
+
+    def slot(self, key: str, name: str, comment: str = "") -> None:
+        image = card(key, 0 if name in _INT_SLOTS else 0.0, comment)
+        assert image[8:10] == "= ", key  # keys of at most 8 characters: the value is at [10:30]
+        self.slots.append((name, len(self.images)))
+        self.images.append(image)
+
+    def inherit(self, pairs: list[tuple[str, str]]) -> None:
+        for key, image in pairs:
+            if key == "RA_OBJ":
+                self.slot(key, "ra", _RA_COMMENT)
+            elif key == "DEC_OBJ":
+                self.slot(key, "dec", _DEC_COMMENT)
+            else:
+                self.images.append(image)
+
+    def block(self) -> bytes:
+        return _header_block(self.images)
 
 
-def _column_wcs_cards(n: int, values: dict[str, str]) -> list[str]:
-    """The per-column WCS cards of pixel column ``n``; 1CRVnP/2CRVnP = 1-based FFI column/row of
-    the cutout's pixel (0, 0), as in SPOC TPFs (lightkurve reads them as ``tpf.column/row``)."""
-    return [_card_image(pattern.format(n), values[name], comment) for pattern, name, comment in _COLUMN_WCS]
+@dataclass
+class _Layout:
+    """Everything in a TPF that depends only on the cube and the cutout's shape (cached per cube).
+
+    ``offsets`` are the byte offsets of the primary header, the PIXELS header, the table, the
+    APERTURE header, the aperture and the end of the file. ``slot_names`` and ``slot_index`` say
+    which per-cut value goes into which 20-byte value field. ``proto`` (small cutouts only) is the whole file with
+    every byte that does not depend on the position already in place.
+    """
+
+    nx: int
+    ny: int
+    nrows: int
+    dtype: np.dtype
+    offsets: tuple[int, ...]
+    headers: tuple[bytes, bytes, bytes]
+    slot_names: tuple[str, ...]  # the value of each slot, in file order
+    slot_index: np.ndarray  # the file offsets of their bytes (20 per slot)
+    proto: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets[-1]
 
 
-def _celestial_wcs_cards(fit: LinearFit) -> list[str]:
-    """The linear TAN WCS as astropy's ``WCS.to_header()`` writes it (PC matrix = CD, CDELT 1)."""
-    crpix, crval, pc = fit.crpix, fit.crval, fit.cd
-    return [
-        card("WCSAXES", 2, "Number of coordinate axes"),
-        card("CRPIX1", float(crpix[0]), "Pixel coordinate of reference point"),
-        card("CRPIX2", float(crpix[1]), "Pixel coordinate of reference point"),
-        card("PC1_1", float(pc[0, 0]), "Coordinate transformation matrix element"),
-        card("PC1_2", float(pc[0, 1]), "Coordinate transformation matrix element"),
-        card("PC2_1", float(pc[1, 0]), "Coordinate transformation matrix element"),
-        card("PC2_2", float(pc[1, 1]), "Coordinate transformation matrix element"),
-        card("CDELT1", 1.0, "[deg] Coordinate increment at reference point"),
-        card("CDELT2", 1.0, "[deg] Coordinate increment at reference point"),
-        card("CUNIT1", "deg", "Units of coordinate increment and value"),
-        card("CUNIT2", "deg", "Units of coordinate increment and value"),
-        card("CTYPE1", "RA---TAN", "Right ascension, gnomonic projection"),
-        card("CTYPE2", "DEC--TAN", "Declination, gnomonic projection"),
-        card("CRVAL1", float(crval[0]), "[deg] Coordinate value at reference point"),
-        card("CRVAL2", float(crval[1]), "[deg] Coordinate value at reference point"),
-        card("LONPOLE", 180.0, "[deg] Native longitude of celestial pole"),
-        card("LATPOLE", float(crval[1]), "[deg] Native latitude of celestial pole"),
-        card("MJDREF", 0.0, "[d] MJD of fiducial time"),
-        card("RADESYS", "ICRS", "Equatorial coordinate system"),
+#: a layout keeps a prefilled copy of the whole file when it is at most this big
+_PROTO_MAX_BYTES = 256 * 1024
+#: per cube: at most this many cached layouts (cutout shapes) and prefilled bytes
+_LAYOUTS_PER_CUBE = 32
+_PROTO_BYTES_PER_CUBE = 4 * 1024 * 1024
+#: per cube: at most this many cached WCS fits (cutout windows)
+_FITS_PER_CUBE = 4096
+
+
+def _cube_lru(cube: Cube, name: str) -> OrderedDict:
+    lru = cube._templates.get(name)
+    if lru is None:
+        with cube._lock:
+            lru = cube._templates.setdefault(name, OrderedDict())
+    return lru
+
+
+def _layout(cube: Cube, nx: int, ny: int) -> _Layout:
+    """The cached :class:`_Layout` of ``nx`` x ``ny`` cutouts of ``cube`` (built on first use)."""
+    lru = _cube_lru(cube, "layouts")
+    with cube._lock:
+        lay = lru.get((nx, ny))
+        if lay is not None:
+            lru.move_to_end((nx, ny))
+            return lay
+    lay = _build_layout(cube, _template(cube), nx, ny)
+    with cube._lock:
+        lru[(nx, ny)] = lay
+        lru.move_to_end((nx, ny))
+        while len(lru) > _LAYOUTS_PER_CUBE:
+            lru.popitem(last=False)
+        protos = [k for k, v in lru.items() if v.proto is not None]
+        total = sum(lru[k].nbytes for k in protos)
+        for k in protos:  # oldest first: keep the layouts, drop their prefilled copies
+            if total <= _PROTO_BYTES_PER_CUBE:
+                break
+            total -= lru[k].nbytes
+            lru[k].proto = None
+    return lay
+
+
+def _build_layout(cube: Cube, tpl: _Template, nx: int, ny: int) -> _Layout:
+    dtype = _pixels_dtype(tpl.columns, ny, nx)
+    T, npix = cube.nframes, nx * ny
+
+    prim = _Cards()
+    for i, image in enumerate(tpl.primary):
+        if i == tpl.ra_idx:
+            prim.slot("RA_OBJ", "ra", _RA_COMMENT)
+        elif i == tpl.dec_idx:
+            prim.slot("DEC_OBJ", "dec", _DEC_COMMENT)
+        else:
+            prim.images.append(image)
+
+    pix = _Cards()
+    pix.add("XTENSION", "BINTABLE", "binary table extension")
+    pix.add("BITPIX", 8, "array data type")
+    pix.add("NAXIS", 2, "number of array dimensions")
+    pix.add("NAXIS1", dtype.itemsize, "length of dimension 1")
+    pix.add("NAXIS2", T, "length of dimension 2")
+    pix.add("PCOUNT", 0, "number of group parameters")
+    pix.add("GCOUNT", 1, "number of groups")
+    pix.add("TFIELDS", len(tpl.columns), "number of table fields")
+    for i, (name, form, unit, null, disp) in enumerate(tpl.columns, start=1):
+        pixel = form.startswith("n")
+        pix.add(f"TTYPE{i}", name, "column name")
+        pix.add(f"TFORM{i}", f"{npix}{form[1]}" if pixel else form, "column format")
+        if unit:
+            pix.add(f"TUNIT{i}", unit, "unit")
+        if null is not None:
+            pix.add(f"TNULL{i}", null, "null value")
+        if disp:
+            pix.add(f"TDISP{i}", disp, "display format")
+        if pixel:
+            pix.add(f"TDIM{i}", f"({nx}, {ny})", "multi-dimensional array spec")
+            # 1CRVnP/2CRVnP = 1-based FFI column/row of the cutout's pixel (0, 0), as in SPOC TPFs
+            # (lightkurve reads them as ``tpf.column/row``).
+            for pattern, value, comment in _COLUMN_WCS:
+                if value in _CONST_VALUES:
+                    pix.add(pattern.format(i), _CONST_VALUES[value], comment)
+                else:
+                    pix.slot(pattern.format(i), value, comment)
+    pix.images.extend(tpl.img_cards)
+    pix.inherit(tpl.pixels_inherit)
+
+    # The linear TAN WCS as astropy's ``WCS.to_header()`` writes it (PC matrix = CD, CDELT 1).
+    ap = _Cards()
+    ap.add("XTENSION", "IMAGE", "Image extension")
+    ap.add("BITPIX", 32, "array data type")
+    ap.add("NAXIS", 2, "number of array dimensions")
+    ap.add("NAXIS1", nx)
+    ap.add("NAXIS2", ny)
+    ap.add("PCOUNT", 0, "number of parameters")
+    ap.add("GCOUNT", 1, "number of groups")
+    ap.add("EXTNAME", "APERTURE")
+    ap.add("WCSAXES", 2, "Number of coordinate axes")
+    ap.slot("CRPIX1", "crpix1", "Pixel coordinate of reference point")
+    ap.slot("CRPIX2", "crpix2", "Pixel coordinate of reference point")
+    ap.slot("PC1_1", "pc11", "Coordinate transformation matrix element")
+    ap.slot("PC1_2", "pc12", "Coordinate transformation matrix element")
+    ap.slot("PC2_1", "pc21", "Coordinate transformation matrix element")
+    ap.slot("PC2_2", "pc22", "Coordinate transformation matrix element")
+    ap.add("CDELT1", 1.0, "[deg] Coordinate increment at reference point")
+    ap.add("CDELT2", 1.0, "[deg] Coordinate increment at reference point")
+    ap.add("CUNIT1", "deg", "Units of coordinate increment and value")
+    ap.add("CUNIT2", "deg", "Units of coordinate increment and value")
+    ap.add("CTYPE1", "RA---TAN", "Right ascension, gnomonic projection")
+    ap.add("CTYPE2", "DEC--TAN", "Declination, gnomonic projection")
+    ap.slot("CRVAL1", "crval1", "[deg] Coordinate value at reference point")
+    ap.slot("CRVAL2", "crval2", "[deg] Coordinate value at reference point")
+    ap.add("LONPOLE", 180.0, "[deg] Native longitude of celestial pole")
+    ap.slot("LATPOLE", "crval2", "[deg] Native latitude of celestial pole")
+    ap.add("MJDREF", 0.0, "[d] MJD of fiducial time")
+    ap.add("RADESYS", "ICRS", "Equatorial coordinate system")
+    ap.add("NPIXMISS", None, "Number of op. aperture pixels not collected")
+    ap.add("NPIXSAP", None, "Number of pixels in optimal aperture")
+    ap.slot("WCS_MSEP", "msep", "[deg] Max offset between cutout WCS and FFI WCS")
+    ap.slot("WCS_SIG", "sig", "[deg] Error measurement of cutout WCS fit")
+    ap.add("INHERIT", True)
+    ap.inherit(tpl.aperture_inherit)
+
+    headers = (prim.block(), pix.block(), ap.block())
+    table_len, ap_len = T * dtype.itemsize, npix * 4
+    sizes = [len(headers[0]), len(headers[1]), _padded(table_len), len(headers[2]), _padded(ap_len)]
+    offsets = tuple(int(v) for v in np.cumsum([0, *sizes]))
+    slots = [
+        (start + index * 80 + 10, name)
+        for start, cards in ((offsets[0], prim), (offsets[1], pix), (offsets[3], ap))
+        for name, index in cards.slots
     ]
+    slot_index = (np.array([o for o, _ in slots], dtype=np.intp)[:, None] + np.arange(20)).ravel()
+    slot_index.setflags(write=False)
+    lay = _Layout(
+        nx=nx, ny=ny, nrows=T, dtype=dtype, offsets=offsets, headers=headers,
+        slot_names=tuple(name for _, name in slots), slot_index=slot_index,
+    )  # fmt: skip
+    if lay.nbytes <= _PROTO_MAX_BYTES:
+        proto = np.empty(lay.nbytes, np.uint8)
+        _fill_constants(proto, lay, cube, pixels=True)
+        proto.setflags(write=False)
+        lay.proto = proto
+    return lay
+
+
+def _views(buf: np.ndarray, lay: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """The PIXELS rows (structured) and the aperture (ny, nx) inside the file buffer ``buf``."""
+    o = lay.offsets
+    rec = buf[o[2] : o[2] + lay.nrows * lay.dtype.itemsize].view(lay.dtype)
+    aperture = buf[o[4] : o[4] + lay.nx * lay.ny * 4].view(">i4").reshape(lay.ny, lay.nx)
+    return rec, aperture
+
+
+def _fill_constants(buf: np.ndarray, lay: _Layout, cube: Cube, pixels: bool, rows: bool = True) -> None:
+    """Write every byte of the file that does not depend on the cut's position: the headers (slots
+    hold placeholders), the padding and (with ``rows``) the constant table columns; with ``pixels``
+    also zero FLUX/FLUX_ERR and the aperture (otherwise the cut writes all of them). Big tables are
+    filled by two threads (half the rows each)."""
+    o = lay.offsets
+    h0, h1, h2 = lay.headers
+    buf[o[0] : o[1]] = np.frombuffer(h0, np.uint8)
+    buf[o[1] : o[2]] = np.frombuffer(h1, np.uint8)
+    buf[o[2] + lay.nrows * lay.dtype.itemsize : o[3]] = 0
+    buf[o[3] : o[4]] = np.frombuffer(h2, np.uint8)
+    buf[o[4] + lay.nx * lay.ny * 4 : o[5]] = 0
+    rec, aperture = _views(buf, lay)
+    if pixels:
+        aperture[...] = 0
+    if not rows:
+        return
+    n = len(rec)
+    if rec.nbytes >= _THREADED_COPY_BYTES and n > 1 and _COPY_THREADS > 1:
+        other = _pool().submit(_fill_rows, rec, cube, n // 2, n, pixels)
+        _fill_rows(rec, cube, 0, n // 2, pixels)
+        other.result()
+    else:
+        _fill_rows(rec, cube, 0, n, pixels)
+
+
+def _fill_rows(rec: np.ndarray, cube: Cube, lo: int, hi: int, pixels: bool) -> None:
+    """The constant columns of table rows ``lo:hi`` (and zero pixels with ``pixels``)."""
+    part = rec[lo:hi]
+    part["TIME"] = cube.time[lo:hi]
+    if "TIMECORR" in part.dtype.names:
+        part["TIMECORR"] = cube.timecorr[lo:hi]
+    part["CADENCENO"] = cube.cadence[lo:hi]
+    # Constant pixel columns as byte fills of each row's slice (-1 as >i4 is all 0xFF bytes, 0.0 all
+    # zero bytes): ~4x faster than numpy's strided field assignment on large cutouts.
+    rows = part.view(np.uint8).reshape(len(part), part.dtype.itemsize)
+    fills = [("RAW_CNTS", 0xFF), ("FLUX_BKG", 0), ("FLUX_BKG_ERR", 0)]
+    if pixels:
+        fills += [("FLUX", 0), ("FLUX_ERR", 0)]
+    for name, byte in fills:
+        field, offset = part.dtype.fields[name][:2]
+        rows[:, offset : offset + field.itemsize] = byte
+    part["QUALITY"] = cube.quality[lo:hi]
+    part["POS_CORR1"] = 0
+    part["POS_CORR2"] = 0
+    part["FFI_FILE"] = cube.ffi_file[lo:hi]
+
+
+#: pixels per transposing copy: each copy gathers TILE pixels' runs of frames (TILE x frames x
+#: planes x 4 bytes, ~200 KB for 100 frames: cache-resident) into TILE-pixel runs of every row
+_TILE = 256
+#: tables and blocks of at least this many bytes are filled and transposed by two threads: the
+#: work is memory-bound copying (numpy releases the GIL), and a second core halves it
+_THREADED_COPY_BYTES = 2 * 1024 * 1024
+_COPY_THREADS = min(2, os.cpu_count() or 1)
+_copy_pool: ThreadPoolExecutor | None = None
+_copy_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _copy_pool
+    with _copy_pool_lock:
+        if _copy_pool is None:
+            # shared by all cuts: at most a few helper threads, whatever the service's concurrency
+            _copy_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tpf-copy")
+        return _copy_pool
+
+
+def _copy_pixels(
+    rec: np.ndarray, block: np.ndarray, sy: slice, sx: slice, with_err: bool, split: bool = True
+) -> None:
+    """Transpose the cube's pixel-major block (y, x, frame, plane) into the frame-major FLUX (and
+    FLUX_ERR) cells ``[:, sy, sx]`` of every row, both big-endian: no byte swaps.
+
+    FLUX and FLUX_ERR are adjacent in a row, so both planes go in one copy per tile of pixels: the
+    destination is a (frame, plane, y, x) view of the rows. Measured on 100x100 of a 100-frame
+    cube: 7 ms for per-plane copies banded by frames, 2.8 ms tiled like this.
+    """
+    T, ny, nx = rec["FLUX"].shape
+    iny, inx = block.shape[0], block.shape[1]
+    flux_field = rec.dtype.fields["FLUX"]
+    err_field = rec.dtype.fields["FLUX_ERR"]
+    rows = rec.view(np.uint8).reshape(len(rec), rec.dtype.itemsize)
+    npix = ny * nx
+    if with_err and err_field[1] == flux_field[1] + npix * 4:
+        start = flux_field[1]
+        dst = rows[:, start : start + 2 * npix * 4].view(">f4").reshape(T, 2, ny, nx)[:, :, sy, sx]
+        src = block[..., :2].transpose(2, 3, 0, 1)  # (T, 2, iny, inx)
+        axis = 2
+    else:
+        dst = rec["FLUX"][:, sy, sx]
+        src = block[..., 0].transpose(2, 0, 1)  # (T, iny, inx)
+        axis = 1
+    step = max(1, _TILE // max(1, inx))
+    tiles = [slice(y, min(iny, y + step)) for y in range(0, iny, step)]
+
+    def copy(part: list[slice]) -> None:
+        for ys in part:
+            index = (slice(None),) * axis + (ys,)
+            dst[index] = src[index]
+
+    if split and block.nbytes >= _THREADED_COPY_BYTES and len(tiles) > 1 and _COPY_THREADS > 1:
+        half = len(tiles) // 2
+        other = _pool().submit(copy, tiles[half:])
+        copy(tiles[:half])
+        other.result()
+    else:
+        copy(tiles)
+
+
+def _two_halves(cube: Cube, ins: Window) -> bool:
+    """Whether a cut is big enough, and local, to be read and copied by two threads."""
+    nbytes = ins.nx * ins.ny * cube.nframes * cube.nplanes * 4
+    local = getattr(cube.source, "path", None) is not None
+    return local and _COPY_THREADS > 1 and ins.ny > 1 and nbytes >= _THREADED_COPY_BYTES
+
+
+def _fill_pixels(
+    buf: np.ndarray, lay: _Layout, cube: Cube, geo: CutoutGeometry, threads: int, prefilled: bool,
+    rows_done: bool = True,
+) -> None:
+    """Fill the position-dependent bytes of the table and the aperture.
+
+    ``prefilled``: ``buf`` is a copy of the layout's prototype (pixels and aperture zero), else
+    only the constants are in place (all but the table rows' unless ``rows_done``).
+
+    Big local cuts (:func:`_two_halves`) run as two halves on two threads, each filling half the
+    table rows' constants, then reading half the window's rows and transposing them: reading and
+    copying are memory-bound and release the GIL, so a second core nearly halves the time.
+    """
+    rec, aperture = _views(buf, lay)
+    win, ins = geo.window, geo.inside
+    sy = slice(ins.y0 - win.y0, ins.y1 - win.y0)
+    sx = slice(ins.x0 - win.x0, ins.x1 - win.x0)
+    partial = (ins.nx, ins.ny) != (win.nx, win.ny)
+    with_err = cube.product == "SPOC" and cube.nplanes > 1
+    if partial:  # astrocut pads with its fill value, NaN
+        rec["FLUX"] = np.nan
+        rec["FLUX_ERR"] = np.nan
+    if not with_err and (partial or not prefilled):
+        rec["FLUX_ERR"] = 0  # TICA: astrocut 0.11.1 writes zeros (TICA cubes carry no errors)
+
+    def half(i: int) -> None:
+        n, mid = len(rec), (ins.y0 + ins.y1) // 2
+        if not rows_done:
+            _fill_rows(rec, cube, (0, n // 2)[i], (n // 2, n)[i], pixels=False)
+        ya, yb = ((ins.y0, mid), (mid, ins.y1))[i]
+        block = cube.read_block_be(ya, yb, ins.x0, ins.x1)  # (y, x, T, P)
+        _copy_pixels(rec, block, slice(ya - win.y0, yb - win.y0), sx, with_err, split=False)
+
+    if _two_halves(cube, ins):
+        other = _pool().submit(half, 1)
+        half(0)
+        other.result()
+    else:
+        if not rows_done:
+            _fill_rows(rec, cube, 0, len(rec), pixels=False)
+        block = cube.read_block_be(ins.y0, ins.y1, ins.x0, ins.x1, threads=threads)  # (y, x, T, P)
+        _copy_pixels(rec, block, sy, sx, with_err)
+    if partial or not prefilled:
+        aperture[...] = 0
+    aperture[sy, sx] = 1
+
+
+def _cached_fit(cube: Cube, win: Window) -> tuple[LinearFit, dict[str, bytes]]:
+    """The linear WCS fit of the window ``win`` and its formatted header values, from a bounded
+    per-cube LRU keyed by the window: repeated targets skip the fit."""
+    lru = _cube_lru(cube, "fits")
+    key = (win.nx, win.ny, win.x0, win.y0)
+    with cube._lock:
+        hit = lru.get(key)
+        if hit is not None:
+            lru.move_to_end(key)
+            return hit
+    fit = fit_linear_wcs(cube.wcs, win.nx, win.ny, win.x0, win.y0)
+    crpix, crval, cd = fit.crpix, fit.crval, fit.cd
+    values = {
+        "crpix1": float(crpix[0]), "crpix2": float(crpix[1]),
+        "crval1": float(crval[0]), "crval2": float(crval[1]),
+        "pc11": float(cd[0, 0]), "pc12": float(cd[0, 1]), "pc21": float(cd[1, 0]), "pc22": float(cd[1, 1]),
+        "msep": float(fit.max_sep), "sig": float(fit.sigma),
+        "crv1p": int(win.x0) + 1, "crv2p": int(win.y0) + 1,
+    }  # fmt: skip
+    hit = (fit, {k: _fmt_value(v).encode("ascii") for k, v in values.items()})
+    with cube._lock:
+        lru[key] = hit
+        while len(lru) > _FITS_PER_CUBE:
+            lru.popitem(last=False)
+    return hit
 
 
 @dataclass
@@ -656,89 +977,28 @@ class CutResult:
 def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int = 1) -> CutResult:
     """Assemble the TPF for a located cut as FITS bytes (the fast path the service uses).
 
-    The file is built in one preallocated buffer: header blocks are formatted first, then the
-    PIXELS rows and the aperture are filled in place (no intermediate copies of the pixels).
+    The file is one buffer: a copy of the cutout shape's cached prototype (small cutouts) or its
+    cached header blocks and constant columns written afresh; then the per-cut header values are
+    written into their fixed 20-byte fields and the pixels transposed in place from the cube.
     """
     t0 = time.perf_counter()
-    tpl = _template(cube)
     win = geo.window
-    fit = fit_linear_wcs(cube.wcs, win.nx, win.ny, win.x0, win.y0)
+    lay = _layout(cube, win.nx, win.ny)
+    fit, values = _cached_fit(cube, win)
     t1 = time.perf_counter()
-
-    ra, dec = geo.ra, geo.dec
-    ra_card = card("RA_OBJ", ra, "[deg] right ascension")
-    dec_card = card("DEC_OBJ", dec, "[deg] declination")
-    primary = list(tpl.primary)
-    primary[tpl.ra_idx] = ra_card
-    primary[tpl.dec_idx] = dec_card
-
-    def inherited(pairs: list[tuple[str, str]]) -> list[str]:
-        return [ra_card if k == "RA_OBJ" else dec_card if k == "DEC_OBJ" else im for k, im in pairs]
-
-    dtype = _pixels_dtype(tpl.columns, win.ny, win.nx)
-    T = cube.nframes
-    npix = win.nx * win.ny
-    dim = f"({win.nx}, {win.ny})"
-    column_wcs = _column_wcs_values(fit, geo)
-    pix = [
-        card("XTENSION", "BINTABLE", "binary table extension"),
-        card("BITPIX", 8, "array data type"),
-        card("NAXIS", 2, "number of array dimensions"),
-        card("NAXIS1", dtype.itemsize, "length of dimension 1"),
-        card("NAXIS2", T, "length of dimension 2"),
-        card("PCOUNT", 0, "number of group parameters"),
-        card("GCOUNT", 1, "number of groups"),
-        card("TFIELDS", len(tpl.columns), "number of table fields"),
-    ]
-    for i, (name, form, unit, null, disp) in enumerate(tpl.columns, start=1):
-        pixel = form.startswith("n")
-        pix.append(card(f"TTYPE{i}", name, "column name"))
-        pix.append(card(f"TFORM{i}", f"{npix}{form[1]}" if pixel else form, "column format"))
-        if unit:
-            pix.append(card(f"TUNIT{i}", unit, "unit"))
-        if null is not None:
-            pix.append(card(f"TNULL{i}", null, "null value"))
-        if disp:
-            pix.append(card(f"TDISP{i}", disp, "display format"))
-        if pixel:
-            pix.append(card(f"TDIM{i}", dim, "multi-dimensional array spec"))
-            pix.extend(_column_wcs_cards(i, column_wcs))
-    pix.extend(tpl.img_cards)
-    pix.extend(inherited(tpl.pixels_inherit))
-
-    ap = [
-        card("XTENSION", "IMAGE", "Image extension"),
-        card("BITPIX", 32, "array data type"),
-        card("NAXIS", 2, "number of array dimensions"),
-        card("NAXIS1", win.nx),
-        card("NAXIS2", win.ny),
-        card("PCOUNT", 0, "number of parameters"),
-        card("GCOUNT", 1, "number of groups"),
-        card("EXTNAME", "APERTURE"),
-        *_celestial_wcs_cards(fit),
-        card("NPIXMISS", None, "Number of op. aperture pixels not collected"),
-        card("NPIXSAP", None, "Number of pixels in optimal aperture"),
-        card("WCS_MSEP", fit.max_sep, "[deg] Max offset between cutout WCS and FFI WCS"),
-        card("WCS_SIG", fit.sigma, "[deg] Error measurement of cutout WCS fit"),
-        card("INHERIT", True),
-        *inherited(tpl.aperture_inherit),
-    ]
-    h0, h1, h2 = _header_block(primary), _header_block(pix), _header_block(ap)
-    table_len = T * dtype.itemsize
-    ap_len = npix * 4
-    offsets = np.cumsum([0, len(h0), len(h1), _padded(table_len), len(h2), _padded(ap_len)])
-    buf = np.empty(int(offsets[-1]), dtype=np.uint8)
+    proto = lay.proto
+    if proto is not None:
+        buf = proto.copy()
+    else:
+        buf = np.empty(lay.nbytes, np.uint8)
+        # the table rows' constants are written with the pixels (by two threads for big cuts)
+        _fill_constants(buf, lay, cube, pixels=False, rows=False)
+    values = {**values, "ra": _fmt_value(geo.ra).encode("ascii"), "dec": _fmt_value(geo.dec).encode("ascii")}
+    buf[lay.slot_index] = np.frombuffer(b"".join([values[name] for name in lay.slot_names]), np.uint8)
     t2 = time.perf_counter()
-    buf[offsets[0] : offsets[1]] = np.frombuffer(h0, np.uint8)
-    buf[offsets[1] : offsets[2]] = np.frombuffer(h1, np.uint8)
-    buf[offsets[2] + table_len : offsets[3]] = 0
-    buf[offsets[3] : offsets[4]] = np.frombuffer(h2, np.uint8)
-    buf[offsets[4] + ap_len : offsets[5]] = 0
-    rec = buf[offsets[2] : offsets[2] + table_len].view(dtype)
-    aperture = buf[offsets[4] : offsets[4] + ap_len].view(">i4").reshape(win.ny, win.nx)
-    _fill_pixels(rec, aperture, cube, geo, threads)
+    _fill_pixels(buf, lay, cube, geo, threads, prefilled=proto is not None, rows_done=proto is not None)
     t3 = time.perf_counter()
-    timings = {"wcs_fit": t1 - t0, "headers": t2 - t1, "pixels": t3 - t2}
+    timings = {"layout_and_fit": t1 - t0, "headers": t2 - t1, "pixels": t3 - t2}
     return CutResult(data=memoryview(buf), geometry=geo, fit=fit, timings=timings)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -383,3 +384,88 @@ def test_astrocut_compatible_attributes(spoc_cube):
     assert factory.cutout_wcs.wcs.ctype[0] == "RA---TAN"
     assert factory.center_coord.separation(SkyCoord(DEMO_RA, DEMO_DEC, unit="deg")).arcsec < 1e-6
     assert factory.cube_wcs.has_distortion
+
+
+# --------------------------------------------------------------------------------------------
+# the fast path's caches and threads give the same bytes as the plain path
+# --------------------------------------------------------------------------------------------
+
+# (x, y, size): inside, and partly off each edge (NaN padding), on a 64x64 test cube
+_PATH_CASES = [(31.81, 32.21, [9, 7]), (1.2, 2.6, 10), (62.3, 63.1, [12, 5]), (40.2, 20.7, 30)]
+
+
+def _cut(cube, x, y, size) -> bytes:
+    ra, dec = cube.wcs.all_pix2world(x, y, 0)
+    geo = tpf_mod.locate(cube, f"{float(ra)} {float(dec)}", size)
+    return bytes(tpf_mod.cut_bytes(cube, geo).data)
+
+
+def _fresh(path):
+    cube_mod.clear_cache()
+    return open_cube(path)
+
+
+@pytest.mark.parametrize("product", ["SPOC", "TICA"])
+def test_prototype_threads_and_caches_give_identical_bytes(product, spoc_cube, tica_cube, monkeypatch):
+    path = spoc_cube if product == "SPOC" else tica_cube
+    # reference: no prototypes, no threads
+    monkeypatch.setattr(tpf_mod, "_PROTO_MAX_BYTES", 0)
+    monkeypatch.setattr(tpf_mod, "_COPY_THREADS", 1)
+    cube = _fresh(path)
+    plain = [_cut(cube, *case) for case in _PATH_CASES]
+    assert all(lay.proto is None for lay in cube._templates["layouts"].values())
+    # every cut from a prototype
+    monkeypatch.setattr(tpf_mod, "_PROTO_MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(tpf_mod, "_PROTO_BYTES_PER_CUBE", 1 << 30)
+    cube = _fresh(path)
+    assert [_cut(cube, *case) for case in _PATH_CASES] == plain
+    assert all(lay.proto is not None for lay in cube._templates["layouts"].values())
+    # repeated cuts (layouts and fits from the caches) are unchanged, and prototypes stay intact
+    assert [_cut(cube, *case) for case in _PATH_CASES] == plain
+    # two threads, two halves (forced on these small cuts), with and without prototypes
+    monkeypatch.setattr(tpf_mod, "_COPY_THREADS", 2)
+    monkeypatch.setattr(tpf_mod, "_THREADED_COPY_BYTES", 1)
+    assert [_cut(cube, *case) for case in _PATH_CASES] == plain
+    monkeypatch.setattr(tpf_mod, "_PROTO_MAX_BYTES", 0)
+    cube = _fresh(path)
+    assert [_cut(cube, *case) for case in _PATH_CASES] == plain
+    # and the bytes are a valid TPF whose pixels are the cube's
+    with fits.open(io.BytesIO(plain[0])) as hdul:
+        assert hdul[1].header["NAXIS2"] == cube.nframes
+        # 9x7 around (31.81, 32.21): columns round(27.31)..round(36.31), rows round(28.71)..round(35.71)
+        block = cube.read_block(29, 36, 27, 36)
+        np.testing.assert_array_equal(hdul[1].data["FLUX"], block[..., 0].transpose(2, 0, 1))
+    cube_mod.clear_cache()
+
+
+def test_caches_are_bounded(spoc_cube, monkeypatch):
+    monkeypatch.setattr(tpf_mod, "_LAYOUTS_PER_CUBE", 3)
+    monkeypatch.setattr(tpf_mod, "_FITS_PER_CUBE", 4)
+    monkeypatch.setattr(tpf_mod, "_PROTO_BYTES_PER_CUBE", 600_000)
+    cube = _fresh(spoc_cube)
+    for size in range(3, 12):
+        _cut(cube, 31.81, 32.21, size)
+    layouts, fits_ = cube._templates["layouts"], cube._templates["fits"]
+    assert list(layouts) == [(9, 9), (10, 10), (11, 11)]  # the most recent shapes
+    assert len(fits_) == 4
+    kept = sum(lay.nbytes for lay in layouts.values() if lay.proto is not None)
+    assert 0 < kept <= 600_000
+    cube_mod.clear_cache()
+
+
+def test_world_to_pixel_is_astropys(spoc_cube):
+    """The fast SIP inversion returns astropy's all_world2pix answer (the same iteration)."""
+    cube = _fresh(spoc_cube)
+    wcs = cube.wcs
+    rng = np.random.default_rng(3)
+    pts = np.vstack([rng.uniform(-20, 84, (300, 2)), np.round(rng.uniform(0, 63, (50, 2))) + 0.5])
+    for x, y in pts:
+        ra, dec = wcs.all_pix2world(x, y, 0)
+        fx, fy = cube_mod._world2pix(wcs, float(ra), float(dec))
+        ax, ay = wcs.all_world2pix(float(ra), float(dec), 0)
+        assert abs(fx - float(ax)) < 1e-12 and abs(fy - float(ay)) < 1e-12
+        assert abs(fx - x) < 1e-3 and abs(fy - y) < 1e-3
+    # the far side of the sky is not on the CCD
+    ra0, dec0 = wcs.wcs.crval
+    assert np.isnan(cube.radec_to_pixel((ra0 + 180) % 360, -dec0)[0])
+    cube_mod.clear_cache()
