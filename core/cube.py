@@ -354,9 +354,9 @@ class Cube:
         shape = (y1 - y0, x1 - x0, self.nframes, self.nplanes)
         ranges = self.ranges(y0, y1, x0, x1)
         out = np.empty(shape, dtype=">f4")
-        flat = memoryview(out.reshape(-1).view(np.uint8))
+        flat = memoryview(out).cast("B")
         n = ranges[0][1]
-        if getattr(self.source, "path", None) is not None and threads <= 1:
+        if threads <= 1 and getattr(self.source, "path", None) is not None:
             # Local file: preadv straight into the output, one call per row (no copies).
             self.source.read_ranges_into(ranges, flat)
             return out
