@@ -59,7 +59,7 @@ BLOCK = 2880
 
 
 def _fmt_float(value: float) -> str:
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError("FITS header values must be finite")
     s = str(float(value)).replace("e", "E")
     if len(s) > 20:

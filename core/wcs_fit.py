@@ -20,6 +20,7 @@ least-squares solver) is computed once per shape.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -85,17 +86,14 @@ def sample_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return gx.ravel(), gy.ravel()
 
 
-def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    r, d = np.radians(ra), np.radians(dec)
-    cd = np.cos(d)
-    return np.stack([cd * np.cos(r), cd * np.sin(r), np.sin(d)], axis=-1)
-
-
 def _reference_point(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
     """Great-circle midpoint of (min RA, max Dec) and (max RA, min Dec), as astrocut's fit uses."""
-    v = _unit(np.array([ra.min(), ra.max()]), np.array([dec.max(), dec.min()])).sum(axis=0)
-    v /= np.linalg.norm(v)
-    return float(np.degrees(np.arctan2(v[1], v[0])) % 360.0), float(np.degrees(np.arcsin(v[2])))
+    (r1, r2), (d1, d2) = np.radians([ra.min(), ra.max()]).tolist(), np.radians([dec.max(), dec.min()]).tolist()
+    x = math.cos(d1) * math.cos(r1) + math.cos(d2) * math.cos(r2)
+    y = math.cos(d1) * math.sin(r1) + math.cos(d2) * math.sin(r2)
+    z = math.sin(d1) + math.sin(d2)
+    norm = math.sqrt(x * x + y * y + z * z)
+    return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.asin(z / norm))
 
 
 def gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +186,12 @@ def fit_linear_wcs(full_wcs: WCS, width: int, height: int, x0: int = 0, y0: int 
     coef = pts.solver @ np.column_stack([xi[:n], eta[:n]])  # (3, 2) least-squares solution
     cd = coef[:2].T  # [[dxi/dx, dxi/dy], [deta/dx, deta/dy]]
     offset = coef[2]
-    crpix0 = -np.linalg.solve(cd, offset)  # 0-based pixel of the reference point
+    (a, b), (c, d) = cd.tolist()
+    det = a * d - b * c
+    if det == 0.0 or not math.isfinite(det):
+        raise np.linalg.LinAlgError("singular cutout WCS")
+    ox, oy = offset.tolist()
+    crpix0 = np.array([-(d * ox - b * oy) / det, -(a * oy - c * ox) / det])  # 0-based reference pixel
 
     gx, gy = pts.x[n:], pts.y[n:]
     d = np.hypot(xi[n:] - (cd[0, 0] * gx + cd[0, 1] * gy + offset[0]), eta[n:] - (cd[1, 0] * gx + cd[1, 1] * gy + offset[1]))
