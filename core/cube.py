@@ -126,6 +126,7 @@ class Cube:
         self.source = source
         self._lock = threading.Lock()
         self._templates: dict[Any, Any] = {}
+        self._pixels: dict[tuple[float, float], tuple[float, float]] = {}  # (ra, dec) -> (x, y)
         self._parse()
 
     # -- parsing ---------------------------------------------------------------------------
@@ -285,14 +286,22 @@ class Cube:
 
         A converged :func:`_world2pix` maps back to (ra, dec) through ``all_pix2world`` to within
         its tolerance (1e-4 px), so no round trip is needed."""
+        key = (ra, dec)
+        hit = self._pixels.get(key)  # repeated targets skip the WCS (a dict read is atomic)
+        if hit is not None:
+            return hit
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 x, y = _world2pix(self.wcs, ra, dec)
         except Exception:  # noqa: BLE001 - NoConvergence, wcslib errors...: not on the CCD
-            return float("nan"), float("nan")
+            x = y = float("nan")
         if not (math.isfinite(x) and math.isfinite(y)):
-            return float("nan"), float("nan")
+            x = y = float("nan")
+        with self._lock:
+            if len(self._pixels) >= _PIXELS_CACHED:
+                self._pixels.clear()  # bounded; refilled by the targets still in demand
+            self._pixels[key] = (x, y)
         return x, y
 
     def world_to_pixel(self, coord: SkyCoord) -> tuple[float, float]:
@@ -414,6 +423,9 @@ def _world2pix(wcs: WCS, ra: float, dec: float, tolerance: float = 1e-4, maxiter
     x, y = wcs.all_world2pix(ra, dec, 0)
     return float(x), float(y)
 
+
+#: per cube: at most this many (ra, dec) -> pixel results kept
+_PIXELS_CACHED = 4096
 
 _cache: OrderedDict[Any, Cube] = OrderedDict()
 _cache_lock = threading.Lock()

@@ -469,3 +469,19 @@ def test_world_to_pixel_is_astropys(spoc_cube):
     ra0, dec0 = wcs.wcs.crval
     assert np.isnan(cube.radec_to_pixel((ra0 + 180) % 360, -dec0)[0])
     cube_mod.clear_cache()
+
+
+def test_pixel_positions_are_cached_and_bounded(spoc_cube, monkeypatch):
+    monkeypatch.setattr(cube_mod, "_PIXELS_CACHED", 3)
+    cube = _fresh(spoc_cube)
+    wcs = cube.wcs
+    positions = [tuple(float(v) for v in wcs.all_pix2world(10.0 + i, 20.0 + i, 0)) for i in range(7)]
+    first = [cube.radec_to_pixel(ra, dec) for ra, dec in positions]
+    assert len(cube._pixels) <= 3
+    # cached or not, the answer is the same (and is the pixel the position came from)
+    assert [cube.radec_to_pixel(ra, dec) for ra, dec in positions] == first
+    for i, (x, y) in enumerate(first):
+        assert abs(x - (10 + i)) < 1e-3 and abs(y - (20 + i)) < 1e-3
+    off = cube.radec_to_pixel((wcs.wcs.crval[0] + 180) % 360, -wcs.wcs.crval[1])
+    assert np.isnan(off[0]) and cube.radec_to_pixel((wcs.wcs.crval[0] + 180) % 360, -wcs.wcs.crval[1]) is not None
+    cube_mod.clear_cache()
