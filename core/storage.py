@@ -491,11 +491,13 @@ class LocalSource(ByteSource):
         """Fill ``out`` with the byte ranges one after the other (one ``os.preadv`` per range, no
         intermediate copies, the statistics counted once: a small cutout's rows cost ~2 us each)."""
         out = memoryview(out).cast("B")
-        total = sum(n for _, n in ranges)
+        total, size = 0, self.size
+        for offset, n in ranges:
+            if offset < 0 or n < 0 or offset + n > size:
+                self._check(offset, n)  # raises the right error
+            total += n
         if total != out.nbytes:
             raise ValueError(f"{len(ranges)} ranges hold {total} bytes, the buffer {out.nbytes}")
-        for offset, n in ranges:
-            self._check(offset, n)
         fd = self._fileno()
         pos = 0
         try:

@@ -423,7 +423,7 @@ def _radec(coordinates: Any) -> tuple[float, float]:
                 ra, dec = float(parts[0]), float(parts[1])
             except ValueError:
                 ra = dec = float("nan")
-            if np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0:
+            if math.isfinite(ra) and math.isfinite(dec) and -90.0 <= dec <= 90.0:
                 return ra % 360.0, dec
     coord = parse_coordinates(coordinates)
     return float(coord.ra.deg), float(coord.dec.deg)
@@ -628,6 +628,8 @@ class _Layout:
     slot_index: np.ndarray  # the file offsets of their bytes (20 per slot)
     ra_offsets: tuple[int, ...]  # the value fields of RA_OBJ and DEC_OBJ (the request's position)
     dec_offsets: tuple[int, ...]
+    flux_offset: int  # file offset of the first row's FLUX cell
+    err_follows: bool  # FLUX_ERR directly follows FLUX in a row (always, in astrocut's layout)
     proto: np.ndarray | None = None
 
     @property
@@ -770,6 +772,8 @@ def _build_layout(cube: Cube, tpl: _Template, nx: int, ny: int) -> _Layout:
         slot_names=tuple(name for _, name in fitted), slot_index=slot_index,
         ra_offsets=tuple(o for o, name in slots if name == "ra"),
         dec_offsets=tuple(o for o, name in slots if name == "dec"),
+        flux_offset=offsets[2] + dtype.fields["FLUX"][1],
+        err_follows=dtype.fields["FLUX_ERR"][1] == dtype.fields["FLUX"][1] + npix * 4,
     )  # fmt: skip
     if lay.nbytes <= _PROTO_MAX_BYTES:
         proto = np.empty(lay.nbytes, np.uint8)
@@ -866,11 +870,10 @@ def _copy_pixels(
     destination is a (frame, plane, y, x) view of the rows. Measured on 100x100 of a 100-frame
     cube: 7 ms for per-plane copies banded by frames, 2.8 ms tiled like this.
     """
-    ny, nx, npix = lay.ny, lay.nx, lay.nx * lay.ny
-    flux = lay.offsets[2] + lay.dtype.fields["FLUX"][1]
-    planes = 2 if with_err and lay.dtype.fields["FLUX_ERR"][1] == lay.dtype.fields["FLUX"][1] + npix * 4 else 1
+    ny, nx = lay.ny, lay.nx
+    planes = 2 if with_err and lay.err_follows else 1
     dst = np.ndarray(
-        (lay.nrows, planes, ny, nx), ">f4", buf, flux, (lay.dtype.itemsize, npix * 4, nx * 4, 4)
+        (lay.nrows, planes, ny, nx), ">f4", buf, lay.flux_offset, (lay.dtype.itemsize, ny * nx * 4, nx * 4, 4)
     )[:, :, sy, sx]
     src = block[..., :planes].transpose(2, 3, 0, 1)  # (T, planes, iny, inx)
     iny, inx = block.shape[0], block.shape[1]
