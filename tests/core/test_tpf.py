@@ -486,3 +486,27 @@ def test_pixel_positions_are_cached_and_bounded(spoc_cube, monkeypatch):
     far = ((wcs.wcs.crval[0] + 180) % 360, -wcs.wcs.crval[1])
     assert all(np.isnan(v) for _ in range(2) for v in cube.radec_to_pixel(*far))
     cube_mod.clear_cache()
+
+
+def test_concurrent_cuts_share_the_caches_safely(spoc_cube, monkeypatch):
+    """Many threads cutting one cube (shapes and windows evicted under them, big-cut threads on)
+    get exactly the bytes a lone thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cube = _fresh(spoc_cube)
+    rng = np.random.default_rng(7)
+    jobs = [(float(x), float(y), [int(a), int(b)]) for x, y, a, b in zip(
+        rng.uniform(0, 63, 120), rng.uniform(0, 63, 120), rng.integers(1, 20, 120), rng.integers(1, 20, 120)
+    )]  # fmt: skip
+    expected = [_cut(cube, *job) for job in jobs]
+    monkeypatch.setattr(tpf_mod, "_LAYOUTS_PER_CUBE", 4)
+    monkeypatch.setattr(tpf_mod, "_FITS_PER_CUBE", 8)
+    monkeypatch.setattr(tpf_mod, "_PROTO_BYTES_PER_CUBE", 200_000)
+    monkeypatch.setattr(tpf_mod, "_THREADED_COPY_BYTES", 20_000)
+    monkeypatch.setattr(tpf_mod, "_COPY_THREADS", 2)
+    monkeypatch.setattr(cube_mod, "_PIXELS_CACHED", 16)
+    cube = _fresh(spoc_cube)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda job: _cut(cube, *job), jobs * 3))
+    assert got == expected * 3
+    cube_mod.clear_cache()
