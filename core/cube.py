@@ -360,15 +360,16 @@ class Cube:
         """Like :meth:`read_block` but big-endian as stored (no byte swap; cheapest)."""
         if not (0 <= y0 < y1 <= self.ny and 0 <= x0 < x1 <= self.nx):
             raise ValueError(f"block [{y0}:{y1}, {x0}:{x1}] is outside the {self.ny}x{self.nx} cube")
-        shape = (y1 - y0, x1 - x0, self.nframes, self.nplanes)
-        ranges = self.ranges(y0, y1, x0, x1)
-        out = np.empty(shape, dtype=">f4")
-        flat = memoryview(out).cast("B")
-        n = ranges[0][1]
+        out = np.empty((y1 - y0, x1 - x0, self.nframes, self.nplanes), dtype=">f4")
         if threads <= 1 and getattr(self.source, "path", None) is not None:
             # Local file: preadv straight into the output, one call per row (no copies).
-            self.source.read_ranges_into(ranges, flat)
+            per_px = self.nframes * self.nplanes * 4
+            row = self.nx * per_px
+            self.source.read_rows_into(self.data_offset + y0 * row + x0 * per_px, row, y1 - y0, out)
             return out
+        ranges = self.ranges(y0, y1, x0, x1)
+        flat = memoryview(out).cast("B")
+        n = ranges[0][1]
         parts = self.source.read_ranges(ranges, threads=threads)
         for i, part in enumerate(parts):
             if len(part) != n:

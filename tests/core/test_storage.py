@@ -92,6 +92,24 @@ def test_local_read_range_and_identity(blob):
             src.read_range(-1, 4)
 
 
+def test_local_read_rows_into(blob):
+    path, data = blob
+    with open_source(path) as src:
+        before = src.stats.snapshot()
+        buf = bytearray(4 * 300)
+        src.read_rows_into(1000, 7000, 4, buf)
+        assert bytes(buf) == b"".join(data[1000 + i * 7000 : 1300 + i * 7000] for i in range(4))
+        gets, nbytes = src.stats.snapshot()
+        assert (gets - before[0], nbytes - before[1]) == (4, 1200)
+        # the last row past the end of the file, or a first row before its start: errors, not zeros
+        with pytest.raises(CorruptFileError):
+            src.read_rows_into(len(data) - 7200, 7000, 2, bytearray(600))
+        with pytest.raises(InvalidInputError):
+            src.read_rows_into(-5, 7000, 2, bytearray(600))
+        with pytest.raises(ValueError):
+            src.read_rows_into(0, 100, 3, bytearray(400))  # 3 rows do not divide 400 bytes
+
+
 def test_local_coalesces_adjacent_only_by_default(blob):
     path, data = blob
     src = open_source(str(path))
