@@ -137,13 +137,13 @@ def main() -> None:
         ras, decs = cube.wcs.all_pix2world(*np.array(steps * 4).T, 0)
         news = iter([f"{float(r)} {float(d)}" for r, d in zip(ras, decs)])
 
-        def ours_bytes_new(size=size):
+        def ours_bytes_new(size=size, news=news):
             cut_bytes(cube, locate(cube, next(news), size))
 
         nbytes = len(cut_bytes(cube, locate(cube, coord, size)).data)
         blob = bytes(nbytes)
 
-        def write_floor():
+        def write_floor(blob=blob):
             tmp = os.path.join(out_dir, "floor.part")
             with open(tmp, "wb") as fh:
                 fh.write(blob)

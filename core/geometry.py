@@ -8,7 +8,6 @@ Follows astrocut's conventions: a two-element ``cutout_size`` is x-first in prac
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,8 +183,8 @@ def centered_window(x: float, y: float, size: PixelSize | tuple[float, float]) -
 
     def _limits(c: float, n: float) -> tuple[int, int]:
         # Python's round() of a float is round-half-to-even, as numpy's (and ~20x cheaper here)
-        lo = int(round(c - n / 2.0))
-        hi = int(round(c + n / 2.0))
+        lo = round(c - n / 2.0)
+        hi = round(c + n / 2.0)
         if lo == hi:
             lo = math.floor(c)
             hi = lo + 1

@@ -38,8 +38,8 @@ import math
 import os
 import re
 import sys
-import time
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -641,10 +641,10 @@ class _Layout:
 #: a layout keeps a prefilled copy of the whole file when it is at most this big
 _PROTO_MAX_BYTES = 256 * 1024
 #: per cube: at most this many cached layouts (cutout shapes) and prefilled bytes
-_LAYOUTS_PER_CUBE = 32
-_PROTO_BYTES_PER_CUBE = 4 * 1024 * 1024
+_LAYOUTS_PER_CUBE = 16
+_PROTO_BYTES_PER_CUBE = 2 * 1024 * 1024
 #: per cube: at most this many cached WCS fits (cutout windows)
-_FITS_PER_CUBE = 4096
+_FITS_PER_CUBE = 1024
 
 
 def _cube_lru(cube: Cube, name: str) -> OrderedDict:
