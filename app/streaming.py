@@ -27,8 +27,9 @@ __all__ = ["MemberMaker", "content_disposition", "file_response", "zip_bytes", "
 
 log = logging.getLogger("app.streaming")
 
-#: a callable run on a worker that returns (member name, member bytes), or None to skip the member
-MemberMaker = Callable[[], "tuple[str, bytes] | None"]
+#: a callable run on a worker that returns (member name, member bytes or a memoryview of them), or
+#: None to skip the member
+MemberMaker = Callable[[], "tuple[str, bytes | memoryview] | None"]
 
 CHUNK_SIZE = 1024 * 1024
 _ZIP32_LIMIT = 0xFFFFFFFF - 64 * 1024

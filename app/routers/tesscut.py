@@ -109,7 +109,7 @@ def _member_name(entry: CubeEntry, ra: float, dec: float, nx: int, ny: int) -> s
 
 def _make_tpf(
     entry: CubeEntry, coord: SkyCoord, size: Any, ra: float, dec: float, threads: int
-) -> tuple[str, bytes] | None:
+) -> tuple[str, bytes | memoryview] | None:
     """Build one TPF (on a worker); None when the cutout has no data on this cube.
 
     ``size`` is the request's ``[x, y]`` as Quantities (pixels or angles, x first): the engine
@@ -128,8 +128,8 @@ def _make_tpf(
     win = geo.window  # the TPF's own shape (angular sizes are rounded by the engine, as astrocut does)
     if win.nx * win.ny * entry.nframes * 8 < _THREADED_READ_BYTES:
         threads = 1
-    data = cut_bytes(entry.cube, geo, threads).data
-    return _member_name(entry, ra, dec, win.nx, win.ny), bytes(data)
+    data = cut_bytes(entry.cube, geo, threads).data  # a memoryview: zipped without another copy
+    return _member_name(entry, ra, dec, win.nx, win.ny), data
 
 
 def _select(
@@ -164,7 +164,7 @@ def _plan_cutouts(
         size = pixel_size(params, entry.cube.wcs, settings.max_cutout_side)
         _check_volume(size, entry.nframes, settings.max_cutout_volume)
         jobs.append((entry, request_size))
-    first: tuple[str, bytes] | None = None
+    first: tuple[str, bytes | memoryview] | None = None
     while jobs and first is None:
         entry, size = jobs.pop(0)
         first = _make_tpf(entry, coord, size, ra, dec, settings.read_threads)
@@ -179,7 +179,7 @@ def _plan_cutouts(
 _INLINE_ZIP_BYTES = 8 * 1024 * 1024
 
 
-def _zip_of(services: Services, first: tuple[str, bytes], makers: list[Any], filename: str) -> Any:
+def _zip_of(services: Services, first: tuple[str, bytes | memoryview], makers: list[Any], filename: str) -> Any:
     def members() -> Iterator[MemberMaker]:
         yield lambda: first
         yield from makers
