@@ -401,6 +401,18 @@ class ByteSource(abc.ABC):
         return f"{type(self).__name__}({self.uri!r}, size={self.size})"
 
 
+def _preadv_full(fd: int, out: memoryview, offset: int, got: int = 0) -> int:
+    """``os.preadv`` into ``out`` at ``offset`` until it is full or the file ends, ``got`` bytes
+    being in place already; returns the number of bytes in ``out``."""
+    n = out.nbytes
+    while got < n:
+        k = os.preadv(fd, [out[got:]], offset + got)
+        if k <= 0:
+            break
+        got += k
+    return got
+
+
 class LocalSource(ByteSource):
     """A local file read with ``os.pread`` on one descriptor (thread-safe: no shared offset)."""
 
@@ -473,19 +485,16 @@ class LocalSource(ByteSource):
         out = memoryview(out).cast("B")
         self._check(offset, out.nbytes)
         fd = self._fileno()
-        got = 0
-        n = out.nbytes
         try:
-            while got < n:
-                k = os.preadv(fd, [out[got:]], offset + got)
-                if k <= 0:
-                    break
-                got += k
+            got = _preadv_full(fd, out, offset)
         except OSError as exc:
             raise UnavailableError(f"Cannot read {self.uri}: {exc.strerror or exc}") from None
         self._count(got)
-        if got != n:
-            raise CorruptFileError(f"{self.uri}: file shrank while reading (got {got} of {n} bytes).")
+        if got != out.nbytes:
+            raise self._shrank(got, out.nbytes)
+
+    def _shrank(self, got: int, n: int) -> CorruptFileError:
+        return CorruptFileError(f"{self.uri}: file shrank while reading (got {got} of {n} bytes).")
 
     def read_rows_into(self, offset: int, stride: int, count: int, out: Any) -> None:
         """Fill ``out`` with ``count`` equal ranges, the first at ``offset``, each ``stride`` bytes
@@ -504,13 +513,10 @@ class LocalSource(ByteSource):
         try:
             for off in range(offset, last + 1, stride):
                 got = preadv(fd, [out[pos : pos + n]], off)
-                while 0 < got < n:  # rare short read: finish the range
-                    k = preadv(fd, [out[pos + got : pos + n]], off + got)
-                    if k <= 0:
-                        break
-                    got += k
-                if got != n:
-                    raise CorruptFileError(f"{self.uri}: file shrank while reading (got {got} of {n} bytes).")
+                if got != n:  # rare short read: finish the range, or fail
+                    got = _preadv_full(fd, out[pos : pos + n], off, max(got, 0))
+                    if got != n:
+                        raise self._shrank(got, n)
                 pos += n
         except OSError as exc:
             raise UnavailableError(f"Cannot read {self.uri}: {exc.strerror or exc}") from None

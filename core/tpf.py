@@ -613,9 +613,10 @@ class _Layout:
 
     ``offsets`` are the byte offsets of the primary header, the PIXELS header, the table, the
     APERTURE header, the aperture and the end of the file. ``slot_names`` and ``slot_index`` say
-    which value of the window's fit goes into which 20-byte value field, ``ra_offsets`` and
-    ``dec_offsets`` where the requested position goes. ``proto`` (small cutouts only) is the whole file with
-    every byte that does not depend on the position already in place.
+    which value of the window's fit goes into which 20-byte value field, ``radec_index`` where
+    the requested position goes (``radec_counts`` RA_OBJ and DEC_OBJ fields). ``proto`` (small
+    cutouts only) is the whole file with every byte that does not depend on the position already
+    in place.
     """
 
     nx: int
@@ -626,9 +627,8 @@ class _Layout:
     headers: tuple[bytes, bytes, bytes]
     slot_names: tuple[str, ...]  # the window's value of each slot (from the WCS fit), in file order
     slot_index: np.ndarray  # the file offsets of their bytes (20 per slot)
-    ra_offsets: tuple[int, ...]  # the value fields of RA_OBJ and DEC_OBJ (the request's position)
-    dec_offsets: tuple[int, ...]
-    radec_index: np.ndarray  # the file offsets of their bytes: RA_OBJ fields, then DEC_OBJ fields
+    radec_index: np.ndarray  # the file offsets of the RA_OBJ value fields' bytes, then DEC_OBJ's
+    radec_counts: tuple[int, int]  # how many RA_OBJ and DEC_OBJ fields
     flux_offset: int  # file offset of the first row's FLUX cell
     err_follows: bool  # FLUX_ERR directly follows FLUX in a row (always, in astrocut's layout)
     proto: np.ndarray | None = None
@@ -674,6 +674,13 @@ def _layout(cube: Cube, nx: int, ny: int) -> _Layout:
             total -= lru[k].nbytes
             lru[k].proto = None
     return lay
+
+
+def _field_index(offsets: list[int]) -> np.ndarray:
+    """The byte offsets of the 20-byte value fields starting at ``offsets`` (read-only)."""
+    index = (np.array(offsets, dtype=np.intp)[:, None] + np.arange(20)).ravel()
+    index.setflags(write=False)
+    return index
 
 
 def _build_layout(cube: Cube, tpl: _Template, nx: int, ny: int) -> _Layout:
@@ -766,17 +773,12 @@ def _build_layout(cube: Cube, tpl: _Template, nx: int, ny: int) -> _Layout:
         for name, index in cards.slots
     ]
     fitted = [(o, name) for o, name in slots if name not in ("ra", "dec")]
-    slot_index = (np.array([o for o, _ in fitted], dtype=np.intp)[:, None] + np.arange(20)).ravel()
-    slot_index.setflags(write=False)
+    ra = [o for o, name in slots if name == "ra"]
+    dec = [o for o, name in slots if name == "dec"]
     lay = _Layout(
         nx=nx, ny=ny, nrows=T, dtype=dtype, offsets=offsets, headers=headers,
-        slot_names=tuple(name for _, name in fitted), slot_index=slot_index,
-        ra_offsets=tuple(o for o, name in slots if name == "ra"),
-        dec_offsets=tuple(o for o, name in slots if name == "dec"),
-        radec_index=(
-            np.array([o for o, n in slots if n == "ra"] + [o for o, n in slots if n == "dec"], dtype=np.intp)[:, None]
-            + np.arange(20)
-        ).ravel(),
+        slot_names=tuple(name for _, name in fitted), slot_index=_field_index([o for o, _ in fitted]),
+        radec_index=_field_index(ra + dec), radec_counts=(len(ra), len(dec)),
         flux_offset=offsets[2] + dtype.fields["FLUX"][1],
         err_follows=dtype.fields["FLUX_ERR"][1] == dtype.fields["FLUX"][1] + npix * 4,
     )  # fmt: skip
@@ -809,11 +811,11 @@ def _fill_constants(buf: np.ndarray, lay: _Layout, cube: Cube, pixels: bool, row
     buf[o[2] + lay.nrows * lay.dtype.itemsize : o[3]] = 0
     buf[o[3] : o[4]] = np.frombuffer(h2, np.uint8)
     buf[o[4] + lay.nx * lay.ny * 4 : o[5]] = 0
-    rec, aperture = _views(buf, lay)
     if pixels:
-        aperture[...] = 0
+        _views(buf, lay)[1][...] = 0  # the aperture
     if not rows:
         return
+    rec = _views(buf, lay)[0]
     n = len(rec)
     if rec.nbytes >= _THREADED_COPY_BYTES and n > 1 and _COPY_THREADS > 1:
         other = _pool().submit(_fill_rows, rec, cube, n // 2, n, pixels)
@@ -1019,8 +1021,8 @@ def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int = 1) -> CutResult:
         _fill_constants(buf, lay, cube, pixels=False, rows=False)
     buf[lay.slot_index] = values
     buf[lay.radec_index] = np.frombuffer(
-        _fmt_value(geo.ra).encode("ascii") * len(lay.ra_offsets)
-        + _fmt_value(geo.dec).encode("ascii") * len(lay.dec_offsets),
+        _fmt_value(geo.ra).encode("ascii") * lay.radec_counts[0]
+        + _fmt_value(geo.dec).encode("ascii") * lay.radec_counts[1],
         np.uint8,
     )
     t2 = time.perf_counter()
