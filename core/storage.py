@@ -288,7 +288,8 @@ class ByteSource(abc.ABC):
     size : int
         Size in bytes.
     identity : tuple
-        Changes when the content may have changed: ``("file", realpath, size, mtime_ns)`` or
+        Changes when the content may have changed: ``("file", realpath, size, mtime_ns, st_dev, st_ino)``
+        (a file replaced under its name is new even with the same size and mtime) or
         ``("s3", bucket, key, etag)``. Use it as a cache key.
     stats : ReadStats
         Reads done through this source.
@@ -448,7 +449,7 @@ class LocalSource(ByteSource):
         self.uri = real
         self.path = real
         self.size = st.st_size
-        self.identity = ("file", real, st.st_size, st.st_mtime_ns)
+        self.identity = ("file", real, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
         self.stats = ReadStats()
 
     def _fileno(self) -> int:

@@ -87,6 +87,43 @@ def test_cache_notices_a_changed_file(spoc_cube, tmp_path):
     assert second is not first
 
 
+def test_cache_hit_by_path_is_one_stat(spoc_cube, tmp_path, monkeypatch):
+    """A path seen before is served by one stat: no open, no realpath."""
+    path = str(tmp_path / "tess-s0038-2-2-cube.fits")
+    shutil.copy(spoc_cube, path)
+    first = open_cube(path)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    assert open_cube(path) is first
+    assert opened == []
+
+
+def test_cache_notices_a_replaced_file_and_a_moved_symlink(spoc_cube, tmp_path):
+    path = tmp_path / "tess-s0038-2-2-cube.fits"
+    shutil.copy(spoc_cube, path)
+    first = open_cube(path)
+    # a copy renamed over it, with the same size and mtime: a new inode, so a new cube
+    other = tmp_path / "other.fits"
+    shutil.copy(spoc_cube, other)
+    st = os.stat(path)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, path)
+    second = open_cube(path)
+    assert second is not first and os.fstat(second.source._fd).st_ino == os.stat(path).st_ino
+    # a symlink re-pointed to another cube file
+    link = tmp_path / "link-cube.fits"
+    a, b = tmp_path / "a-cube.fits", tmp_path / "b-cube.fits"
+    shutil.copy(spoc_cube, a)
+    shutil.copy(spoc_cube, b)
+    link.symlink_to(a)
+    via_a = open_cube(link)
+    assert via_a.source.path == str(a.resolve())
+    link.unlink()
+    link.symlink_to(b)
+    assert open_cube(link).source.path == str(b.resolve())
+
+
 def test_contains_and_footprint(spoc_cube):
     cube = open_cube(spoc_cube)
     assert cube.contains(SkyCoord(DEMO_RA, DEMO_DEC, unit="deg"))

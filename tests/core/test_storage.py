@@ -79,7 +79,7 @@ def test_local_read_range_and_identity(blob):
         assert isinstance(src, LocalSource)
         assert src.size == len(data)
         st = os.stat(path)
-        assert src.identity == ("file", os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        assert src.identity == ("file", os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
         assert src.read_range(1000, 77) == data[1000:1077]
         assert src.read_range(len(data) - 3, 3) == data[-3:]
         assert src.read_range(5, 0) == b""

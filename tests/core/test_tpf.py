@@ -282,6 +282,33 @@ def test_memory_result_round_trips(spoc_cube):
     assert fits.HDUList.fromstring(tpf_bytes(hdul))[1].data["FLUX"][0, 0, 0] == 12345.0
 
 
+@pytest.mark.parametrize("view_reads", [1 << 30, 4000], ids=["bytes-reads", "view-reads"])
+def test_memory_result_is_lazy_and_survives_close(spoc_cube, monkeypatch, view_reads):
+    """The in-memory HDUList parses nothing until used, reads like fits.open of the same bytes,
+    and, like astrocut's, stays readable after close() or a with block. Data read through views
+    of the bytes is still a writable copy: the bytes never change."""
+    monkeypatch.setattr(tpf_mod, "_VIEW_READ_BYTES", view_reads)
+    hdul = CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True)
+    assert list.__len__(hdul) == 0  # no HDU parsed yet
+    ref = fits.HDUList.fromstring(bytes(hdul.raw))
+    with hdul:
+        pass
+    hdul.close()
+    assert len(hdul) == 3
+    for mine, theirs in zip(hdul, ref):
+        assert type(mine) is type(theirs)
+        assert mine.header == theirs.header
+    np.testing.assert_array_equal(hdul[1].data["FLUX"], ref[1].data["FLUX"])
+    np.testing.assert_array_equal(hdul[2].data, ref[2].data)
+    before = bytes(hdul.raw)
+    hdul[1].data["FLUX"][:] = -1.0
+    hdul[2].data[:] = 7
+    assert bytes(hdul.raw) == before
+    out = io.BytesIO()
+    CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True).writeto(out)
+    assert out.getvalue() == bytes(hdul.raw)  # astropy's writeto of the unread list: same bytes
+
+
 def test_build_tpf_for_the_service(spoc_cube):
     cube = open_cube(spoc_cube)
     hdul = build_tpf(cube, SkyCoord(DEMO_RA, DEMO_DEC, unit="deg"), PixelSize(6, 4))
