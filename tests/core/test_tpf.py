@@ -283,7 +283,7 @@ def test_memory_result_round_trips(spoc_cube):
 
 
 @pytest.mark.parametrize("view_reads", [1 << 30, 4000], ids=["bytes-reads", "view-reads"])
-def test_memory_result_is_lazy_and_survives_close(spoc_cube, monkeypatch, view_reads):
+def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypatch, view_reads):
     """The in-memory HDUList parses nothing until used, reads like fits.open of the same bytes,
     and, like astrocut's, stays readable after close() or a with block. Data read through views
     of the bytes is still a writable copy: the bytes never change."""
@@ -307,6 +307,9 @@ def test_memory_result_is_lazy_and_survives_close(spoc_cube, monkeypatch, view_r
     out = io.BytesIO()
     CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True).writeto(out)
     assert out.getvalue() == bytes(hdul.raw)  # astropy's writeto of the unread list: same bytes
+    hdul.writeto(tmp_path / "edited.fits")  # astropy builds its output list through the class
+    with fits.open(tmp_path / "edited.fits") as back:
+        assert np.all(back[1].data["FLUX"] == -1.0) and np.all(back[2].data == 7)
 
 
 def test_build_tpf_for_the_service(spoc_cube):
