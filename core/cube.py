@@ -440,7 +440,8 @@ def open_cube(uri: str | os.PathLike, *, s3: S3Config | None = None) -> Cube:
 
     The cache is a bounded LRU (32 cubes) keyed by the source's identity (local: real path, size,
     mtime and inode; S3: ETag), so a changed file is re-parsed. A local path seen before costs
-    one ``os.stat``: what it says must match what the path opened last time.
+    one ``os.stat``: what it says must match what the path opened last time (so permissions are
+    checked when a file is first opened, not on every hit).
 
     Raises
     ------
