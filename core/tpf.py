@@ -1046,6 +1046,8 @@ class _BufferFile(io.RawIOBase):
     """A read-only, seekable file over a bytes-like object, without copying it (``io.BytesIO``
     copies its initial value: 4 ms for a 20 MB TPF)."""
 
+    name = None  # no file behind it: HDUList.filename() is None, as for astrocut's in-memory TPF
+
     def __init__(self, data: bytes | memoryview) -> None:
         super().__init__()
         self._data = memoryview(data).cast("B")
@@ -1107,6 +1109,13 @@ class TpfHDUList(fits.HDUList):
         """Nothing to release over ``raw``: the HDUs stay readable (see the class docstring)."""
         if self.raw is None:  # an HDUList astropy made through the class (``writeto`` does)
             super().close(output_verify=output_verify, verbose=verbose, closed=closed)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled as its FITS bytes, edits included (astrocut's in-memory HDUList pickles too;
+        a file object over a memoryview cannot): multiprocessing workers may return TPFs."""
+        if self.raw is None:
+            return super().__reduce_ex__(protocol)
+        return (TpfHDUList.from_bytes, (tpf_bytes(self),))
 
 
 def _hdulist(raw: bytes | memoryview) -> fits.HDUList:

@@ -290,6 +290,7 @@ def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypat
     monkeypatch.setattr(tpf_mod, "_VIEW_READ_BYTES", view_reads)
     hdul = CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True)
     assert list.__len__(hdul) == 0  # no HDU parsed yet
+    assert hdul.filename() is None  # as for astrocut's: no file behind it
     ref = fits.HDUList.fromstring(bytes(hdul.raw))
     with hdul:
         pass
@@ -310,6 +311,21 @@ def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypat
     hdul.writeto(tmp_path / "edited.fits")  # astropy builds its output list through the class
     with fits.open(tmp_path / "edited.fits") as back:
         assert np.all(back[1].data["FLUX"] == -1.0) and np.all(back[2].data == 7)
+
+
+def test_memory_result_pickles_with_its_edits(spoc_cube):
+    """Like astrocut's in-memory HDUList, ours survives pickling (multiprocessing workers return
+    TPFs), unread or edited."""
+    import pickle
+
+    hdul = CutoutFactory().cube_cut(spoc_cube, CENTRE, 5, memory_only=True)
+    back = pickle.loads(pickle.dumps(hdul))
+    assert bytes(back.raw) == bytes(hdul.raw)
+    np.testing.assert_array_equal(back[1].data["FLUX"], hdul[1].data["FLUX"])
+    hdul[0].header["OBJECT"] = "edited"
+    hdul[1].data["FLUX"][0, 0, 0] = 4321.0
+    back = pickle.loads(pickle.dumps(hdul))
+    assert back[0].header["OBJECT"] == "edited" and back[1].data["FLUX"][0, 0, 0] == 4321.0
 
 
 def test_build_tpf_for_the_service(spoc_cube):
