@@ -291,9 +291,10 @@ class Cube:
         if hit is not None:
             return hit
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                x, y = _world2pix(self.wcs, ra, dec)
+            # no warnings.catch_warnings() here: it swaps the process-wide filters, which is not
+            # thread-safe (concurrent cuts could leave an "ignore" filter behind for good); the
+            # converging path warns of nothing, and _world2pix silences its astropy fallback
+            x, y = _world2pix(self.wcs, ra, dec)
         except Exception:  # noqa: BLE001 - NoConvergence, wcslib errors...: not on the CCD
             x = y = float("nan")
         if not (math.isfinite(x) and math.isfinite(y)):
@@ -421,7 +422,9 @@ def _world2pix(wcs: WCS, ra: float, dec: float, tolerance: float = 1e-4, maxiter
     else:
         if math.isfinite(x) and math.isfinite(y) and dn < tol2:
             return x, y
-    x, y = wcs.all_world2pix(ra, dec, 0)
+    with warnings.catch_warnings():  # far off the CCD: "All-NaN slice" RuntimeWarnings
+        warnings.simplefilter("ignore")
+        x, y = wcs.all_world2pix(ra, dec, 0)
     return float(x), float(y)
 
 

@@ -220,3 +220,27 @@ def test_each_thread_gets_its_own_wcs(spoc_cube):
     ids = {r[0] for r in results}
     assert len(ids) == 4 and id(cube.wcs) not in ids
     assert all(got == [expected] * 50 for _, got in results)
+
+
+def test_pixel_lookup_leaves_the_warning_filters_alone(spoc_cube, monkeypatch):
+    """On-CCD positions never swap the process-wide warning filters (``catch_warnings`` is not
+    thread-safe: concurrent cuts could leave an "ignore" behind), and far-off positions give NaN
+    without letting a warning out."""
+    cube_mod.clear_cache()
+    cube = open_cube(spoc_cube)
+    xs, ys = np.meshgrid(np.linspace(0, 63, 9), np.linspace(0, 63, 9))
+    ras, decs = cube.wcs.all_pix2world(xs.ravel(), ys.ravel(), 0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("catch_warnings used on the on-CCD path")
+
+    monkeypatch.setattr(warnings, "catch_warnings", refuse)
+    for ra, dec, x, y in zip(ras, decs, xs.ravel(), ys.ravel()):
+        px, py = cube.radec_to_pixel(float(ra), float(dec))
+        assert abs(px - x) < 1e-3 and abs(py - y) < 1e-3
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for ra, dec in [(DEMO_RA + 180, -DEMO_DEC), (DEMO_RA + 90, 0.0), (DEMO_RA, DEMO_DEC + 60)]:
+            x, y = cube.radec_to_pixel(float(ra % 360), float(dec))
+            assert np.isnan(x) and np.isnan(y) or not (0 <= x < 64 and 0 <= y < 64)
