@@ -29,7 +29,7 @@ from astropy.coordinates import SkyCoord
 
 from core.errors import CutoutError
 
-__all__ = ["CUBE_NAME", "Catalog", "CubeEntry", "sector_name"]
+__all__ = ["CUBE_NAME", "Catalog", "CubeEntry", "Position", "radec_deg", "sector_name"]
 
 log = logging.getLogger("app.catalog")
 
@@ -41,6 +41,24 @@ def sector_name(product: str, sector: int, camera: int, ccd: int) -> str:
     """TESScut's ``sectorName``: ``tess-s0038-2-2`` (SPOC) or ``tica-s0038-2-2`` (TICA)."""
     prefix = "tica" if product.upper() == "TICA" else "tess"
     return f"{prefix}-s{sector:04d}-{camera}-{ccd}"
+
+
+#: a sky position: a SkyCoord, or ICRS (ra, dec) in degrees
+Position = SkyCoord | tuple[float, float]
+
+
+def radec_deg(coord: Position) -> tuple[float, float]:
+    """ICRS (ra, dec) degrees of a SkyCoord, or of an (ra, dec) pair (ra wrapped to [0, 360))."""
+    if isinstance(coord, SkyCoord):
+        c = coord.icrs
+        return float(c.ra.deg), float(c.dec.deg)
+    ra, dec = coord
+    return float(ra) % 360.0, float(dec)
+
+
+def _degrees(radius: u.Quantity | float) -> float:
+    """An angle in degrees; plain numbers are degrees."""
+    return float(radius.to_value(u.deg)) if isinstance(radius, u.Quantity) else float(radius)
 
 
 @dataclass(frozen=True)
@@ -73,22 +91,29 @@ class CubeEntry:
             "ccd": str(self.ccd),
         }
 
-    def near(self, coord: SkyCoord, radius: u.Quantity = 0 * u.deg) -> bool:
+    def near(self, coord: Position, radius: u.Quantity | float = 0 * u.deg) -> bool:
         """Cheap pre-test: within the circle around the footprint (grown by ``radius``).
 
         The angular distance is computed with the haversine formula on plain floats: astropy's
         ``SkyCoord.separation`` cost ~1 ms a call, more than the rest of the containment test.
         """
-        c = coord.icrs
+        ra, dec = radec_deg(coord)
+        return self._near(ra, dec, _degrees(radius))
+
+    def _near(self, ra: float, dec: float, radius_deg: float) -> bool:
         ra1, dec1 = math.radians(self.center[0]), math.radians(self.center[1])
-        ra2, dec2 = math.radians(float(c.ra.deg)), math.radians(float(c.dec.deg))
+        ra2, dec2 = math.radians(ra), math.radians(dec)
         hav = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
         sep = math.degrees(2 * math.asin(min(1.0, math.sqrt(hav))))
-        return sep <= self.reach_deg + u.Quantity(radius, u.deg).value
+        return sep <= self.reach_deg + radius_deg
 
-    def contains(self, coord: SkyCoord, radius: u.Quantity = 0 * u.deg) -> bool:
+    def contains(self, coord: Position, radius: u.Quantity | float = 0 * u.deg) -> bool:
         """Whether the cube's science pixels, grown by ``radius``, contain ``coord``."""
-        return self.near(coord, radius) and bool(self.cube.contains(coord, radius))
+        ra, dec = radec_deg(coord)
+        return self._contains(ra, dec, _degrees(radius))
+
+    def _contains(self, ra: float, dec: float, radius_deg: float) -> bool:
+        return self._near(ra, dec, radius_deg) and bool(self.cube.contains_radec(ra, dec, radius_deg))
 
 
 def _list_local(root: str) -> list[str]:
@@ -227,17 +252,20 @@ class Catalog:
 
     def containing(
         self,
-        coord: SkyCoord,
-        radius: u.Quantity = 0 * u.deg,
+        coord: Position,
+        radius: u.Quantity | float = 0 * u.deg,
         product: str = "SPOC",
         sectors: Iterable[int] | None = None,
     ) -> list[CubeEntry]:
-        """The hosted cubes whose science pixels (grown by ``radius``) contain ``coord``."""
+        """The hosted cubes whose science pixels (grown by ``radius``) contain ``coord`` (a
+        SkyCoord or ICRS degrees; converted once, then every cube is tested on plain floats)."""
         wanted = set(sectors) if sectors else None
+        ra, dec = radec_deg(coord)
+        r = _degrees(radius)
         return [
             e
             for e in self.entries(product)
-            if (wanted is None or e.sector in wanted) and e.contains(coord, radius)
+            if (wanted is None or e.sector in wanted) and e._contains(ra, dec, r)
         ]
 
     def summary(self) -> dict[str, Any]:

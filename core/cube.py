@@ -322,20 +322,32 @@ class Cube:
         For full-size FFIs the science pixels are columns 44..2091, rows 0..2047; for other sizes
         (synthetic or trimmed cubes) the whole array.
         """
+        c = coord.icrs
+        return self.contains_radec(float(c.ra.deg), float(c.dec.deg), float(Angle(radius).deg))
+
+    def contains_radec(self, ra: float, dec: float, radius_deg: float = 0.0) -> bool:
+        """:meth:`contains` for ICRS degrees (no astropy objects: the service's per-request test)."""
         if (self.ny, self.nx) == _FULL_FFI:
             y0, y1, x0, x1 = _SCIENCE
         else:
             y0, y1, x0, x1 = 0, self.ny, 0, self.nx
-        pad = 0.0
-        r = Angle(radius).deg
-        if r > 0:
-            from astropy.wcs.utils import proj_plane_pixel_scales
-
-            pad = r / float(np.min(proj_plane_pixel_scales(self.wcs.celestial)))
-        x, y = self.world_to_pixel(coord)
-        if not (np.isfinite(x) and np.isfinite(y)):
+        pad = float(radius_deg) / self._min_pixel_scale() if radius_deg > 0 else 0.0
+        if self._icrs:
+            x, y = self.radec_to_pixel(ra, dec)
+        else:  # pragma: no cover - TESS cubes are ICRS
+            x, y = self.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+        if not (math.isfinite(x) and math.isfinite(y)):
             return False
         return (x0 - 0.5 - pad <= x < x1 - 0.5 + pad) and (y0 - 0.5 - pad <= y < y1 - 0.5 + pad)
+
+    def _min_pixel_scale(self) -> float:
+        """The smaller pixel side of the reference WCS, degrees (computed once)."""
+        scale = self._templates.get("min_pixel_scale")
+        if scale is None:
+            from astropy.wcs.utils import proj_plane_pixel_scales
+
+            scale = self._templates["min_pixel_scale"] = float(np.min(proj_plane_pixel_scales(self.wcs.celestial)))
+        return scale
 
     def footprint(self) -> SkyCoord:
         """Sky positions of the four corners of the science pixels (for the service's index)."""

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import numpy as np
-from astropy import units as u
 from astropy.coordinates import SkyCoord
 from fastapi import APIRouter, Depends, Form, Query
 from fastapi.responses import JSONResponse
@@ -91,10 +90,6 @@ def _check_volume(size: PixelSize, nframes: int, limit: int) -> None:
         )
 
 
-def _coord(ra: float, dec: float) -> SkyCoord:
-    return SkyCoord(ra % 360.0, dec, unit="deg", frame="icrs")
-
-
 #: below this many bytes of pixels a cutout is read on the calling thread: starting read threads
 #: costs more (~5 ms) than reading a few small rows
 _THREADED_READ_BYTES = 4 * 1024 * 1024
@@ -108,7 +103,7 @@ def _member_name(entry: CubeEntry, ra: float, dec: float, nx: int, ny: int) -> s
 
 
 def _make_tpf(
-    entry: CubeEntry, coord: SkyCoord, size: Any, ra: float, dec: float, threads: int
+    entry: CubeEntry, size: Any, ra: float, dec: float, threads: int
 ) -> tuple[str, bytes | memoryview] | None:
     """Build one TPF (on a worker); None when the cutout has no data on this cube.
 
@@ -133,9 +128,10 @@ def _make_tpf(
 
 
 def _select(
-    services: Services, coord: SkyCoord, product: str, sectors: list[int]
+    services: Services, ra: float, dec: float, product: str, sectors: list[int]
 ) -> tuple[list[CubeEntry], str | None]:
-    """Hosted cubes of ``product`` containing ``coord`` (in ``sectors`` if given), or a no-data reason."""
+    """Hosted cubes of ``product`` containing ICRS (ra, dec) degrees (in ``sectors`` if given), or
+    a no-data reason. Plain floats: a SkyCoord per request cost ~0.25 ms, the cut ~0.5 ms."""
     catalog = services.catalog
     hosted = set(catalog.sectors(product))
     if sectors:
@@ -143,17 +139,18 @@ def _select(
         if len(missing) == len(sectors):
             listed = ", ".join(str(s) for s in missing)
             return [], f"Sector {listed} is not hosted on this server for product {product}."
-    entries = catalog.containing(coord, 0 * u.deg, product, sectors or None)
+    ra = ra % 360.0
+    entries = catalog.containing((ra, dec), 0.0, product, sectors or None)
     if not entries:
         where = f" in sector {', '.join(str(s) for s in sectors)}" if sectors else ""
         return [], (
-            f"The position RA {coord.ra.deg:.6f} Dec {coord.dec.deg:.6f} is on no hosted {product} cube{where}."
+            f"The position RA {ra:.6f} Dec {dec:.6f} is on no hosted {product} cube{where}."
         )
     return entries, None
 
 
 def _plan_cutouts(
-    services: Services, coord: SkyCoord, params: Any, ra: float, dec: float, entries: list[CubeEntry]
+    services: Services, params: Any, ra: float, dec: float, entries: list[CubeEntry]
 ) -> tuple[tuple[str, bytes] | None, list[Callable[[], tuple[str, bytes] | None]]]:
     """Check every cutout's size up front (so errors answer 4xx), build the first TPF, and return it
     with the makers of the others (built later, while streaming)."""
@@ -167,9 +164,9 @@ def _plan_cutouts(
     first: tuple[str, bytes | memoryview] | None = None
     while jobs and first is None:
         entry, size = jobs.pop(0)
-        first = _make_tpf(entry, coord, size, ra, dec, settings.read_threads)
+        first = _make_tpf(entry, size, ra, dec, settings.read_threads)
     makers = [
-        (lambda e=e, s=s: _make_tpf(e, coord, s, ra, dec, settings.read_threads)) for e, s in jobs
+        (lambda e=e, s=s: _make_tpf(e, s, ra, dec, settings.read_threads)) for e, s in jobs
     ]
     return first, makers
 
@@ -197,8 +194,7 @@ def _zip_name(params: Any, ra: float, dec: float) -> str:
 
 
 async def _sector(services: Services, p: SectorParams) -> Any:
-    coord = _coord(p.ra, p.dec)
-    entries = await services.pool.run(services.catalog.containing, coord, p.radius_angle(), p.product)
+    entries = await services.pool.run(services.catalog.containing, (p.ra, p.dec), p.radius_angle(), p.product)
     results = [e.as_result() for e in entries]
     if not results:
         return {"results": [], "msg": "The position is on no hosted cube."}
@@ -223,13 +219,11 @@ async def sector_post(p: Annotated[SectorParams, Form()], services: ServicesDep)
 
 
 async def _astrocut(services: Services, p: AstrocutParams) -> Any:
-    coord = _coord(p.ra, p.dec)
-
     def plan() -> Any:
-        entries, reason = _select(services, coord, p.product, p.sectors())
+        entries, reason = _select(services, p.ra, p.dec, p.product, p.sectors())
         if reason:
             return reason
-        first, makers = _plan_cutouts(services, coord, p, p.ra, p.dec, entries)
+        first, makers = _plan_cutouts(services, p, p.ra, p.dec, entries)
         if first is None:
             return "The cutout has no data on any hosted cube."
         if len(first[1]) * (1 + len(makers)) <= _INLINE_ZIP_BYTES:
