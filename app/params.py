@@ -158,6 +158,14 @@ class _SizeMixin(BaseModel):
         unit = size_unit(self.units)
         return self.x * unit, (self.y if self.y is not None else self.x) * unit
 
+    def whole_pixels(self) -> tuple[int, int] | None:
+        """(x, y) as ints when the request is in whole pixels (the common case: no units
+        machinery needed), else None."""
+        y = self.y if self.y is not None else self.x
+        if size_unit(self.units) is not u.pix or not (float(self.x).is_integer() and float(y).is_integer()):
+            return None
+        return int(self.x), int(y)
+
     def size_label(self) -> str:
         """``<x>x<y>`` as the request gave them (for file names)."""
         y = self.y if self.y is not None else self.x

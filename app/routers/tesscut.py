@@ -74,6 +74,12 @@ def no_data(message: str, services: Services, product: str) -> JSONResponse:
 
 def pixel_size(params: _SizeMixin, wcs: Any, max_side: int) -> PixelSize:
     """The request's x/y (pixels or angles) in whole pixels for a cube's WCS, field-named errors."""
+    whole = params.whole_pixels()
+    if whole is not None:  # x, y > 0 (validated), so >= 1
+        for value, name in zip(whole, ("x", "y")):
+            if value > max_side:
+                raise TooLargeError(f"cutout side of {value} pixels exceeds the limit of {max_side}", field=name)
+        return PixelSize(nx=whole[0], ny=whole[1])
     qx, qy = params.size_quantities()
     nx = parse_cutout_size(qx, wcs, max_side=max_side, field="x").nx
     ny = parse_cutout_size(qy, wcs, max_side=max_side, field="y").ny
@@ -156,7 +162,8 @@ def _plan_cutouts(
     with the makers of the others (built later, while streaming)."""
     settings = services.settings
     jobs: list[tuple[CubeEntry, Any]] = []
-    request_size = list(params.size_quantities())
+    whole = params.whole_pixels()  # plain ints take the engine's fast path
+    request_size = list(whole) if whole is not None else list(params.size_quantities())
     for entry in entries:
         size = pixel_size(params, entry.cube.wcs, settings.max_cutout_side)
         _check_volume(size, entry.nframes, settings.max_cutout_volume)

@@ -174,6 +174,9 @@ def test_astrocut_no_data_is_200_with_msg(live_server, method, params):
         ({**POS, "x": 5, "y": -1}, 400, "y"),
         ({**POS, "x": "five"}, 400, "x"),
         ({**POS, "x": 60, "y": 5}, 413, "x"),  # max_cutout_side is 50 in the test server
+        ({**POS, "x": 5, "y": 60}, 413, "y"),
+        ({**POS, "x": 60.4, "y": 5}, 413, "x"),  # not whole: the units path, same answer
+        ({**POS, "x": 0.4, "y": 5}, 400, "x"),  # rounds to 0 pixels
         ({**POS, "x": 30, "y": 30}, 413, "x"),  # 9000 pixel-frames > max_cutout_volume 4000
         ({**POS, "x": 5, "units": "furlong"}, 400, "units"),
         ({**POS, "x": 5, "sector": "abc"}, 400, "sector"),
