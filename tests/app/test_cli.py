@@ -48,7 +48,7 @@ def test_demo_data_then_cube_cut_fits_cut_img_cut(tmp_path):
     with fits.open(tpf) as hdul:
         assert hdul["PIXELS"].data["FLUX"].shape == (4, 5, 7)
 
-    ffi = sorted((tmp_path / "demo" / "s0038").glob("*ffic.fits"))[0]
+    ffi = min((tmp_path / "demo" / "s0038").glob("*ffic.fits"))
     fc = run_cli("fits-cut", str(ffi), "--ra", str(DEMO_RA), "--dec", str(DEMO_DEC), "--size", "9",
                  "--output-dir", str(tmp_path / "fc"))
     assert fc.returncode == 0, fc.stderr

@@ -27,7 +27,7 @@ def test_every_benchmark_is_covered():
 def test_quick_mode_runs(script, tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=580, env=env)
+                         capture_output=True, text=True, timeout=580, env=env, check=False)
     assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     text = out.stdout.lower()
     assert "astrocut" in text, f"{script} printed no astrocut comparison:\n{out.stdout[-2000:]}"
