@@ -19,6 +19,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -331,7 +332,7 @@ class Cube:
             y0, y1, x0, x1 = _SCIENCE
         else:
             y0, y1, x0, x1 = 0, self.ny, 0, self.nx
-        pad = float(radius_deg) / self._min_pixel_scale() if radius_deg > 0 else 0.0
+        pad = float(radius_deg) / self._min_pixel_scale if radius_deg > 0 else 0.0
         if self._icrs:
             x, y = self.radec_to_pixel(ra, dec)
         else:  # pragma: no cover - TESS cubes are ICRS
@@ -340,14 +341,12 @@ class Cube:
             return False
         return (x0 - 0.5 - pad <= x < x1 - 0.5 + pad) and (y0 - 0.5 - pad <= y < y1 - 0.5 + pad)
 
+    @cached_property
     def _min_pixel_scale(self) -> float:
         """The smaller pixel side of the reference WCS, degrees (computed once)."""
-        scale = self._templates.get("min_pixel_scale")
-        if scale is None:
-            from astropy.wcs.utils import proj_plane_pixel_scales
+        from astropy.wcs.utils import proj_plane_pixel_scales
 
-            scale = self._templates["min_pixel_scale"] = float(np.min(proj_plane_pixel_scales(self.wcs.celestial)))
-        return scale
+        return float(np.min(proj_plane_pixel_scales(self.wcs.celestial)))
 
     def footprint(self) -> SkyCoord:
         """Sky positions of the four corners of the science pixels (for the service's index)."""

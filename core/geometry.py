@@ -118,12 +118,15 @@ def parse_cutout_size(
             number = _whole(value, field)
         if number < 1:
             raise InvalidInputError(f"cutout size must be at least 1 pixel, got {value}", field=field)
-        if max_side is not None and number > max_side:
-            raise TooLargeError(
-                f"cutout side of {number} pixels exceeds the limit of {max_side}", field=field
-            )
+        check_side(number, max_side, field)
         pixels.append(number)
     return PixelSize(nx=pixels[0], ny=pixels[1])
+
+
+def check_side(number: int, max_side: int | None, field: str = "cutout_size") -> None:
+    """Raise ``TooLargeError`` (naming ``field``) when a side of ``number`` pixels exceeds ``max_side``."""
+    if max_side is not None and number > max_side:
+        raise TooLargeError(f"cutout side of {number} pixels exceeds the limit of {max_side}", field=field)
 
 
 def _whole(value: Any, field: str) -> int:

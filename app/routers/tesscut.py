@@ -35,7 +35,7 @@ from app.params import (
 )
 from app.streaming import MemberMaker, file_response, zip_bytes, zip_response
 from core.errors import InvalidInputError, NoDataError, NotFoundError, TooLargeError
-from core.geometry import PixelSize, parse_cutout_size
+from core.geometry import PixelSize, check_side, parse_cutout_size
 
 __all__ = ["no_data", "pixel_size", "router"]
 
@@ -76,9 +76,8 @@ def pixel_size(params: _SizeMixin, wcs: Any, max_side: int) -> PixelSize:
     """The request's x/y (pixels or angles) in whole pixels for a cube's WCS, field-named errors."""
     whole = params.whole_pixels()
     if whole is not None:  # x, y > 0 (validated), so >= 1
-        for value, name in zip(whole, ("x", "y")):
-            if value > max_side:
-                raise TooLargeError(f"cutout side of {value} pixels exceeds the limit of {max_side}", field=name)
+        check_side(whole[0], max_side, "x")
+        check_side(whole[1], max_side, "y")
         return PixelSize(nx=whole[0], ny=whole[1])
     qx, qy = params.size_quantities()
     nx = parse_cutout_size(qx, wcs, max_side=max_side, field="x").nx
@@ -113,8 +112,8 @@ def _make_tpf(
 ) -> tuple[str, bytes | memoryview] | None:
     """Build one TPF (on a worker); None when the cutout has no data on this cube.
 
-    ``size`` is the request's ``[x, y]`` as Quantities (pixels or angles, x first): the engine
-    turns angles into pixels as astrocut does. Takes the engine's bytes path (``locate`` +
+    ``size`` is the request's ``[x, y]`` (x first): ints for whole pixels, else Quantities
+    (pixels or angles), which the engine turns into pixels as astrocut does. Takes the engine's bytes path (``locate`` +
     ``cut_bytes``, the same bytes ``build_tpf`` wraps) rather than an HDUList: parsing the headers
     back with astropy cost several times the cut itself.
     """
