@@ -160,7 +160,10 @@ class Window:
         return self.y1 - self.y0
 
     def clip(self, nx: int, ny: int) -> Window:
-        """The part of this window inside an ``nx`` x ``ny`` image (may be empty)."""
+        """The part of this window inside an ``nx`` x ``ny`` image (may be empty; itself when
+        it is all inside)."""
+        if self.x0 >= 0 and self.y0 >= 0 and self.x1 <= nx and self.y1 <= ny:
+            return self
         return Window(max(self.x0, 0), min(self.x1, nx), max(self.y0, 0), min(self.y1, ny))
 
     @property
@@ -182,17 +185,14 @@ def centered_window(x: float, y: float, size: PixelSize | tuple[float, float]) -
     if isinstance(size, PixelSize):
         sx, sy = float(size.nx), float(size.ny)
     else:
-        sx, sy = (float(v) for v in size)
-
-    def _limits(c: float, n: float) -> tuple[int, int]:
-        # Python's round() of a float is round-half-to-even, as numpy's (and ~20x cheaper here)
-        lo = round(c - n / 2.0)
-        hi = round(c + n / 2.0)
-        if lo == hi:
-            lo = math.floor(c)
-            hi = lo + 1
-        return lo, hi
-
-    x0, x1 = _limits(x, sx)
-    y0, y1 = _limits(y, sy)
+        sx, sy = float(size[0]), float(size[1])
+    # Python's round() of a float is round-half-to-even, as numpy's (and ~20x cheaper here)
+    x0, x1 = round(x - sx / 2.0), round(x + sx / 2.0)
+    if x0 == x1:
+        x0 = math.floor(x)
+        x1 = x0 + 1
+    y0, y1 = round(y - sy / 2.0), round(y + sy / 2.0)
+    if y0 == y1:
+        y0 = math.floor(y)
+        y1 = y0 + 1
     return Window(x0, x1, y0, y1)

@@ -940,15 +940,16 @@ def _fill_pixels(
         if not with_err and (partial or not prefilled):
             rec["FLUX_ERR"] = 0  # TICA: astrocut 0.11.1 writes zeros (TICA cubes carry no errors)
 
-    def half(i: int) -> None:
-        n, mid = lay.nrows, (ins.y0 + ins.y1) // 2
-        if not rows_done:
-            _fill_rows(rec, cube, (0, n // 2)[i], (n // 2, n)[i], pixels=False)
-        ya, yb = ((ins.y0, mid), (mid, ins.y1))[i]
-        block = cube.read_block_be(ya, yb, ins.x0, ins.x1)  # (y, x, T, P)
-        _copy_pixels(buf, lay, block, slice(ya - win.y0, yb - win.y0), sx, with_err, split=False)
-
     if _two_halves(cube, ins):
+
+        def half(i: int) -> None:
+            n, mid = lay.nrows, (ins.y0 + ins.y1) // 2
+            if not rows_done:
+                _fill_rows(rec, cube, (0, n // 2)[i], (n // 2, n)[i], pixels=False)
+            ya, yb = ((ins.y0, mid), (mid, ins.y1))[i]
+            block = cube.read_block_be(ya, yb, ins.x0, ins.x1)  # (y, x, T, P)
+            _copy_pixels(buf, lay, block, slice(ya - win.y0, yb - win.y0), sx, with_err, split=False)
+
         other = _pool().submit(half, 1)
         half(0)
         other.result()
@@ -1084,6 +1085,27 @@ class _BufferFile(io.RawIOBase):
         return self._pos
 
 
+_FILE_STATE: dict[str, Any] | None = None
+
+
+def _memory_file(raw: bytes | memoryview) -> _File:
+    """``_File(_BufferFile(raw), mode="readonly")``, made without its ``__init__`` (7-10 us of
+    checks for URLs, compression and modes, a tenth of a 5x5 cut): the attributes astropy sets
+    for a read-only file object are the same for every buffer but the file and its size (a test
+    compares the two constructions attribute by attribute)."""
+    global _FILE_STATE
+    fileobj = _BufferFile(raw)
+    if _FILE_STATE is None:
+        state = dict(vars(_File(_BufferFile(b""), mode="readonly")))
+        del state["_file"], state["size"]
+        _FILE_STATE = state
+    f = _File.__new__(_File)
+    f.__dict__.update(_FILE_STATE)
+    f._file = fileobj
+    f.size = len(fileobj._data)
+    return f
+
+
 class TpfHDUList(fits.HDUList):
     """A TPF's HDUList over its assembled bytes ``raw`` (kept as ``.raw`` for :func:`tpf_bytes`).
 
@@ -1101,7 +1123,7 @@ class TpfHDUList(fits.HDUList):
     @classmethod
     def from_bytes(cls, raw: bytes | memoryview) -> TpfHDUList:
         """The HDUList of the FITS file ``raw``, read lazily (nothing parsed yet)."""
-        hdul = cls(file=_File(_BufferFile(raw), mode="readonly"))
+        hdul = cls(file=_memory_file(raw))
         hdul.raw = raw
         return hdul
 
@@ -1193,7 +1215,6 @@ class CutoutFactory:
         self.max_side = max_side
         self.max_volume = max_volume
         self.cube_wcs = None
-        self.cutout_lims = None
         self._fit: LinearFit | None = None
         self._geo: CutoutGeometry | None = None
 
@@ -1201,6 +1222,14 @@ class CutoutFactory:
     def center_coord(self) -> SkyCoord | None:
         """The last cut's centre (astrocut's attribute; a SkyCoord built on demand: ~1 ms)."""
         return None if self._geo is None else self._geo.coord
+
+    @property
+    def cutout_lims(self) -> np.ndarray | None:
+        """The last cut's window ``[[x0, x1], [y0, y1]]`` in 0-based FFI pixels (astrocut's attribute)."""
+        if self._geo is None:
+            return None
+        w = self._geo.window
+        return np.array([[w.x0, w.x1], [w.y0, w.y1]])
 
     @property
     def cutout_wcs(self) -> Any:
@@ -1256,7 +1285,6 @@ class CutoutFactory:
         win = geo.window
         self.cube_wcs = cube.wcs
         self._geo = geo
-        self.cutout_lims = np.array([[win.x0, win.x1], [win.y0, win.y1]])
         self._fit = result.fit
         if verbose:
             self._report(cube, geo, result, t1 - t0)

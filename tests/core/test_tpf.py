@@ -313,6 +313,22 @@ def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypat
         assert np.all(back[1].data["FLUX"] == -1.0) and np.all(back[2].data == 7)
 
 
+def test_memory_file_is_what_astropy_would_build():
+    """The in-memory TPF's astropy ``_File`` is made without its ``__init__``: every attribute must
+    equal those of ``_File(fileobj, mode="readonly")`` for the same buffer (this fails if an
+    astropy upgrade adds or changes one), and two files share no state."""
+    from astropy.io.fits.file import _File
+
+    raw = bytes(range(256)) * 45
+    fast, slow = tpf_mod._memory_file(raw), _File(tpf_mod._BufferFile(raw), mode="readonly")
+    mine, theirs = dict(vars(fast)), dict(vars(slow))
+    assert isinstance(mine.pop("_file"), tpf_mod._BufferFile) and isinstance(theirs.pop("_file"), tpf_mod._BufferFile)
+    assert mine == theirs and mine["size"] == len(raw)
+    other = tpf_mod._memory_file(b"x" * 2880)
+    assert other.size == 2880 and other._file is not fast._file
+    assert fast.read(4) == raw[:4] and other.read(2) == b"xx" and fast.tell() == 4
+
+
 def test_memory_result_pickles_with_its_edits(spoc_cube):
     """Like astrocut's in-memory HDUList, ours survives pickling (multiprocessing workers return
     TPFs), unread or edited."""
