@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,11 +76,13 @@ def render_cube_preview(cube: Any, ra: float, dec: float, nx: int, ny: int, stre
     flux = np.asarray(hdul[1].data["FLUX"], dtype=np.float32)
     if flux.ndim == 2:  # a one-frame cube
         flux = flux[None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels off the science area
-        frame = np.nanmedian(flux, axis=0)
-    if not np.isfinite(frame).any():
+    # the median over pixels with data only: all-NaN pixels (off the science area) stay NaN
+    # without nanmedian's warning, so no process-wide warning filter is touched (core.quiet)
+    valid = np.isfinite(flux).any(axis=0)
+    if not valid.any():
         raise NoDataError("the cutout has no valid pixels on this cube", field="ra")
+    frame = np.full(flux.shape[1:], np.nan, dtype=np.float32)
+    frame[valid] = np.nanmedian(flux[:, valid], axis=0)
     pixels = normalize_img(frame, stretch=stretch, minmax_percent=PREVIEW_PERCENT, invert=invert)
     image = Image.fromarray(pixels).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     buf = io.BytesIO()

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import threading
-import warnings
 from collections import OrderedDict
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from core.errors import CorruptFileError, NotFoundError
+from core.quiet import quiet
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.storage import S3Config
@@ -89,8 +89,7 @@ def _read_header(source: Any, offset: int, uri: str) -> tuple[fits.Header, int]:
         text = buf[: end - CARD].decode("ascii")
     except UnicodeDecodeError:
         raise CorruptFileError(f"{uri}: not a FITS file (non-ASCII header)", field="cube_file") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             header = fits.Header.fromstring(text)
         except Exception as exc:  # noqa: BLE001 - astropy raises several types for malformed cards
@@ -177,8 +176,7 @@ class Cube:
         raw = src.read_range(
             t_off, h2len + _padded(tbytes) if src.size >= t_off + h2len + _padded(tbytes) else h2len + tbytes
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             try:
                 hdu = fits.BinTableHDU.fromstring(raw)
                 table = hdu.data
@@ -257,8 +255,7 @@ class Cube:
             if isinstance(value, float) and np.isnan(value):
                 continue
             header[name] = value
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
+        with quiet(FITSFixedWarning):
             self._wcs = WCS(header, relax=True)
         self._wcs_local = threading.local()
         self.wcs_row = row
@@ -292,8 +289,8 @@ class Cube:
         if hit is not None:
             return hit
         try:
-            # no warnings.catch_warnings() here: it swaps the process-wide filters, which is not
-            # thread-safe (concurrent cuts could leave an "ignore" filter behind for good); the
+            # no quiet() here: it would put every new position of every cut through one lock (it
+            # must: warnings.catch_warnings alone is not thread-safe, see core.quiet); the
             # converging path warns of nothing, and _world2pix silences its astropy fallback
             x, y = _world2pix(self.wcs, ra, dec)
         except Exception:  # noqa: BLE001 - NoConvergence, wcslib errors...: not on the CCD
@@ -433,8 +430,7 @@ def _world2pix(wcs: WCS, ra: float, dec: float, tolerance: float = 1e-4, maxiter
     else:
         if math.isfinite(x) and math.isfinite(y) and dn < tol2:
             return x, y
-    with warnings.catch_warnings():  # far off the CCD: "All-NaN slice" RuntimeWarnings
-        warnings.simplefilter("ignore")
+    with quiet():  # far off the CCD: "All-NaN slice" RuntimeWarnings
         x, y = wcs.all_world2pix(ra, dec, 0)
     return float(x), float(y)
 

@@ -37,6 +37,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
 from core.geometry import parse_coordinates, parse_cutout_size
+from core.quiet import quiet
 from core.storage import atomic_output
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,7 @@ def image_wcs(header: fits.Header) -> tuple[WCS, bool]:
         for key in list(source.keys()):
             if key.startswith(_SIP_PREFIXES):
                 del source[key]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FITSFixedWarning and friends
+    with quiet():  # FITSFixedWarning and friends
         try:
             wcs = WCS(source, relax=True)
         except (ValueError, KeyError, TypeError, MemoryError) as exc:
@@ -259,8 +259,7 @@ def cutout_limits(
     and a side that rounds to nothing becomes the one pixel holding the centre.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             center = coord.to_pixel(wcs)
     except (NoConvergence, ValueError):
         return None
@@ -565,8 +564,7 @@ def primary_hdu(coord: SkyCoord | None) -> fits.PrimaryHDU:
 
 def write_atomic(hdulist: fits.HDUList, path: str | os.PathLike) -> str:
     """Write ``hdulist`` (with checksums) to a temporary name beside ``path``, then rename it."""
-    with atomic_output(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # long ORIG_FLE comments get truncated; harmless
+    with atomic_output(path) as tmp, quiet():  # long ORIG_FLE comments get truncated; harmless
         hdulist.writeto(tmp, checksum=True, overwrite=True)
     return Path(path).as_posix()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from scipy.interpolate import splev, splprep
 from core.combine import combine_headers
 from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError
 from core.fits_cut import write_atomic
+from core.quiet import quiet
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,7 @@ def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fl
                     ap_header["NAXIS2"], ap_header["NAXIS1"])
             except (IndexError, KeyError, TypeError) as exc:
                 raise CorruptFileError(f"{fle} is not a target pixel file: {exc}", field="cutout_fles") from None
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet():
                 tpf_wcs = WCS(ap_header)
         if "TIME" not in table.colnames or "FLUX" not in table.colnames:
             raise CorruptFileError(f"{fle} has no TIME/FLUX columns", field="cutout_fles")
@@ -371,8 +370,7 @@ def center_on_path(
     if img_wcs is not None:
         ny_img, nx_img = img_wcs.array_shape
         aperture = np.zeros((ny_img, nx_img), dtype=np.int32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             xs, ys = img_wcs.world_to_pixel(SkyCoord(table["TGT_RA"], table["TGT_DEC"], unit="deg"))
         for bx, by in zip(np.atleast_1d(xs), np.atleast_1d(ys)):
             if not (np.isfinite(bx) and np.isfinite(by)):

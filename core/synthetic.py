@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,7 @@ from erfa import ErfaWarning
 from scipy.special import erf
 
 from core.errors import InvalidInputError, NoDataError
+from core.quiet import quiet
 from core.storage import atomic_output
 from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
 
@@ -126,8 +126,7 @@ def sector_wcs_header(sector: int, camera: int, ccd: int, *, origin: tuple[int, 
     """
     w = full_frame_wcs(sector, camera, ccd, fallback_center)
     y0, x0 = origin
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         full = w.to_header(relax=True)
     hdr = fits.Header()
     hdr["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
@@ -196,8 +195,7 @@ def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
 
 def _utc_iso(btjd: np.ndarray, barycorr: np.ndarray) -> list[str]:
     """ISO UTC strings ('...Z', ms precision) of spacecraft times BTJD - BARYCORR (TDB -> UTC)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ErfaWarning)  # "dubious year": future sectors, no leap-second table
+    with quiet(ErfaWarning):  # "dubious year": future sectors, no leap-second table
         t = Time(np.asarray(btjd) - np.asarray(barycorr) + _BTJD0, format="jd", scale="tdb").utc
         t.precision = 3
         return [v + "Z" for v in np.atleast_1d(t.isot)]
@@ -205,8 +203,7 @@ def _utc_iso(btjd: np.ndarray, barycorr: np.ndarray) -> list[str]:
 
 def _iso_to_mjd(iso: str) -> float:
     """MJD of an ISO calendar string, read in its own scale (what wcslib's datfix computes)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ErfaWarning)
+    with quiet(ErfaWarning):
         return float(Time(iso.rstrip("Z"), format="isot", scale="utc").mjd)
 
 
@@ -224,8 +221,7 @@ def spoc_ffi_name(sector: int, camera: int, ccd: int, tstart: float) -> str:
     The time stamp is the UTC of ``tstart`` (BTJD, converted without the barycentric correction);
     real SPOC names stamp a time near the end of the exposure, which no reader relies on.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ErfaWarning)  # "dubious year" for future sectors
+    with quiet(ErfaWarning):  # "dubious year" for future sectors
         stamp = Time(float(tstart) + _BTJD0, format="jd", scale="tdb").utc.strftime("%Y%j%H%M%S")
     return f"tess{stamp}-s{sector:04d}-{camera}-{ccd}-{_scid(sector):04d}-s_ffic.fits"
 
@@ -537,8 +533,7 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     # --- geometry: full-frame WCS, window origin, transit-star pixel
     full = full_frame_wcs(sector, camera, ccd, center)
     if center is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet():
             fx, fy = (float(v) for v in full.all_world2pix([[center[0], center[1]]], 0, tolerance=1e-10,
                                                            quiet=True)[0])
         on_ccd = (math.isfinite(fx) and math.isfinite(fy) and -0.5 <= fx < FULL_SHAPE[1] - 0.5
@@ -554,8 +549,7 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     else:
         origin = (int(np.rint(fy)) - ny // 2, int(np.rint(fx)) - nx // 2)
     wcs_hdr = sector_wcs_header(sector, camera, ccd, origin=origin, fallback_center=center)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         img_wcs = WCS(wcs_hdr)
     tx, ty = fx - origin[1], fy - origin[0]
     if center is None:

@@ -40,7 +40,6 @@ import re
 import sys
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ import core
 from core.cube import Cube, open_cube
 from core.errors import InvalidInputError, NoDataError, TooLargeError
 from core.geometry import PixelSize, Window, centered_window, parse_coordinates, parse_cutout_size
+from core.quiet import quiet
 from core.storage import atomic_output
 from core.wcs_fit import LinearFit, fit_linear_wcs
 
@@ -339,9 +339,8 @@ def _template(cube: Cube) -> _Template:
     tpl = cube._templates.get("tpf")
     if tpl is not None:
         return tpl
-    with warnings.catch_warnings():
-        # long comments are truncated to fit a card, as astrocut's headers are
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+    # long comments are truncated to fit a card, as astrocut's headers are
+    with quiet(fits.verify.VerifyWarning):
         tpl = _make_template(cube)
     cube._templates["tpf"] = tpl
     return tpl
@@ -1161,8 +1160,7 @@ def tpf_bytes(hdul: fits.HDUList) -> bytes:
     if raw is not None and not _modified(hdul):
         return bytes(raw)
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+    with quiet(fits.verify.VerifyWarning):
         hdul.writeto(buf)
     return buf.getvalue()
 

@@ -114,6 +114,24 @@ def test_preview_errors_have_the_error_shape(http, params, status, field):
     assert body["error"]["field"] == field and body["msg"]
 
 
+def test_preview_at_the_cube_edge_warns_of_nothing(spoc_cube):
+    """A preview half off the cube: the off-cube pixels (all-NaN over time) render, and no
+    RuntimeWarning is raised (nanmedian's is avoided rather than filtered: see core.quiet)."""
+    import warnings
+
+    from app.web import render_cube_preview
+    from core.cube import open_cube
+
+    cube = open_cube(spoc_cube)
+    ra, dec = (float(v) for v in cube.wcs.all_pix2world(1.0, 30.0, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = render_cube_preview(cube, ra, dec, 9, 7, "linear")
+    pixels = np.asarray(Image.open(io.BytesIO(png)))
+    assert pixels.shape == (7, 9)
+    assert pixels[:, :3].max() == 0 and pixels[:, 4:].max() == 255  # off the cube: black
+
+
 def test_preview_tica(http):
     r = http.get("/preview/cube.png", params={"ra": DEMO_RA, "dec": DEMO_DEC, "x": 5, "sector": 38,
                                               "product": "tica"})
