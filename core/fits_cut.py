@@ -563,8 +563,15 @@ def primary_hdu(coord: SkyCoord | None) -> fits.PrimaryHDU:
 
 
 def write_atomic(hdulist: fits.HDUList, path: str | os.PathLike) -> str:
-    """Write ``hdulist`` (with checksums) to a temporary name beside ``path``, then rename it."""
-    with atomic_output(path) as tmp, quiet():  # long ORIG_FLE comments get truncated; harmless
+    """Write ``hdulist`` (with checksums) to a temporary name beside ``path``, then rename it.
+
+    The headers are formatted first, silently (a long ORIG_FLE value truncates its card's comment,
+    harmless); astropy keeps the formatted cards, so the write itself warns of nothing and runs
+    outside :func:`core.quiet.quiet`'s lock."""
+    with quiet(fits.verify.VerifyWarning):
+        for hdu in hdulist:
+            hdu.header.tostring()
+    with atomic_output(path) as tmp:
         hdulist.writeto(tmp, checksum=True, overwrite=True)
     return Path(path).as_posix()
 

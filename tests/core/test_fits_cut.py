@@ -292,3 +292,40 @@ def test_an_extension_no_input_has_is_a_bad_extension_not_no_data(images):
     with pytest.raises(NoDataError) as err:  # the extension exists; the position is off the image
         _quiet(fits_cut, images, "10.0 -30.0", 5, extension=[1], memory_only=True)
     assert err.value.field == "coordinates"
+
+
+def test_write_atomic_truncates_long_comments_silently_outside_the_warnings_lock(tmp_path, monkeypatch):
+    """A 60-character ORIG_FLE value truncates its card's comment (astropy warns); write_atomic
+    formats the headers under core.quiet, and the disk write itself runs without quiet's lock
+    (held, it would serialise every concurrent cutout write) and warns of nothing."""
+    import threading
+
+    from core import fits_cut as fits_cut_mod
+    from core import quiet as quiet_mod
+
+    hdu = fits.ImageHDU(np.ones((3, 3), "f4"))
+    hdu.header["ORIG_FLE"] = ("x" * 60, "Original image filename")
+    hdul = fits.HDUList([fits.PrimaryHDU(), hdu])
+    free = []
+
+    def probe() -> None:  # another thread: can it take quiet's lock while we write?
+        got = quiet_mod._LOCK.acquire(timeout=5)
+        free.append(got)
+        if got:
+            quiet_mod._LOCK.release()
+
+    def writeto(self, *args, **kwargs):
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        return real_writeto(self, *args, **kwargs)
+
+    real_writeto = fits.HDUList.writeto
+    monkeypatch.setattr(fits.HDUList, "writeto", writeto)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fits_cut_mod.write_atomic(hdul, tmp_path / "long.fits")
+    assert free == [True]
+    with fits.open(out) as back:
+        assert back[1].header["ORIG_FLE"] == "x" * 60
+        assert back[1].header["CHECKSUM"]
