@@ -91,16 +91,13 @@ class CubeEntry:
             "ccd": str(self.ccd),
         }
 
-    def near(self, coord: Position, radius: u.Quantity | float = 0 * u.deg) -> bool:
-        """Cheap pre-test: within the circle around the footprint (grown by ``radius``).
+    def _near(self, ra: float, dec: float, radius_deg: float) -> bool:
+        """Cheap pre-test: ICRS (ra, dec) degrees within the circle around the footprint (grown by
+        ``radius_deg``).
 
         The angular distance is computed with the haversine formula on plain floats: astropy's
         ``SkyCoord.separation`` cost ~1 ms a call, more than the rest of the containment test.
         """
-        ra, dec = radec_deg(coord)
-        return self._near(ra, dec, _degrees(radius))
-
-    def _near(self, ra: float, dec: float, radius_deg: float) -> bool:
         ra1, dec1 = math.radians(self.center[0]), math.radians(self.center[1])
         ra2, dec2 = math.radians(ra), math.radians(dec)
         hav = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2

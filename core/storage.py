@@ -308,9 +308,9 @@ class ByteSource(abc.ABC):
     def _read(self, offset: int, length: int) -> bytes:
         """Read exactly ``length`` bytes at ``offset`` (already validated); count stats."""
 
-    def _count(self, nbytes: int) -> None:
-        self.stats.add(1, nbytes)
-        GLOBAL_STATS.add(1, nbytes)
+    def _count(self, nbytes: int, gets: int = 1) -> None:
+        self.stats.add(gets, nbytes)
+        GLOBAL_STATS.add(gets, nbytes)
 
     # -- public API --------------------------------------------------------------------------
     def _check(self, offset: int, length: int) -> None:
@@ -521,8 +521,7 @@ class LocalSource(ByteSource):
                 pos += n
         except OSError as exc:
             raise UnavailableError(f"Cannot read {self.uri}: {exc.strerror or exc}") from None
-        self.stats.add(count, out.nbytes)
-        GLOBAL_STATS.add(count, out.nbytes)
+        self._count(out.nbytes, count)
 
     def close(self) -> None:
         with self._lock:

@@ -811,11 +811,11 @@ def _fill_constants(buf: np.ndarray, lay: _Layout, cube: Cube, pixels: bool, row
     buf[o[2] + lay.nrows * lay.dtype.itemsize : o[3]] = 0
     buf[o[3] : o[4]] = np.frombuffer(h2, np.uint8)
     buf[o[4] + lay.nx * lay.ny * 4 : o[5]] = 0
+    rec, aperture = _views(buf, lay)
     if pixels:
-        _views(buf, lay)[1][...] = 0  # the aperture
+        aperture[...] = 0
     if not rows:
         return
-    rec = _views(buf, lay)[0]
     n = len(rec)
     if rec.nbytes >= _THREADED_COPY_BYTES and n > 1 and _COPY_THREADS > 1:
         other = _pool().submit(_fill_rows, rec, cube, n // 2, n, pixels)
@@ -932,7 +932,7 @@ def _fill_pixels(
     partial = ins.nx != win.nx or ins.ny != win.ny
     with_err = cube.product == "SPOC" and cube.nplanes > 1
     if partial or not rows_done or not (with_err or prefilled):
-        rec = buf[lay.offsets[2] : lay.offsets[2] + lay.nrows * lay.dtype.itemsize].view(lay.dtype)
+        rec = _views(buf, lay)[0]
         if partial:  # astrocut pads with its fill value, NaN
             rec["FLUX"] = np.nan
             rec["FLUX_ERR"] = np.nan
@@ -958,7 +958,7 @@ def _fill_pixels(
         block = cube.read_block_be(ins.y0, ins.y1, ins.x0, ins.x1, threads=threads)  # (y, x, T, P)
         _copy_pixels(buf, lay, block, sy, sx, with_err)
     if partial or not prefilled:
-        aperture = np.ndarray((lay.ny, lay.nx), ">i4", buf, lay.offsets[4])
+        aperture = _views(buf, lay)[1]
         aperture[...] = 0
         aperture[sy, sx] = 1
 
@@ -1139,11 +1139,6 @@ class TpfHDUList(fits.HDUList):
         return (TpfHDUList.from_bytes, (tpf_bytes(self),))
 
 
-def _hdulist(raw: bytes | memoryview) -> fits.HDUList:
-    """The lazily read HDUList of a TPF's bytes (:class:`TpfHDUList`)."""
-    return TpfHDUList.from_bytes(raw)
-
-
 def build_tpf(cube: Cube, coord: SkyCoord, size: PixelSize, threads: int = 1) -> fits.HDUList:
     """The TPF of a ``size`` cutout centred on ``coord`` as an HDUList (used by the service).
 
@@ -1151,7 +1146,7 @@ def build_tpf(cube: Cube, coord: SkyCoord, size: PixelSize, threads: int = 1) ->
     untouched when the HDUList was not modified.
     """
     geo = locate(cube, coord, size)
-    return _hdulist(cut_bytes(cube, geo, threads).data)
+    return TpfHDUList.from_bytes(cut_bytes(cube, geo, threads).data)
 
 
 def tpf_bytes(hdul: fits.HDUList) -> bytes:
@@ -1166,7 +1161,7 @@ def tpf_bytes(hdul: fits.HDUList) -> bytes:
 
 
 def _modified(hdul: fits.HDUList) -> bool:
-    """Whether an HDUList from :func:`_hdulist` may differ from its ``raw`` bytes."""
+    """Whether a :class:`TpfHDUList` may differ from its ``raw`` bytes."""
     try:
         if len(hdul) != 3:  # also reads every (lazy) header
             return True
@@ -1287,7 +1282,7 @@ class CutoutFactory:
         if verbose:
             self._report(cube, geo, result, t1 - t0)
         if memory_only:
-            return _hdulist(result.data)
+            return TpfHDUList.from_bytes(result.data)
         name = target_pixel_file or tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny)
         out_dir = Path(output_path)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -194,13 +194,15 @@ def fit_linear_wcs(full_wcs: WCS, width: int, height: int, x0: int = 0, y0: int 
     crpix0 = np.array([-(d * ox - b * oy) / det, -(a * oy - c * ox) / det])  # 0-based reference pixel
 
     gx, gy = pts.x[n:], pts.y[n:]
-    d = np.hypot(xi[n:] - (cd[0, 0] * gx + cd[0, 1] * gy + offset[0]), eta[n:] - (cd[1, 0] * gx + cd[1, 1] * gy + offset[1]))
+    sep = np.hypot(
+        xi[n:] - (cd[0, 0] * gx + cd[0, 1] * gy + offset[0]), eta[n:] - (cd[1, 0] * gx + cd[1, 1] * gy + offset[1])
+    )  # tangent-plane residuals, degrees
     return LinearFit(
         crpix=crpix0 + 1.0,
         cd=cd,
         crval=(ra0, dec0),
-        max_sep=float(d.max()),
-        sigma=float(np.sqrt(np.sum(d**2) * (width * height) / d.size)),  # scaled to all pixels
+        max_sep=float(sep.max()),
+        sigma=float(np.sqrt(np.sum(sep**2) * (width * height) / sep.size)),  # scaled to all pixels
         width=width,
         height=height,
     )
