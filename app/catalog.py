@@ -127,7 +127,7 @@ def _list_local(root: str) -> list[str]:
 
 
 def _list_s3(location: str, s3: Any) -> list[str]:
-    from core import storage
+    from core import s3 as storage
     from core.errors import CutoutError
 
     try:
@@ -145,7 +145,7 @@ class Catalog:
     ----------
     cube_dirs : sequence of str
         Local folders and/or ``s3://bucket/prefix`` locations.
-    s3 : core.storage.S3Config, optional
+    s3 : core.s3.S3Config, optional
         How to reach S3.
     threads : int
         Cubes opened at once while indexing.

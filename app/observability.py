@@ -18,7 +18,7 @@ client's ``X-Request-ID``, else a new one. Handlers describe their cutout with
 
 Metrics (all prefixed ``cutout_``): requests by method/route/status, a duration histogram by
 route, response bytes by route, requests in progress, cutouts and pixel-frames served, storage
-reads (gets and bytes, all sources and S3 only, from :data:`core.storage.GLOBAL_STATS` and
+reads (gets and bytes, all sources and S3 only, from :data:`core.sources.GLOBAL_STATS` and
 ``GLOBAL_S3_STATS``), the worker pool (running, waiting = queue depth, timeouts, refusals) and
 the number of hosted cubes. Routes are labelled by their template (``/tesscut/api/v0.1/astrocut``),
 unmatched paths as ``<unmatched>``, so label cardinality stays bounded.
@@ -79,7 +79,7 @@ class _ServiceCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Any]:
-        from core import storage
+        from core import sources as storage
 
         gets = CounterMetricFamily("cutout_storage_gets", "Reads from cube/image storage (pread or S3 GET).",
                                    labels=["source"])

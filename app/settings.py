@@ -56,14 +56,21 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="on SIGTERM, seconds in-flight requests get to finish before the server exits"
     )
+    # The s3_* fields are the engine's core.s3.S3Config fields (same names after the prefix, same
+    # environment variables CUTOUT_S3_*): the service and the engine read one setting one way.
     s3_endpoint_url: str | None = None
-    s3_anonymous: bool = False
+    s3_anonymous: bool | None = Field(
+        None, description="true: unsigned requests; false: signed; unset: unsigned unless credentials exist"
+    )
     s3_region: str | None = None
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_connect_timeout_s: float = Field(5.0, gt=0, description="seconds per S3 connection attempt")
     s3_read_timeout_s: float = Field(30.0, gt=0, description="seconds per S3 socket read")
     s3_max_attempts: int = Field(4, ge=1, description="attempts per S3 request (bounded retries, backoff)")
+    s3_max_connections: int = Field(
+        64, ge=1, description="S3 requests in flight at once, process-wide (a cut issues all its ranges at once)"
+    )
     log_level: str = "info"
 
     @field_validator("cube_dirs", "image_roots", mode="before")
@@ -86,26 +93,16 @@ class Settings(BaseSettings):
         return value.lower()
 
     def s3_config(self) -> Any:
-        """The engine's :class:`core.storage.S3Config` built from the ``s3_*`` settings.
+        """The engine's :class:`core.s3.S3Config`: each field from the ``s3_<field>`` setting."""
+        import dataclasses
 
-        ``s3_anonymous=False`` with no keys leaves the choice to the engine (signed when the
-        environment has credentials, else unsigned).
-        """
-        from core.storage import S3Config
+        from core.s3 import S3Config
 
-        def secret(value: SecretStr | None) -> str | None:
-            return value.get_secret_value() if value is not None else None
-
-        return S3Config(
-            endpoint_url=self.s3_endpoint_url,
-            region=self.s3_region,
-            anonymous=True if self.s3_anonymous else None,
-            access_key_id=secret(self.s3_access_key_id),
-            secret_access_key=secret(self.s3_secret_access_key),
-            connect_timeout=self.s3_connect_timeout_s,
-            read_timeout=self.s3_read_timeout_s,
-            max_attempts=self.s3_max_attempts,
-        )
+        values = {}
+        for f in dataclasses.fields(S3Config):
+            value = getattr(self, f"s3_{f.name}")
+            values[f.name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return S3Config(**values)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a JSON-able dict with secrets shown as ``'**********'``."""

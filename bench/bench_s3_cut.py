@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from core import storage
+from core import s3 as storage
 from tests.s3server import MotoS3Server
 
 _REQ = re.compile(rb"(GET|HEAD|PUT|POST|DELETE) /[^ \r\n]* HTTP/1\.[01]\r\n")
@@ -191,7 +191,7 @@ def main() -> None:
             anonymous=True,
             access_key_id=None,
             secret_access_key=None,
-            read_timeout=60,
+            read_timeout_s=60,
             max_attempts=3,
         )
         os.environ["AWS_ENDPOINT_URL_S3"] = proxy.url

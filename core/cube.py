@@ -31,7 +31,7 @@ from core.errors import CorruptFileError, NotFoundError
 from core.quiet import quiet
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.storage import S3Config
+    from core.s3 import S3Config
 
 BLOCK = 2880
 CARD = 80
@@ -54,7 +54,7 @@ CACHE_STATS = {"parses": 0, "hits": 0}
 
 
 def _open_source(uri: str, s3: Any = None) -> Any:
-    from core.storage import open_source
+    from core.sources import open_source
 
     return open_source(uri, s3=s3)
 
@@ -108,7 +108,7 @@ class Cube:
 
     Attributes
     ----------
-    uri, source : the location and its :mod:`core.storage` byte source.
+    uri, source : the location and its :mod:`core.sources` byte source.
     primary_header : astropy Header of HDU 0.
     table_header : astropy Header of HDU 2.
     table : FITS_rec of HDU 2 (one row per FFI).

@@ -6,7 +6,7 @@ x-first sizes), the same output layout (PRIMARY with ORIGIN, DATE, PROCVER, RA_O
 ORIG_FLE, ORIG_EXT) and the same default file names. Departures, each on purpose:
 
 - only the rows and columns a cutout needs are read (``ImageHDU.section`` through
-  :class:`astropy.nddata.Cutout2D`), locally or from ``s3://`` through :func:`core.storage.open_fits`;
+  :class:`astropy.nddata.Cutout2D`), locally or from ``s3://`` through :func:`core.range_file.open_fits`;
 - integer images padded with NaN are promoted to float instead of failing inside numpy;
 - bad input raises :mod:`core.errors` exceptions with ``field=`` set; an input that does not overlap
   the position is skipped with a :class:`DataWarning`, and :class:`~core.errors.NoDataError` is
@@ -35,10 +35,10 @@ from astropy.nddata import Cutout2D, NoOverlapError
 from astropy.wcs import WCS, NoConvergence
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from core.atomic import atomic_output
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
 from core.geometry import parse_coordinates, parse_cutout_size
 from core.quiet import quiet
-from core.storage import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def _extract(hdu: Any, wcs: WCS, lims: tuple[int, int, int, int], fill_value: fl
     """Read the window ``lims`` of an image HDU, padding outside the image with ``fill_value``.
 
     Only the overlapping rows and columns are read: from the memory map of a local file, else
-    through ``hdu.section`` (S3 inputs read through :class:`core.storage.RangeFile`).
+    through ``hdu.section`` (S3 inputs read through :class:`core.range_file.RangeFile`).
     """
     x0, x1, y0, y1 = lims
     nx, ny = x1 - x0, y1 - y0
@@ -478,7 +478,7 @@ def cut_hdulist(
 
 def _open_fits(uri: str, s3: Any = None) -> fits.HDUList:
     """Open a FITS file lazily (local path or ``s3://`` URI)."""
-    from core.storage import open_fits
+    from core.range_file import open_fits
 
     return open_fits(uri, s3=s3)
 
@@ -630,7 +630,7 @@ def fits_cut(
         How window limits are rounded.
     verbose : bool
         Log progress at DEBUG level to this module's logger.
-    s3 : core.storage.S3Config, optional
+    s3 : core.s3.S3Config, optional
         Settings for ``s3://`` inputs.
     allow_empty : bool
         Keep files whose cutouts are all 0 or NaN (marked ``EMPTY = T``).

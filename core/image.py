@@ -33,9 +33,9 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from core.atomic import atomic_output
 from core.errors import InvalidInputError
 from core.fits_cut import ORIGIN, ImageCut, cut_images, cutout_filename, input_stem, software_version
-from core.storage import atomic_output
 
 log = logging.getLogger(__name__)
 

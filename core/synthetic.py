@@ -36,9 +36,9 @@ from astropy.wcs import WCS
 from erfa import ErfaWarning
 from scipy.special import erf
 
+from core.atomic import atomic_output
 from core.errors import InvalidInputError, NoDataError
 from core.quiet import quiet
-from core.storage import atomic_output
 from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
 
 __all__ = [

@@ -54,11 +54,11 @@ from astropy.io.fits.file import _File  # what HDUList(file=...) takes; fits.ope
 from astropy.time import Time
 
 import core
+from core.atomic import atomic_output
 from core.cube import Cube, open_cube
 from core.errors import InvalidInputError, NoDataError, TooLargeError
 from core.geometry import PixelSize, Window, centered_window, parse_coordinates, parse_cutout_size
 from core.quiet import quiet
-from core.storage import atomic_output
 from core.wcs_fit import LinearFit, fit_linear_wcs
 
 CREATOR = "tess-cutout-service"

@@ -57,7 +57,7 @@ def s3_server():
         from tests.s3server import MotoS3Server
     except ImportError:  # pragma: no cover - tests/ itself on sys.path
         from s3server import MotoS3Server
-    from core import storage
+    from core import s3 as storage
 
     server = MotoS3Server().start()
     try:

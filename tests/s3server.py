@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Self
 
-from core.storage import S3Config
+from core.s3 import S3Config
 
 
 def free_port() -> int:
@@ -50,8 +50,8 @@ class MotoS3Server:
             anonymous=False,
             access_key_id="testing",
             secret_access_key="testing",
-            connect_timeout=2,
-            read_timeout=10,
+            connect_timeout_s=2,
+            read_timeout_s=10,
             max_attempts=2,
         )
         self._client: Any = None

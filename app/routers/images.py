@@ -1,7 +1,7 @@
 """Cutouts of FITS images: ``fits_cut``, ``img_cut`` and ``combine`` (astrocut's functions over HTTP).
 
 Inputs are paths relative to a configured image root, or ``s3://`` URIs under an allowed prefix
-(both checked with :func:`core.storage.confine` before anything is opened: anything else is 403),
+(both checked with :func:`core.confine.confine` before anything is opened: anything else is 403),
 or files uploaded in a multipart POST as ``files`` (at most ``max_upload_bytes`` per request).
 At most ``max_input_files`` inputs per request.
 """
@@ -63,7 +63,7 @@ def _roots(services: Services) -> tuple[list[str], list[str]]:
 
 
 def _confined(services: Services, images: Sequence[str]) -> list[str]:
-    from core.storage import confine
+    from core.confine import confine
 
     local, s3 = _roots(services)
     return [confine(image, local, s3, field="images") for image in images]

@@ -1,9 +1,7 @@
-"""Tests of core.storage against local files and a real moto S3 server on loopback."""
+"""Tests of core.sources (and core.s3's client/HEAD handling) against local files and a real moto S3 server on loopback."""
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import os
 import random
 import socketserver
@@ -13,18 +11,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from core import storage
+from core import s3 as storage
 from core.errors import CorruptFileError, ForbiddenError, InvalidInputError, NotFoundError, UnavailableError
-from core.storage import (
-    GLOBAL_STATS,
-    LocalSource,
-    RangeFile,
-    S3Config,
-    S3Source,
-    confine,
-    open_fits,
-    open_source,
-)
+from core.s3 import S3Config
+from core.sources import GLOBAL_STATS, LocalSource, S3Source, open_source
 
 try:
     from tests.s3server import MotoS3Server, free_port
@@ -68,6 +58,7 @@ def _ranges(size: int, n: int, seed: int, maxlen: int = 50_000) -> list[tuple[in
         ln = rnd.randint(0, maxlen)
         out.append((rnd.randint(0, size - ln), ln))
     return out
+
 
 
 # ---------------------------------------------------------------------------------------- local
@@ -137,23 +128,6 @@ def test_stats_counted_globally(blob):
     assert g1[0] - g0[0] >= 2 and g1[1] - g0[1] >= 30
     src.stats.reset()
     assert src.stats.snapshot() == (0, 0)
-
-
-def test_rangefile_behaves_like_bytesio(blob):
-    path, data = blob
-    rf = RangeFile(open_source(path), block_size=4096, cache_bytes=64 * 1024, close_source=True)
-    ref = io.BytesIO(data)
-    rnd = random.Random(5)
-    for _ in range(200):
-        pos = rnd.randint(0, len(data) + 10)
-        n = rnd.choice([0, 1, 100, 4096, 5000, 70_000, 200_000])
-        assert rf.seek(pos) == ref.seek(pos)
-        assert rf.read(n) == ref.read(n)
-        assert rf.tell() == ref.tell()
-    assert rf.seek(-10, io.SEEK_END) == len(data) - 10
-    assert rf.read() == data[-10:]
-    rf.close()
-    assert rf.closed
 
 
 # ------------------------------------------------------------------------------------------- S3
@@ -260,8 +234,8 @@ def test_s3_unreachable_endpoint_is_unavailable():
     cfg = S3Config(
         endpoint_url=f"http://127.0.0.1:{port}",
         anonymous=True,
-        connect_timeout=0.5,
-        read_timeout=0.5,
+        connect_timeout_s=0.5,
+        read_timeout_s=0.5,
         max_attempts=2,
     )
     with pytest.raises(UnavailableError) as ei:
@@ -323,7 +297,7 @@ class _BadHandler(socketserver.StreamRequestHandler):
 
 def _cfg(url: str, attempts: int = 1) -> S3Config:
     return S3Config(
-        endpoint_url=url, anonymous=True, connect_timeout=0.5, read_timeout=0.3, max_attempts=attempts
+        endpoint_url=url, anonymous=True, connect_timeout_s=0.5, read_timeout_s=0.3, max_attempts=attempts
     )
 
 
@@ -366,7 +340,7 @@ def test_s3_server_dies_during_reads(blob):
     path, data = blob
     with MotoS3Server() as private:
         uri = private.upload(path, "private", "blob.bin")
-        cfg = private.with_config(connect_timeout=0.5, read_timeout=1, max_attempts=2)
+        cfg = private.with_config(connect_timeout_s=0.5, read_timeout_s=1, max_attempts=2)
         src = open_source(uri, s3=cfg)
         ranges = _ranges(len(data), 20, seed=4, maxlen=100_000)
         outcome: dict[int, object] = {}
@@ -395,149 +369,3 @@ def test_s3_server_dies_during_reads(blob):
         assert all(isinstance(v, UnavailableError) for v in outcome.values()), outcome
 
 
-# ----------------------------------------------------------------------------------- FITS / S3
-
-
-def test_open_fits_s3_section_matches_local(cube_file, s3_server):
-    path, data = cube_file
-    uri = s3_server.upload(path, BUCKET, "tess/public/mast/cube.fits")
-    size = os.path.getsize(path)
-
-    local = open_fits(path)
-    remote = open_fits(uri, s3=s3_server.config)
-    try:
-        assert remote[0].header["SECTOR"] == 38
-        assert remote[1].header["NAXIS4"] == 128
-        rf = remote.fileinfo(0)["file"]._file
-        src = rf.source
-        cut = remote[1].section[40:70, 50:80]
-        assert np.array_equal(cut, local[1].section[40:70, 50:80])
-        assert np.array_equal(cut, data[40:70, 50:80])
-        gets, nbytes = src.stats.snapshot()
-        assert nbytes < size / 2, (nbytes, size)
-        assert gets < 30  # 30 row runs, fetched in a few block reads
-        assert list(remote[2].data["TSTART"]) == list(np.arange(10.0))
-    finally:
-        local.close()
-        remote.close()
-
-
-def test_open_fits_errors(tmp_path, s3_server):
-    bad = tmp_path / "bad.fits"
-    bad.write_bytes(b"not a fits file at all" * 200)
-    with pytest.raises(CorruptFileError):
-        open_fits(bad)
-    with pytest.raises(NotFoundError):
-        open_fits(tmp_path / "none.fits")
-    uri = s3_server.upload(bad, BUCKET, "tess/public/bad.fits")
-    with pytest.raises(CorruptFileError):
-        open_fits(uri, s3=s3_server.config)
-    with pytest.raises(NotFoundError):
-        open_fits(f"s3://{BUCKET}/tess/public/none.fits", s3=s3_server.config)
-
-
-# --------------------------------------------------------------------------------------- config
-
-
-def test_config_from_env(monkeypatch, tmp_path):
-    for name in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_PROFILE",
-        "CUTOUT_S3_ANONYMOUS",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
-    cfg = S3Config.from_env()
-    assert cfg.endpoint_url == "http://127.0.0.1:9" and cfg.anonymous is None
-    assert cfg.is_anonymous()  # no credentials anywhere -> unsigned
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AK")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SK")
-    cfg = S3Config.from_env()
-    assert cfg.access_key_id == "AK" and not cfg.is_anonymous()
-    monkeypatch.setenv("CUTOUT_S3_ANONYMOUS", "true")
-    assert S3Config.from_env().is_anonymous()
-    monkeypatch.setenv("CUTOUT_S3_ANONYMOUS", "maybe")
-    with pytest.raises(InvalidInputError):
-        S3Config.from_env()
-    assert hash(S3Config().key()) == hash(dataclasses.replace(S3Config()).key())
-
-
-# -------------------------------------------------------------------------------------- confine
-
-
-@pytest.fixture()
-def roots(tmp_path):
-    root = tmp_path / "data"
-    other = tmp_path / "data2"
-    outside = tmp_path / "secret"
-    for d in (root, other, outside, root / "s38"):
-        d.mkdir()
-    (root / "s38" / "cube.fits").write_bytes(b"x")
-    (other / "only2.fits").write_bytes(b"x")
-    (outside / "passwd").write_bytes(b"x")
-    (root / "escape").symlink_to(outside)  # a symlink leading out of the root
-    (root / "escape.fits").symlink_to(outside / "passwd")
-    (root / "alias.fits").symlink_to(root / "s38" / "cube.fits")  # stays inside: fine
-    return root, other, outside
-
-
-def test_confine_accepts_legit_paths(roots):
-    root, other, _ = roots
-    r = [str(root), str(other)]
-    cube = os.path.realpath(root / "s38" / "cube.fits")
-    assert confine("s38/cube.fits", r) == cube
-    assert confine(str(root / "s38" / "cube.fits"), r) == cube
-    assert confine("s38/../s38/cube.fits", r) == cube  # '..' that stays inside is fine
-    assert confine("alias.fits", r) == cube
-    assert confine("only2.fits", r) == os.path.realpath(other / "only2.fits")  # found in the 2nd root
-    assert confine("s38/new.fits", r) == os.path.realpath(root / "s38" / "new.fits")  # not opened/checked
-    prefixes = ["s3://stpubdata/tess/public/", "s3://mybucket"]
-    uri = "s3://stpubdata/tess/public/mast/tess-s0038-2-2-cube.fits"
-    assert confine(uri, r, prefixes) == uri
-    assert confine("s3://mybucket/any/key.fits", r, prefixes) == "s3://mybucket/any/key.fits"
-    assert confine("s3://stpubdata/tess/x.fits", [], ["s3://stpubdata/tess"]) == "s3://stpubdata/tess/x.fits"
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        "../secret/passwd",
-        "s38/../../secret/passwd",
-        "escape/passwd",
-        "escape.fits",
-        "{outside}/passwd",
-        "/etc/passwd",
-        "file:///etc/passwd",
-        "file:{outside}/passwd",
-        "http://169.254.169.254/latest/meta-data",
-        "https://example.org/cube.fits",
-        "ftp://example.org/cube.fits",
-        "s3://otherbucket/tess/public/x.fits",
-        "s3://stpubdata/tess/publicity/x.fits",
-        "s3://stpubdata/private/x.fits",
-        "s3://stpubdata/tess/public/../../private/x.fits",
-        "s38/cube.fits\x00.png",
-        "s3://stpubdata/tess/public/x\x00.fits",
-    ],
-)
-def test_confine_refuses_escapes(roots, bad):
-    root, other, outside = roots
-    bad = bad.replace("{outside}", str(outside))
-    with pytest.raises(ForbiddenError) as ei:
-        confine(bad, [str(root), str(other)], ["s3://stpubdata/tess/public"], field="cube")
-    assert ei.value.field == "cube"
-
-
-def test_confine_no_roots_and_empty(roots):
-    root, _, _ = roots
-    with pytest.raises(ForbiddenError):
-        confine("s38/cube.fits", [], ["s3://stpubdata/tess/public"])
-    with pytest.raises(ForbiddenError):
-        confine("s3://stpubdata/tess/public/x.fits", [str(root)])  # no prefixes: no S3
-    with pytest.raises(InvalidInputError):
-        confine("  ", [str(root)])
