@@ -28,13 +28,14 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from core.errors import CorruptFileError, NotFoundError
+from core.fits_cards import BLOCK, CARD
+from core.fits_cards import padded as _padded
+from core.fits_cards import read_header as _read_header
 from core.quiet import quiet
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.s3 import S3Config
 
-BLOCK = 2880
-CARD = 80
 _CACHE_SIZE = 32
 
 # Table columns a cube needs, per product (astrocut 1.4.0 for SPOC, 0.11.1 for TICA).
@@ -57,48 +58,6 @@ def _open_source(uri: str, s3: Any = None) -> Any:
     from core.sources import open_source
 
     return open_source(uri, s3=s3)
-
-
-def _find_end(buf: bytes) -> int:
-    """Offset just past the END card in ``buf`` (card-aligned), or -1."""
-    for pos in range(0, len(buf) - CARD + 1, CARD):
-        if buf[pos : pos + 3] == b"END" and buf[pos + 3 : pos + CARD].strip(b" ") == b"":
-            return pos + CARD
-    return -1
-
-
-def _read_header(source: Any, offset: int, uri: str) -> tuple[fits.Header, int]:
-    """Read the header starting at ``offset``; return it and its padded length in bytes."""
-    chunk = 10 * BLOCK
-    buf = b""
-    while True:
-        n = min(chunk, source.size - offset - len(buf))
-        if n <= 0:
-            raise CorruptFileError(f"{uri}: FITS header at byte {offset} has no END card", field="cube_file")
-        part = source.read_range(offset + len(buf), n)
-        if not part:
-            raise CorruptFileError(f"{uri}: file ends inside a FITS header", field="cube_file")
-        start = max(0, len(buf) - len(buf) % CARD)
-        buf += part
-        end = _find_end(buf[start:])
-        if end >= 0:
-            end += start
-            break
-        chunk *= 4
-    try:
-        text = buf[: end - CARD].decode("ascii")
-    except UnicodeDecodeError:
-        raise CorruptFileError(f"{uri}: not a FITS file (non-ASCII header)", field="cube_file") from None
-    with quiet():
-        try:
-            header = fits.Header.fromstring(text)
-        except Exception as exc:  # noqa: BLE001 - astropy raises several types for malformed cards
-            raise CorruptFileError(f"{uri}: unreadable FITS header ({exc})", field="cube_file") from None
-    return header, -(-end // BLOCK) * BLOCK
-
-
-def _padded(n: int) -> int:
-    return -(-n // BLOCK) * BLOCK
 
 
 class Cube:

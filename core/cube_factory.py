@@ -80,13 +80,14 @@ from core.errors import (
     NotFoundError,
     UnavailableError,
 )
+from core.fits_cards import TooFewHdus, card_values, padded, raw_hdus
 
 __all__ = ["CubeFactory", "TicaCubeFactory"]
 
 logger = logging.getLogger("core.cube_factory")
 
 GB = 1e9  # astrocut counts max_memory in units of 1e9 bytes
-_BLOCK = 2880
+
 _TARGET_BAND_BYTES = 64 * 1024 * 1024  # one band of the output cube; larger is not faster
 _BUFFERS_IN_FLIGHT = 4  # two input staging buffers + two output buffers
 _IOV_MAX = 1024
@@ -172,7 +173,7 @@ class _Layout:
 
     @property
     def padded_data_bytes(self) -> int:
-        return -(-self.data_bytes // _BLOCK) * _BLOCK
+        return padded(self.data_bytes)
 
     @property
     def total_bytes(self) -> int:
@@ -272,132 +273,6 @@ def _store(col: _Column, i: int, val: Any) -> None:
         col.values[i] = val
     except (TypeError, ValueError, OverflowError):
         col.values[i] = col.null() if col.kind != "S" else b""
-
-
-class _TooFewHdus(Exception):
-    pass
-
-
-_STRUCTURAL = {"XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "BSCALE", "BZERO", "ZIMAGE", "SECTOR"}
-
-
-def _structural_keys(text: bytes) -> dict[str, Any]:
-    """The few keywords that locate and describe an HDU's data, parsed from raw header cards."""
-    keys: dict[str, Any] = {}
-    for j in range(0, len(text), 80):
-        card = text[j:j + 80]
-        kw = card[:8].rstrip().decode("ascii", "replace")
-        if kw == "END":
-            break
-        if card[8:10] != b"= " or not (kw in _STRUCTURAL or kw.startswith("NAXIS")) or kw in keys:
-            continue
-        v = card[10:].decode("ascii", "replace")
-        if v.lstrip().startswith("'"):
-            keys[kw] = v.strip().split("'")[1].rstrip()
-            continue
-        v = v.split("/", 1)[0].strip()
-        if v in ("T", "F"):
-            keys[kw] = v == "T"
-        else:
-            try:
-                keys[kw] = int(v)
-            except ValueError:
-                try:
-                    keys[kw] = float(v.replace("D", "E"))
-                except ValueError:
-                    keys[kw] = v
-    return keys
-
-
-def _raw_hdus(path: str, count: int) -> list[tuple[bytes, int, dict]] | None:
-    """Header bytes, data offset and structural keys of the first ``count`` HDUs of a plain FITS file.
-
-    Parsing whole headers with astropy costs tens of ms per FFI (three headers each), which would be
-    a large share of a cube build; only the structure is needed from most of them, so it is read
-    from the raw 80-byte cards here. Returns None when the file is not plain FITS (e.g. gzip).
-    """
-    out = []
-    with open(path, "rb") as f:
-        off = 0
-        for _ in range(count):
-            blocks = []
-            while True:
-                blk = f.read(_BLOCK)
-                if not blocks and not out and not blk.startswith(b"SIMPLE  ="):
-                    return None
-                if len(blk) < _BLOCK:
-                    raise _TooFewHdus()
-                blocks.append(blk)
-                if any(blk[j:j + 8] == b"END     " for j in range(0, _BLOCK, 80)):
-                    break
-            text = b"".join(blocks)
-            keys = _structural_keys(text)
-            naxis = keys.get("NAXIS", 0)
-            if not isinstance(naxis, int) or isinstance(keys.get("BITPIX"), (str, type(None))):
-                raise _TooFewHdus()
-            size = 0
-            if naxis:
-                size = int(np.prod([keys.get(f"NAXIS{k}", 0) for k in range(1, naxis + 1)]))
-                size = abs(int(keys["BITPIX"])) // 8 * keys.get("GCOUNT", 1) * (keys.get("PCOUNT", 0) + size)
-            data_off = off + len(text)
-            out.append((text, data_off, keys))
-            off = data_off + -(-size // _BLOCK) * _BLOCK
-            f.seek(off)
-    return out
-
-
-_INT = re.compile(r"[+-]?\d+$")
-
-
-def _card_values(text: bytes) -> dict[str, Any] | None:
-    """Values of a header's cards (first occurrence of each keyword), parsed from the raw cards.
-
-    astropy's card parsing costs about 10 ms per FFI header (mostly configuration look-ups per
-    card), a large share of a cube build; this parses the plain cards FFIs use (strings, logicals,
-    integers, reals, blanks) with astropy's rules (quotes doubled, trailing blanks stripped).
-    Returns None for anything else (commentary, CONTINUE, HIERARCH, complex values), and the caller
-    then uses astropy.
-    """
-    out: dict[str, Any] = {}
-    for j in range(0, len(text), 80):
-        card = text[j:j + 80].decode("ascii", "replace")
-        kw = card[:8].rstrip()
-        if kw == "END":
-            return out
-        if kw in ("COMMENT", "HISTORY", "", "CONTINUE", "HIERARCH") or card[8:10] != "= ":
-            return None
-        v = card[10:].lstrip()
-        if v.startswith("'"):
-            i, chars = 1, []
-            while True:
-                k = v.find("'", i)
-                if k < 0:
-                    return None
-                chars.append(v[i:k])
-                if v[k + 1:k + 2] == "'":
-                    chars.append("'")
-                    i = k + 2
-                    continue
-                break
-            val: Any = "".join(chars).rstrip()
-            if val.endswith("&"):
-                return None  # maybe a long string continued on CONTINUE cards
-        else:
-            v = v.split("/", 1)[0].strip()
-            if v == "":
-                val = None
-            elif v in ("T", "F"):
-                val = v == "T"
-            elif _INT.match(v):
-                val = int(v)
-            else:
-                try:
-                    val = float(v.replace("D", "E").replace("d", "e"))
-                except ValueError:
-                    return None
-        if kw not in out:
-            out[kw] = val
-    return out
 
 
 def _is_plain_fits(path: str) -> bool:
@@ -594,12 +469,12 @@ class CubeFactory:
         for i, path in enumerate(files):
             name = os.path.basename(path)
             try:
-                raw = _raw_hdus(path, nhdus)
+                raw = raw_hdus(path, nhdus)
                 if raw is not None and not any(raw[e][2].get("ZIMAGE") for e in spec.plane_exts):
                     # Fast path: astropy parses only the header that feeds the table.
                     headers = [None] * nhdus
                     img_text = raw[spec.img_ext][0]
-                    headers[spec.img_ext] = _card_values(img_text)
+                    headers[spec.img_ext] = card_values(img_text)
                     if headers[spec.img_ext] is None:
                         headers[spec.img_ext] = fits.Header.fromstring(img_text.decode("ascii", "replace"))
                     for e in range(nhdus):
@@ -613,7 +488,7 @@ class CubeFactory:
                         headers = [hdul[e].header for e in range(nhdus)]
                         infos = [hdul.fileinfo(e) for e in spec.plane_exts]
                         compressed = any(isinstance(hdul[e], fits.CompImageHDU) for e in spec.plane_exts)
-            except (IndexError, _TooFewHdus):
+            except (IndexError, TooFewHdus):
                 raise CorruptFileError(f"{name} {bad}", field="file_list") from None
             except CutoutError:
                 raise
@@ -804,9 +679,9 @@ class CubeFactory:
     def _image_header(self, path: str) -> dict | fits.Header:
         """The values of an FFI's image header (raw parse when possible, else astropy)."""
         img_ext = self._spec.img_ext
-        raw = _raw_hdus(path, img_ext + 1)
+        raw = raw_hdus(path, img_ext + 1)
         if raw is not None:
-            values = _card_values(raw[img_ext][0])
+            values = card_values(raw[img_ext][0])
             if values is not None:
                 return values
             return fits.Header.fromstring(raw[img_ext][0].decode("ascii", "replace"))

@@ -57,71 +57,13 @@ import core
 from core.atomic import atomic_output
 from core.cube import Cube, open_cube
 from core.errors import InvalidInputError, NoDataError, TooLargeError
+from core.fits_cards import card, card_images, format_value, header_block
 from core.geometry import PixelSize, Window, centered_window, parse_coordinates, parse_cutout_size
 from core.quiet import quiet
 from core.wcs_fit import LinearFit, fit_linear_wcs
 
 CREATOR = "tess-cutout-service"
 BLOCK = 2880
-
-# --------------------------------------------------------------------------------------------
-# card formatting (FITS fixed format; the same rules as astropy's Card)
-# --------------------------------------------------------------------------------------------
-
-
-def _fmt_float(value: float) -> str:
-    if not math.isfinite(value):
-        raise ValueError("FITS header values must be finite")
-    s = str(float(value)).replace("e", "E")
-    if len(s) > 20:
-        idx = s.find("E")
-        s = s[:20] if idx < 0 else s[: 20 - (len(s) - idx)] + s[idx:]
-    return s
-
-
-def _fmt_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        if value == "":
-            return "''"
-        quoted = "'" + f"{value.replace(chr(39), chr(39) * 2):8}" + "'"
-        return f"{quoted:20}"
-    if isinstance(value, (bool, np.bool_)):
-        return f"{'T' if value else 'F':>20}"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):>20d}"
-    return f"{_fmt_float(float(value)):>20}"
-
-
-def _card_image(key: str, val: str, comment: str = "") -> str:
-    text = f"{key:8}= {val} / {comment}" if comment else f"{key:8}= {val}"
-    return f"{text[:80]:80}"
-
-
-def card(key: str, value: Any, comment: str = "") -> str:
-    """One 80-character FITS card image (value cards only; strings must fit on one card)."""
-    val = _fmt_value(value)
-    if isinstance(value, str) and len(val.rstrip()) > 70:
-        raise ValueError(f"value of {key} is too long for one card")
-    return _card_image(key, val, comment)
-
-
-def _header_block(cards: list[str]) -> bytes:
-    text = "".join(cards) + f"{'END':80}"
-    pad = -len(text) % BLOCK
-    return (text + " " * pad).encode("ascii")
-
-
-def _images(header: fits.Header) -> list[tuple[str, str]]:
-    """(keyword, 80-char image) for each card of an astropy header (long strings become CONTINUE)."""
-    out = []
-    for c in header.cards:
-        img = c.image
-        for i in range(0, len(img), 80):
-            out.append((c.keyword if i == 0 else "CONTINUE", img[i : i + 80]))
-    return out
-
 
 # --------------------------------------------------------------------------------------------
 # per-cube templates
@@ -348,8 +290,8 @@ def _template(cube: Cube) -> _Template:
 
 def _make_template(cube: Cube) -> _Template:
     prim = _primary_template(cube)
-    primary = [img for _, img in _images(prim)]
-    keys = [k for k, _ in _images(prim)]
+    primary = [img for _, img in card_images(prim)]
+    keys = [k for k, _ in card_images(prim)]
     ra_idx, dec_idx = keys.index("RA_OBJ"), keys.index("DEC_OBJ")
 
     img = fits.Header()
@@ -358,7 +300,7 @@ def _make_template(cube: Cube) -> _Template:
     for key, comment in _IMG_KWDS.items():
         img[key] = (cube.wcs_header.get(key), comment)
     img["WCS_FFI"] = (cube.wcs_header.get("FFI_FILE"), "FFI used for cutout WCS")
-    img_cards = [im for _, im in _images(img)]
+    img_cards = [im for _, im in card_images(img)]
 
     columns = _columns(cube.product)
     pixel_keys = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS"}
@@ -371,7 +313,7 @@ def _make_template(cube: Cube) -> _Template:
 
     def inherit(present: set[str]) -> list[tuple[str, str]]:
         out, seen = [], set(present)
-        for key, image in _images(prim):
+        for key, image in card_images(prim):
             if key in _INHERIT_SKIP or key == "CONTINUE" or key in seen:
                 if key == "CONTINUE" and out and out[-1][0] != "CONTINUE" and out[-1][0] in seen:
                     out.append((key, image))
@@ -604,7 +546,7 @@ class _Cards:
                 self.images.append(image)
 
     def block(self) -> bytes:
-        return _header_block(self.images)
+        return header_block(self.images)
 
 
 @dataclass
@@ -981,7 +923,7 @@ def _cached_fit(cube: Cube, win: Window, lay: _Layout) -> tuple[LinearFit, np.nd
         "msep": float(fit.max_sep), "sig": float(fit.sigma),
         "crv1p": int(win.x0) + 1, "crv2p": int(win.y0) + 1,
     }  # fmt: skip
-    formatted = {k: _fmt_value(v).encode("ascii") for k, v in values.items()}
+    formatted = {k: format_value(v).encode("ascii") for k, v in values.items()}
     joined = np.frombuffer(b"".join([formatted[name] for name in lay.slot_names]), np.uint8)
     hit = (fit, joined)
     with cube._lock:
@@ -1022,8 +964,8 @@ def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int = 1) -> CutResult:
         _fill_constants(buf, lay, cube, pixels=False, rows=False)
     buf[lay.slot_index] = values
     buf[lay.radec_index] = np.frombuffer(
-        _fmt_value(geo.ra).encode("ascii") * lay.radec_counts[0]
-        + _fmt_value(geo.dec).encode("ascii") * lay.radec_counts[1],
+        format_value(geo.ra).encode("ascii") * lay.radec_counts[0]
+        + format_value(geo.dec).encode("ascii") * lay.radec_counts[1],
         np.uint8,
     )
     t2 = time.perf_counter()

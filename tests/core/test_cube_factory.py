@@ -321,27 +321,3 @@ def test_output_directory_created_and_path_returned(spoc_sector, tmp_path):
     out = tmp_path / "a" / "b" / "cube.fits"
     assert CubeFactory().make_cube(_files(spoc_sector)[:2], out, verbose=False) == str(out)
     shutil.rmtree(tmp_path / "a")
-
-
-def test_raw_card_values_match_astropy():
-    from core.cube_factory import _card_values
-
-    h = fits.Header()
-    h["S1"] = ("it's  ", "a comment / with slash")
-    h["S2"] = ("  lead", "")
-    h["S3"] = ""
-    h["B1"], h["B2"] = True, False
-    h["I1"], h["I2"] = -42, 2**40
-    h["F1"], h["F2"], h["F3"] = 2333.2569444444443, -1.5e-12, 1e300
-    h.append(fits.Card.fromstring("F4      =              1.5D+03 / fortran exponent"))
-    h.append(fits.Card.fromstring("U1      =                      / undefined"))
-    h["I1"] = -42
-    h.append(("I1", 7))  # duplicate: the first value wins, as Header.get gives
-    text = h.tostring().encode("ascii")
-    parsed = fits.Header.fromstring(h.tostring())
-    values = _card_values(text)
-    for key in ("S1", "S2", "S3", "B1", "B2", "I1", "I2", "F1", "F2", "F3", "F4"):
-        assert values[key] == parsed.get(key) and type(values[key]) is type(parsed.get(key)), key
-    assert values["U1"] is None
-    h["COMMENT"] = "commentary cards go to astropy"
-    assert _card_values(h.tostring().encode("ascii")) is None
