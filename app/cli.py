@@ -141,7 +141,7 @@ def _cmd_cube_cut(args: argparse.Namespace) -> int:
 
 
 def _cmd_fits_cut(args: argparse.Namespace) -> int:
-    from core.fits_cut import fits_cut
+    from core.image_cutouts import fits_cut
 
     extension: Any = args.extension
     if extension not in (None, "all"):

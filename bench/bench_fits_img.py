@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import median_ms
 
-from core.fits_cut import fits_cut
+from core.image_cutouts import fits_cut
 from core.image import img_cut
 
 

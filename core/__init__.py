@@ -1,21 +1,28 @@
 """The cutout engine: TESS image cubes, target pixel files, FITS and image cutouts.
 
 This package knows nothing of HTTP. Public names are imported lazily so that ``import core``
-stays cheap (the CLI and the service start faster).
+stays cheap (the CLI and the service start faster). No submodule is named like an exported
+name, so ``from core import fits_cut`` always gives the function, whatever was imported before.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("tess-cutout-service")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 _EXPORTS = {
     "CubeFactory": "core.cube_factory",
     "TicaCubeFactory": "core.cube_factory",
     "CutoutFactory": "core.tpf",
-    "fits_cut": "core.fits_cut",
+    "CutoutSize": "core.cutout_size",
+    "Limits": "core.cutout_size",
+    "fits_cut": "core.image_cutouts",
     "img_cut": "core.image",
     "normalize_img": "core.image",
     "CutoutsCombiner": "core.combine",
@@ -24,19 +31,7 @@ _EXPORTS = {
     "center_on_path": "core.moving_target",
 }
 
-__all__ = [
-    "CubeFactory",
-    "CutoutFactory",
-    "CutoutsCombiner",
-    "TicaCubeFactory",
-    "__version__",
-    "build_default_combine_function",
-    "center_on_path",
-    "fits_cut",
-    "img_cut",
-    "normalize_img",
-    "path_to_footprints",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from core.errors import CorruptFileError, InvalidInputError, NotFoundError
-from core.fits_cut import DataWarning, primary_hdu, write_atomic
+from core.image_cutouts import DataWarning, primary_hdu, write_atomic
 
 _SKIP = ("S_REGION", "CHECKSUM", "DATASUM")
 _MISSING = object()

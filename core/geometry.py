@@ -1,8 +1,8 @@
-"""Shared cutout geometry: parsing positions and sizes, and pixel-window arithmetic.
+"""Shared cutout geometry: reading sky positions, and pixel-window arithmetic.
 
-Follows astrocut's conventions: a two-element ``cutout_size`` is x-first in practice
-(``[200, 300]`` gives a cutout 200 pixels wide and 300 high), although astrocut's docstring says
-(ny, nx); we follow the behaviour because users' scripts depend on it.
+Sizes are read by :mod:`core.cutout_size`. Positions follow one rule everywhere: RA and Dec in
+degrees (ICRS), Dec within [-90, 90], RA within [-180, 360] and wrapped into [0, 360); anything else
+(non-finite values, RA 577 or 1e308) is refused rather than silently wrapped.
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 
-from core.errors import InvalidInputError, TooLargeError
+from core.errors import InvalidInputError
+
+#: the RA values accepted (degrees, then wrapped into [0, 360))
+RA_RANGE = (-180.0, 360.0)
+
+
+def check_radec(ra: float, dec: float, *, field: str = "coordinates", field_dec: str | None = None) -> tuple[float, float]:
+    """``(ra % 360, dec)`` for finite RA in [-180, 360] and Dec in [-90, 90], else InvalidInputError."""
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        raise InvalidInputError("RA and Dec must be finite numbers", field=field)
+    if not RA_RANGE[0] <= ra <= RA_RANGE[1]:
+        raise InvalidInputError(f"RA {ra:g} is outside [-180, 360] degrees", field=field)
+    if not -90.0 <= dec <= 90.0:
+        raise InvalidInputError(f"Dec {dec:g} is outside [-90, 90] degrees", field=field_dec or field)
+    return float(ra) % 360.0, float(dec)
 
 
 def parse_coordinates(coordinates: Any, *, field: str = "coordinates") -> SkyCoord:
@@ -26,7 +37,8 @@ def parse_coordinates(coordinates: Any, *, field: str = "coordinates") -> SkyCoo
     Raises
     ------
     InvalidInputError
-        When the value cannot be read as a sky position, or Dec is outside [-90, 90].
+        When the value cannot be read as a sky position, or is outside the ranges of
+        :func:`check_radec`.
     """
     if isinstance(coordinates, SkyCoord):
         coord = coordinates
@@ -44,26 +56,14 @@ def parse_coordinates(coordinates: Any, *, field: str = "coordinates") -> SkyCoo
                 f"cannot read {coordinates!r} as a sky position: give 'RA Dec' in degrees ({exc})",
                 field=field,
             ) from None
-        if not (np.isfinite(ra) and np.isfinite(dec)):
-            raise InvalidInputError("RA and Dec must be finite numbers", field=field)
-        if not -90.0 <= dec <= 90.0:
-            raise InvalidInputError(f"Dec {dec} is outside [-90, 90] degrees", field=field)
-        coord = SkyCoord(ra % 360.0, dec, unit="deg", frame="icrs")
+        ra, dec = check_radec(ra, dec, field=field)
+        coord = SkyCoord(ra, dec, unit="deg", frame="icrs")
     if not coord.isscalar:
         raise InvalidInputError("give a single sky position", field=field)
-    return coord.icrs
-
-
-def _as_quantity_pair(cutout_size: Any) -> list[Any]:
-    if isinstance(cutout_size, u.Quantity):
-        values = np.atleast_1d(cutout_size)
-        return [values[0], values[-1]] if values.size in (1, 2) else list(values)
-    if np.isscalar(cutout_size):
-        return [cutout_size, cutout_size]
-    values = list(cutout_size)
-    if len(values) == 1:
-        values = values * 2
-    return values
+    coord = coord.icrs
+    if not (np.isfinite(coord.ra.deg) and np.isfinite(coord.dec.deg)):
+        raise InvalidInputError("RA and Dec must be finite numbers", field=field)
+    return coord
 
 
 @dataclass(frozen=True)
@@ -72,74 +72,6 @@ class PixelSize:
 
     nx: int
     ny: int
-
-
-def parse_cutout_size(
-    cutout_size: Any,
-    wcs: WCS | None = None,
-    *,
-    max_side: int | None = None,
-    field: str = "cutout_size",
-) -> PixelSize:
-    """Turn an int, ``[nx, ny]`` pair or angular Quantity into a whole-pixel size.
-
-    Angular sizes are converted with the pixel scale of ``wcs`` and rounded up (as astrocut does), so
-    a cutout is never smaller than asked. Pixel sizes must be whole numbers >= 1.
-
-    Raises
-    ------
-    InvalidInputError
-        For sizes < 1, non-numeric values, or angular sizes without a WCS.
-    TooLargeError
-        When a side exceeds ``max_side``.
-    """
-    try:
-        values = _as_quantity_pair(cutout_size)
-    except TypeError:
-        raise InvalidInputError(f"cannot read {cutout_size!r} as a cutout size", field=field) from None
-    if len(values) != 2:
-        raise InvalidInputError("a cutout size has one or two elements", field=field)
-    pixels: list[int] = []
-    scales = None
-    for axis, value in enumerate(values):
-        if isinstance(value, u.Quantity):
-            if value.unit.physical_type == "angle":
-                if wcs is None:
-                    raise InvalidInputError("an angular size needs an image WCS", field=field)
-                if scales is None:
-                    scales = proj_plane_pixel_scales(wcs.celestial) * u.deg
-                npix = float((value / scales[axis]).decompose().value)
-                number = int(np.ceil(npix - 1e-9)) if np.isfinite(npix) else -1
-            elif value.unit in (u.pix, u.dimensionless_unscaled):
-                number = _whole(value.value, field)
-            else:
-                raise InvalidInputError(f"unit {value.unit} is neither angular nor pixels", field=field)
-        else:
-            number = _whole(value, field)
-        if number < 1:
-            raise InvalidInputError(f"cutout size must be at least 1 pixel, got {value}", field=field)
-        check_side(number, max_side, field)
-        pixels.append(number)
-    return PixelSize(nx=pixels[0], ny=pixels[1])
-
-
-def check_side(number: int, max_side: int | None, field: str = "cutout_size") -> None:
-    """Raise ``TooLargeError`` (naming ``field``) when a side of ``number`` pixels exceeds ``max_side``."""
-    if max_side is not None and number > max_side:
-        raise TooLargeError(f"cutout side of {number} pixels exceeds the limit of {max_side}", field=field)
-
-
-def _whole(value: Any, field: str) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"cannot read {value!r} as a number of pixels", field=field) from None
-    if not np.isfinite(number):
-        raise InvalidInputError("cutout size must be finite", field=field)
-    if number != int(number):
-        # astrocut rounds fractional pixel sizes; we do the same, to the nearest whole pixel.
-        number = round(number)
-    return int(number)
 
 
 @dataclass(frozen=True)

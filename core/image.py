@@ -1,6 +1,6 @@
 """PNG/JPEG cutouts of FITS images (astrocut's ``img_cut`` and ``normalize_img``).
 
-Follows astrocut 1.4.0: the same cutouts as :func:`core.fits_cut.fits_cut`, normalised by
+Follows astrocut 1.4.0: the same cutouts as :func:`core.image_cutouts.fits_cut`, normalised by
 interval -> clip to 0..1 -> stretch -> x255 -> NaN to 0 -> truncate to uint8 (-> 255 - v when
 inverted), shown north up (rows flipped), mode L (RGB when colorized), metadata in PNG text chunks or
 the JPEG/TIFF EXIF ImageDescription (JSON). Departures: ``colorize`` needs exactly three cutouts
@@ -35,7 +35,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from core.atomic import atomic_output
 from core.errors import InvalidInputError
-from core.fits_cut import ORIGIN, ImageCut, cut_images, cutout_filename, input_stem, software_version
+from core.image_cutouts import ORIGIN, ImageCut, cut_images, cutout_filename, input_stem, software_version
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from scipy.interpolate import splev, splprep
 
 from core.combine import combine_headers
 from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError
-from core.fits_cut import write_atomic
+from core.image_cutouts import write_atomic
 from core.quiet import quiet
 
 log = logging.getLogger(__name__)

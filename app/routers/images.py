@@ -144,7 +144,7 @@ async def _fits_cut(services: Services, p: FitsCutParams, uploads: Sequence[Uplo
     size = _size(p, services.settings.max_cutout_side)
 
     def work() -> list[tuple[str, bytes]]:
-        from core.fits_cut import fits_cut
+        from core.image_cutouts import fits_cut
 
         try:
             paths = inputs.resolve()
@@ -250,7 +250,7 @@ async def _combine(services: Services, p: CombineParams, uploads: Sequence[Uploa
 
     def work() -> bytes:
         from core.combine import CutoutsCombiner
-        from core.fits_cut import fits_cut
+        from core.image_cutouts import fits_cut
 
         try:
             paths = inputs.resolve()

@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from core.fits_cut import fits_cut
+from core.image_cutouts import fits_cut
 from core.synthetic import DEMO_DEC, DEMO_RA
 
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}

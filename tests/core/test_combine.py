@@ -11,7 +11,7 @@ from astropy.wcs import WCS
 
 from core.combine import CutoutsCombiner, build_default_combine_function
 from core.errors import InvalidInputError
-from core.fits_cut import fits_cut
+from core.image_cutouts import fits_cut
 
 astrocut = pytest.importorskip("astrocut")
 

@@ -14,6 +14,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from core import cube as cube_mod
+from core import cube_cache
 from core.cube import open_cube
 from core.errors import CorruptFileError, NotFoundError
 from core.synthetic import DEMO_DEC, DEMO_RA
@@ -69,12 +70,12 @@ def test_read_block_bounds(spoc_cube):
 
 def test_cache_hit_skips_parsing(spoc_cube):
     cube_mod.clear_cache()
-    parses = cube_mod.CACHE_STATS["parses"]
+    parses = cube_cache.CACHE_STATS["parses"]
     first = open_cube(spoc_cube)
-    assert cube_mod.CACHE_STATS["parses"] == parses + 1
+    assert cube_cache.CACHE_STATS["parses"] == parses + 1
     second = open_cube(spoc_cube)
     assert second is first
-    assert cube_mod.CACHE_STATS["parses"] == parses + 1
+    assert cube_cache.CACHE_STATS["parses"] == parses + 1
 
 
 def test_cache_notices_a_changed_file(spoc_cube, tmp_path):

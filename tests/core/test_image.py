@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 from PIL import Image
 
 from core.errors import InvalidInputError
-from core.fits_cut import fits_cut
+from core.image_cutouts import fits_cut
 from core.image import img_cut, normalize_img
 
 astrocut = pytest.importorskip("astrocut")

@@ -16,10 +16,12 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
 from core import cube as cube_mod
+from core import cube_cache
 from core import tpf as tpf_mod
+from core import tpf_layout
 from core.cube import open_cube
 from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError, TooLargeError
-from core.geometry import PixelSize
+from core.cutout_size import CutoutSize
 from core.synthetic import DEMO_DEC, DEMO_RA
 from core.tpf import CutoutFactory, build_tpf, tpf_bytes, tpf_filename
 from core.wcs_fit import fit_linear_wcs, sample_grid
@@ -238,11 +240,11 @@ def test_reads_only_the_needed_bytes(spoc_cube):
 
 def test_second_cut_hits_the_cache(spoc_cube):
     CutoutFactory().cube_cut(spoc_cube, CENTRE, 5, memory_only=True)
-    parses = cube_mod.CACHE_STATS["parses"]
-    hits = cube_mod.CACHE_STATS["hits"]
+    parses = cube_cache.CACHE_STATS["parses"]
+    hits = cube_cache.CACHE_STATS["hits"]
     CutoutFactory().cube_cut(spoc_cube, CENTRE, 8, memory_only=True)
-    assert cube_mod.CACHE_STATS["parses"] == parses
-    assert cube_mod.CACHE_STATS["hits"] == hits + 1
+    assert cube_cache.CACHE_STATS["parses"] == parses
+    assert cube_cache.CACHE_STATS["hits"] == hits + 1
 
 
 def test_angular_size_matches_astrocut(spoc_cube):
@@ -282,14 +284,21 @@ def test_memory_result_round_trips(spoc_cube):
     assert fits.HDUList.fromstring(tpf_bytes(hdul))[1].data["FLUX"][0, 0, 0] == 12345.0
 
 
+@pytest.mark.parametrize("internals", [True, False], ids=["astropy-internals", "public-api"])
 @pytest.mark.parametrize("view_reads", [1 << 30, 4000], ids=["bytes-reads", "view-reads"])
-def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypatch, view_reads):
-    """The in-memory HDUList parses nothing until used, reads like fits.open of the same bytes,
+def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypatch, view_reads, internals):
+    """The in-memory HDUList parses nothing until used (the public-API fallback of
+    core._astropy_io parses the primary header only), reads like fits.open of the same bytes,
     and, like astrocut's, stays readable after close() or a with block. Data read through views
     of the bytes is still a writable copy: the bytes never change."""
-    monkeypatch.setattr(tpf_mod, "_VIEW_READ_BYTES", view_reads)
+    from core import _astropy_io
+    from core.range_file import RangeFile
+
+    monkeypatch.setattr(RangeFile, "view_bytes", view_reads)
+    monkeypatch.setattr(_astropy_io, "USE_INTERNALS", internals)
     hdul = CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True)
-    assert list.__len__(hdul) == 0  # no HDU parsed yet
+    assert isinstance(hdul, tpf_mod.TpfHDUList)
+    assert list.__len__(hdul) == (0 if internals else 1)  # nothing (or only the primary) parsed yet
     assert hdul.filename() is None  # as for astrocut's: no file behind it
     ref = fits.HDUList.fromstring(bytes(hdul.raw))
     with hdul:
@@ -313,20 +322,20 @@ def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypat
         assert np.all(back[1].data["FLUX"] == -1.0) and np.all(back[2].data == 7)
 
 
-def test_memory_file_is_what_astropy_would_build():
-    """The in-memory TPF's astropy ``_File`` is made without its ``__init__``: every attribute must
-    equal those of ``_File(fileobj, mode="readonly")`` for the same buffer (this fails if an
-    astropy upgrade adds or changes one), and two files share no state."""
-    from astropy.io.fits.file import _File
+def test_tpf_bytes_with_and_without_astropy_internals(spoc_cube, monkeypatch):
+    """tpf_bytes hands back the assembled bytes of an untouched TPF (astropy's header flag), and the
+    public-API fallback (every header counted as edited: re-serialised) gives the same bytes; an
+    edited header is serialised in both."""
+    from core import _astropy_io
 
-    raw = bytes(range(256)) * 45
-    fast, slow = tpf_mod._memory_file(raw), _File(tpf_mod._BufferFile(raw), mode="readonly")
-    mine, theirs = dict(vars(fast)), dict(vars(slow))
-    assert isinstance(mine.pop("_file"), tpf_mod._BufferFile) and isinstance(theirs.pop("_file"), tpf_mod._BufferFile)
-    assert mine == theirs and mine["size"] == len(raw)
-    other = tpf_mod._memory_file(b"x" * 2880)
-    assert other.size == 2880 and other._file is not fast._file
-    assert fast.read(4) == raw[:4] and other.read(2) == b"xx" and fast.tell() == 4
+    raw = bytes(CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True).raw)
+    for internals in (True, False):
+        monkeypatch.setattr(_astropy_io, "USE_INTERNALS", internals)
+        hdul = tpf_mod.TpfHDUList.from_bytes(raw)
+        assert tpf_bytes(hdul) == raw
+        hdul[0].header["OBJECT"] = "edited"
+        edited = tpf_bytes(hdul)
+        assert edited != raw and fits.HDUList.fromstring(edited)[0].header["OBJECT"] == "edited"
 
 
 def test_memory_result_pickles_with_its_edits(spoc_cube):
@@ -346,7 +355,7 @@ def test_memory_result_pickles_with_its_edits(spoc_cube):
 
 def test_build_tpf_for_the_service(spoc_cube):
     cube = open_cube(spoc_cube)
-    hdul = build_tpf(cube, SkyCoord(DEMO_RA, DEMO_DEC, unit="deg"), PixelSize(6, 4))
+    hdul = build_tpf(cube, SkyCoord(DEMO_RA, DEMO_DEC, unit="deg"), CutoutSize(6, 4))
     assert hdul[1].data["FLUX"].shape == (10, 4, 6)
     assert fits.HDUList.fromstring(tpf_bytes(hdul))[2].data.shape == (4, 6)
 
@@ -471,24 +480,24 @@ def _fresh(path):
 def test_prototype_threads_and_caches_give_identical_bytes(product, spoc_cube, tica_cube, monkeypatch):
     path = spoc_cube if product == "SPOC" else tica_cube
     # reference: no prototypes, no threads
-    monkeypatch.setattr(tpf_mod, "_PROTO_MAX_BYTES", 0)
-    monkeypatch.setattr(tpf_mod, "_COPY_THREADS", 1)
+    monkeypatch.setattr(tpf_layout, "PROTO_MAX_BYTES", 0)
+    monkeypatch.setattr(tpf_layout, "_COPY_THREADS", 1)
     cube = _fresh(path)
     plain = [_cut(cube, *case) for case in _PATH_CASES]
-    assert all(lay.proto is None for lay in cube._templates["layouts"].values())
+    assert cube.memo.values("tpf-proto") == []
     # every cut from a prototype
-    monkeypatch.setattr(tpf_mod, "_PROTO_MAX_BYTES", 1 << 30)
-    monkeypatch.setattr(tpf_mod, "_PROTO_BYTES_PER_CUBE", 1 << 30)
+    monkeypatch.setattr(tpf_layout, "PROTO_MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(tpf_layout, "_PROTO_BYTES_PER_CUBE", 1 << 30)
     cube = _fresh(path)
     assert [_cut(cube, *case) for case in _PATH_CASES] == plain
-    assert all(lay.proto is not None for lay in cube._templates["layouts"].values())
+    assert len(cube.memo.values("tpf-proto")) == len(cube.memo.values("tpf-layout")) > 0
     # repeated cuts (layouts and fits from the caches) are unchanged, and prototypes stay intact
     assert [_cut(cube, *case) for case in _PATH_CASES] == plain
     # two threads, two halves (forced on these small cuts), with and without prototypes
-    monkeypatch.setattr(tpf_mod, "_COPY_THREADS", 2)
-    monkeypatch.setattr(tpf_mod, "_THREADED_COPY_BYTES", 1)
+    monkeypatch.setattr(tpf_layout, "_COPY_THREADS", 2)
+    monkeypatch.setattr(tpf_layout, "_THREADED_COPY_BYTES", 1)
     assert [_cut(cube, *case) for case in _PATH_CASES] == plain
-    monkeypatch.setattr(tpf_mod, "_PROTO_MAX_BYTES", 0)
+    monkeypatch.setattr(tpf_layout, "PROTO_MAX_BYTES", 0)
     cube = _fresh(path)
     assert [_cut(cube, *case) for case in _PATH_CASES] == plain
     # and the bytes are a valid TPF whose pixels are the cube's
@@ -501,16 +510,16 @@ def test_prototype_threads_and_caches_give_identical_bytes(product, spoc_cube, t
 
 
 def test_caches_are_bounded(spoc_cube, monkeypatch):
-    monkeypatch.setattr(tpf_mod, "_LAYOUTS_PER_CUBE", 3)
-    monkeypatch.setattr(tpf_mod, "_FITS_PER_CUBE", 4)
-    monkeypatch.setattr(tpf_mod, "_PROTO_BYTES_PER_CUBE", 600_000)
+    monkeypatch.setattr(tpf_layout, "_LAYOUTS_PER_CUBE", 3)
+    monkeypatch.setattr(tpf_layout, "_FITS_PER_CUBE", 4)
+    monkeypatch.setattr(tpf_layout, "_PROTO_BYTES_PER_CUBE", 600_000)
     cube = _fresh(spoc_cube)
     for size in range(3, 12):
         _cut(cube, 31.81, 32.21, size)
-    layouts, fits_ = cube._templates["layouts"], cube._templates["fits"]
-    assert list(layouts) == [(9, 9), (10, 10), (11, 11)]  # the most recent shapes
+    layouts, fits_ = cube.memo.values("tpf-layout"), cube.memo.values("tpf-fit")
+    assert [(lay.nx, lay.ny) for lay in layouts] == [(9, 9), (10, 10), (11, 11)]  # the most recent shapes
     assert len(fits_) == 4
-    kept = sum(lay.nbytes for lay in layouts.values() if lay.proto is not None)
+    kept = sum(proto.nbytes for proto in cube.memo.values("tpf-proto"))
     assert 0 < kept <= 600_000
     cube_mod.clear_cache()
 
@@ -539,7 +548,7 @@ def test_pixel_positions_are_cached_and_bounded(spoc_cube, monkeypatch):
     wcs = cube.wcs
     positions = [tuple(float(v) for v in wcs.all_pix2world(10.0 + i, 20.0 + i, 0)) for i in range(7)]
     first = [cube.radec_to_pixel(ra, dec) for ra, dec in positions]
-    assert len(cube._pixels) <= 3
+    assert len(cube.memo.values("pixel")) <= 3
     # cached or not, the answer is the same (and is the pixel the position came from)
     assert [cube.radec_to_pixel(ra, dec) for ra, dec in positions] == first
     for i, (x, y) in enumerate(first):
@@ -561,11 +570,11 @@ def test_concurrent_cuts_share_the_caches_safely(spoc_cube, monkeypatch):
         rng.uniform(0, 63, 120), rng.uniform(0, 63, 120), rng.integers(1, 20, 120), rng.integers(1, 20, 120)
     )]  # fmt: skip
     expected = [_cut(cube, *job) for job in jobs]
-    monkeypatch.setattr(tpf_mod, "_LAYOUTS_PER_CUBE", 4)
-    monkeypatch.setattr(tpf_mod, "_FITS_PER_CUBE", 8)
-    monkeypatch.setattr(tpf_mod, "_PROTO_BYTES_PER_CUBE", 200_000)
-    monkeypatch.setattr(tpf_mod, "_THREADED_COPY_BYTES", 20_000)
-    monkeypatch.setattr(tpf_mod, "_COPY_THREADS", 2)
+    monkeypatch.setattr(tpf_layout, "_LAYOUTS_PER_CUBE", 4)
+    monkeypatch.setattr(tpf_layout, "_FITS_PER_CUBE", 8)
+    monkeypatch.setattr(tpf_layout, "_PROTO_BYTES_PER_CUBE", 200_000)
+    monkeypatch.setattr(tpf_layout, "_THREADED_COPY_BYTES", 20_000)
+    monkeypatch.setattr(tpf_layout, "_COPY_THREADS", 2)
     monkeypatch.setattr(cube_mod, "_PIXELS_CACHED", 16)
     cube = _fresh(spoc_cube)
     with ThreadPoolExecutor(8) as pool:

@@ -13,8 +13,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from core.errors import InvalidInputError, NoDataError, NotFoundError
-from core.fits_cut import DataWarning, cut_hdulist, fits_cut, parse_size
 from core.geometry import parse_coordinates
+from core.image_cutouts import DataWarning, cut_hdulist, fits_cut, parse_size
 
 astrocut = pytest.importorskip("astrocut")
 
@@ -235,7 +235,7 @@ def test_reads_only_the_needed_rows_and_columns(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((side, side), "f4"), w.to_header())]).writeto(path)
     reader = CountingReader(path)
     with fits.open(reader, lazy_load_hdus=True) as hdul:
-        cuts = cut_hdulist(hdul, "big.fits", parse_coordinates("150 2"), parse_size([200, 300]))
+        cuts = cut_hdulist(hdul, "big.fits", parse_coordinates("150 2"), parse_size([200, 300])[0])
     assert cuts[0].data.shape == (300, 200)
     image_bytes = side * side * 4
     assert reader.nread < 300 * 200 * 4 + 20 * 2880  # the window's pixels plus headers
@@ -300,7 +300,7 @@ def test_write_atomic_truncates_long_comments_silently_outside_the_warnings_lock
     (held, it would serialise every concurrent cutout write) and warns of nothing."""
     import threading
 
-    from core import fits_cut as fits_cut_mod
+    from core import image_cutouts as fits_cut_mod
     from core import quiet as quiet_mod
 
     hdu = fits.ImageHDU(np.ones((3, 3), "f4"))

@@ -16,10 +16,10 @@ ORIG_FLE, ORIG_EXT) and the same default file names. Departures, each on purpose
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +36,9 @@ from astropy.wcs import WCS, NoConvergence
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from core.atomic import atomic_output
+from core.cutout_size import CutoutSize, Limits
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
-from core.geometry import parse_coordinates, parse_cutout_size
+from core.geometry import parse_coordinates
 from core.quiet import quiet
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,11 @@ class DataWarning(UserWarning):
     """An input (file or extension) was skipped or has no usable data."""
 
 
-@functools.lru_cache(maxsize=1)
 def software_version() -> str:
     """The version written to PROCVER and image metadata (this package's, not astrocut's)."""
-    try:
-        from importlib.metadata import version
+    import core
 
-        return version("tess-cutout-service")
-    except (ImportError, LookupError):  # pragma: no cover - not installed as a distribution
-        return "0.1.0"
+    return core.__version__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,47 +67,24 @@ def software_version() -> str:
 
 
 def _size_pair(cutout_size: Any) -> list[Any]:
-    """Two size elements as astrocut keeps them (used for limits and for file names)."""
+    """The two size elements as the caller wrote them, x first (astrocut names files after them)."""
+    if isinstance(cutout_size, CutoutSize):
+        return cutout_size.as_astrocut()
     if isinstance(cutout_size, u.Quantity):
         values = np.atleast_1d(cutout_size)
-        if values.ndim != 1 or values.size not in (1, 2):
-            raise InvalidInputError("a cutout size has one or two elements", field="cutout_size")
         return [values[0], values[-1]]
-    if isinstance(cutout_size, (str, bytes)) or np.isscalar(cutout_size):
+    if np.isscalar(cutout_size):
         return [cutout_size, cutout_size]
-    try:
-        values = list(cutout_size)
-    except TypeError:
-        raise InvalidInputError(f"cannot read {cutout_size!r} as a cutout size", field="cutout_size") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise InvalidInputError("a cutout size has one or two elements", field="cutout_size")
-    return values
+    values = list(cutout_size)
+    return values * 2 if len(values) == 1 else values
 
 
-def parse_size(cutout_size: Any) -> list[Any]:
-    """Validate ``cutout_size`` and return its two elements, x first, as astrocut keeps them.
-
-    Plain numbers and pixel Quantities are checked with :func:`core.geometry.parse_cutout_size`;
-    angular Quantities must be positive and finite (they are converted per image, with the image's
-    pixel scale, exactly as astrocut does).
-    """
-    pair = _size_pair(cutout_size)
-    angular = False
-    for value in pair:
-        if isinstance(value, u.Quantity):
-            if value.unit.physical_type == "angle":
-                angular = True
-                if not np.isfinite(value.value) or value.value <= 0:
-                    raise InvalidInputError(f"cutout size must be positive, got {value}", field="cutout_size")
-            elif value.unit != u.pix and value.unit != u.dimensionless_unscaled:
-                raise InvalidInputError(f"unit {value.unit} is neither angular nor pixels", field="cutout_size")
-        elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise InvalidInputError(f"cannot read {value!r} as a number of pixels", field="cutout_size")
-    if not angular:
-        parse_cutout_size(pair, field="cutout_size")  # raises for sizes < 1 or non-finite
-    return pair
+def parse_size(cutout_size: Any) -> tuple[CutoutSize, list[Any]]:
+    """Validate ``cutout_size`` (:meth:`CutoutSize.parse`) and return it with its two elements as
+    the caller wrote them (for astrocut's file names). Angular sizes are converted per image, with
+    the image's own pixel scale, exactly as astrocut does."""
+    size = CutoutSize.parse(cutout_size)
+    return size, _size_pair(cutout_size)
 
 
 def size_label(pair: Sequence[Any]) -> str:
@@ -250,8 +224,17 @@ def image_wcs(header: fits.Header) -> tuple[WCS, bool]:
     return wcs, no_sip
 
 
+def _pixel_extents(size: CutoutSize, wcs: WCS) -> tuple[float, float]:
+    """The size in pixels of this image (its WCS's pixel scales, in its own angular unit)."""
+    if not size.is_angular:
+        return float(size.x), float(size.y)
+    scales = proj_plane_pixel_scales(wcs.celestial)
+    degrees = [u.Quantity(scales[axis], wcs.wcs.cunit[axis] or u.deg).to_value(u.deg) for axis in (0, 1)]
+    return size.pixels((degrees[0], degrees[1]))
+
+
 def cutout_limits(
-    coord: SkyCoord, size: Sequence[Any], wcs: WCS, rounding: str = "round"
+    coord: SkyCoord, size: CutoutSize, wcs: WCS, rounding: str = "round"
 ) -> tuple[int, int, int, int] | None:
     """astrocut's pixel limits ``(x0, x1, y0, y1)`` (0-based, end exclusive), or None off the WCS.
 
@@ -268,18 +251,8 @@ def cutout_limits(
         return None
     func = _ROUNDING[rounding]
     lims = []
-    scales = None
-    for axis, side in enumerate(size):
-        if isinstance(side, u.Quantity):
-            if side.unit.physical_type == "angle":
-                if scales is None:
-                    scales = proj_plane_pixel_scales(wcs.celestial)
-                scale = u.Quantity(scales[axis], wcs.wcs.cunit[axis] or u.deg)
-                half = float((side / scale).decompose().value) / 2
-            else:
-                half = float(side.value) / 2
-        else:
-            half = float(side) / 2
+    for axis, side in enumerate(_pixel_extents(size, wcs)):
+        half = side / 2
         lo = int(func(center[axis] - half))
         hi = int(func(center[axis] + half))
         if lo == hi:
@@ -356,11 +329,12 @@ def _cut_hdu(
     ind: int,
     name: str,
     coord: SkyCoord,
-    size: Sequence[Any],
+    size: CutoutSize,
     *,
     fill_value: float,
     rounding: str,
     drop_after: str | None,
+    limits: Limits | None = None,
 ) -> ImageCut | None:
     """Cut one image extension; None when the window does not overlap it."""
     img_hdu = hdulist[ind]
@@ -381,6 +355,8 @@ def _cut_hdu(
     if lims is None:
         return None
     x0, x1, y0, y1 = lims
+    if limits is not None:  # the window as cut, after rounding: angular sizes cannot slip past a limit
+        limits.check(x1 - x0, y1 - y0, bytes_needed=(x1 - x0) * (y1 - y0) * 8)
     shape_y, shape_x = img_hdu.shape[-2:]
     if x1 <= 0 or x0 >= shape_x or y1 <= 0 or y0 >= shape_y:
         return None
@@ -437,13 +413,14 @@ def cut_hdulist(
     hdulist: fits.HDUList,
     name: str,
     coord: SkyCoord,
-    size: Sequence[Any],
+    size: CutoutSize,
     *,
     extension: None | str | list[int] = None,
     fill_value: float = np.nan,
     rounding: str = "round",
     allow_empty: bool = False,
     drop_after: str | None = None,
+    limits: Limits | None = None,
 ) -> list[ImageCut]:
     """Cut the chosen extensions of one open HDUList; [] when the file has nothing to give.
 
@@ -457,7 +434,7 @@ def cut_hdulist(
     for ind in exts:
         try:
             cut = _cut_hdu(hdulist, ind, name, coord, size, fill_value=fill_value, rounding=rounding,
-                           drop_after=drop_after)
+                           drop_after=drop_after, limits=limits)
         except OSError as exc:
             warnings.warn(f"Error {exc} reading {name}, extension {ind}; skipping it", DataWarning)
             n_bad += 1
@@ -494,13 +471,21 @@ def cut_images(
     allow_empty: bool = False,
     drop_after: str | None = None,
     s3: Any = None,
+    limits: Limits | None = None,
 ) -> CutResult:
     """Cut the same window from every input; the engine behind :func:`fits_cut` and ``img_cut``.
+
+    ``limits`` (default :meth:`Limits.engine_default`) are checked against each window as cut.
+    Every extension asked for by number must be an image extension with data in at least one
+    input (whether asked alone or in a list); an input lacking one of them is skipped for it with
+    a :class:`DataWarning`, as astrocut does.
 
     Raises
     ------
     InvalidInputError
         Bad coordinates, size, extension, rounding method or fill value.
+    TooLargeError
+        A window exceeds ``limits``.
     NotFoundError, CorruptFileError, ForbiddenError, UnavailableError
         From opening the inputs.
     NoDataError
@@ -508,21 +493,24 @@ def cut_images(
     """
     files = list(dict.fromkeys(_input_list(input_files)))  # a repeated input counts once, as in astrocut
     coord = parse_coordinates(coordinates)
-    size = parse_size(cutout_size)
+    size, label = parse_size(cutout_size)
     ext = parse_extension(extension)
+    limits = Limits.engine_default() if limits is None else limits
     rounding = _check_rounding(limit_rounding_method)
     fill_value = _check_fill(fill_value)
     if drop_after is not None and not isinstance(drop_after, str):
         raise InvalidInputError("drop_after must be a header keyword", field="drop_after")
 
-    result = CutResult(coord, size)
-    requested_exists = not isinstance(ext, list)
+    result = CutResult(coord, label)
+    found: set[int] = set()
     for name in files:
         hdulist = _open_fits(name, s3=s3)
         try:
-            requested_exists = requested_exists or bool(set(ext) & set(_image_extensions(hdulist)))
+            if isinstance(ext, list):
+                found |= set(ext) & set(_image_extensions(hdulist))
             cuts = cut_hdulist(hdulist, name, coord, size, extension=ext, fill_value=fill_value,
-                               rounding=rounding, allow_empty=allow_empty, drop_after=drop_after)
+                               rounding=rounding, allow_empty=allow_empty, drop_after=drop_after,
+                               limits=limits)
         except CutoutError:
             raise
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
@@ -531,12 +519,13 @@ def cut_images(
             hdulist.close()
         if cuts:
             result.by_file[name] = cuts
+    missing = [e for e in ext if e not in found] if isinstance(ext, list) else []
+    if missing:
+        raise InvalidInputError(
+            f"no input has an image extension with data numbered {', '.join(map(str, missing))}",
+            field="extension",
+        )
     if not result.by_file:
-        if not requested_exists:
-            raise InvalidInputError(
-                f"no input has an image extension with data numbered {', '.join(map(str, ext))}",
-                field="extension",
-            )
         raise NoDataError("Cutout contains no data! (Check image footprint.)", field="coordinates")
     return result
 
@@ -562,7 +551,7 @@ def primary_hdu(coord: SkyCoord | None) -> fits.PrimaryHDU:
     return hdu
 
 
-def write_atomic(hdulist: fits.HDUList, path: str | os.PathLike) -> str:
+def write_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, field: str = "output_dir") -> str:
     """Write ``hdulist`` (with checksums) to a temporary name beside ``path``, then rename it.
 
     The headers are formatted first, silently (a long ORIG_FLE value truncates its card's comment,
@@ -571,7 +560,7 @@ def write_atomic(hdulist: fits.HDUList, path: str | os.PathLike) -> str:
     with quiet(fits.verify.VerifyWarning):
         for hdu in hdulist:
             hdu.header.tostring()
-    with atomic_output(path) as tmp:
+    with atomic_output(path, field=field) as tmp:
         hdulist.writeto(tmp, checksum=True, overwrite=True)
     return Path(path).as_posix()
 
@@ -603,6 +592,7 @@ def fits_cut(
     *,
     allow_empty: bool = False,
     drop_after: str | None = None,
+    limits: Limits | None = None,
 ) -> str | list[str] | list[fits.HDUList]:
     """Cut the same sky window out of one or more FITS images (astrocut 1.4.0's ``fits_cut``).
 
@@ -629,26 +619,31 @@ def fits_cut(
     limit_rounding_method : {"round", "ceil", "floor"}
         How window limits are rounded.
     verbose : bool
-        Log progress at DEBUG level to this module's logger.
+        Print each cutout's limits, the files written and the time taken, as astrocut 0.x did.
     s3 : core.s3.S3Config, optional
         Settings for ``s3://`` inputs.
     allow_empty : bool
         Keep files whose cutouts are all 0 or NaN (marked ``EMPTY = T``).
     drop_after : str, optional
         Drop header cards from this keyword on before reading the WCS (astrocut 0.x's option).
+    limits : Limits, optional
+        Limits on each window (default :meth:`Limits.engine_default`: no cutout bigger than this
+        machine's memory; this package's addition).
 
     Returns
     -------
     str, list of str, or list of HDUList
         The path (single file), the paths (one per input with data), or the HDULists (memory_only).
     """
-    if verbose:
-        log.setLevel(logging.DEBUG)
+    start = time.monotonic()
     result = cut_images(
         input_files, coordinates, cutout_size, extension=extension, fill_value=fill_value,
         limit_rounding_method=limit_rounding_method, allow_empty=allow_empty, drop_after=drop_after, s3=s3,
+        limits=limits,
     )
     coord = result.coordinates
+    if verbose:
+        report_cuts(result)
     if single_outfile:
         hdus = [cut.hdu for cut in result.cutouts()]
         lists = [fits.HDUList([primary_hdu(coord)] + hdus)]
@@ -659,10 +654,22 @@ def fits_cut(
             lists.append(fits.HDUList([primary_hdu(coord)] + [cut.hdu for cut in cuts]))
             names.append(cutout_filename(input_stem(name), coord, result.size))
     if memory_only:
+        if verbose:
+            print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
         return lists
     paths = [write_atomic(hdul, Path(output_dir, fname)) for hdul, fname in zip(lists, names)]
-    log.debug("Cutout files: %s", paths)
+    if verbose:
+        print(f"Cutout fits file(s): {paths}", flush=True)
+        print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
     return paths[0] if len(paths) == 1 else paths
+
+
+def report_cuts(result: CutResult) -> None:
+    """Print each cutout's input, extension and pixel limits (``verbose=True``)."""
+    for cut in result.cutouts():
+        x0, x1, y0, y1 = cut.limits
+        print(f"{os.path.basename(cut.file)}[{cut.ext}]: xmin,xmax: [{x0} {x1}], ymin,ymax: [{y0} {y1}], "
+              f"shape {cut.data.shape}{' (empty)' if cut.empty else ''}", flush=True)
 
 
 __all__ = ["CutResult", "DataWarning", "ImageCut", "cut_hdulist", "cut_images", "fits_cut"]
