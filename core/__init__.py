@@ -29,9 +29,33 @@ _EXPORTS = {
     "build_default_combine_function": "core.combine",
     "path_to_footprints": "core.moving_target",
     "center_on_path": "core.moving_target",
+    "TessCubeCutout": "core.tess_cube_cutout",
+    "FITSCutout": "core.fits_cutout",
+    "TessFootprintCutout": "core.tess_footprint_cutout",
+    "cube_cut_from_footprint": "core.tess_footprint_cutout",
+    "get_tess_sectors": "core.tess_footprint_cutout",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "CubeFactory",
+    "CutoutFactory",
+    "CutoutSize",
+    "CutoutsCombiner",
+    "FITSCutout",
+    "Limits",
+    "TessCubeCutout",
+    "TessFootprintCutout",
+    "TicaCubeFactory",
+    "__version__",
+    "build_default_combine_function",
+    "center_on_path",
+    "cube_cut_from_footprint",
+    "fits_cut",
+    "get_tess_sectors",
+    "img_cut",
+    "normalize_img",
+    "path_to_footprints",
+]
 
 
 def __getattr__(name: str) -> Any:

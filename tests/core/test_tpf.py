@@ -16,12 +16,11 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
 from core import cube as cube_mod
-from core import cube_cache
+from core import cube_cache, tpf_layout
 from core import tpf as tpf_mod
-from core import tpf_layout
 from core.cube import open_cube
-from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError, TooLargeError
 from core.cutout_size import CutoutSize
+from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError, TooLargeError
 from core.synthetic import DEMO_DEC, DEMO_RA
 from core.tpf import CutoutFactory, build_tpf, tpf_bytes, tpf_filename
 from core.wcs_fit import fit_linear_wcs, sample_grid
