@@ -124,11 +124,21 @@ def test_dockerfile_healthcheck_hits_a_real_route(dockerfile, service_routes):
     assert "CUTOUT_PORT" in health  # follows the configured port
 
 
-def test_compose_cutout_service(compose, dockerfile):
+#: the service replicas of docker-compose.yml, all behind the "nginx" service
+REPLICAS = ["cutout-1", "cutout-2"]
+
+
+def _mount_target(volume: str) -> str:
+    """The container path of a short-syntax volume (``src:/target[:ro]``)."""
+    return volume.split(":")[1]
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_compose_cutout_service(compose, dockerfile, name):
     from app.cli import build_parser
     from app.settings import Settings
 
-    svc = compose["services"]["cutout"]
+    svc = compose["services"][name]
     assert svc["command"] == ["cutout", "serve"]
     build_parser().parse_args(svc["command"][1:])
     env = {k: str(v) for k, v in svc["environment"].items()}
@@ -137,8 +147,10 @@ def test_compose_cutout_service(compose, dockerfile):
     settings = Settings(**{k[len("CUTOUT_"):].lower(): v for k, v in _cutout_env(env).items()
                            if k[len("CUTOUT_"):].lower() in Settings.model_fields})
     assert settings.host == "0.0.0.0"
-    _host_port, container_port = (int(p) for p in svc["ports"][0].split(":"))
+    # the port the replica serves on is the one its container exposes (to nginx; no host port)
+    [container_port] = (int(p) for p in svc["expose"])
     assert container_port == settings.port and settings.port in dockerfile["expose"]
+    assert "ports" not in svc, "replicas are reached through nginx only"
     # the cube list parses, and every s3:// location has an endpoint to go to
     assert settings.cube_dirs and all(isinstance(d, str) for d in settings.cube_dirs)
     if any(d.startswith("s3://") for d in settings.cube_dirs):
@@ -146,8 +158,20 @@ def test_compose_cutout_service(compose, dockerfile):
         s3_host = settings.s3_endpoint_url.split("//", 1)[1].split(":", 1)[0]
         assert s3_host in compose["services"], f"no compose service named {s3_host}"
     # what it serves is on a volume the demo job fills
-    mounts = {v.split(":", 1)[1] for v in svc.get("volumes", [])}
+    mounts = {_mount_target(v) for v in svc.get("volumes", [])}
     assert any(d in mounts for d in settings.cube_dirs)
+    demo_mounts = {_mount_target(v) for v in compose["services"]["demo-cube"]["volumes"]}
+    assert mounts & demo_mounts
+
+
+def test_compose_replicas_are_one_definition(compose):
+    """Same image, command and settings (stateless replicas differ only by name)."""
+    services = compose["services"]
+    assert [n for n, s in services.items() if s.get("command") == ["cutout", "serve"]] == REPLICAS
+    first, *others = (dict(services[n]) for n in REPLICAS)
+    assert all(other == first for other in others)
+    assert first.get("build") and first.get("image")
+    assert services["demo-cube"]["image"] == first["image"]  # built once, used by the job and replicas
 
 
 def test_compose_one_shot_jobs_are_valid_commands(compose):
@@ -169,3 +193,148 @@ def test_compose_healthcheck_if_any_hits_a_real_route(compose, service_routes):
         text = " ".join(check["test"]) if isinstance(check["test"], list) else check["test"]
         for path in re.findall(r"https?://[^/'\"\s]+(/[A-Za-z0-9_./-]*)", text):
             assert path in service_routes
+
+
+# --- nginx in front of the replicas (deploy/nginx.conf) ---
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+
+
+def _nginx_tools():
+    """tests/nginx.py (NginxBalancer, render_config, ...), importable from either sys.path layout."""
+    try:
+        from tests import nginx
+    except ImportError:  # pragma: no cover - tests/ itself on sys.path
+        import nginx
+    return nginx
+
+
+def _conf_text() -> str:
+    """deploy/nginx.conf without its comments."""
+    return "\n".join(line.split("#", 1)[0] for line in NGINX_CONF.read_text().splitlines())
+
+
+def _block(opening: str) -> str:
+    """The body of the first ``opening {...}`` block without nested blocks (e.g. "upstream cutout")."""
+    return _conf_text().split(opening + " {", 1)[1].split("}", 1)[0]
+
+
+def _directives(name: str, text: str | None = None) -> list[str]:
+    """Arguments of every ``name ...;`` directive in ``text`` (default: all of deploy/nginx.conf)."""
+    text = _conf_text() if text is None else text
+    return [m.strip() for m in re.findall(rf"(?:^|[{{;\s]){re.escape(name)}\s+([^;{{]*);", text)]
+
+
+def _seconds(value: str) -> float:
+    """An nginx time ("5s", "2m", "130") in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[unit]
+
+
+def _size(value: str) -> int:
+    """An nginx size ("100m", "1k", "512") in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kKmMgG])?", value).groups()
+    return int(number) * {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower() if unit else None]
+
+
+def test_compose_nginx_fronts_the_replicas(compose):
+    from app.settings import Settings
+
+    svc = compose["services"]["nginx"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in svc["volumes"]
+    assert set(svc["depends_on"]) == set(REPLICAS)
+    # nginx's upstream is exactly the replicas, on the port they serve on
+    port = Settings(port=compose["services"][REPLICAS[0]]["environment"]["CUTOUT_PORT"]).port
+    servers = [args.split()[0] for args in _directives("server", _block("upstream cutout"))]
+    assert servers == [f"{name}:{port}" for name in REPLICAS]
+    # the only published port of the service goes to nginx's listen port
+    [listen] = _directives("listen")
+    [published] = svc["ports"]
+    assert published.split(":")[-1] == listen == "80"
+    published_by = [n for n, s in compose["services"].items() if any(
+        str(p).split(":")[0] == "8000" for p in s.get("ports", []))]
+    assert published_by == ["nginx"]
+
+
+def test_nginx_conf_rules():
+    """The failover, health-check, streaming and slow-client rules the deployment relies on."""
+    from app.settings import Settings
+
+    defaults = Settings()
+    # retries: the listed failures only, never non-idempotent requests (no "non_idempotent")
+    assert _directives("proxy_next_upstream") == ["error timeout http_502 http_503 http_504"]
+    assert _directives("proxy_next_upstream_tries") == ["2"]
+    upstream = _block("upstream cutout")
+    servers = _directives("server", upstream)
+    assert len(servers) == 2
+    for args in servers:  # passive health checks on every replica
+        params = dict(p.split("=", 1) for p in args.split()[1:])
+        assert int(params["max_fails"]) >= 1 and _seconds(params["fail_timeout"]) > 0
+    assert _directives("zone", upstream)  # failure state shared by all worker processes
+    assert int(_directives("keepalive", upstream)[0]) > 0
+    assert _directives("proxy_http_version") == ["1.1"] and 'Connection ""' in _directives("proxy_set_header")
+    [idle] = _directives("keepalive_timeout", upstream)
+    assert _seconds(idle) < 5  # nginx drops idle upstream sockets before uvicorn does (5 s default)
+    assert _directives("proxy_buffering") == ["off"]
+    assert _size(_directives("client_max_body_size")[0]) == defaults.max_upload_bytes
+    assert _seconds(_directives("proxy_read_timeout")[0]) >= defaults.request_timeout_s
+    for name in ("client_header_timeout", "client_body_timeout"):
+        assert 0 < _seconds(_directives(name)[0]) <= 10
+    [client_idle] = _directives("keepalive_timeout", _conf_text().replace(upstream, ""))  # clients'
+    assert 0 < _seconds(client_idle) <= 10
+    assert "X-Upstream $upstream_addr always" in _directives("add_header")
+    health = NGINX_CONF.read_text().split("location = /health {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://cutout;" in health
+
+
+def test_nginx_conf_passes_nginx_t(tmp_path):
+    """deploy/nginx.conf, upstream hosts swapped for 127.0.0.1 ports, is accepted by ``nginx -t``."""
+    import subprocess
+
+    tools = _nginx_tools()
+    binary = tools.ensure_nginx()
+    if binary is None:
+        pytest.skip("nginx is not installed and scripts/install_nginx.sh could not install it")
+    for sub in ("logs", "tmp"):
+        (tmp_path / sub).mkdir()
+    conf = tmp_path / "nginx.conf"
+    text = tools.render_config(["127.0.0.1:18001", "127.0.0.1:18002"], tools.free_port(), tmp_path)
+    assert "cutout-1" not in text and "server 127.0.0.1:18002 max_fails=" in text
+    conf.write_text(text)
+    cmd = [binary, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "e.log")]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    # and a broken rule is caught the same way (the check can fail)
+    conf.write_text(text.replace("proxy_buffering off;", "proxy_buffering sideways;"))
+    bad = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0
+
+
+def test_nginx_own_errors_use_the_service_error_shape(tmp_path):
+    """What nginx answers by itself (no replica up; a body over the limit) is JSON with "msg"."""
+    import http.client
+    import json as jsonlib
+
+    tools = _nginx_tools()
+    if tools.ensure_nginx() is None:
+        pytest.skip("nginx is not installed and scripts/install_nginx.sh could not install it")
+    dead = [f"127.0.0.1:{tools.free_port()}", f"127.0.0.1:{tools.free_port()}"]  # nothing listens there
+    with tools.NginxBalancer(dead, tmp_path / "prefix") as lb:
+        conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+        conn.request("GET", "/tesscut/api/v0.1/sector?ra=1&dec=2", headers={"X-Request-ID": "rid-502"})
+        resp = conn.getresponse()
+        body = jsonlib.loads(resp.read())
+        assert resp.status == 502 and resp.getheader("Content-Type") == "application/json"
+        assert body["error"]["code"] == "bad_gateway" and body["msg"]
+        assert body["error"]["request_id"] == "rid-502"  # the client's id, as the service would echo it
+        assert [a.strip() for a in resp.getheader("X-Upstream").split(",")] == dead  # both tried
+        # Content-Length over the limit: refused before any body byte is read
+        conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+        conn.putrequest("POST", "/tesscut/api/v0.1/astrocut")
+        conn.putheader("Content-Length", str(100 * 1024 * 1024 + 1))
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = jsonlib.loads(resp.read())
+        assert resp.status == 413 and body["error"]["code"] == "too_large" and body["msg"]
+        conn.close()
