@@ -93,6 +93,15 @@ class LatencyProxy:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
+        try:
+            await self._connection(creader, cwriter)
+        except asyncio.CancelledError:
+            pass  # stop() cancels open connections; asyncio would log a cancelled handler as an error
+        finally:
+            self._tasks.discard(task)
+
+    async def _connection(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        """Proxy one accepted connection until both directions have ended (or one failed)."""
         swriter: asyncio.StreamWriter | None = None
         try:
             try:
@@ -118,7 +127,6 @@ class LatencyProxy:
                     w.close()
                     with contextlib.suppress(Exception):
                         await w.wait_closed()
-            self._tasks.discard(task)
 
     async def _client_to_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read chunks as they come; forward each ``delay_s`` after its arrival (bounded queue)."""

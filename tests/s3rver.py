@@ -391,41 +391,76 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
     import argparse
     import statistics
     import sys
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(ROOT))
     from core import storage
+    from core.storage import open_source
     from core.synthetic_archive import write_sparse_cube
+    from tests.latency_proxy import LatencyProxy
     from tests.s3server import MotoS3Server
 
-    ap = argparse.ArgumentParser(description="Median 64 KB ranged-GET latency: s3rver vs moto, same cube.")
-    ap.add_argument("--frames", type=int, default=3705, help="frames of the sparse cube for s3rver")
+    ap = argparse.ArgumentParser(description="64 KB ranged-GET latency: s3rver vs moto, and through LatencyProxy.")
+    ap.add_argument("--frames", type=int, default=3705, help="frames of the big sparse cube (s3rver only)")
     ap.add_argument("--moto-frames", type=int, default=10,
-                    help="frames of the cube put into moto (moto holds objects in memory: keep it modest)")
-    ap.add_argument("-n", type=int, default=50, help="GETs per server")
+                    help="frames of the cube both servers get (moto holds it whole: 10 frames = 355 MB)")
+    ap.add_argument("-n", type=int, default=30, help="sequential GETs per measurement")
+    ap.add_argument("--delay-ms", type=float, default=50.0, help="the proxy's delay")
+    ap.add_argument("--concurrent", type=int, default=30, help="GETs issued at once through the proxy")
     args = ap.parse_args(argv)
+    rows: list[tuple[str, str, float, str]] = []
+
+    def med(cfg: S3Config, uri: str) -> float:
+        return statistics.median(ranged_get_ms(cfg, uri, n=args.n))
+
     with tempfile.TemporaryDirectory(prefix="bench-s3rver-") as tmp:
-        big = write_sparse_cube(pathlib.Path(tmp) / "tess-s0038-2-2-cube.fits", sector=38, camera=2, ccd=2,
-                                frames=args.frames)
+        big = write_sparse_cube(pathlib.Path(tmp) / "big" / "tess-s0038-2-2-cube.fits", sector=38, camera=2,
+                                ccd=2, frames=args.frames)
         small = write_sparse_cube(pathlib.Path(tmp) / "small" / "tess-s0038-2-2-cube.fits", sector=38,
                                   camera=2, ccd=2, frames=args.moto_frames)
-        rows = []
+        gb = {p: f"{os.path.getsize(p) / 1e9:.2f} GB" for p in (big, small)}
         with S3rverServer(parent_dir=tmp) as s3r:
-            for path in (big, small):
+            uris = {}
+            for p in (big, small):
                 t0 = time.perf_counter()
-                uri = s3r.place_file(path, "tess", f"f{args.frames if path == big else args.moto_frames}/x.fits")
-                placed = (time.perf_counter() - t0) * 1e3
-                ms = ranged_get_ms(s3r.config, uri, n=args.n)
-                rows.append(("s3rver", os.path.getsize(path), statistics.median(ms), f"placed in {placed:.1f} ms"))
+                uris[p] = s3r.place_file(p, "tess", f"{p.parent.name}/{p.name}")
+                note = f"placed in {(time.perf_counter() - t0) * 1e3:.1f} ms"
+                rows.append(("s3rver", gb[p], med(s3r.config, uris[p]), note))
+            with LatencyProxy("127.0.0.1", s3r.port, delay_s=args.delay_ms / 1e3) as proxy:
+                cfg = s3r.with_config(endpoint_url=proxy.url, max_pool_connections=max(32, args.concurrent))
+                rows.append((f"s3rver+{args.delay_ms:g}ms", gb[big], med(cfg, uris[big]), "sequential, via proxy"))
+                src = open_source(uris[big], s3=cfg)
+                offs = [(i * 7919 * 65536) % (src.size - 65536) for i in range(args.concurrent)]
+                gate = threading.Barrier(args.concurrent)
+
+                def concurrent(source: Any) -> float:
+                    with ThreadPoolExecutor(args.concurrent) as pool:
+                        list(pool.map(lambda o: source.read_range(o, 1), offs))  # warm the pool
+                        t0 = time.perf_counter()
+                        list(pool.map(lambda o: get(source, o), offs))
+                        return (time.perf_counter() - t0) * 1e3
+
+                def get(source: Any, off: int) -> None:
+                    gate.wait()
+                    source.read_range(off, 65536)
+
+                for label, source in ((f"s3rver+{args.delay_ms:g}ms", src),
+                                      ("s3rver", open_source(uris[big], s3=s3r.with_config(
+                                          max_pool_connections=max(32, args.concurrent))))):
+                    rows.append((label, gb[big], concurrent(source),
+                                 f"wall time of {args.concurrent} concurrent GETs (threads)"))
+                    source.close()
+        storage.clear_caches()
         with MotoS3Server() as moto:
             t0 = time.perf_counter()
-            uri = moto.upload(small, "tess", "x.fits")
-            up = (time.perf_counter() - t0) * 1e3
-            ms = ranged_get_ms(moto.config, uri, n=args.n)
-            rows.append(("moto", os.path.getsize(small), statistics.median(ms), f"uploaded in {up:.0f} ms"))
+            uri = moto.upload(small, "tess", "small.fits")
+            up = time.perf_counter() - t0
+            rows.append(("moto", gb[small], med(moto.config, uri), f"uploaded in {up:.1f} s"))
         storage.clear_caches()
-    print(f"{'server':>7} {'object':>10} {'median ms':>10}  (64 KB ranged GETs via core.storage, n={args.n})")
-    for name, size, med, note in rows:
-        print(f"{name:>7} {size / 1e9:8.2f}GB {med:10.2f}  {note}")
+    print(f"{'server':>14} {'object':>10} {'ms':>9}  (64 KB ranged GETs via core.storage; median of {args.n})")
+    for name, size, ms, note in rows:
+        print(f"{name:>14} {size:>10} {ms:9.2f}  {note}")
 
 
 if __name__ == "__main__":  # pragma: no cover
