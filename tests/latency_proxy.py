@@ -17,7 +17,9 @@ one delay, like a link's latency, not one per chunk; connections are independent
 requests complete in about one delay. Memory is bounded: at most ``max_queued`` chunks of at most
 ``chunk_size`` bytes wait per connection, and writes honour the peer's flow control (``drain``).
 Half-closes are forwarded (EOF from the client reaches the server after the queued chunks, and
-the other direction stays open); a reset on either side closes both.
+the other direction stays open); a reset on either side closes both. Connection set-up is not
+delayed: a real link would add one more round trip per new connection (and TLS's), so a client
+that reuses its connections, as botocore's pool does, sees the same cost either way.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 from core import cube as cube_mod
 from core import storage
 from core.storage import open_source
-from core.synthetic_archive import write_sparse_cube
+from core.synthetic_archive import place_in_s3rver, write_archive, write_sparse_cube
 from core.tpf import CutoutFactory
 
 try:
@@ -107,6 +107,15 @@ def test_place_file_link_upload_and_put(s3r, tmp_path):
     assert s3r.client.get_object(Bucket="uploads", Key="hello.txt")["Body"].read() == b"hello"
     with pytest.raises(ValueError):
         s3r.place_file(small, "uploads", "../escape")
+
+
+def test_place_in_s3rver_an_archive(s3r, tmp_path):
+    paths = write_archive(tmp_path, 3, frames=20)
+    uris = place_in_s3rver(s3r, paths, "archive", "/spoc/")
+    assert uris == [f"s3://archive/spoc/{p.name}" for p in paths]
+    assert storage.list_s3("s3://archive/spoc", s3=s3r.config) == uris
+    cube_mod.clear_cache()
+    assert [cube_mod.open_cube(u, s3=s3r.config).ccd for u in uris] == [1, 2, 3]
 
 
 def _median_get_ms(cfg, uri: str, n: int, offsets: list[int]) -> float:
