@@ -25,7 +25,7 @@ def output_error(exc: OSError, path: str | os.PathLike, field: str) -> Unavailab
     name = os.path.basename(os.fspath(path)) or os.fspath(path)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return UnavailableError(f"Not enough disk space to write {name}; nothing was written.", field=field)
-    reason = exc.strerror or type(exc).__name__
+    reason = exc.strerror or str(exc) or type(exc).__name__
     return UnavailableError(f"Cannot write {name}: {reason}.", field=field)
 
 

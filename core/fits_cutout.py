@@ -1,18 +1,18 @@
-"""astrocut 1.4.0's ``FITSCutout`` class over :func:`core.fits_cut.cut_images`.
+"""astrocut 1.4.0's ``FITSCutout`` class over :func:`core.image_cutouts.cut_images`.
 
 Follows astrocut 1.4.0 (``astrocut.FITSCutout`` and its ``ImageCutout``/``Cutout`` bases): the same
 constructor parameters and defaults, the cut made on construction, the attributes
 ``cutouts_by_file``, ``hdu_cutouts_by_file``, ``fits_cutouts``, ``image_cutouts``, the methods
 ``cutout()``, ``write_as_fits()``, ``write_as_zip()``, ``get_image_cutouts()``, ``write_as_img()``,
 ``normalize_img()``, and the same file and zip member names. The pixels and headers are those of
-:func:`core.fits_cut.fits_cut` (whose module docstring lists its departures). Departures here, on
+:func:`core.image_cutouts.fits_cut` (whose module docstring lists its departures). Departures here, on
 purpose:
 
 1. errors are :mod:`core.errors` types naming the parameter (astrocut: ``InvalidInputError`` /
    ``InvalidQueryError`` without one); no overlap at all is :class:`~core.errors.NoDataError`, an
    empty input list an :class:`~core.errors.InvalidInputError` (astrocut reports "no data");
 2. PROCVER names this package's version, not astrocut's;
-3. ``s3=`` (a :class:`core.storage.S3Config`) reaches ``s3://`` inputs; ``fsspec_kwargs`` is
+3. ``s3=`` (a :class:`core.s3.S3Config`) reaches ``s3://`` inputs; ``fsspec_kwargs`` is
    accepted for compatibility but not used (a :class:`UserWarning` says so);
 4. ``CutoutInstance.slices_original`` ends at the last cut pixel + 1 (Python's exclusive end, as
    ``Cutout2D``); astrocut adds one more row and column;
@@ -45,11 +45,15 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
+from core.atomic import atomic_output
 from core.errors import InvalidInputError
-from core.fits_cut import (
+from core.geometry import parse_coordinates
+from core.image import DEFAULT_PERCENT, InputWarning, image_metadata, parse_format, parse_stretch, save_image
+from core.image import normalize_img as _normalize_img
+from core.image_cutouts import (
     ImageCut,
-    _check_fill,
-    _check_rounding,
+    check_fill_value,
+    check_rounding,
     cut_images,
     cutout_filename,
     input_stem,
@@ -59,11 +63,7 @@ from core.fits_cut import (
     size_label,
     write_atomic,
 )
-from core.geometry import parse_coordinates
-from core.image import DEFAULT_PERCENT, InputWarning, _metadata, _parse_format, _parse_stretch, save_image
-from core.image import normalize_img as _normalize_img
 from core.quiet import quiet
-from core.storage import atomic_output
 
 # --------------------------------------------------------------------------------------------------
 # helpers astrocut keeps in its Cutout base class (shared with core.tess_cube_cutout)
@@ -192,12 +192,12 @@ class FITSCutout:
     single_outfile : bool
         One HDUList (file) for all cutouts, or one per input file.
     verbose : bool
-        Log progress at DEBUG level (the ``core.fits_cut`` logger).
+        Log progress at DEBUG level (the ``core.image_cutouts`` logger).
     fsspec_kwargs : dict, optional
         Accepted for compatibility and not used: use ``s3``.
     allow_empty : bool
         Keep cutouts whose pixels are all 0 or NaN (marked ``EMPTY = T``).
-    s3 : core.storage.S3Config, optional
+    s3 : core.s3.S3Config, optional
         Our addition: how to reach ``s3://`` inputs.
 
     Attributes
@@ -240,8 +240,8 @@ class FITSCutout:
         self._input_files = input_list(input_files)
         self._coordinates = first_coordinate(coordinates)
         self._cutout_size = parse_size(cutout_size)
-        self._fill_value = _check_fill(fill_value)
-        self._limit_rounding_method = _check_rounding(limit_rounding_method)
+        self._fill_value = check_fill_value(fill_value)
+        self._limit_rounding_method = check_rounding(limit_rounding_method)
         self._extension = parse_extension(extension)
         self._single_outfile = bool(single_outfile)
         self._allow_empty = bool(allow_empty)
@@ -249,12 +249,12 @@ class FITSCutout:
         self._s3 = s3
         if fsspec_kwargs:
             warnings.warn(
-                "fsspec_kwargs is not used here; pass s3=core.storage.S3Config(...) for s3:// inputs",
+                "fsspec_kwargs is not used here; pass s3=core.s3.S3Config(...) for s3:// inputs",
                 UserWarning,
                 stacklevel=2,
             )
         if verbose:
-            logging.getLogger("core.fits_cut").setLevel(logging.DEBUG)
+            logging.getLogger("core.image_cutouts").setLevel(logging.DEBUG)
         self.cutouts_by_file: dict[Any, list[FITSCutout.CutoutInstance]] = {}
         self.hdu_cutouts_by_file: dict[Any, list[fits.ImageHDU]] = {}
         self._fits_cutouts: list[fits.HDUList] | None = None
@@ -264,7 +264,7 @@ class FITSCutout:
     class CutoutInstance:
         """One cutout of one image extension, with astrocut's ``FITSCutout.CutoutInstance`` attributes.
 
-        Wraps a :class:`core.fits_cut.ImageCut`; ``shape_input`` and the ``*_original`` limits
+        Wraps a :class:`core.image_cutouts.ImageCut`; ``shape_input`` and the ``*_original`` limits
         read the source image's header on first access (only then).
 
         Attributes
@@ -292,7 +292,7 @@ class FITSCutout:
         @cached_property
         def shape_input(self) -> tuple[int, ...]:
             """The source extension's data shape (from its header)."""
-            from core.storage import open_fits
+            from core.range_file import open_fits
 
             hdul = open_fits(self._cut.file, s3=self._s3)
             try:
@@ -431,7 +431,7 @@ class FITSCutout:
             Unknown stretch (``field="stretch"``), bad intervals, or fewer than three cutouts to
             colorize (``field="input_files"``).
         """
-        stretch = _parse_stretch(stretch)
+        stretch = parse_stretch(stretch)
         if minmax_percent is None and minmax_value is None:
             minmax_percent = list(DEFAULT_PERCENT)
         cuts = self._rendered()
@@ -458,7 +458,7 @@ class FITSCutout:
         for img, files, first in groups:
             if flip_orientation:
                 img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-            img.info.update(_metadata(first._cut, files, self._coordinates))
+            img.info.update(image_metadata(first._cut, files, self._coordinates))
             images.append(img)
         self._image_cutouts = images
         return images
@@ -490,7 +490,7 @@ class FITSCutout:
             :meth:`get_image_cutouts`.
         """
         try:
-            suffix = _parse_format(output_format)
+            suffix = parse_format(output_format)
         except InvalidInputError as exc:
             raise InvalidInputError(exc.message, field="output_format") from None
         images = self.get_image_cutouts(stretch, minmax_percent, minmax_value, invert, colorize, flip_orientation)

@@ -103,7 +103,11 @@ class Window:
         return self.x1 <= self.x0 or self.y1 <= self.y0
 
 
-def centered_window(x: float, y: float, size: PixelSize | tuple[float, float]) -> Window:
+#: how window limits may be rounded (astrocut's ``limit_rounding_method``)
+ROUNDINGS = {"round": round, "ceil": math.ceil, "floor": math.floor}
+
+
+def centered_window(x: float, y: float, size: PixelSize | tuple[float, float], rounding: str = "round") -> Window:
     """The window of ``size`` around 0-based pixel position (x, y), as astrocut 1.4.0 places it.
 
     astrocut (``Cutout._get_cutout_limits``, rounding 'round') takes, per axis,
@@ -112,12 +116,23 @@ def centered_window(x: float, y: float, size: PixelSize | tuple[float, float]) -
     so pixels) match astrocut's exactly; in the rare case where ``c - n/2`` falls exactly on a
     half pixel the window is then one pixel narrower or wider than ``n``, as in astrocut.
     ``size`` is a :class:`PixelSize` or an ``(nx, ny)`` pair of (possibly fractional) pixels, e.g.
-    from an angular size.
+    from an angular size. ``rounding`` "ceil" or "floor" rounds the limits that way instead
+    (astrocut's other ``limit_rounding_method`` values).
     """
     if isinstance(size, PixelSize):
         sx, sy = float(size.nx), float(size.ny)
     else:
         sx, sy = float(size[0]), float(size[1])
+    if rounding != "round":
+        func = ROUNDINGS[rounding]
+        lims = []
+        for c, n in ((x, sx), (y, sy)):
+            lo, hi = int(func(c - n / 2)), int(func(c + n / 2))
+            if lo == hi:
+                lo = math.floor(c)
+                hi = lo + 1
+            lims += [lo, hi]
+        return Window(lims[0], lims[1], lims[2], lims[3])
     # Python's round() of a float is round-half-to-even, as numpy's (and ~20x cheaper here)
     x0, x1 = round(x - sx / 2.0), round(x + sx / 2.0)
     if x0 == x1:

@@ -66,7 +66,7 @@ def _pair(value: Any, field: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _parse_stretch(stretch: Any) -> str:
+def parse_stretch(stretch: Any) -> str:
     if not isinstance(stretch, str) or stretch.lower() not in STRETCHES:
         raise InvalidInputError(f"Stretch {stretch!r} is not supported; use one of {list(STRETCHES)}",
                                 field="stretch")
@@ -96,7 +96,7 @@ def normalize_img(
     arr = np.asarray(img_arr)
     if arr.size == 0:
         raise InvalidInputError("Input image array is empty.", field="img_arr")
-    stretch_obj = STRETCHES[_parse_stretch(stretch)]()
+    stretch_obj = STRETCHES[parse_stretch(stretch)]()
     if minmax_percent is not None:
         lo, hi = _pair(minmax_percent, "minmax_percent")
         if not (0 <= lo <= 100 and 0 <= hi <= 100):
@@ -119,7 +119,7 @@ def normalize_img(
     return out
 
 
-def _parse_format(img_format: Any) -> str:
+def parse_format(img_format: Any) -> str:
     if not isinstance(img_format, str) or not img_format.strip():
         raise InvalidInputError(f"Image format {img_format!r} is not supported", field="img_format")
     fmt = img_format.strip().lower()
@@ -130,7 +130,7 @@ def _parse_format(img_format: Any) -> str:
     return fmt
 
 
-def _metadata(cut: ImageCut, files: Sequence[str], coord: Any) -> dict[str, Any]:
+def image_metadata(cut: ImageCut, files: Sequence[str], coord: Any) -> dict[str, Any]:
     """The metadata astrocut attaches to an image cutout."""
     meta: dict[str, Any] = {}
     if len(files) == 1:
@@ -211,8 +211,8 @@ def img_cut(
     """
     if verbose:
         log.setLevel(logging.DEBUG)
-    stretch = _parse_stretch(stretch)
-    suffix = _parse_format(img_format)
+    stretch = parse_stretch(stretch)
+    suffix = parse_format(img_format)
     if minmax_percent is None and minmax_value is None:
         minmax_percent = DEFAULT_PERCENT
     result = cut_images(
@@ -237,7 +237,7 @@ def img_cut(
                                     field="input_files")
         rgb = np.dstack([render(c) for c in cuts]).astype(np.uint8)
         img = Image.fromarray(rgb).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        img.info.update(_metadata(cuts[0], [c.file for c in cuts], coord))
+        img.info.update(image_metadata(cuts[0], [c.file for c in cuts], coord))
         if memory_only:
             return img
         return save_image(img, Path(output_dir, cutout_filename(cutout_prefix, coord, result.size, suffix)))
@@ -245,7 +245,7 @@ def img_cut(
     images = []
     for cut in cuts:
         img = Image.fromarray(render(cut)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        img.info.update(_metadata(cut, [cut.file], coord))
+        img.info.update(image_metadata(cut, [cut.file], coord))
         images.append(img)
     if memory_only:
         return images

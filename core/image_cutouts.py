@@ -79,12 +79,12 @@ def _size_pair(cutout_size: Any) -> list[Any]:
     return values * 2 if len(values) == 1 else values
 
 
-def parse_size(cutout_size: Any) -> tuple[CutoutSize, list[Any]]:
-    """Validate ``cutout_size`` (:meth:`CutoutSize.parse`) and return it with its two elements as
-    the caller wrote them (for astrocut's file names). Angular sizes are converted per image, with
-    the image's own pixel scale, exactly as astrocut does."""
-    size = CutoutSize.parse(cutout_size)
-    return size, _size_pair(cutout_size)
+def parse_size(cutout_size: Any) -> list[Any]:
+    """Validate ``cutout_size`` (:meth:`CutoutSize.parse`) and return its two elements as the
+    caller wrote them, x first (astrocut names files after them). Angular sizes are converted per
+    image, with the image's own pixel scale, exactly as astrocut does."""
+    CutoutSize.parse(cutout_size)
+    return _size_pair(cutout_size)
 
 
 def size_label(pair: Sequence[Any]) -> str:
@@ -134,7 +134,8 @@ def _input_list(input_files: Any) -> list[str]:
     return files
 
 
-def _check_rounding(limit_rounding_method: Any) -> str:
+def check_rounding(limit_rounding_method: Any) -> str:
+    """The rounding method name, lower-cased ("round", "ceil" or "floor"), else InvalidInputError."""
     if not isinstance(limit_rounding_method, str) or limit_rounding_method.lower() not in _ROUNDING:
         raise InvalidInputError(
             f"limit_rounding_method must be one of {sorted(_ROUNDING)}, not {limit_rounding_method!r}",
@@ -143,7 +144,8 @@ def _check_rounding(limit_rounding_method: Any) -> str:
     return limit_rounding_method.lower()
 
 
-def _check_fill(fill_value: Any) -> float:
+def check_fill_value(fill_value: Any) -> float:
+    """``fill_value`` if it is a number (not a bool), else InvalidInputError."""
     if isinstance(fill_value, (bool, np.bool_)) or not isinstance(fill_value, (int, float, np.integer, np.floating)):
         raise InvalidInputError("fill_value must be a number", field="fill_value")
     return fill_value
@@ -493,11 +495,12 @@ def cut_images(
     """
     files = list(dict.fromkeys(_input_list(input_files)))  # a repeated input counts once, as in astrocut
     coord = parse_coordinates(coordinates)
-    size, label = parse_size(cutout_size)
+    size = CutoutSize.parse(cutout_size)
+    label = _size_pair(cutout_size)
     ext = parse_extension(extension)
     limits = Limits.engine_default() if limits is None else limits
-    rounding = _check_rounding(limit_rounding_method)
-    fill_value = _check_fill(fill_value)
+    rounding = check_rounding(limit_rounding_method)
+    fill_value = check_fill_value(fill_value)
     if drop_after is not None and not isinstance(drop_after, str):
         raise InvalidInputError("drop_after must be a header keyword", field="drop_after")
 

@@ -41,9 +41,9 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from erfa import ErfaWarning
 
+from core.atomic import atomic_output
 from core.errors import InvalidInputError
 from core.quiet import quiet
-from core.storage import atomic_output
 from core.synthetic import (
     _default_cadence_minutes,
     _scid,

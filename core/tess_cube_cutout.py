@@ -14,7 +14,7 @@ between cuts. Departures, on purpose:
    WCS_MSEP/WCS_SIG are the fit's real residuals (astrocut writes 0), CREATOR/PROCVER name this
    package, and no CHECKSUM/DATASUM are written, in files or zip members;
 2. a cube whose pixels do not hold the position is skipped with a
-   :class:`core.fits_cut.DataWarning`, whatever the reason; astrocut skips a cube only when the
+   :class:`core.image_cutouts.DataWarning`, whatever the reason; astrocut skips a cube only when the
    WCS inversion fails, pads a cutout whose centre is just off the pixels, and fails with an
    ``IndexError`` when the inversion lands far off them;
 3. file-name stems drop a trailing ``-cube`` (astrocut's ``rstrip('-cube')`` strips characters);
@@ -22,7 +22,7 @@ between cuts. Departures, on purpose:
    :class:`~core.errors.NoDataError` (astrocut's ``InvalidQueryError``); an empty input list is
    an :class:`~core.errors.InvalidInputError` (astrocut reports "no data");
 5. keyword-only additions: ``product`` ("SPOC" or "TICA", astrocut 0.11.1's TICA cubes; the cube's
-   own layout decides how it is read) and ``s3`` (a :class:`core.storage.S3Config`);
+   own layout decides how it is read) and ``s3`` (a :class:`core.s3.S3Config`);
 6. TPFs in memory are parsed lazily, and an instance's arrays are made on first access;
 7. files and zips are written under a temporary name and renamed when complete; zip members are
    written one at a time.
@@ -30,7 +30,6 @@ between cuts. Departures, on purpose:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -45,21 +44,20 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from core.atomic import write_bytes_atomic
 from core.cube import Cube, open_cube
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
-from core.fits_cut import DataWarning, _check_fill, _check_rounding, cutout_filename, parse_size
 from core.fits_cutout import default_zip_name, first_coordinate, input_list, write_zip, zip_path
 from core.geometry import Window
+from core.image_cutouts import DataWarning, check_fill_value, check_rounding, cutout_filename, parse_size
 from core.quiet import quiet
 from core.tpf import (
     CutoutFactory,
     TpfHDUList,
-    _float_sizes,
     cut_bytes,
     locate,
     tpf_bytes,
     tpf_filename,
-    write_atomic,
 )
 
 _ROUNDING: dict[str, Callable[[float], float]] = {"ceil": math.ceil, "floor": math.floor}
@@ -82,20 +80,6 @@ def _parse_threads(threads: Any) -> int:
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
         raise InvalidInputError(f"threads must be an integer or 'auto', got {threads!r}", field="threads")
     return max(1, int(threads))
-
-
-def _rounded_window(x: float, y: float, sx: float, sy: float, func: Callable[[float], float]) -> Window:
-    """astrocut's window for the rounding ``func`` (``ceil`` or ``floor``) around pixel (x, y):
-    per axis ``lo = func(c - n/2)``, ``hi = func(c + n/2)``, and ``floor(c)`` + one pixel when they
-    coincide (``core.geometry.centered_window`` is the same rule for ``round``)."""
-    lims = []
-    for c, n in ((x, sx), (y, sy)):
-        lo, hi = int(func(c - n / 2)), int(func(c + n / 2))
-        if lo == hi:
-            lo = math.floor(c)
-            hi = lo + 1
-        lims += [lo, hi]
-    return Window(lims[0], lims[1], lims[2], lims[3])
 
 
 class TessCubeCutout:
@@ -123,7 +107,7 @@ class TessCubeCutout:
         Print each cut's report to stderr.
     product : {"SPOC", "TICA"}
         Our addition (astrocut 0.11.1's parameter): the kind of cube.
-    s3 : core.storage.S3Config, optional
+    s3 : core.s3.S3Config, optional
         Our addition: how to reach ``s3://`` cubes.
 
     Attributes
@@ -163,8 +147,8 @@ class TessCubeCutout:
         self._input_files = input_list(input_files)
         self._coordinates = first_coordinate(coordinates)
         self._cutout_size = parse_size(cutout_size)
-        self._fill_value = _check_fill(fill_value)
-        self._limit_rounding_method = _check_rounding(limit_rounding_method)
+        self._fill_value = check_fill_value(fill_value)
+        self._limit_rounding_method = check_rounding(limit_rounding_method)
         self._threads = _parse_threads(threads)
         if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
             raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
@@ -307,15 +291,10 @@ class TessCubeCutout:
         """``ceil``/``floor`` rounding: the engine locates and cuts; only the window's limits are
         rounded here (the engine places windows with astrocut's default, ``round``)."""
         cube = open_cube(uri, s3=self._s3)
-        geo = locate(cube, self._coordinates, self._cutout_size)
-        sx, sy = _float_sizes(self._cutout_size, cube, None)
-        window = _rounded_window(geo.x, geo.y, sx, sy, _ROUNDING[self._limit_rounding_method])
-        inside = window.clip(cube.nx, cube.ny)
-        if inside.empty:  # a floor/ceil window may lie just beside a centre on the edge pixel
-            raise NoDataError("the cutout window does not overlap the cube", field="coordinates")
-        result = cut_bytes(cube, dataclasses.replace(geo, window=window, inside=inside), threads=threads)
+        geo = locate(cube, self._coordinates, self._cutout_size, rounding=self._limit_rounding_method)
+        result = cut_bytes(cube, geo, threads=threads)
         fit = result.fit
-        return TpfHDUList.from_bytes(result.data), window, lambda: fit.wcs
+        return TpfHDUList.from_bytes(result.data), geo.window, lambda: fit.wcs
 
     def _fill_padding(self, tpf: fits.HDUList) -> None:
         """FLUX and FLUX_ERR of padded pixels (aperture 0) set to ``fill_value`` (the engine pads
@@ -392,7 +371,7 @@ class TessCubeCutout:
             else:
                 name = self._filename(file, legacy_filenames)
             path = Path(output_dir) / name
-            write_atomic(tpf_bytes(tpf), path)
+            write_bytes_atomic(tpf_bytes(tpf), path, field="output_dir")
             paths.append(path.as_posix())
         return paths
 

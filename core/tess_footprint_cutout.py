@@ -26,7 +26,7 @@ Departures, on purpose:
    ``InvalidQueryError``); a missing catalog is :class:`~core.errors.UnavailableError` naming
    ``catalog``;
 5. keyword-only additions: ``catalog``, ``product`` ("SPOC" or "TICA", astrocut 0.11.1's) and
-   ``s3`` (a :class:`core.storage.S3Config` for ``s3://`` cubes).
+   ``s3`` (a :class:`core.s3.S3Config` for ``s3://`` cubes).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
-from core.fits_cut import _check_fill, _check_rounding, parse_size
 from core.fits_cutout import first_coordinate
 from core.geometry import parse_coordinates
+from core.image_cutouts import check_fill_value, check_rounding, parse_size
 from core.tess_cube_cutout import TessCubeCutout
 
 #: astrocut's TESS pixel scale for converting pixel sizes to angles (arcsec per pixel)
@@ -205,7 +205,7 @@ class TessFootprintCutout:
         Our addition: the hosted cubes; default ``core.catalog.default_catalog()``.
     product : {"SPOC", "TICA"}
         Our addition: which kind of cube.
-    s3 : core.storage.S3Config, optional
+    s3 : core.s3.S3Config, optional
         Our addition: how to reach ``s3://`` cubes.
 
     Attributes
@@ -243,8 +243,8 @@ class TessFootprintCutout:
         self._coordinates = first_coordinate(coordinates)
         self._cutout_size = parse_size(cutout_size)
         self._radius_deg = footprint_radius_deg(cutout_size)
-        self._fill_value = _check_fill(fill_value)
-        self._limit_rounding_method = _check_rounding(limit_rounding_method)
+        self._fill_value = check_fill_value(fill_value)
+        self._limit_rounding_method = check_rounding(limit_rounding_method)
         self._sequence = _sectors(sequence)
         self._product = _product(product)
         self._verbose = verbose

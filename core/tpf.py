@@ -125,12 +125,14 @@ def locate(
     limits: Limits | None = None,
     max_side: int | None = None,
     max_volume: int | None = None,
+    rounding: str = "round",
 ) -> CutoutGeometry:
     """Validate a request against ``cube`` and place its window (astrocut's rounding).
 
     ``cutout_size`` is a :class:`~core.cutout_size.CutoutSize` or anything
     :meth:`CutoutSize.parse` reads. ``limits`` (or the older ``max_side``/``max_volume``) are
-    checked against the window itself, after rounding.
+    checked against the window itself, after rounding; ``rounding`` is astrocut's
+    ``limit_rounding_method`` ("round", "ceil" or "floor").
 
     Raises
     ------
@@ -156,14 +158,14 @@ def locate(
             f"(sector {cube.sector}, camera {cube.camera}, CCD {cube.ccd})",
             field="coordinates",
         )
-    win = centered_window(x, y, (sx, sy))
+    win = centered_window(x, y, (sx, sy), rounding)
     if limits is None and (max_side is not None or max_volume is not None):
         limits = Limits(max_side=max_side, max_volume=max_volume)
     if limits is not None:
         limits.check(win.nx, win.ny, cube.nframes, bytes_needed=estimate_tpf_bytes(win.nx, win.ny, cube.nframes))
     inside = win.clip(cube.nx, cube.ny)
-    if inside.empty:  # pragma: no cover - the centre is on the cube, so this cannot happen
-        raise NoDataError("the cutout does not overlap the cube", field="coordinates")
+    if inside.empty:  # a floor/ceil window may lie just beside a centre on the edge pixel
+        raise NoDataError("the cutout window does not overlap the cube", field="coordinates")
     return CutoutGeometry(ra=ra, dec=dec, x=x, y=y, window=win, inside=inside)
 
 

@@ -37,7 +37,7 @@ import tempfile
 import time
 from typing import Any, Self
 
-from core.storage import S3Config
+from core.s3 import S3Config
 
 __all__ = ["S3rverServer", "S3rverUnavailable", "ensure_installed", "sparse_copy"]
 
@@ -274,7 +274,7 @@ class S3rverServer:
         """An :class:`S3Config` for this server (signed S3RVER/S3RVER, small timeouts)."""
         return S3Config(endpoint_url=self.endpoint_url, region="us-east-1", anonymous=False,
                         access_key_id=self.ACCESS_KEY, secret_access_key=self.SECRET_KEY,
-                        connect_timeout=2, read_timeout=10, max_attempts=2)
+                        connect_timeout_s=2, read_timeout_s=10, max_attempts=2)
 
     def with_config(self, **changes: Any) -> S3Config:
         """A copy of :attr:`config` with some fields changed (e.g. a proxy's ``endpoint_url``)."""
@@ -368,10 +368,10 @@ class S3rverServer:
 def ranged_get_ms(config: S3Config, uri: str, *, n: int = 50, length: int = 64 * 1024,
                   seed: int = 0) -> list[float]:
     """Latencies (ms) of ``n`` sequential ranged GETs of ``length`` bytes at random offsets of ``uri``,
-    through :mod:`core.storage` (one warm-up read first)."""
+    through :mod:`core.sources` (one warm-up read first)."""
     import random
 
-    from core.storage import open_source
+    from core.sources import open_source
 
     src = open_source(uri, s3=config)
     rng = random.Random(seed)
@@ -395,8 +395,8 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
     from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(ROOT))
-    from core import storage
-    from core.storage import open_source
+    from core import s3 as storage
+    from core.sources import open_source
     from core.synthetic_archive import write_sparse_cube
     from tests.latency_proxy import LatencyProxy
     from tests.s3server import MotoS3Server
@@ -428,7 +428,7 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
                 note = f"placed in {(time.perf_counter() - t0) * 1e3:.1f} ms"
                 rows.append(("s3rver", gb[p], med(s3r.config, uris[p]), note))
             with LatencyProxy("127.0.0.1", s3r.port, delay_s=args.delay_ms / 1e3) as proxy:
-                cfg = s3r.with_config(endpoint_url=proxy.url, max_pool_connections=max(32, args.concurrent))
+                cfg = s3r.with_config(endpoint_url=proxy.url, max_connections=max(32, args.concurrent))
                 rows.append((f"s3rver+{args.delay_ms:g}ms", gb[big], med(cfg, uris[big]), "sequential, via proxy"))
                 src = open_source(uris[big], s3=cfg)
                 offs = [(i * 7919 * 65536) % (src.size - 65536) for i in range(args.concurrent)]
@@ -447,7 +447,7 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
 
                 for label, source in ((f"s3rver+{args.delay_ms:g}ms", src),
                                       ("s3rver", open_source(uris[big], s3=s3r.with_config(
-                                          max_pool_connections=max(32, args.concurrent))))):
+                                          max_connections=max(32, args.concurrent))))):
                     rows.append((label, gb[big], concurrent(source),
                                  f"wall time of {args.concurrent} concurrent GETs (threads)"))
                     source.close()
@@ -458,7 +458,7 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
             up = time.perf_counter() - t0
             rows.append(("moto", gb[small], med(moto.config, uri), f"uploaded in {up:.1f} s"))
         storage.clear_caches()
-    print(f"{'server':>14} {'object':>10} {'ms':>9}  (64 KB ranged GETs via core.storage; median of {args.n})")
+    print(f"{'server':>14} {'object':>10} {'ms':>9}  (64 KB ranged GETs via core.sources; median of {args.n})")
     for name, size, ms, note in rows:
         print(f"{name:>14} {size:>10} {ms:9.2f}  {note}")
 

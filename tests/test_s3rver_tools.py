@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from core import cube as cube_mod
-from core import storage
-from core.storage import open_source
+from core import s3 as storage
+from core.sources import open_source
 from core.synthetic_archive import place_in_s3rver, write_archive, write_sparse_cube
 from core.tpf import CutoutFactory
 
@@ -68,7 +68,7 @@ def test_place_file_serves_a_sparse_real_size_cube(s3r, placed):
     listed = s3r.client.list_objects_v2(Bucket="tess", Prefix="s0038/")["Contents"]
     assert [(o["Key"], o["Size"]) for o in listed] == [(KEY, path.stat().st_size)]
     assert storage.list_s3("s3://tess/s0038", s3=s3r.config) == [uri]
-    # ranged GETs through core.storage: headers, the hole, the table at the end
+    # ranged GETs through core.sources: headers, the hole, the table at the end
     src = open_source(uri, s3=s3r.config)
     size = src.size
     with open(path, "rb") as fh:
@@ -138,7 +138,7 @@ def test_proxy_adds_one_delay_per_request_and_is_concurrent(s3r, placed):
     offsets = [int(v) for v in rng.integers(0, size - 65536, 40)]
     direct = _median_get_ms(s3r.config, uri, 10, offsets)
     with LatencyProxy("127.0.0.1", s3r.port, delay_s=delay) as proxy:
-        cfg = s3r.with_config(endpoint_url=proxy.url, max_pool_connections=40)
+        cfg = s3r.with_config(endpoint_url=proxy.url, max_connections=40)
         before = proxy.chunks_delayed
         proxied = _median_get_ms(cfg, uri, 10, offsets)
         requests = 1 + 1 + 10  # HEAD, warm-up GET, 10 GETs

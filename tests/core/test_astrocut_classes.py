@@ -28,8 +28,8 @@ from astropy.wcs import WCS
 from core import tess_cube_cutout as tcc_mod
 from core.cube import open_cube
 from core.errors import CutoutError, InvalidInputError, NoDataError, NotFoundError, UnavailableError
-from core.fits_cut import DataWarning
 from core.fits_cutout import FITSCutout
+from core.image_cutouts import DataWarning
 from core.synthetic import DEMO_DEC, DEMO_RA
 from core.tess_cube_cutout import TessCubeCutout, cube_stem
 from core.tess_footprint_cutout import (
@@ -263,7 +263,7 @@ def test_write_as_zip_is_atomic(cubes, tmp_path, monkeypatch):
 
     real = tcc_mod.tpf_bytes
     monkeypatch.setattr(tcc_mod, "tpf_bytes", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UnavailableError, match="disk full"):  # an output failure, named as such
         ours.write_as_zip(tmp_path)
     assert path.read_bytes() == before  # the old archive is untouched
     assert os.listdir(tmp_path) == [path.name]  # and no temporary file is left

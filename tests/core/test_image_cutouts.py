@@ -12,9 +12,10 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, NotFoundError
 from core.geometry import parse_coordinates
-from core.image_cutouts import DataWarning, cut_hdulist, fits_cut, parse_size
+from core.image_cutouts import DataWarning, cut_hdulist, fits_cut
 
 astrocut = pytest.importorskip("astrocut")
 
@@ -235,7 +236,7 @@ def test_reads_only_the_needed_rows_and_columns(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((side, side), "f4"), w.to_header())]).writeto(path)
     reader = CountingReader(path)
     with fits.open(reader, lazy_load_hdus=True) as hdul:
-        cuts = cut_hdulist(hdul, "big.fits", parse_coordinates("150 2"), parse_size([200, 300])[0])
+        cuts = cut_hdulist(hdul, "big.fits", parse_coordinates("150 2"), CutoutSize.parse([200, 300]))
     assert cuts[0].data.shape == (300, 200)
     image_bytes = side * side * 4
     assert reader.nread < 300 * 200 * 4 + 20 * 2880  # the window's pixels plus headers
