@@ -35,7 +35,7 @@ from core.cube_info import CubeInfo, column_values
 from core.errors import CorruptFileError
 from core.quiet import quiet
 
-__all__ = ["Cube", "CubeMemo", "FrameColumns", "clear_cache", "open_cube"]
+__all__ = ["Cube", "CubeGeometry", "CubeMemo", "FrameColumns", "clear_cache", "open_cube"]
 
 #: per cube: at most this many (ra, dec) -> pixel results kept
 _PIXELS_CACHED = 4096
@@ -138,36 +138,12 @@ class CubeMemo:
                 self.nbytes -= sum(self._sizes.pop(k, {}).values())
 
 
-class Cube:
-    """An opened TESS cube. Make it with :func:`open_cube` (cached), not directly.
+class _Lazy:
+    """Values made once on first use, under a re-entrant lock (one lazy value may need another)."""
 
-    Attributes
-    ----------
-    uri, source, info : the location, its :mod:`core.sources` byte source and its
-        :class:`~core.cube_info.CubeInfo`.
-    ny, nx, nframes, nplanes : the data dimensions (rows, columns, frames, planes).
-    data_offset : byte offset of HDU 1's data.
-    sector, camera, ccd : ints; product : "SPOC" or "TICA".
-    wcs_row : the table row the reference WCS comes from (the middle one, searching forward for a
-        TAN-SIP row and wrapping, as astrocut does).
-    is_icrs : whether the reference WCS is ICRS (TESS cubes are).
-    memo : :class:`CubeMemo`, bounded caches of derived values.
-    """
-
-    def __init__(self, info: CubeInfo, source: Any) -> None:
-        self.info = info
-        self.uri = info.uri
-        self.source = source
-        self.product = info.product
-        self.sector, self.camera, self.ccd = info.sector, info.camera, info.ccd
-        self.ny, self.nx, self.nframes, self.nplanes = info.ny, info.nx, info.nframes, info.nplanes
-        self.data_offset = info.data_offset
-        self.wcs_row = info.wcs_row
-        self.memo = CubeMemo()
-        self.memo.limit("pixel", items=_PIXELS_CACHED)
-        self._lock = threading.RLock()  # re-entrant: a lazy value may need another (the WCS its header)
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
         self._lazy: dict[str, Any] = {}
-        self._wcs_local = threading.local()
 
     def _once(self, name: str, make: Callable[[], Any]) -> Any:
         value = self._lazy.get(name)
@@ -178,89 +154,37 @@ class Cube:
                     value = self._lazy[name] = make()
         return value
 
-    # -- headers and per-frame columns ----------------------------------------------------------
+
+class CubeGeometry(_Lazy):
+    """A cube's reference WCS and what is computed from it: the pixel of a sky position, whether a
+    position is on the science pixels. Made from a :class:`~core.cube_info.CubeInfo` alone, so the
+    catalog can route requests without opening any cube file.
+
+    Thread-safe: each thread gets its own copy of the WCS (astropy's ``WCS`` is not safe to share
+    between threads: concurrent transforms through one wcsprm can return wrong pixels); positions
+    asked before are cached (bounded).
+    """
+
+    def __init__(self, info: CubeInfo) -> None:
+        super().__init__()
+        self.info = info
+        self.memo = CubeMemo()
+        self.memo.limit("pixel", items=_PIXELS_CACHED)
+        self._wcs_local = threading.local()
+
     @property
-    def primary_header(self) -> fits.Header:
-        """HDU 0's header (parsed once, from the info's text)."""
-        return self._once("primary", lambda: _parse_header(self.info.primary_header))
+    def nbytes(self) -> int:
+        """Bytes held, roughly: the WCS (with SIP terms) and its per-thread copies, the header, the cache."""
+        total = 1024 + len(self.info.wcs_values) + self.memo.nbytes
+        if "wcs" in self._lazy:
+            total += 64 * 1024 + 12 * len(self.info.wcs_values)
+        return total
 
     @property
     def wcs_header(self) -> fits.Header:
         """The reference table row as a header."""
         return self._once("wcs_header", self.info.wcs_header)
 
-    @property
-    def frames(self) -> FrameColumns:
-        """The per-frame columns (read from the table on first use, then kept)."""
-        return self._once("frames", self._read_frames)
-
-    @property
-    def time(self) -> np.ndarray:
-        return self.frames.time
-
-    @property
-    def timecorr(self) -> np.ndarray | None:
-        return self.frames.timecorr
-
-    @property
-    def quality(self) -> np.ndarray:
-        return self.frames.quality
-
-    @property
-    def cadence(self) -> np.ndarray:
-        return self.frames.cadence
-
-    @property
-    def ffi_file(self) -> np.ndarray:
-        return self.frames.ffi_file
-
-    def _read_frames(self) -> FrameColumns:
-        info = self.info
-        raw = self.source.read_range(info.table_data_offset, info.table_bytes)
-        names = list(info.columns)
-        try:
-            values = column_values(raw, info.columns, names, info.table_row_bytes, info.nframes)
-        except ValueError as exc:
-            raise CorruptFileError(f"{self.uri}: unreadable per-frame column ({exc})", field="cube_file") from None
-        if self.product == "SPOC":
-            start, stop, qual = values["TSTART"], values["TSTOP"], values["DQUALITY"]
-            timecorr = np.asarray(values["BARYCORR"], dtype=">f4")
-            cadence = np.zeros(self.nframes, dtype=">i4")
-        else:
-            start, stop, qual = values["STARTTJD"], values["ENDTJD"], values["QUAL_BIT"]
-            timecorr = None
-            cadence = (np.asarray(values["CADENCE"], dtype=">i4") if "CADENCE" in values
-                       else np.zeros(self.nframes, dtype=">i4"))
-        time = ((np.asarray(start, dtype=float) + np.asarray(stop, dtype=float)) / 2).astype(">f8")
-        quality = np.asarray(qual).astype(">i4")
-        names_ = np.asarray(values["FFI_FILE"])
-        ffi = np.char.encode(names_.astype(str), "ascii") if names_.dtype.kind == "U" else names_
-        return FrameColumns(time, timecorr, quality, cadence, ffi.astype("S38"))
-
-    @property
-    def table(self) -> fits.FITS_rec:
-        """The whole frame table, parsed by astropy on every access (for inspection: nothing keeps it)."""
-        info = self.info
-        start = info.data_offset + _padded(info.ny * info.nx * info.nframes * info.nplanes * 4)
-        raw = self.source.read_range(start, info.table_data_offset - start + info.table_bytes)
-        with quiet():
-            return fits.BinTableHDU.fromstring(raw + bytes(-len(raw) % 2880)).data
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this cube holds in memory (per-frame columns, headers, caches), roughly."""
-        total = 4096 + len(self.info.primary_header) + len(self.info.wcs_values) + self.memo.nbytes
-        frames = self._lazy.get("frames")
-        if frames is not None:
-            total += frames.nbytes
-        for name, factor in (("primary", 12), ("wcs_header", 12)):
-            if name in self._lazy:  # an astropy Header holds ~12x its card text
-                total += factor * (len(self.info.primary_header) if name == "primary" else len(self.info.wcs_values))
-        if "wcs" in self._lazy:
-            total += 64 * 1024  # a WCS with SIP terms, and its per-thread copies
-        return total
-
-    # -- WCS and geometry ----------------------------------------------------------------------------
     def _master_wcs(self) -> WCS:
         def make() -> WCS:
             with quiet(FITSFixedWarning):
@@ -358,6 +282,150 @@ class Cube:
         """Sky positions of the four corners of the science pixels."""
         ra, dec = zip(*self.info.footprint)
         return SkyCoord(list(ra), list(dec), unit="deg", frame="icrs")
+
+
+class Cube(_Lazy):
+    """An opened TESS cube. Make it with :func:`open_cube` (cached), not directly.
+
+    Attributes
+    ----------
+    uri, source, info : the location, its :mod:`core.sources` byte source and its
+        :class:`~core.cube_info.CubeInfo`.
+    ny, nx, nframes, nplanes : the data dimensions (rows, columns, frames, planes).
+    data_offset : byte offset of HDU 1's data.
+    sector, camera, ccd : ints; product : "SPOC" or "TICA".
+    wcs_row : the table row the reference WCS comes from (the middle one, searching forward for a
+        TAN-SIP row and wrapping, as astrocut does).
+    is_icrs : whether the reference WCS is ICRS (TESS cubes are).
+    memo : :class:`CubeMemo`, bounded caches of derived values.
+    """
+
+    def __init__(self, info: CubeInfo, source: Any, geometry: CubeGeometry | None = None) -> None:
+        super().__init__()
+        self.info = info
+        self.geometry = geometry if geometry is not None and geometry.info.identity == info.identity else (
+            CubeGeometry(info))
+        self.uri = info.uri
+        self.source = source
+        self.product = info.product
+        self.sector, self.camera, self.ccd = info.sector, info.camera, info.ccd
+        self.ny, self.nx, self.nframes, self.nplanes = info.ny, info.nx, info.nframes, info.nplanes
+        self.data_offset = info.data_offset
+        self.wcs_row = info.wcs_row
+        self.memo = CubeMemo()
+
+    # -- headers and per-frame columns ----------------------------------------------------------
+    @property
+    def primary_header(self) -> fits.Header:
+        """HDU 0's header (parsed once, from the info's text)."""
+        return self._once("primary", lambda: _parse_header(self.info.primary_header))
+
+    @property
+    def frames(self) -> FrameColumns:
+        """The per-frame columns (read from the table on first use, then kept)."""
+        return self._once("frames", self._read_frames)
+
+    @property
+    def time(self) -> np.ndarray:
+        return self.frames.time
+
+    @property
+    def timecorr(self) -> np.ndarray | None:
+        return self.frames.timecorr
+
+    @property
+    def quality(self) -> np.ndarray:
+        return self.frames.quality
+
+    @property
+    def cadence(self) -> np.ndarray:
+        return self.frames.cadence
+
+    @property
+    def ffi_file(self) -> np.ndarray:
+        return self.frames.ffi_file
+
+    def _read_frames(self) -> FrameColumns:
+        info = self.info
+        raw = self.source.read_range(info.table_data_offset, info.table_bytes)
+        names = list(info.columns)
+        try:
+            values = column_values(raw, info.columns, names, info.table_row_bytes, info.nframes)
+        except ValueError as exc:
+            raise CorruptFileError(f"{self.uri}: unreadable per-frame column ({exc})", field="cube_file") from None
+        if self.product == "SPOC":
+            start, stop, qual = values["TSTART"], values["TSTOP"], values["DQUALITY"]
+            timecorr = np.asarray(values["BARYCORR"], dtype=">f4")
+            cadence = np.zeros(self.nframes, dtype=">i4")
+        else:
+            start, stop, qual = values["STARTTJD"], values["ENDTJD"], values["QUAL_BIT"]
+            timecorr = None
+            cadence = (np.asarray(values["CADENCE"], dtype=">i4") if "CADENCE" in values
+                       else np.zeros(self.nframes, dtype=">i4"))
+        time = ((np.asarray(start, dtype=float) + np.asarray(stop, dtype=float)) / 2).astype(">f8")
+        quality = np.asarray(qual).astype(">i4")
+        names_ = np.asarray(values["FFI_FILE"])
+        ffi = np.char.encode(names_.astype(str), "ascii") if names_.dtype.kind == "U" else names_
+        return FrameColumns(time, timecorr, quality, cadence, ffi.astype("S38"))
+
+    @property
+    def table(self) -> fits.FITS_rec:
+        """The whole frame table, parsed by astropy on every access (for inspection: nothing keeps it)."""
+        info = self.info
+        start = info.data_offset + _padded(info.ny * info.nx * info.nframes * info.nplanes * 4)
+        raw = self.source.read_range(start, info.table_data_offset - start + info.table_bytes)
+        with quiet():
+            return fits.BinTableHDU.fromstring(raw + bytes(-len(raw) % 2880)).data
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this cube holds in memory (per-frame columns, headers, caches), roughly."""
+        total = 4096 + len(self.info.primary_header) + self.memo.nbytes
+        frames = self._lazy.get("frames")
+        if frames is not None:
+            total += frames.nbytes
+        if "primary" in self._lazy:  # an astropy Header holds ~12x its card text
+            total += 12 * len(self.info.primary_header)
+        return total + self.geometry.nbytes
+
+    # -- WCS and geometry (see CubeGeometry) ------------------------------------------------------
+    @property
+    def wcs_header(self) -> fits.Header:
+        """The reference table row as a header."""
+        return self.geometry.wcs_header
+
+    @property
+    def wcs(self) -> WCS:
+        """This thread's copy of the reference WCS."""
+        return self.geometry.wcs
+
+    @property
+    def is_icrs(self) -> bool:
+        return self.geometry.is_icrs
+
+    @property
+    def pixel_scales(self) -> tuple[float, float]:
+        return self.geometry.pixel_scales
+
+    @property
+    def min_pixel_scale(self) -> float:
+        return self.geometry.min_pixel_scale
+
+    def radec_to_pixel(self, ra: float, dec: float) -> tuple[float, float]:
+        """See :meth:`CubeGeometry.radec_to_pixel`."""
+        return self.geometry.radec_to_pixel(ra, dec)
+
+    def world_to_pixel(self, coord: SkyCoord) -> tuple[float, float]:
+        return self.geometry.world_to_pixel(coord)
+
+    def contains(self, coord: SkyCoord, radius: Angle | u.Quantity = 0 * u.deg) -> bool:
+        return self.geometry.contains(coord, radius)
+
+    def contains_radec(self, ra: float, dec: float, radius_deg: float = 0.0) -> bool:
+        return self.geometry.contains_radec(ra, dec, radius_deg)
+
+    def footprint(self) -> SkyCoord:
+        return self.geometry.footprint()
 
     # -- pixels --------------------------------------------------------------------------------------
     def ranges(self, y0: int, y1: int, x0: int, x1: int) -> list[tuple[int, int]]:
