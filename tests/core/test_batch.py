@@ -293,6 +293,38 @@ def test_interrupted_run_resumes(first_run, targets_csv, cubes, cluster, tmp_pat
     assert _outputs(out) == expected
 
 
+class RenamedCatalog(FileCatalog):
+    """FileCatalog answering with other URIs for its cubes (the copies on S3)."""
+
+    def __init__(self, paths, uris):
+        super().__init__(paths)
+        self.uris = dict(zip(self.paths, uris))
+
+    def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC", sectors=None):
+        import dataclasses
+
+        return [dataclasses.replace(r, uri=self.uris[r.uri])
+                for r in super().containing(ra, dec, radius_deg, product=product, sectors=sectors)]
+
+
+def test_batch_over_s3_cubes(cubes, cluster, s3_server, tmp_path):
+    from core.batch import run_batch
+    from core.tpf import CutoutFactory
+
+    uris = [s3_server.upload(p, "batch", f"tess/{os.path.basename(p)}") for p in cubes]
+    positions = _positions(cubes[0])[1:4]
+    report = run_batch([(ra, dec, f"S{i}") for i, (ra, dec) in enumerate(positions)], size=SIZE,
+                       out_dir=tmp_path / "out", catalog=RenamedCatalog(cubes, uris), scheduler=cluster,
+                       s3=s3_server.config, progress=False)
+    assert report.ok >= 3 and report.errors == 0
+    for row in report.rows:
+        assert row.cube.startswith("s3://batch/tess/")
+        ra, dec = float(row.ra), float(row.dec)
+        direct = CutoutFactory().cube_cut(row.cube, f"{ra} {dec}", list(SIZE), output_path=tmp_path / "direct",
+                                          s3=s3_server.config)
+        assert (tmp_path / "out" / row.file).read_bytes() == Path(direct).read_bytes()
+
+
 def test_batch_rejects_bad_options(cubes, tmp_path):
     from core.batch import run_batch
     from core.errors import InvalidInputError
