@@ -315,6 +315,20 @@ def _s3_config(s3: Mapping[str, Any] | S3Config | None) -> S3Config | None:
     return S3Config(**dict(s3))
 
 
+def _remove_stale_parts(path: str) -> None:
+    """Remove the temporary files an earlier, killed attempt at ``path`` left beside it
+    (:func:`core.storage.atomic_output` names them ``.{name}.{random}.part``). Within a run one
+    task writes each path, so any such file is stale."""
+    import glob
+
+    directory, name = os.path.split(path)
+    for part in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.part")):
+        try:
+            os.unlink(part)
+        except OSError:
+            pass
+
+
 def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: str, product: str,
                target_dir: str, s3: Mapping[str, Any] | S3Config | None = None) -> dict[str, Any]:
     """Cut one target out of one cube into ``target_dir`` (the Dask task of :func:`run_batch`).
@@ -322,7 +336,8 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
     The exact output name and size are computed first (the window :func:`core.tpf.locate`
     places, :func:`core.tpf.tpf_filename`, the byte size of that window's TPF for this cube); a
     file already there with that size is kept (``"skipped"``). Otherwise
-    ``CutoutFactory().cube_cut`` writes it (temporary name, then rename).
+    ``CutoutFactory().cube_cut`` writes it (temporary name, then rename), after removing what a
+    killed earlier attempt left of its temporary files.
 
     Returns
     -------
@@ -348,6 +363,7 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
                 return {"status": "skipped", "path": path, "bytes": expected}
         except FileNotFoundError:
             pass
+        _remove_stale_parts(path)
         written = CutoutFactory().cube_cut(uri, coordinates, cutout_size, product=product,
                                            output_path=target_dir, s3=config)
         return {"status": "ok", "path": os.fspath(written), "bytes": os.path.getsize(written)}
@@ -766,7 +782,8 @@ def run_batch(
     log_every : int
         Log a progress line every this many tasks (no terminal).
     checkpoint_s : float
-        Rewrite the manifest at most this often while tasks finish (0: after every task).
+        Rewrite the manifest at most this often while tasks finish (0: after every batch of
+        results that arrives).
 
     Returns
     -------

@@ -237,6 +237,8 @@ def test_rerun_redoes_only_damaged_outputs(first_run, targets_csv, cubes, cluste
     files = sorted(p for p in expected if p.parent.name != "T01")  # not the repeated target's
     for p in files[:3]:
         p.unlink()
+    stale = files[0].with_name(f".{files[0].name}.killed.part")  # what a killed writer leaves
+    stale.write_bytes(b"partial")
     for p in files[3:5]:  # truncated: the right name, the wrong size
         p.write_bytes(expected[p][: len(expected[p]) // 2])
     catalog = FileCatalog(cubes)
@@ -244,7 +246,7 @@ def test_rerun_redoes_only_damaged_outputs(first_run, targets_csv, cubes, cluste
     # the manifest's records spare the intact outputs any task; the five damaged ones are redone
     assert report.tasks == 5 and report.ok == 5
     assert report.skipped == first.ok - 5 and report.errors == 2
-    assert _outputs(out) == expected
+    assert _outputs(out) == expected and not stale.exists()
 
     # without a manifest every pair is a task, and each task finds its whole file by name and size
     os.unlink(report.manifest)
