@@ -830,12 +830,14 @@ def run_batch(
         report.timings["total"] = time.monotonic() - t0
         return report
 
-    display = ProgressDisplay(len(tasks), label="cutouts", progress=progress, log_every=log_every)
+    display = None
     try:
         t1 = time.monotonic()
         n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(tasks))
         with dask_client(scheduler, workers=n_workers, memory_limit=memory_limit) as client:
             report.timings["cluster"] = time.monotonic() - t1
+            # made once the cluster is up, so that its rate is the tasks' alone
+            display = ProgressDisplay(len(tasks), label="cutouts", progress=progress, log_every=log_every)
             _run(client, tasks, display, out, manifest_path, rows, checkpoint_s)
             report.timings["run"] = time.monotonic() - t1 - report.timings["cluster"]
     except BaseException as exc:
@@ -846,7 +848,8 @@ def run_batch(
                 r.status, r.error = "error", why
         raise
     finally:
-        display.close()
+        if display is not None:
+            display.close()
         write_manifest(manifest_path, [r for r in rows if r.status])
         report.timings["total"] = time.monotonic() - t0
     return report

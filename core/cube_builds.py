@@ -353,10 +353,11 @@ def make_cubes(
                 len(builds), ffi_dir, report.skipped, len(ignored), len(todo))
     if todo:
         os.makedirs(out, exist_ok=True)
-        display = ProgressDisplay(len(todo), label="cubes", progress=progress, log_every=1, log=logger)
+        display = None
         n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(todo))
         try:
             with dask_client(scheduler, workers=n_workers, memory_limit=limit) as client:
+                display = ProgressDisplay(len(todo), label="cubes", progress=progress, log_every=1, log=logger)
                 _run_builds(client, todo, mem, product, display)
         except BaseException:
             for b, _ in todo:
@@ -364,7 +365,8 @@ def make_cubes(
                     b.status, b.error = "error", "not built: the run was interrupted"
             raise
         finally:
-            display.close()
+            if display is not None:
+                display.close()
     report.timings["total"] = time.monotonic() - t0
     return report
 
