@@ -97,6 +97,8 @@ SUBMIT_CHUNK = 500
 #: every millisecond-long cutout wait for a scheduler round trip: 1000 trivial tasks on 1 worker
 #: took 3.0 s with it, 0.8 s with 16, here); a running cluster keeps its own setting
 WORKER_SATURATION = 16.0
+#: how long reaching a running scheduler may take (Dask retries the connection until then)
+CONNECT_TIMEOUT = "20s"
 _UNITS = ("px", "arcsec", "arcmin", "deg")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -433,7 +435,7 @@ def dask_client(scheduler: str | Client | None = None, *, workers: int | None = 
         return
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise UnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
                                    field="scheduler") from None

@@ -342,6 +342,21 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
     assert catalog.calls == 0
 
 
+def test_dask_client_settings(monkeypatch):
+    from core import batch
+    from core.errors import UnavailableError
+    from tests.s3server import free_port
+
+    with batch.dask_client(workers=2, memory_limit="1GiB") as client:
+        workers = client.scheduler_info()["workers"].values()
+        assert [(w["nthreads"], w["memory_limit"]) for w in workers] == [(1, 2**30)] * 2
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == 16.0
+    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(UnavailableError) as err, batch.dask_client(f"tcp://127.0.0.1:{free_port()}"):
+        pass
+    assert err.value.field == "scheduler"
+
+
 # --- cubes ---------------------------------------------------------------------------------
 
 
