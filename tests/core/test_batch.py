@@ -1,0 +1,484 @@
+"""core.batch (batch cutouts on Dask), core.cube_builds (cubes on Dask) and app.cli_batch.
+
+Runs on real Dask clusters on loopback: one module-wide LocalCluster of 2 worker processes
+(passed as ``scheduler``), and one run making its own LocalCluster (``workers=2``). The cubes are
+small synthetic ones (64x64 pixels, 10 frames); the catalog is a small adapter implementing the
+protocol core.batch plans with, over cube files (containment by ``Cube.contains_radec``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os
+import shutil
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+SIZE = (5, 7)  # x then y
+
+
+# --- the catalog protocol over cube files -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CubeRecord:
+    uri: str
+    product: str
+    sector: int
+    camera: int
+    ccd: int
+    nframes: int
+    nx: int
+    ny: int
+    sector_name: str
+
+
+class FileCatalog:
+    """The catalog protocol of core.batch over a list of cube files."""
+
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+        self.calls = 0
+
+    def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC", sectors=None):
+        from core.cube import open_cube
+
+        self.calls += 1
+        wanted = None if sectors is None else set(sectors)
+        out = []
+        for path in self.paths:
+            cube = open_cube(path)
+            if cube.product != product or (wanted is not None and cube.sector not in wanted):
+                continue
+            if cube.contains_radec(ra, dec, radius_deg):
+                prefix = "tica" if cube.product == "TICA" else "tess"
+                out.append(CubeRecord(path, cube.product, cube.sector, cube.camera, cube.ccd, cube.nframes,
+                                      cube.nx, cube.ny, f"{prefix}-s{cube.sector:04d}-{cube.camera}-{cube.ccd}"))
+        return out
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 worker processes (one thread each) for the module; yields its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                      host="127.0.0.1", dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as lc:
+        yield lc.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def cubes(spoc_sector, spoc_sector_b, tmp_path_factory):
+    """Two SPOC cubes around the same position: sectors 38 and 11 (camera 2, CCD 2)."""
+    from core.cube_factory import CubeFactory
+
+    folder = tmp_path_factory.mktemp("batch_cubes")
+    paths = []
+    for sector in (spoc_sector, spoc_sector_b):
+        path = folder / f"tess-s{sector.sector:04d}-2-2-cube.fits"
+        CubeFactory().make_cube([str(f) for f in sector.ffi_files], str(path), verbose=False)
+        paths.append(str(path))
+    return paths
+
+
+def _positions(cube_path):
+    """Sky positions of pixels spread over a cube, one near its left edge (a padded cutout)."""
+    from core.cube import open_cube
+
+    wcs = open_cube(cube_path).wcs
+    pixels = [(1.2, 30.0)] + [(10.0 + 7.3 * i, 12.0 + 5.1 * i) for i in range(6)] + [
+        (50.0 - 4.1 * i, 14.0 + 4.3 * i) for i in range(10)]
+    ra, dec = wcs.all_pix2world([p[0] for p in pixels], [p[1] for p in pixels], 0)
+    return [(float(r), float(d)) for r, d in zip(ra, dec)]
+
+
+@pytest.fixture(scope="module")
+def targets_csv(cubes, tmp_path_factory):
+    """20 rows: 17 on the cubes (one restricted to sector 38, some unnamed, one name with a
+    space), one of them repeated, one off every cube, one bad row (RA not a number)."""
+    path = tmp_path_factory.mktemp("batch_targets") / "targets.csv"
+    rows = []
+    for i, (ra, dec) in enumerate(_positions(cubes[0])):
+        name = "" if i % 5 == 4 else (f"TIC {1000 + i}" if i == 3 else f"T{i:02d}")
+        rows.append({"ra": repr(ra), "dec": repr(dec), "name": name, "sector": "38" if i == 6 else ""})
+    rows.append(dict(rows[1]))  # the same target twice: one task, two rows
+    rows.append({"ra": "10.0", "dec": "10.0", "name": "off", "sector": ""})
+    rows.append({"ra": "abc", "dec": "-62.7", "name": "bad", "sector": ""})
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["name", "ra", "dec", "sector"])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(rows) == 20
+    return path
+
+
+def _expected(targets_csv, catalog, out_dir):
+    """What direct CutoutFactory().cube_cut calls write for every (target, cube) of the table,
+    as {path where the batch puts it: bytes}. The table is read here with the csv module."""
+    from core.batch import target_dir_name
+    from core.tpf import CutoutFactory
+
+    files = {}
+    with open(targets_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        try:
+            ra, dec = float(row["ra"]), float(row["dec"])
+        except ValueError:
+            continue
+        sectors = [int(row["sector"])] if row["sector"] else None
+        folder = target_dir_name(row["name"], ra, dec)
+        direct = out_dir.parent / (out_dir.name + "-direct") / folder
+        for rec in catalog.containing(ra, dec, sectors=sectors):
+            path = CutoutFactory().cube_cut(rec.uri, f"{ra} {dec}", list(SIZE), output_path=direct)
+            files[out_dir / folder / os.path.basename(path)] = Path(path).read_bytes()
+    return files
+
+
+def _outputs(out_dir):
+    return {Path(p): Path(p).read_bytes() for p in glob.glob(str(out_dir / "*" / "*.fits"))}
+
+
+def _manifest(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def first_run(targets_csv, cubes, cluster, tmp_path_factory):
+    """One complete batch on the module cluster: (out_dir, report, expected files)."""
+    from core.batch import run_batch
+
+    out = tmp_path_factory.mktemp("batch_first") / "out"
+    catalog = FileCatalog(cubes)
+    report = run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster)
+    return out, report, _expected(targets_csv, catalog, out)
+
+
+# --- target table --------------------------------------------------------------------------
+
+
+def test_read_targets_turns_bad_rows_into_errors(tmp_path):
+    from core.batch import read_targets
+    from core.errors import InvalidInputError
+
+    path = tmp_path / "t.csv"
+    path.write_text("# a comment line\nRA , Dec,Name,sector\n10,20,a,\nx,20,b,\n10,95,c,\n10\n"
+                    "10,20,d,1.5\n370,-20,e,38\n\n")
+    rows = read_targets(path)
+    assert [r.error.split(":")[0] for r in rows] == [
+        "", "InvalidInputError (ra)", "InvalidInputError (dec)", "InvalidInputError (dec)",
+        "InvalidInputError (sector)", ""]
+    assert "no dec value" in rows[3].error
+    assert (rows[5].ra, rows[5].dec, rows[5].sector) == (10.0, -20.0, 38)
+    assert read_targets([(1, 2, "n", 3), {"RA": 5, "dec": 6}])[1].ra == 5.0
+
+    (tmp_path / "nodec.csv").write_text("ra,declination\n1,2\n")
+    with pytest.raises(InvalidInputError) as err:
+        read_targets(tmp_path / "nodec.csv")
+    assert err.value.field == "dec"
+
+
+def test_target_dir_name_is_safe():
+    from core.batch import target_dir_name
+
+    assert target_dir_name("TIC 123/../x", 1, 2) == "TIC_123_.._x"
+    assert target_dir_name("..", 1.5, -2.25) == "1.500000_-2.250000"
+    assert target_dir_name("", 217.0, -62.5) == "217.000000_-62.500000"
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+def test_batch_matches_direct_cube_cuts(first_run, targets_csv):
+    out, report, expected = first_run
+    # every TPF is byte-identical to a direct cube_cut call, and there is nothing else
+    assert len(expected) >= 25
+    assert _outputs(out) == expected
+    ok = [r for r in report.rows if r.status == "ok"]
+    # the repeated target's rows share its files and its tasks
+    assert len({r.file for r in ok}) == report.tasks == len(expected) < len(ok)
+    assert report.errors == 2 and report.skipped == 0
+    by_name = {r.name: r for r in report.rows if r.status == "error"}
+    assert "no hosted cube contains the position" in by_name["off"].error
+    assert by_name["bad"].error.startswith("InvalidInputError (ra)")
+    restricted = [r for r in report.rows if r.index == 6]
+    assert [r.sector for r in restricted] == [38]
+    # the manifest on disk is the report, one row per (target, cube), files relative to out
+    rows = _manifest(report.manifest)
+    assert [(int(r["index"]), r["status"], r["file"]) for r in rows] == [
+        (r.index, r.status, r.file) for r in report.rows]
+    for r in rows:
+        if r["status"] == "ok":
+            assert (out / r["file"]).stat().st_size == int(r["bytes"])
+    assert {r["sector"] for r in rows if r["status"] == "ok"} == {"11", "38"}
+    assert any(r["file"].startswith("TIC_1003/") for r in rows)
+
+
+def test_rerun_redoes_only_damaged_outputs(first_run, targets_csv, cubes, cluster, tmp_path):
+    from core.batch import run_batch
+
+    src, first, expected = first_run
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    expected = {out / p.relative_to(src): data for p, data in expected.items()}
+    files = sorted(p for p in expected if p.parent.name != "T01")  # not the repeated target's
+    for p in files[:3]:
+        p.unlink()
+    stale = files[0].with_name(f".{files[0].name}.killed.part")  # what a killed writer leaves
+    stale.write_bytes(b"partial")
+    for p in files[3:5]:  # truncated: the right name, the wrong size
+        p.write_bytes(expected[p][: len(expected[p]) // 2])
+    catalog = FileCatalog(cubes)
+    report = run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, progress=False)
+    # the manifest's records spare the intact outputs any task; the five damaged ones are redone
+    assert report.tasks == 5 and report.ok == 5
+    assert report.skipped == first.ok - 5 and report.errors == 2
+    assert _outputs(out) == expected and not stale.exists()
+
+    # without a manifest every pair is a task, and each task finds its whole file by name and size
+    os.unlink(report.manifest)
+    files[7].unlink()
+    report = run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, progress=False)
+    assert report.tasks == len(expected) and report.ok == 1 and report.skipped == first.ok - 1
+    assert _outputs(out) == expected
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_run_resumes(first_run, targets_csv, cubes, cluster, tmp_path):
+    from core.batch import run_batch
+
+    src, first, expected = first_run
+    out = tmp_path / "out"
+    expected = {out / p.relative_to(src): data for p, data in expected.items()}
+    catalog = FileCatalog(cubes)
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise Stop
+
+    # its own LocalCluster (2 workers), shut down by the interruption
+    with pytest.raises(Stop):
+        run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, workers=2, progress=stop_after_two,
+                  memory_limit="1GiB")
+    rows = _manifest(out / "manifest.csv")
+    done = [r for r in rows if r["status"] == "ok"]
+    assert len(done) >= 2 and len(rows) == first.ok + 2
+    assert sum("interrupted" in r["error"] for r in rows) == len(rows) - len(done) - 2
+    for r in done:
+        assert (out / r["file"]).read_bytes() == expected[out / r["file"]]
+    # whatever is on disk under a final name is whole (atomic writes)
+    present = _outputs(out)
+    assert all(present[p] == expected[p] for p in present)
+    missing = set(expected) - set(present)
+    assert missing, "the interruption came after every task had run"
+
+    report = run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, progress=False)
+    redone = {out / r.file for r in report.rows if r.status == "ok"}  # the repeated target: 2 rows, 1 file
+    assert redone == missing
+    assert report.ok + report.skipped == first.ok and report.errors == 2
+    assert _outputs(out) == expected
+
+
+class RenamedCatalog(FileCatalog):
+    """FileCatalog answering with other URIs for its cubes (the copies on S3)."""
+
+    def __init__(self, paths, uris):
+        super().__init__(paths)
+        self.uris = dict(zip(self.paths, uris))
+
+    def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC", sectors=None):
+        import dataclasses
+
+        return [dataclasses.replace(r, uri=self.uris[r.uri])
+                for r in super().containing(ra, dec, radius_deg, product=product, sectors=sectors)]
+
+
+def test_batch_over_s3_cubes(cubes, cluster, s3_server, tmp_path):
+    from core.batch import run_batch
+    from core.tpf import CutoutFactory
+
+    uris = [s3_server.upload(p, "batch", f"tess/{os.path.basename(p)}") for p in cubes]
+    positions = _positions(cubes[0])[1:4]
+    report = run_batch([(ra, dec, f"S{i}") for i, (ra, dec) in enumerate(positions)], size=SIZE,
+                       out_dir=tmp_path / "out", catalog=RenamedCatalog(cubes, uris), scheduler=cluster,
+                       s3=s3_server.config, progress=False)
+    assert report.ok >= 3 and report.errors == 0
+    for row in report.rows:
+        assert row.cube.startswith("s3://batch/tess/")
+        ra, dec = float(row.ra), float(row.dec)
+        direct = CutoutFactory().cube_cut(row.cube, f"{ra} {dec}", list(SIZE), output_path=tmp_path / "direct",
+                                          s3=s3_server.config)
+        assert (tmp_path / "out" / row.file).read_bytes() == Path(direct).read_bytes()
+
+
+def test_batch_rejects_bad_options(cubes, tmp_path):
+    from core.batch import run_batch
+    from core.errors import InvalidInputError
+
+    catalog = FileCatalog(cubes)
+    for kwargs, fieldname in [({"size": 0}, "size"), ({"size": 2.5}, "size"), ({"size": (1, 2, 3)}, "size"),
+                              ({"size": 5, "units": "mm"}, "units"), ({"size": 5, "workers": 0}, "workers"),
+                              ({"size": 5, "memory_limit": "lots"}, "memory_limit"),
+                              ({"size": 5, "product": "K2"}, "product")]:
+        with pytest.raises(InvalidInputError) as err:
+            run_batch([(1, 2)], out_dir=tmp_path, catalog=catalog, **kwargs)
+        assert err.value.field == fieldname
+    assert catalog.calls == 0
+
+
+def test_dask_client_settings(monkeypatch):
+    from core import batch
+    from core.errors import UnavailableError
+    from tests.s3server import free_port
+
+    with batch.dask_client(workers=2, memory_limit="1GiB") as client:
+        workers = client.scheduler_info()["workers"].values()
+        assert [(w["nthreads"], w["memory_limit"]) for w in workers] == [(1, 2**30)] * 2
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == 16.0
+    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(UnavailableError) as err, batch.dask_client(f"tcp://127.0.0.1:{free_port()}"):
+        pass
+    assert err.value.field == "scheduler"
+
+
+# --- cubes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ffi_dir(tmp_path_factory):
+    """FFIs of two CCDs of sector 38, camera 2: CCD 2 under SPOC names, CCD 1 renamed to names
+    that say nothing (grouped by their headers), and a FITS-named file that is not FITS."""
+    from core.synthetic import write_sector
+
+    root = tmp_path_factory.mktemp("ffis")
+    write_sector(root / "ccd2", sector=38, camera=2, ccd=2, frames=6, size=(64, 64), seed=3)
+    s1 = write_sector(root / "ccd1", sector=38, camera=2, ccd=1, frames=6, size=(64, 64), seed=4)
+    for i, f in enumerate(s1.ffi_files):
+        f.rename(f.with_name(f"frame_{i:03d}.fits"))
+    (root / "notes.fits").write_text("not a FITS file")
+    return root
+
+
+def _cube_bytes(path):
+    """A cube's bytes with the two build-time stamps of its primary header masked: the DATE card
+    (the build date) and the time astropy writes into the DATASUM card's comment when the
+    factory refreshes it (to the second, so two builds a second apart differ there only)."""
+    import re
+
+    data = Path(path).read_bytes()
+    end = data.index(b"END" + b" " * 77) + 80
+    head = re.sub(rb"(DATE    = ')\d{4}-\d\d-\d\d'", rb"\1YYYY-MM-DD'", data[:end])
+    head = re.sub(rb"updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", b"updated YYYY-MM-DDTHH:MM:SS", head)
+    assert len(head) == end
+    return head + data[end:]
+
+
+def test_make_cubes_matches_cube_factory_and_resumes(ffi_dir, cluster, tmp_path):
+    from core.cube_builds import make_cubes
+    from core.cube_factory import CubeFactory
+
+    out = tmp_path / "cubes"
+    report = make_cubes(ffi_dir, out, scheduler=cluster, max_memory=0.5)
+    assert [(b.sector, b.camera, b.ccd, b.status, b.nffis) for b in report.builds] == [
+        (38, 2, 1, "ok", 6), (38, 2, 2, "ok", 6)]
+    assert [os.path.basename(p) for p, _ in report.ignored] == ["notes.fits"]
+    for b, sub in zip(report.builds, ("ccd1", "ccd2")):
+        assert os.path.basename(b.cube) == f"tess-s0038-2-{b.ccd}-cube.fits"
+        ref = tmp_path / "ref" / os.path.basename(b.cube)
+        CubeFactory().make_cube(sorted(glob.glob(str(ffi_dir / sub / "*.fits"))), str(ref), verbose=False)
+        assert _cube_bytes(b.cube) == _cube_bytes(ref)
+
+    again = make_cubes(ffi_dir, out, scheduler=cluster, max_memory=0.5)
+    assert [b.status for b in again.builds] == ["skipped", "skipped"] and again.tasks == 0
+
+    # a truncated cube is not complete: only it is rebuilt
+    cube1 = Path(report.builds[0].cube)
+    whole = _cube_bytes(cube1)
+    cube1.write_bytes(cube1.read_bytes()[:-2880])
+    third = make_cubes(ffi_dir, out, scheduler=cluster, max_memory=0.5)
+    assert [b.status for b in third.builds] == ["ok", "skipped"]
+    assert _cube_bytes(cube1) == whole
+
+
+def test_make_cubes_tica(cluster, tmp_path):
+    from core.cube_builds import make_cubes
+    from core.cube_factory import CubeFactory
+    from core.synthetic import write_sector
+
+    sector = write_sector(tmp_path / "ffis", product="TICA", sector=38, camera=2, ccd=2, frames=4,
+                          size=(64, 64), seed=5)
+    files = sorted(str(f) for f in sector.ffi_files)
+    os.rename(files[0], str(tmp_path / "ffis" / "first.fits"))  # grouped by its headers
+    files = sorted([*files[1:], str(tmp_path / "ffis" / "first.fits")])
+    report = make_cubes(tmp_path / "ffis", tmp_path / "cubes", scheduler=cluster, product="TICA", max_memory=0.5)
+    assert [(os.path.basename(b.cube), b.status, b.nffis) for b in report.builds] == [
+        ("tica-s0038-2-2-cube.fits", "ok", 4)]
+    CubeFactory(product="TICA").make_cube(files, str(tmp_path / "ref.fits"), verbose=False)
+    assert _cube_bytes(report.builds[0].cube) == _cube_bytes(tmp_path / "ref.fits")
+
+    spoc = make_cubes(tmp_path / "ffis", tmp_path / "cubes", scheduler=cluster, product="SPOC")
+    assert spoc.builds == [] and spoc.tasks == 0
+    assert [reason for _, reason in spoc.ignored] == ["a TICA FFI (SPOC cubes are being built)"] * 4
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def _parser():
+    from app.cli_batch import add_commands
+
+    parser = argparse.ArgumentParser(prog="cutout")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_batch_and_make_cubes(targets_csv, cubes, cluster, ffi_dir, tmp_path, monkeypatch, capsys):
+    import astropy.units as u
+
+    from core.batch import read_targets
+    from core.tpf import CutoutFactory
+
+    seen = {}
+
+    def open_catalog(cube_dirs=(), index=None):
+        seen.update(cube_dirs=list(cube_dirs), index=index)
+        return FileCatalog(sorted(p for d in cube_dirs for p in glob.glob(os.path.join(d, "*-cube.fits"))))
+
+    monkeypatch.setitem(sys.modules, "core.catalog", types.SimpleNamespace(open_catalog=open_catalog))
+    out = tmp_path / "out"
+    cube_dir = os.path.dirname(cubes[0])
+    args = _parser().parse_args(["batch", str(targets_csv), "--size", "1", "--units", "arcmin", "--sectors", "38",
+                                 "--out", str(out), "--scheduler", cluster, "--cube-dir", cube_dir])
+    assert args.func(args) == 1  # the off-cube and the bad rows are errors
+    assert seen == {"cube_dirs": [cube_dir], "index": None}
+    assert "2 errors" in capsys.readouterr().out
+    rows = _manifest(out / "manifest.csv")
+    assert {r["sector"] for r in rows if r["status"] == "ok"} == {"38"}
+    t = next(t for t in read_targets(targets_csv) if t.name == "T01")
+    direct = CutoutFactory().cube_cut(cubes[0], f"{t.ra} {t.dec}", [1.0, 1.0] * u.arcmin, output_path=tmp_path)
+    assert (out / "T01" / os.path.basename(direct)).read_bytes() == Path(direct).read_bytes()
+
+    args = _parser().parse_args(["make-cubes", str(ffi_dir), "--out", str(tmp_path / "cubes"), "--scheduler",
+                                 cluster, "--max-memory", "0.5"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 built, 0 already complete, 0 errors; 1 files ignored" in printed
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["batch", str(targets_csv), "--size", "3", "--out", "x", "--sectors", "a,b"])
