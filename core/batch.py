@@ -54,8 +54,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.atomic import atomic_output
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
-from core.storage import S3Config, atomic_output
+from core.s3 import S3Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -319,7 +320,7 @@ def _s3_config(s3: Mapping[str, Any] | S3Config | None) -> S3Config | None:
 
 def _remove_stale_parts(path: str) -> None:
     """Remove the temporary files an earlier, killed attempt at ``path`` left beside it
-    (:func:`core.storage.atomic_output` names them ``.{name}.{random}.part``). Within a run one
+    (:func:`core.atomic.atomic_output` names them ``.{name}.{random}.part``). Within a run one
     task writes each path, so any such file is stale."""
     import glob
 
@@ -349,7 +350,7 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
         the batch.
     """
     from core.cube import open_cube
-    from core.tpf import CutoutFactory, _layout, locate, tpf_filename
+    from core.tpf import CutoutFactory, locate, tpf_filename, tpf_nbytes
 
     try:
         config = _s3_config(s3)
@@ -359,7 +360,7 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
         win = locate(cube, coordinates, cutout_size).window
         path = os.path.join(target_dir, tpf_filename(cube.uri, ra, dec, win.nx, win.ny))
         # the TPF of a window is the cube's layout for that shape, byte for byte (core.tpf)
-        expected = _layout(cube, win.nx, win.ny).nbytes
+        expected = tpf_nbytes(cube, win.nx, win.ny)
         try:
             if os.stat(path).st_size == expected:
                 return {"status": "skipped", "path": path, "bytes": expected}

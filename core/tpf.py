@@ -65,6 +65,7 @@ __all__ = [
     "locate",
     "tpf_bytes",
     "tpf_filename",
+    "tpf_nbytes",
     "write_tpf",
 ]
 
@@ -103,6 +104,11 @@ def _radec(coordinates: Any) -> tuple[float, float]:
                 return ra % 360.0, dec
     coord = parse_coordinates(coordinates)
     return float(coord.ra.deg), float(coord.dec.deg)
+
+
+def tpf_nbytes(cube: Cube, nx: int, ny: int) -> int:
+    """The exact size of an ``nx`` x ``ny`` TPF of ``cube`` (its layout, cached per shape)."""
+    return layout(cube, nx, ny).nbytes
 
 
 def estimate_tpf_bytes(nx: int, ny: int, nframes: int) -> int:
