@@ -1,4 +1,5 @@
-"""The ``cutout`` command line: serve the API, build cubes, cut cubes and images, write demo data.
+"""The ``cutout`` command line: serve the API, index cubes, build cubes, cut cubes and images, batch
+cutouts and cube builds on Dask, write demo data.
 
 Every sub-command has ``--help``. Errors print one line (``cutout: error: ...``) and exit non-zero;
 no traceback unless ``CUTOUT_DEBUG=1``.
@@ -31,15 +32,18 @@ def _size_arg(text: str) -> tuple[int, int] | str:
 
 
 def _cutout_size(values: Sequence[str], units: str) -> Any:
-    """Turn ``--size 5`` / ``--size 5 7`` plus ``--units`` into what the engine takes (x first)."""
-    import astropy.units as u
+    """``--size 5`` / ``--size 5 7`` plus ``--units`` as the engine's one size type (x first)."""
+    from core.cutout_size import CutoutSize
+    from core.errors import InvalidInputError
 
-    numbers = [float(v) for v in values]
-    if units == "px":
-        ints = [round(v) for v in numbers]
-        return ints[0] if len(ints) == 1 else ints
-    unit = {"deg": u.deg, "d": u.deg, "arcmin": u.arcmin, "m": u.arcmin, "arcsec": u.arcsec, "s": u.arcsec}[units]
-    return (numbers[0] if len(numbers) == 1 else numbers) * unit
+    if len(values) > 2:
+        raise InvalidInputError(f"--size takes one or two numbers (x then y), got {len(values)}", field="size")
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        raise InvalidInputError(f"--size takes numbers, got {' '.join(values)!r}", field="size") from None
+    return CutoutSize.from_numbers(numbers[0], numbers[1] if len(numbers) > 1 else None, units, field="size",
+                                   field_y="size")
 
 
 def write_demo_data(out: Path, *, frames: int = 20, size: Any = (256, 256), sectors: Sequence[int] = (38, 11),
@@ -78,9 +82,9 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import json
 
-    from app.main import create_app
+    from app.server import serve
     from app.settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -92,6 +96,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides["cube_dirs"] = args.cube_dir
     if args.image_root:
         overrides["image_roots"] = args.image_root
+    if args.workers:
+        overrides["processes"] = args.workers
+    if args.index:
+        overrides["index"] = args.index
     settings = Settings(**overrides)
     if args.demo or not settings.cube_dirs:
         demo = Path(args.demo_dir or os.environ.get("CUTOUT_DEMO_DIR", DEFAULT_DEMO_DIR)).resolve()
@@ -101,9 +109,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "cube_dirs": [str(demo)] + list(settings.cube_dirs if args.cube_dir else []),
             "image_roots": list(settings.image_roots) or [str(demo)],
         })
-    app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"
-    print(f"Serving on {base}  (browser preview: {base}/ , API docs: {base}/docs)")
+    print(f"Serving on {base} with {settings.processes} process(es)  (browser preview: {base}/ , "
+          f"API docs: {base}/docs)")
     print("Example: curl -o cutout.zip "
           f"'{base}/tesscut/api/v0.1/astrocut?ra=217.42893801&dec=-62.67949189&x=10&y=10&units=px&sector=38'",
           flush=True)
@@ -112,9 +120,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False,  # app.observability logs one JSON line per request
-                timeout_graceful_shutdown=getattr(settings, "shutdown_grace_s", 10))
+    # several processes build their apps from the environment: hand them this command's settings
+    env = {f"CUTOUT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v)
+           for k, v in settings.model_dump(include={"host", "port", "cube_dirs", "image_roots", "processes", "index"})
+           .items() if v is not None}
+    serve(settings, env)
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from core.catalog_index import CatalogIndex
+
+    s3 = None
+    if any(loc.lower().startswith("s3://") for loc in [*args.locations, args.index]):
+        from core.s3 import S3Config
+
+        s3 = S3Config.from_env()
+    index = CatalogIndex(args.index, s3=s3)
+    report = index.update(args.locations, threads=args.threads, full=args.full)
+    for uri, why in report.failed:
+        print(f"skipped {uri}: {why}", file=sys.stderr)
+    print(f"{args.index}: {report.cubes} cubes ({report.read} read, {report.reused} unchanged, {report.removed} "
+          f"removed, {len(report.failed)} not cubes) in {report.seconds:.2f} s; {report.gets} reads, "
+          f"{report.bytes_read / 1e6:.2f} MB")
     return 0
 
 
@@ -190,9 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", action="append", help="a directory or s3:// prefix images may come from")
     p.add_argument("--demo", action="store_true", help="also serve the synthetic demo sectors")
     p.add_argument("--demo-dir", help=f"where demo data live (default ./{DEFAULT_DEMO_DIR})")
-    p.add_argument("--reindex", action="store_true",
-                   help="re-scan the cube locations at start-up (the index is always built at start)")
+    p.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
+    p.add_argument("--index", help="the catalog index: a path or s3://bucket/key (default <work_dir>/catalog.sqlite)")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("index", help="build or update the catalog index of cube locations (incremental)")
+    p.add_argument("locations", nargs="+", help="folders and/or s3://bucket/prefix holding cubes")
+    p.add_argument("--index", required=True, help="where the index goes: a path or s3://bucket/key")
+    p.add_argument("--threads", type=int, default=8, help="cubes read at once (default 8)")
+    p.add_argument("--full", action="store_true", help="read every cube again, not only new or changed ones")
+    p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("demo-data", help="write a synthetic sector (FFIs and cube)")
     p.add_argument("--out", required=True, help="output directory")
@@ -237,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "jpg"], default="png")
     p.add_argument("--colorize", action="store_true", help="three inputs -> one RGB image")
     p.set_defaults(func=_cmd_img_cut)
+
+    from app.cli_batch import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 
-from app.catalog import Catalog
+from app.budget import Budget
+from app.catalog import CatalogService
+from app.planning.context import Context
 from app.settings import Settings
 from app.workers import WorkerPool
-from core.errors import UnavailableError
+from core.cutout_size import Limits
+from core.errors import NotSupportedError
 
 __all__ = ["EphemerisResolver", "Services", "get_services", "no_resolver"]
 
@@ -20,24 +23,44 @@ EphemerisResolver = Callable[[str, "str | None"], dict[str, list[Any]]]
 
 
 def no_resolver(obj_id: str, obj_type: str | None) -> dict[str, list[Any]]:
-    """The default resolver: this server makes no network calls to ephemeris services."""
-    raise UnavailableError(
-        f"cannot resolve {obj_id!r}: this server has no ephemeris resolver configured; "
-        "pass the path explicitly as `ephemeris` (JSON with lists time, ra, dec)",
+    """The default resolver: this server makes no calls to ephemeris services. A permanent
+    condition: 422 naming ``obj_id`` (not a 503 that invites retries; not a 400, whose message
+    astroquery drops on its POST paths)."""
+    raise NotSupportedError(
+        f"this server cannot look up {obj_id!r}: it has no ephemeris resolver; give the target's path "
+        'as `ephemeris` instead (JSON {"time": [...TJD or ISO...], "ra": [...deg...], "dec": [...deg...]})',
         field="obj_id",
     )
 
 
 @dataclass
 class Services:
-    """Settings, catalog, worker pool and pluggable parts shared by every handler."""
+    """Settings, catalog, worker pool, budget and pluggable parts shared by every handler."""
 
     settings: Settings
-    catalog: Catalog
+    catalog: CatalogService
     pool: WorkerPool
+    budget: Budget
     s3: Any = None
     resolver: EphemerisResolver = no_resolver
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def context(self) -> Context:
+        """A planning context over the current catalog snapshot."""
+        s = self.settings
+        roots = s.image_roots
+        return Context(
+            catalog=self.catalog.current,
+            limits=Limits(max_side=s.max_cutout_side, max_volume=s.max_cutout_volume),
+            inline_tpf_bytes=s.inline_tpf_bytes,
+            band_bytes=s.stream_band_bytes,
+            work_dir=s.work_dir,
+            read_threads=s.read_threads,
+            max_input_files=s.max_input_files,
+            image_roots=[r for r in roots if not r.lower().startswith("s3://")],
+            image_s3_prefixes=[r for r in roots if r.lower().startswith("s3://")],
+            s3=self.s3,
+            resolver=self.resolver,
+        )
 
 
 async def get_services(request: Request) -> Services:

@@ -23,7 +23,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import (
     CorruptFileError,
@@ -33,6 +32,7 @@ from core.errors import (
     InvalidInputError,
     NoDataError,
     NotFoundError,
+    NotSupportedError,
     TooLargeError,
     UnavailableError,
 )
@@ -40,8 +40,7 @@ from core.errors import (
 __all__ = [
     "RETRY_AFTER_S",
     "STATUS_BY_ERROR",
-    "BodySizeLimitMiddleware",
-    "RequestIdMiddleware",
+    "PathScrubber",
     "error_body",
     "error_code",
     "error_response",
@@ -60,6 +59,7 @@ STATUS_BY_ERROR: dict[type[CutoutError], int] = {
     NoDataError: 404,  # the TESScut routes answer 200 + {"msg"} instead, see routers/tesscut.py
     TooLargeError: 413,
     CorruptFileError: 422,
+    NotSupportedError: 422,
     UnavailableError: 503,
     CutoutTimeoutError: 504,
 }
@@ -156,13 +156,59 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
+#: longest echo of a client's value in an error body, characters
+ECHO_CHARS = 120
+
+
+def truncate(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with an ellipsis and the full length)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _short(value: Any) -> Any:
+    """A value of a validation error's detail with every echoed string truncated."""
+    if isinstance(value, str):
+        return truncate(value)
+    if isinstance(value, dict):
+        return {k: _short(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_short(v) for v in value[:10]]
+    return value
+
+
+class PathScrubber:
+    """Removes the server's own directories from error messages: a user sees the names they gave
+    (relative to a data root), never ``/srv/...`` or a temporary upload path."""
+
+    def __init__(self, roots: list[str]) -> None:
+        import os
+
+        found = set()
+        for root in roots:
+            if root and "://" not in root:
+                for form in (root, os.path.abspath(root), os.path.realpath(root)):
+                    found.add(form.rstrip("/"))
+        self.roots = sorted((r for r in found if r and r != "/"), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for root in self.roots:
+            text = text.replace(root + "/", "").replace(root, "")
+        return text
+
+
+def _scrub(request: Request, text: str) -> str:
+    scrub = getattr(request.app.state, "scrub_paths", None)
+    return scrub(text) if scrub is not None else text
+
+
 async def _cutout_error_handler(request: Request, exc: CutoutError) -> JSONResponse:
     status = status_for(exc)
-    return error_response(request, status, exc.message, code=error_code(exc), field=exc.field)
+    message = truncate(_scrub(request, exc.message), 4 * ECHO_CHARS)
+    return error_response(request, status, message, code=error_code(exc), field=exc.field)
 
 
 async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+    errors = _short(jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
     first = errors[0] if errors else {}
     field = _field_of(first.get("loc", ()))
     msg = first.get("msg", "invalid request")
@@ -192,102 +238,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_handler)
-
-
-class RequestIdMiddleware:
-    """Take ``X-Request-ID`` from the request (or make one), keep it in ``scope['state']`` and echo it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = None
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                text = value.decode("latin-1").strip()
-                if 0 < len(text) <= 128 and text.isprintable():
-                    rid = text
-                break
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid or uuid.uuid4().hex
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", state["request_id"].encode("latin-1")))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class BodySizeLimitMiddleware:
-    """Answer 413 (the one error shape) to request bodies larger than ``max_bytes``.
-
-    A ``Content-Length`` over the limit is refused before the body is read; a chunked body is
-    counted as it arrives and the request is cut short at the limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = error_response(
-            request,
-            413,
-            f"request body exceeds the limit of {self.max_bytes} bytes",
-            code="too_large",
-            field="body",
-            # close: the server must not go on reading (and discarding) the rest of a huge body
-            headers={"Connection": "close"},
-        )
-        await response(scope, receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    if int(value) > self.max_bytes:
-                        await self._refuse(scope, receive, send)
-                        return
-                except ValueError:
-                    pass
-        seen = 0
-        overflow = False
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen, overflow
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    overflow = True
-                    raise TooLargeError(
-                        f"request body exceeds the limit of {self.max_bytes} bytes", field="body"
-                    )
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if overflow:
-                return  # the app's own answer to the broken body is replaced below
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except TooLargeError:
-            if not overflow:
-                raise
-        if overflow and not started:
-            await self._refuse(scope, receive, send)

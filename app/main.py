@@ -1,8 +1,8 @@
-"""The application: wires settings, catalog, worker pool, error handlers and routers together.
+"""The application: wires settings, catalog, worker pool, budget, error handlers and routers together.
 
-``create_app(settings)`` is all there is; ``app`` is an instance built from the environment (for
-``uvicorn app.main:app``). Metrics and access logging (:mod:`app.observability`) and the browser
-page with offline docs (:mod:`app.web`) are installed by their own ``install(app)``.
+``create_app(settings)`` is all there is (``uvicorn --factory app.main:create_app`` builds it from
+the environment). Metrics and access logging (:mod:`app.observability`), the browser page with
+offline docs (:mod:`app.web`) and the middleware (:mod:`app.middleware`) are installed here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import observability, web
-from app.catalog import Catalog
+from app.budget import Budget
+from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
-from app.errors import BodySizeLimitMiddleware, RequestIdMiddleware, install_error_handlers
+from app.errors import PathScrubber, install_error_handlers
+from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
 from app.routers import images, system, tesscut
 from app.settings import Settings
 from app.workers import WorkerPool
@@ -55,37 +57,43 @@ def create_app(
         Default: read from the environment.
     resolver : callable, optional
         Moving-target ephemeris resolver ``(obj_id, obj_type) -> {"time", "ra", "dec"}``; the
-        default answers 503 (this server makes no outside calls).
+        default answers 400 asking for ``ephemeris`` (this server makes no outside calls).
     install : callable, optional
         An extra ``install(app)`` hook (middleware, routes), called once the app is built.
     """
+    from core.cube_cache import configure
+
     settings = settings or Settings()
     logging.getLogger("app").setLevel(settings.log_level.upper())
-    s3 = settings.s3_config() if (settings.s3_endpoint_url or any(
-        d.lower().startswith("s3://") for d in [*settings.cube_dirs, *settings.image_roots]
-    ) or settings.s3_access_key_id or settings.s3_anonymous) else None
+    s3 = settings.s3_config() if settings.uses_s3() else None
+    configure(max_bytes=settings.cube_cache_bytes)
     services = Services(
         settings=settings,
-        catalog=Catalog(settings.cube_dirs, s3=s3),
+        catalog=CatalogService(settings, s3=s3),
         pool=WorkerPool(settings.workers, settings.queue_size, settings.request_timeout_s),
+        budget=Budget(settings.memory_budget_bytes, settings.disk_budget_bytes, settings.budget_queue_size,
+                      settings.request_timeout_s),
         s3=s3,
         resolver=resolver or no_resolver,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from core.tpf_stream import remove_stale_spools
+
         log.info("settings: %s", json.dumps(settings.masked(), default=str))
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        await anyio.to_thread.run_sync(services.catalog.reindex)
-        yield
+        remove_stale_spools(settings.work_dir)
+        await anyio.to_thread.run_sync(services.catalog.load)
+        services.catalog.start()
+        try:
+            yield
+        finally:
+            services.catalog.stop()
 
-    app = FastAPI(
-        title="TESS cutout service",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
+    app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, str(settings.work_dir)])
     install_error_handlers(app)
 
     for prefix in TESSCUT_PREFIXES:
@@ -94,22 +102,18 @@ def create_app(
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
 
-    # Access log + /metrics, then the browser page at / and the offline /docs and /redoc.
+    # Innermost first: HEAD is answered inside the access log (which then sees a complete answer)
+    app.add_middleware(HeadMiddleware)
     observability.install(app)
     web.install(app)
     if install is not None:
         install(app)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
 
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "HEAD"],
+                           allow_headers=["*"], expose_headers=["Content-Disposition", "X-Request-ID"])
     # Outermost last: request ids wrap everything, so every answer (413 included) carries one.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
-
-
-def __getattr__(name: str) -> Any:
-    # ``app.main:app`` for uvicorn, built lazily so importing this module reads no environment.
-    if name == "app":
-        value = create_app()
-        globals()["app"] = value
-        return value
-    raise AttributeError(name)

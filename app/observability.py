@@ -60,16 +60,19 @@ _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 _UNMATCHED = "<unmatched>"
 
 
-def record_cutout(request: Request, nx: int, ny: int, frames: int | None = None) -> None:
-    """Tell the access log and metrics what cutout a request produced (call from a handler).
+def record_cutout(request: Request, stats: Any) -> None:
+    """Tell the access log and metrics what a request cut (a planner's
+    :class:`~app.planning.answers.CutoutStats`; call from a handler).
 
-    Sets ``request.state.cutout_size = "NXxNY"`` and ``request.state.cutout_frames``.
+    Sets ``request.state.cutout_size = "NXxNY"``, ``cutout_frames`` (all cutouts' frames) and
+    ``cutout_count``; the metrics count the cutouts and their pixels x frames once the answer
+    has gone out with a 2xx status.
     """
-    request.state.cutout_size = f"{int(nx)}x{int(ny)}"
-    request.state.cutout_nx = int(nx)
-    request.state.cutout_ny = int(ny)
-    if frames is not None:
-        request.state.cutout_frames = int(frames)
+    request.state.cutout_size = f"{int(stats.nx)}x{int(stats.ny)}"
+    request.state.cutout_nx = int(stats.nx)
+    request.state.cutout_ny = int(stats.ny)
+    request.state.cutout_frames = int(stats.frames)
+    request.state.cutout_count = int(stats.count)
 
 
 class _ServiceCollector(Collector):
@@ -118,6 +121,34 @@ class _ServiceCollector(Collector):
             for product in ("SPOC", "TICA"):
                 cubes.add_metric([product], len(catalog.entries(product)))
             yield cubes
+            refreshes = CounterMetricFamily("cutout_catalog_refreshes", "Catalog snapshots published.")
+            refreshes.add_metric([], getattr(catalog, "refreshes", 0))
+            yield refreshes
+        budget = getattr(services, "budget", None)
+        if budget is not None:
+            b = budget.stats()
+            for key, kind, help_text in (
+                ("memory_bytes", "gauge", "The memory budget of cutouts in flight."),
+                ("memory_in_use", "gauge", "Memory taken by cutouts in flight (admitted)."),
+                ("disk_bytes", "gauge", "The temporary-disk budget of cutouts in flight."),
+                ("disk_in_use", "gauge", "Temporary disk taken by cutouts in flight (admitted)."),
+                ("waiting", "gauge", "Requests waiting for budget."),
+                ("admitted", "counter", "Requests admitted against the budget."),
+                ("refused", "counter", "Requests refused for want of budget (503)."),
+                ("too_large", "counter", "Requests larger than the whole budget (413)."),
+            ):
+                family = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(f"cutout_budget_{key}",
+                                                                                          help_text)
+                family.add_metric([], b[key])
+                yield family
+        from core.cube_cache import default_cache
+
+        cache = default_cache().stats()
+        for key, help_text in (("cubes", "Opened cubes held."), ("bytes", "Bytes the opened cubes hold."),
+                               ("max_bytes", "The byte bound of opened cubes.")):
+            family = GaugeMetricFamily(f"cutout_cube_cache_{key}", help_text)
+            family.add_metric([], cache[key])
+            yield family
 
 
 class Metrics:
@@ -257,7 +288,7 @@ class AccessLogMiddleware:
             record["frames"] = frames
         nx, ny = state.get("cutout_nx"), state.get("cutout_ny")
         if size is not None and 200 <= status < 300:
-            m.cutouts.labels(route).inc()
+            m.cutouts.labels(route).inc(int(state.get("cutout_count") or 1))
             if nx and ny and frames:
                 m.pixel_frames.labels(route).inc(int(nx) * int(ny) * int(frames))
         if error is not None:

@@ -13,8 +13,9 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from astropy import units as u
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.cutout_size import PIXEL_UNITS, UNIT_DEGREES
 
 __all__ = [
     "TESS_PIXEL_ARCSEC",
@@ -26,6 +27,7 @@ __all__ = [
     "MovingTargetCutParams",
     "MovingTargetSectorParams",
     "SectorParams",
+    "SizeParams",
     "parse_angle",
     "size_unit",
 ]
@@ -33,48 +35,40 @@ __all__ = [
 #: TESS plate scale used for ``px`` radii, as MAST's TESScut documents it
 TESS_PIXEL_ARCSEC = 21.0
 
-#: TESScut's angular unit names (one letter or spelled out) and its pixel unit names
-_ANGULAR: dict[str, Any] = {
-    **dict.fromkeys(("d", "deg", "degree", "degrees"), u.deg),
-    **dict.fromkeys(("m", "arcmin"), u.arcmin),
-    **dict.fromkeys(("s", "arcsec"), u.arcsec),
+#: a radius's unit names: TESScut's angular units (degrees by default) and TESS pixels of 21 arcsec
+_RADIUS_DEGREES: dict[str, float] = {
+    "": 1.0, **UNIT_DEGREES, **dict.fromkeys(PIXEL_UNITS, TESS_PIXEL_ARCSEC / 3600.0)
 }
-_PIXEL_NAMES = ("px", "pix", "pixel", "pixels")
-#: a radius: degrees by default; a pixel is TESS's 21 arcsec
-_ANGLE_UNITS: dict[str, Any] = {
-    "": u.deg, **_ANGULAR, **dict.fromkeys(_PIXEL_NAMES, TESS_PIXEL_ARCSEC * u.arcsec)
-}
-#: a cutout size: pixels stay pixels (converted with the cube's own WCS)
-_SIZE_UNITS: dict[str, Any] = {**dict.fromkeys(_PIXEL_NAMES, u.pix), **_ANGULAR}
-_NUMBER_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z]*)\s*$")
+_NUMBER_UNIT = re.compile(r"^\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
-def parse_angle(text: str | float) -> u.Quantity:
-    """Read a TESScut radius: a number with an optional unit suffix (d default, m, s, px = 21").
+def parse_angle(text: str | float) -> float:
+    """Read a TESScut radius in degrees: a number with an optional unit suffix (d default, m, s,
+    px = 21 arcsec).
 
     Raises ``ValueError`` (a 400 naming the field) for a bad number, a negative value or an
     unknown unit.
     """
     m = _NUMBER_UNIT.match(str(text))
     if not m:
-        raise ValueError(f"cannot read {text!r} as an angle such as '0.1d', '3m', '30s' or '2px'")
-    unit = _ANGLE_UNITS.get(m.group(2).lower())
-    if unit is None:
-        raise ValueError(f"unknown unit {m.group(2)!r}: use d, m, s or px")
+        raise ValueError(f"cannot read {str(text)[:40]!r} as an angle such as '0.1d', '3m', '30s' or '2px'")
+    scale = _RADIUS_DEGREES.get(m.group(2).lower())
+    if scale is None:
+        raise ValueError(f"unknown unit {m.group(2)[:20]!r}: use d, m, s or px")
     value = float(m.group(1))
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
     if value < 0:
         raise ValueError("must not be negative")
-    return (value * unit).to(u.deg)
+    return value * scale
 
 
-def size_unit(text: str) -> Any:
-    """The astropy unit of a TESScut ``units`` value (px, d/deg, m/arcmin, s/arcsec)."""
-    unit = _SIZE_UNITS.get(text.strip().lower())
-    if unit is None:
-        raise ValueError(f"unknown unit {text!r}: use px, d (deg), m (arcmin) or s (arcsec)")
-    return unit
+def size_unit(text: str) -> str:
+    """A TESScut ``units`` value, lower-cased, if it is one (px, d/deg, m/arcmin, s/arcsec)."""
+    name = text.strip().lower()
+    if name not in PIXEL_UNITS and name not in UNIT_DEGREES:
+        raise ValueError(f"unknown unit {text[:20]!r}: use px, d (deg), m (arcmin) or s (arcsec)")
+    return name
 
 
 def _split_values(values: Any) -> list[str]:
@@ -90,17 +84,22 @@ def _split_values(values: Any) -> list[str]:
     return out
 
 
+#: a whole number written with ASCII digits (``str.isdigit`` and ``int`` also take Arabic-Indic and
+#: other digits, and ``int`` fails on 4,300 digits or more)
+_ASCII_INT = re.compile(r"^\+?0*([0-9]{1,6})$")
+
+
 def _parse_sectors(values: Any) -> list[int]:
     sectors: list[int] = []
     for part in _split_values(values):
-        try:
-            number = int(part) if part.lstrip("+").isdigit() else float(part)
-        except ValueError:
-            raise ValueError(f"sector {part!r} is not a number") from None
-        if not math.isfinite(number) or number != int(number) or number < 1:
-            raise ValueError(f"sector {part!r} is not a positive whole number")
-        if int(number) not in sectors:
-            sectors.append(int(number))
+        m = _ASCII_INT.match(part)
+        if not m:
+            raise ValueError(f"sector {part[:20]!r} is not a positive whole number (ASCII digits)")
+        number = int(m.group(1))
+        if number < 1:
+            raise ValueError(f"sector {part[:20]!r} is not a positive whole number")
+        if number not in sectors:
+            sectors.append(number)
     return sectors
 
 
@@ -119,15 +118,18 @@ def _floats(values: Any, *, count: int | None = None) -> list[float] | None:
 
 # Per-field examples, so that GET (query parameters, where the models' examples are lost) documents them too.
 Ra = Annotated[
-    float, Field(description="Right ascension, degrees (ICRS).", allow_inf_nan=False, examples=[217.42893801])
+    float,
+    Field(ge=-180, le=360, allow_inf_nan=False, examples=[217.42893801],
+          description="Right ascension, degrees (ICRS), in [-180, 360]; wrapped into [0, 360)."),
 ]
 Dec = Annotated[
     float,
     Field(ge=-90, le=90, description="Declination, degrees (ICRS).", allow_inf_nan=False, examples=[-62.67949189]),
 ]
 Product = Annotated[
-    Literal["SPOC", "TICA"],
-    Field(description="Cube product: SPOC (default) or TICA, case-insensitive."),
+    Literal["SPOC", "TICA", ""],  # "" is read as SPOC (see _upper_product): the schema says it is allowed
+    Field(description="Cube product: SPOC (default) or TICA, case-insensitive; empty means SPOC "
+                      "(as an HTML form sends an unset field)."),
 ]
 
 
@@ -137,10 +139,17 @@ class _Base(BaseModel):
     @field_validator("product", mode="before", check_fields=False)
     @classmethod
     def _upper_product(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+        # An empty value is the default, in a query string as in a form (FastAPI gives forms' empty
+        # fields their default: one rule for both methods).
+        if isinstance(value, str):
+            return value.strip().upper() or "SPOC"
+        return value
 
 
-class _SizeMixin(BaseModel):
+class SizeParams(BaseModel):
+    """``x``, ``y`` and ``units``: a cutout size as TESScut takes it, read as one
+    :class:`core.cutout_size.CutoutSize` (:meth:`cutout_size`)."""
+
     x: float = Field(5, gt=0, allow_inf_nan=False, description="Cutout width, in `units`.")
     y: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="Cutout height, in `units` (default: x)."
@@ -153,18 +162,11 @@ class _SizeMixin(BaseModel):
         size_unit(value)
         return value.strip().lower()
 
-    def size_quantities(self) -> tuple[u.Quantity, u.Quantity]:
-        """(x, y) as astropy Quantities (pixels or angles)."""
-        unit = size_unit(self.units)
-        return self.x * unit, (self.y if self.y is not None else self.x) * unit
+    def cutout_size(self) -> Any:
+        """The size as the engine takes it (:class:`core.cutout_size.CutoutSize`)."""
+        from core.cutout_size import CutoutSize
 
-    def whole_pixels(self) -> tuple[int, int] | None:
-        """(x, y) as ints when the request is in whole pixels (the common case: no units
-        machinery needed), else None."""
-        y = self.y if self.y is not None else self.x
-        if size_unit(self.units) is not u.pix or not (float(self.x).is_integer() and float(y).is_integer()):
-            return None
-        return int(self.x), int(y)
+        return CutoutSize.from_numbers(self.x, self.y, self.units)
 
     def size_label(self) -> str:
         """``<x>x<y>`` as the request gave them (for file names)."""
@@ -211,11 +213,12 @@ class SectorParams(_Base):
         parse_angle(value)
         return value
 
-    def radius_angle(self) -> u.Quantity:
+    def radius_deg(self) -> float:
+        """The search radius in degrees."""
         return parse_angle(self.radius)
 
 
-class AstrocutParams(_Base, _SizeMixin, _SectorsMixin):
+class AstrocutParams(_Base, SizeParams, _SectorsMixin):
     """`astrocut`: target pixel files around a position, one per sector/camera/CCD, in a zip."""
 
     ra: Ra
@@ -240,6 +243,32 @@ class FfiWcsParams(_Base):
     model_config = ConfigDict(json_schema_extra={"examples": [{"sector": 38, "camera": 2, "ccd": 2}]})
 
 
+#: longest ``ephemeris`` accepted (about 40,000 path points)
+MAX_EPHEMERIS_CHARS = 2_000_000
+
+
+def _nesting(text: str) -> int:
+    """Deepest bracket nesting of a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 class _MovingTargetMixin(BaseModel):
     obj_id: str | None = Field(None, description="Object name or designation, sent to the ephemeris resolver.")
     obj_type: str | None = Field(None, description="Passed verbatim to the resolver (majorbody, smallbody...).")
@@ -251,8 +280,8 @@ class _MovingTargetMixin(BaseModel):
     @field_validator("obj_id")
     @classmethod
     def _check_obj_id(cls, value: str | None) -> str | None:
-        # It names the output file: bound its length (a 300-char name was an OSError, a 500) and
-        # refuse control characters (a NUL was a ValueError from open()).
+        # Bounded and printable; it reaches file names only through the safe alphabet, and the
+        # OBJECT card with its accents dropped (app.planning.moving.object_card).
         if value is not None and (len(value) > 100 or not value.isprintable()):
             raise ValueError("an object name of at most 100 printable characters")
         return value
@@ -268,15 +297,25 @@ class _MovingTargetMixin(BaseModel):
     def _check_ephemeris(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        if len(value) > MAX_EPHEMERIS_CHARS:
+            raise ValueError(f"at most {MAX_EPHEMERIS_CHARS} characters")
+        if _nesting(value) > 2:  # json.loads recurses per bracket: '[' * 3000 would be a RecursionError
+            raise ValueError('must be a flat object {"time": [...], "ra": [...], "dec": [...]}')
         try:
             data = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"not valid JSON ({getattr(exc, 'msg', 'too deeply nested')})") from None
         if not isinstance(data, dict) or not all(k in data for k in ("time", "ra", "dec")):
             raise ValueError("must be an object with lists 'time', 'ra' and 'dec'")
         lengths = {len(data[k]) if isinstance(data[k], list) else -1 for k in ("time", "ra", "dec")}
         if -1 in lengths or len(lengths) != 1 or lengths == {0} or lengths == {1}:
             raise ValueError("'time', 'ra' and 'dec' must be lists of the same length (at least 2)")
+        for key in ("time", "ra", "dec"):
+            for v in data[key]:
+                if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                    raise ValueError(f"'{key}' holds {type(v).__name__} values: give numbers (or ISO times)")  # noqa: TRY004
+                if key != "time" and isinstance(v, str):
+                    raise ValueError(f"'{key}' must hold numbers (degrees)")
         return value
 
     def ephemeris_dict(self) -> dict[str, list[Any]] | None:
@@ -289,7 +328,7 @@ class MovingTargetSectorParams(_Base, _MovingTargetMixin):
     product: Product = "SPOC"
 
 
-class MovingTargetCutParams(_Base, _SizeMixin, _MovingTargetMixin, _SectorsMixin):
+class MovingTargetCutParams(_Base, SizeParams, _MovingTargetMixin, _SectorsMixin):
     """`moving_target/astrocut`: TPFs centred on a moving target's path."""
 
     product: Product = "SPOC"
@@ -305,7 +344,7 @@ class _ImagesMixin(BaseModel):
     dec: Dec
 
 
-class FitsCutParams(_Base, _SizeMixin, _ImagesMixin):
+class FitsCutParams(_Base, SizeParams, _ImagesMixin):
     """`fits_cut`: FITS cutouts of images."""
 
     extension: str | None = Field(None, description="HDU index, comma-separated indices, or 'all'.")
@@ -322,18 +361,21 @@ class FitsCutParams(_Base, _SizeMixin, _ImagesMixin):
             return None
         if value.strip().lower() == "all":
             return "all"
-        for part in _split_values(value):
-            if not part.isdigit():
-                raise ValueError("an HDU index, comma-separated indices, or 'all'")
+        parts = _split_values(value)
+        if not parts or len(parts) > 100:
+            raise ValueError("an HDU index, comma-separated indices (at most 100), or 'all'")
+        for part in parts:
+            if not _ASCII_INT.match(part) and part.strip("+0") != "":
+                raise ValueError("an HDU index, comma-separated indices, or 'all' (ASCII digits)")
         return value
 
     def extension_value(self) -> None | str | list[int]:
         if self.extension is None or self.extension == "all":
             return self.extension
-        return [int(p) for p in _split_values(self.extension)]
+        return [int(p) for p in _split_values(self.extension)]  # ASCII digits, at most 6 (validated)
 
 
-class ImgCutParams(_Base, _SizeMixin, _ImagesMixin):
+class ImgCutParams(_Base, SizeParams, _ImagesMixin):
     """`img_cut`: PNG/JPEG cutouts of images (one image answers with the image itself)."""
 
     stretch: Literal["asinh", "sinh", "sqrt", "log", "linear"] = "asinh"
@@ -367,7 +409,7 @@ class ImgCutParams(_Base, _SizeMixin, _ImagesMixin):
         return _floats(self.minmax_value, count=2)
 
 
-class CombineParams(_Base, _SizeMixin):
+class CombineParams(_Base, SizeParams):
     """`combine`: cut the images (or take uploaded cutouts) and combine them into one FITS."""
 
     images: list[str] = Field(
@@ -437,7 +479,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "Path outside the data roots",
         404: "Not found",
         413: "Request too large",
-        422: "Corrupt input file",
+        422: "Corrupt input file, or a request this server cannot serve (no ephemeris resolver)",
         503: "Busy or backend unavailable (Retry-After)",
         504: "Timed out",
     }.items()

@@ -1,13 +1,15 @@
 """One settings object for the service, read from the environment (prefix ``CUTOUT_``).
 
-Lists (``CUTOUT_CUBE_DIRS``, ``CUTOUT_IMAGE_ROOTS``) are read either as JSON (``'["a", "b"]'``) or
-comma-separated (``a,b``).
+Lists (``CUTOUT_CUBE_DIRS``, ``CUTOUT_IMAGE_ROOTS``, ``CUTOUT_CORS_ORIGINS``) are read either as JSON
+(``'["a", "b"]'``) or comma-separated (``a,b``). The ``s3_*`` fields are the engine's
+:class:`core.s3.S3Config` fields, read from the same ``CUTOUT_S3_*`` variables.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,20 +19,52 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
 
 def _default_workers() -> int:
     return max(2, 2 * (os.cpu_count() or 1))
 
 
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 8 * GiB
+
+
+def _default_memory_budget() -> int:
+    """A quarter of this host's memory, at least 512 MB: what cutouts in flight may hold at once."""
+    return max(512 * MiB, _physical_memory() // 4)
+
+
+def _default_work_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "cutout-service"
+
+
+def _default_disk_budget() -> int:
+    """Half the free space where temporary files go (at least 1 GB)."""
+    where = Path(tempfile.gettempdir())
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:  # pragma: no cover
+        free = 8 * GiB
+    return max(GiB, free // 2)
+
+
 class Settings(BaseSettings):
     """Service configuration.
 
-    Limits: TESScut itself caps a cutout side at a few hundred pixels (its FFIs are 2048 px wide);
-    ``max_cutout_side`` defaults to 1000 px, enough for any realistic TPF, and
-    ``max_cutout_volume`` (pixels x frames) is the limit that really protects the server: a TPF
-    takes ~23 bytes per pixel-frame and each zip member is built in memory. The default, 150
-    million (about 3.5 GB per TPF), admits a 100x100 cutout of a 200-s-cadence sector (~11,900
-    frames, 119 million) and refuses anything much larger; lower it (or ``workers``) on a small host.
+    Limits. A TPF is written and streamed in bounded pieces (``stream_band_bytes``), so its size
+    costs temporary disk (8 bytes per pixel-frame: the pixel spool) and time, not memory.
+    ``max_cutout_volume`` (pixels x frames per TPF) protects those: the default, 500 million,
+    admits a 200x200 cutout of a 200-s-cadence sector (~11,900 frames: 476 million; a ~10 GB TPF)
+    and refuses anything larger. ``max_cutout_side`` (1000 px) is more than any TESScut client
+    asks for. What a request holds in memory and on disk at once is admitted against one
+    server-wide budget (``memory_budget_bytes``, ``disk_budget_bytes``): beyond it requests wait
+    (at most ``budget_queue_size`` of them, else 503), and one request larger than the whole
+    budget is refused with 413.
     """
 
     model_config = SettingsConfigDict(env_prefix="CUTOUT_", extra="ignore", validate_default=True)
@@ -42,22 +76,53 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Local folders and/or s3://bucket/prefix that fits_cut/img_cut/combine may read.",
     )
-    work_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "cutout-service")
+    work_dir: Path = Field(default_factory=_default_work_dir)
     host: str = "127.0.0.1"
     port: int = 8000
+    # -- catalog ---------------------------------------------------------------------------------
+    index: str | None = Field(
+        None, description="The catalog index: a local path or s3://bucket/key (default: <work_dir>/index/catalog.sqlite)."
+    )
+    index_refresh_s: float = Field(
+        300.0, ge=0, description="Seconds between re-scans of cube_dirs (new sectors appear); 0: only at start."
+    )
+    index_writer: bool | None = Field(
+        None, description="Whether this process updates the index (default: yes for a local index, no for S3)."
+    )
+    cube_cache_bytes: int = Field(512 * MiB, ge=16 * MiB, description="Bytes the opened cubes may hold.")
+    # -- limits and budget -----------------------------------------------------------------------
     max_cutout_side: int = Field(1000, ge=1)
-    max_cutout_volume: int = Field(150_000_000, ge=1, description="pixels x frames per TPF")
+    max_cutout_volume: int = Field(500_000_000, ge=1, description="pixels x frames per TPF")
     max_input_files: int = Field(16, ge=1)
-    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_upload_bytes: int = Field(100 * MiB, ge=1)
+    memory_budget_bytes: int = Field(default_factory=_default_memory_budget, ge=16 * MiB,
+                                     description="Memory all cutouts in flight may hold at once.")
+    disk_budget_bytes: int = Field(default_factory=_default_disk_budget, ge=0,
+                                   description="Temporary disk (pixel spools) all cutouts in flight may hold.")
+    budget_queue_size: int = Field(64, ge=0, description="requests allowed to wait for budget")
+    inline_tpf_bytes: int = Field(96 * MiB, ge=1 * MiB, description="TPFs up to this size are built in memory.")
+    stream_band_bytes: int = Field(32 * MiB, ge=1 * MiB, description="Piece size of a streamed TPF.")
     request_timeout_s: float = Field(120.0, gt=0)
-    workers: int = Field(default_factory=_default_workers, ge=1)
-    queue_size: int = Field(64, ge=0, description="requests allowed to wait for a worker")
-    read_threads: int = Field(4, ge=1, description="threads reading one cutout's byte ranges")
+    workers: int = Field(default_factory=_default_workers, ge=1, description="threads running engine calls")
+    queue_size: int = Field(64, ge=0, description="requests allowed to wait for a worker thread")
+    read_threads: int = Field(4, ge=1, description="threads reading one local cutout's rows")
+    # -- the HTTP server -------------------------------------------------------------------------
+    processes: int = Field(1, ge=1, description="server processes sharing the port (cutout serve --workers)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must deliver a complete request head within this (slow clients)"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+    max_connections: int = Field(1024, ge=1, description="open connections per process; more are refused")
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="on SIGTERM, seconds in-flight requests get to finish before the server exits"
     )
-    # The s3_* fields are the engine's core.s3.S3Config fields (same names after the prefix, same
-    # environment variables CUTOUT_S3_*): the service and the engine read one setting one way.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (e.g. a page embedding previews); empty: none."
+    )
+    forwarded_allow_ips: str | None = Field(
+        None, description="Proxies (e.g. the load balancer) whose X-Forwarded-For is trusted."
+    )
+    # -- S3 (the engine's core.s3.S3Config fields, same environment names) --------------------------
     s3_endpoint_url: str | None = None
     s3_anonymous: bool | None = Field(
         None, description="true: unsigned requests; false: signed; unset: unsigned unless credentials exist"
@@ -73,7 +138,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
-    @field_validator("cube_dirs", "image_roots", mode="before")
+    @field_validator("cube_dirs", "image_roots", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -83,7 +148,7 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
-        if isinstance(value, (str, Path)):
+        if isinstance(value, Path):
             return [str(value)]
         return [str(v) for v in value] if value is not None else []
 
@@ -91,6 +156,26 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.lower()
+
+    @property
+    def index_location(self) -> str:
+        """Where the catalog index is: ``index``, else ``<work_dir>/index/catalog.sqlite``."""
+        return self.index or str(self.work_dir / "index" / "catalog.sqlite")
+
+    @property
+    def writes_index(self) -> bool:
+        """Whether this process updates the index (``index_writer``; default: local indexes only)."""
+        if self.index_writer is not None:
+            return self.index_writer
+        return not self.index_location.lower().startswith("s3://")
+
+    def uses_s3(self) -> bool:
+        """Whether any cube, image or index location, or an S3 setting, asks for S3."""
+        locations = [*self.cube_dirs, *self.image_roots, self.index or ""]
+        return bool(
+            self.s3_endpoint_url or self.s3_access_key_id or self.s3_anonymous is not None
+            or any(loc.lower().startswith("s3://") for loc in locations)
+        )
 
     def s3_config(self) -> Any:
         """The engine's :class:`core.s3.S3Config`: each field from the ``s3_<field>`` setting."""
@@ -107,4 +192,3 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The settings as a JSON-able dict with secrets shown as ``'**********'``."""
         return json.loads(self.model_dump_json())
-

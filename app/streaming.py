@@ -1,108 +1,181 @@
-"""Streaming zips (one member built at a time) and single-file responses.
+"""Sending answers: one file, a zip built whole (small), or a zip streamed a member at a time.
 
-A zip is produced by :func:`stream_zip.stream_zip` from a lazy sequence of member *makers*. The
-generator itself is advanced on the worker pool, one ``next()`` per call, so a member (a TPF) is
-built on a worker thread only when the client has taken the bytes before it: the server holds one
-member and one chunk per response, never the whole archive. Members are stored uncompressed (TPF
-floats hardly compress; deflate would cost more CPU than it saves bytes), with ZIP64 records only
-once the archive passes 4 GiB.
+A streamed zip is produced by :func:`stream_zip.stream_zip` from the answer's members, each made
+on the worker pool only when the client has taken the bytes before it: the server holds one
+member (or one band of a streamed TPF) and one chunk per response, never the archive. Members
+made whole are stored (TPF floats hardly compress); a streamed TPF, whose CRC is known only at its
+end, is written with deflate at level 0 and a data descriptor (stored blocks: no compression
+cost). Whatever ends the response (the last byte, an error, the client going away), the makers are
+told to stop, the zip generator is closed (removing any pixel spool) once no worker is inside it,
+and only then is the request's budget given back.
 """
 
 from __future__ import annotations
 
 import logging
 import stat
+import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
-from fastapi.responses import Response, StreamingResponse
-from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
+import anyio
+import anyio.to_thread
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
+from app.budget import Ticket
+from app.planning.answers import FileAnswer, NoData, ZipAnswer, ZipMember
+from app.planning.context import safe_name
 from app.workers import WorkerPool
 
-__all__ = ["MemberMaker", "content_disposition", "file_response", "zip_bytes", "zip_chunks", "zip_response"]
+__all__ = ["content_disposition", "file_response", "no_data", "zip_bytes", "zip_chunks", "zip_response"]
 
 log = logging.getLogger("app.streaming")
 
-#: a callable run on a worker that returns (member name, member bytes or a memoryview of them), or
-#: None to skip the member
-MemberMaker = Callable[[], "tuple[str, bytes | memoryview] | None"]
-
 CHUNK_SIZE = 1024 * 1024
 _ZIP32_LIMIT = 0xFFFFFFFF - 64 * 1024
+#: zips whose members add up to at most this are built whole in one worker call and sent in one
+#: piece: a thread hop per chunk would cost more than the cutouts
+INLINE_ZIP_BYTES = 8 * 1024 * 1024
 
 
-def _member_files(makers: Iterable[MemberMaker]) -> Iterator[tuple[Any, ...]]:
+def _member_files(members: Sequence[ZipMember], cancel: threading.Event) -> Iterator[tuple[Any, ...]]:
     modified = datetime.now(UTC).replace(tzinfo=None)
     offset = 0
-    for make in makers:
-        made = make()
+    mode = stat.S_IFREG | 0o644
+    for member in members:
+        if cancel.is_set():
+            return
+        made = member.build(cancel)
         if made is None:  # the maker found no data for this member: leave it out
             continue
-        name, data = made
-        size = len(data)
-        crc = zlib.crc32(data)
-        big = offset + size + 1024 > _ZIP32_LIMIT
-        method = (NO_COMPRESSION_64 if big else NO_COMPRESSION_32)(size, crc)
-        offset += size + 128 + 2 * len(name.encode())
-        yield name, modified, stat.S_IFREG | 0o644, method, (data,)
-        del data
+        if isinstance(made, (bytes, bytearray, memoryview)):
+            size = memoryview(made).nbytes
+            big = offset + size + 1024 > _ZIP32_LIMIT
+            method = (NO_COMPRESSION_64 if big else NO_COMPRESSION_32)(size, zlib.crc32(made))
+            offset += size + 128 + 2 * len(member.name.encode())
+            yield member.name, modified, mode, method, (made,)
+        else:  # the pieces of a streamed TPF: CRC known at the end (data descriptor)
+            offset += member.nbytes + member.nbytes // 16000 + 256
+            yield member.name, modified, mode, ZIP_AUTO(member.nbytes, level=0), made
+        del made
 
 
-async def zip_chunks(
-    pool: WorkerPool, makers: Iterable[MemberMaker], *, chunk_size: int = CHUNK_SIZE
-) -> AsyncIterator[bytes]:
-    """Yield the bytes of a zip whose members are made one at a time on ``pool``.
+async def zip_chunks(pool: WorkerPool, members: Sequence[ZipMember], ticket: Ticket | None = None, *,
+                     chunk_size: int = CHUNK_SIZE, started: threading.Event | None = None) -> AsyncIterator[bytes]:
+    """Yield the bytes of a zip whose members are made one at a time on ``pool``; see the module
+    docstring for what happens when the response ends. ``started`` is set once the generator runs
+    (from then on it gives the ``ticket`` back itself)."""
+    if started is not None:
+        started.set()
+    cancel = threading.Event()
+    gen = stream_zip(_member_files(members, cancel), chunk_size=chunk_size)
+    inside = threading.Lock()  # held while a worker advances the generator
 
-    Every ``next()`` of the zip generator runs on the pool (``admitted=True``: the request was let
-    in before the response started), so building a member never blocks the event loop.
-    """
-    gen = stream_zip(_member_files(makers), chunk_size=chunk_size)
+    def step() -> bytes | None:
+        with inside:
+            return next(gen, None)
+
     try:
         while True:
-            chunk = await pool.run(next, gen, None, admitted=True)
+            chunk = await pool.run(step, admitted=True)
             if chunk is None:
                 return
             yield chunk
     except Exception:
         log.exception("zip stream aborted")
         raise
+    finally:
+        cancel.set()
+
+        def finish() -> None:
+            with inside:  # a worker still inside stops at its next check; then close
+                try:
+                    gen.close()
+                except Exception:
+                    log.debug("closing the zip stream failed", exc_info=True)
+            if ticket is not None:
+                ticket.release()
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(finish)
 
 
-def zip_bytes(makers: Iterable[MemberMaker]) -> bytes:
-    """The whole zip (members as :func:`zip_chunks` writes them) in memory, built on this thread.
-
-    For small archives (a few 5x5 TPFs): one worker call and one ``send`` instead of a thread hop
-    per chunk, which under load costs more than the cutout itself.
-    """
-    return b"".join(stream_zip(_member_files(makers), chunk_size=CHUNK_SIZE))
+def zip_bytes(members: Sequence[ZipMember]) -> bytes:
+    """The whole zip (members as :func:`zip_chunks` writes them) in memory, built on this thread."""
+    return b"".join(stream_zip(_member_files(members, threading.Event()), chunk_size=CHUNK_SIZE))
 
 
 def content_disposition(filename: str, *, inline: bool = False) -> str:
-    """A ``Content-Disposition`` value (RFC 6266, with a UTF-8 fallback)."""
+    """A ``Content-Disposition`` value for one of our file names (in the safe alphabet already:
+    sanitised again here, so no quote, semicolon or separator can reach the header)."""
     kind = "inline" if inline else "attachment"
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_")
-    if ascii_name == filename:
-        return f'{kind}; filename="{filename}"'
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
-
-
-def zip_response(pool: WorkerPool, makers: Iterable[MemberMaker], filename: str) -> StreamingResponse:
-    """A streamed ``application/zip`` response (no ``Accept-Ranges``, see tesscut-clients.md)."""
-    return StreamingResponse(
-        zip_chunks(pool, makers),
-        media_type="application/zip",
-        headers={"Content-Disposition": content_disposition(filename)},
-    )
+    return f'{kind}; filename="{safe_name(filename, limit=200)}"'
 
 
 def file_response(data: bytes, media_type: str, filename: str, *, inline: bool = False) -> Response:
-    """A whole small file (one FITS, one PNG/JPEG) with its name."""
-    return Response(
-        content=data,
-        media_type=media_type,
-        headers={"Content-Disposition": content_disposition(filename, inline=inline)},
-    )
+    """A whole small file (one FITS, one PNG/JPEG, a small zip) with its name."""
+    return Response(content=data, media_type=media_type,
+                    headers={"Content-Disposition": content_disposition(filename, inline=inline)})
+
+
+class ZipStreamResponse(StreamingResponse):
+    """A streamed ``application/zip`` response (no ``Accept-Ranges``: a client could mistake an
+    existing same-second zip for a partial download and resume it with Range).
+
+    Starlette leaves a body iterator suspended when sending fails (the client went away): this
+    response closes it, so the zip's cleanup runs, and gives the budget back itself when the body
+    never started.
+    """
+
+    def __init__(self, pool: WorkerPool, members: Sequence[ZipMember], filename: str,
+                 ticket: Ticket | None = None) -> None:
+        self._ticket = ticket
+        self._started = threading.Event()
+        super().__init__(zip_chunks(pool, members, ticket, started=self._started), media_type="application/zip",
+                         headers={"Content-Disposition": content_disposition(filename)})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[union-attr]
+            if not self._started.is_set() and self._ticket is not None:
+                self._ticket.release()
+
+
+def zip_response(pool: WorkerPool, members: Sequence[ZipMember], filename: str,
+                 ticket: Ticket | None = None) -> StreamingResponse:
+    """A streamed zip of ``members`` (see :class:`ZipStreamResponse`)."""
+    return ZipStreamResponse(pool, members, filename, ticket)
+
+
+def no_data(answer: NoData, hosted: Sequence[int]) -> JSONResponse:
+    """The TESScut "no data" answer: HTTP 200, ``msg``, empty ``results``, the hosted sectors."""
+    listing = ", ".join(str(s) for s in hosted) or "none"
+    return JSONResponse({"msg": f"{answer.message} Hosted {answer.product} sectors: {listing}.", "results": [],
+                         "hosted_sectors": list(hosted)})
+
+
+async def send(answer: NoData | FileAnswer | ZipAnswer, *, pool: WorkerPool, budget: Any,
+               hosted: Sequence[int] = ()) -> Response:
+    """The response for a planner's answer. A zip is admitted against the budget first (its biggest
+    member's memory and disk), then built whole when small or streamed."""
+    if isinstance(answer, NoData):
+        return no_data(answer, hosted)
+    if isinstance(answer, FileAnswer):
+        return file_response(answer.data, answer.media_type, answer.filename, inline=answer.inline)
+    ticket = await budget.admit(answer.memory_bytes, answer.disk_bytes)
+    try:
+        total = answer.nbytes
+        if total and total <= INLINE_ZIP_BYTES and not any(m.streamed for m in answer.members):
+            data = await pool.run(zip_bytes, answer.members)
+            ticket.release()
+            return file_response(data, "application/zip", answer.filename)
+        return zip_response(pool, answer.members, answer.filename, ticket)
+    except BaseException:
+        ticket.release()
+        raise

@@ -38,9 +38,9 @@ warnings.simplefilter("ignore")
 
 from bench_cube_cut import full_cube
 
-from core import cube as cube_mod
-from core import tpf as tpf_mod
+from core import tpf_layout
 from core.cube import open_cube
+from core.fits_cards import format_value
 from core.tpf import CutoutFactory, TpfHDUList, cut_bytes, locate
 
 
@@ -70,8 +70,8 @@ def main() -> None:
     reference = bytes(cut_bytes(cube, geo).data)
     fd = os.open(path, os.O_RDONLY)
     ranges = cube.ranges(win.y0, win.y1, win.x0, win.x1)
-    lay = tpf_mod._layout(cube, size, size)
-    if lay.proto is None or geo.inside != win:
+    lay = tpf_layout.layout(cube, size, size)
+    if tpf_layout.prototype(cube, lay) is None or geo.inside != win:
         raise SystemExit("the stripped sequences need a small cut fully on the cube")
     per_px = cube.nframes * cube.nplanes * 4
     row = cube.nx * per_px
@@ -90,18 +90,16 @@ def main() -> None:
         factory.cube_cut(path, coord, size, memory_only=True)
 
     def stripped(use_mmap: bool) -> TpfHDUList:
-        st = os.stat(path)
-        c = cube_mod._cache[cube_mod._aliases[(path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)]]
+        c = open_cube(path)  # a cache hit: one stat
         parts = coord.split()
         r, d = float(parts[0]) % 360.0, float(parts[1])
         c.radec_to_pixel(r, d)
-        layout = tpf_mod._layout(c, size, size)
-        values = tpf_mod._cube_lru(c, "fits")[(size, size, win.x0, win.y0)][1]
-        buf = layout.proto.copy()
+        layout = tpf_layout.layout(c, size, size)
+        values = c.memo.get("tpf-fit", (size, size, win.x0, win.y0))[1]
+        buf = tpf_layout.prototype(c, layout).copy()
         buf[layout.slot_index] = values
         buf[layout.radec_index] = np.frombuffer(
-            tpf_mod._fmt_value(r).encode() * layout.radec_counts[0]
-            + tpf_mod._fmt_value(d).encode() * layout.radec_counts[1],
+            format_value(r).encode() * layout.radec_counts[0] + format_value(d).encode() * layout.radec_counts[1],
             np.uint8,
         )
         dst = np.ndarray(

@@ -123,12 +123,14 @@ class Catalog:
     """
 
     def __init__(self, records: Sequence[CubeRecord], *, load_info: Callable[[str], CubeInfo] | None = None,
-                 s3: Any = None, skipped: Sequence[tuple[str, str]] = ()) -> None:
+                 s3: Any = None, skipped: Sequence[tuple[str, str]] = (),
+                 on_stale: Callable[[CubeRecord], Any] | None = None) -> None:
         ordered = sorted(records, key=lambda r: (r.product, r.sector, r.camera, r.ccd, r.uri))
         self._records: tuple[CubeRecord, ...] = tuple(ordered)
         self._by_uri = {r.uri: r for r in ordered}
         self._load_info = load_info
         self.s3 = s3
+        self.on_stale = on_stale
         self.skipped = list(skipped)
         grid: dict[tuple[int, int], list[CubeRecord]] = defaultdict(list)
         for r in ordered:
@@ -227,9 +229,21 @@ class Catalog:
     def open(self, record: CubeRecord) -> Cube:
         """The cube, for cutting (through the process-wide cube cache; the index's info spares
         reading its headers when the file is unchanged). A file replaced since it was indexed is
-        read afresh; one that is gone raises NotFoundError."""
+        read afresh; for one that is gone, UnavailableError (the catalog is behind the disk, not
+        the request wrong). Either calls ``on_stale`` (the service then refreshes the catalog)."""
+        from core.errors import NotFoundError, UnavailableError
+
         info = self.info(record)
-        cube = open_cube(record.uri, s3=self.s3, info=info)
+        try:
+            cube = open_cube(record.uri, s3=self.s3, info=info)
+        except NotFoundError:
+            if self.on_stale is not None:
+                self.on_stale(record)
+            raise UnavailableError(
+                f"cube {record.sector_name} is no longer available here; the catalog is being refreshed"
+            ) from None
+        if tuple(cube.info.identity) != tuple(record.identity) and self.on_stale is not None:
+            self.on_stale(record)
         geo = self._geometries.get((record.uri, record.identity))
         if geo is not None and cube.geometry is not geo and geo.info.identity == cube.info.identity:
             cube.geometry = geo  # share the WCS copies and pixel cache built for routing

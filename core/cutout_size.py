@@ -128,7 +128,10 @@ class CutoutSize:
     @classmethod
     def from_numbers(cls, x: Any, y: Any = None, units: str = "px", *, field: str = "x",
                      field_y: str = "y") -> CutoutSize:
-        """A size from numbers and a unit name (px, d/deg, m/arcmin, s/arcsec), y defaulting to x."""
+        """A size from numbers and a unit name (px, d/deg, m/arcmin, s/arcsec), y defaulting to x.
+
+        Pixel sizes must round to at least one pixel (the command line and the service ask for
+        cutouts in whole pixels; astrocut's functions, through :meth:`parse`, keep fractions)."""
         name = str(units).strip().lower()
         if name not in PIXEL_UNITS and name not in UNIT_DEGREES:
             raise InvalidInputError(
@@ -137,6 +140,9 @@ class CutoutSize:
         vx = _number(x, field)
         vy = vx if y is None else _number(y, field_y)
         if name in PIXEL_UNITS:
+            for value, fld in ((vx, field), (vy, field_y)):
+                if round(value) < 1:
+                    raise InvalidInputError(f"a size of {value:g} pixels rounds to 0 pixels", field=fld)
             return cls(vx, vy, "pix")
         scale = UNIT_DEGREES[name]
         return cls(vx * scale, vy * scale, "deg")
@@ -221,8 +227,9 @@ class Limits:
     def check(self, nx: int, ny: int, nframes: int = 1, *, bytes_needed: int | None = None,
               field_x: str = "cutout_size", field_y: str | None = None) -> None:
         """Raise :class:`TooLargeError` when an ``nx`` x ``ny`` window of ``nframes`` frames (and
-        ``bytes_needed`` bytes of output) exceeds a limit."""
-        field_y = field_y or field_x
+        ``bytes_needed`` bytes of output) exceeds a limit. A height over the side limit names
+        ``field_y`` (default ``<field_x>.y``: the y element of the size)."""
+        field_y = field_y or f"{field_x}.y"
         if self.max_side is not None:
             for side, name, fld in ((nx, "width", field_x), (ny, "height", field_y)):
                 if side > self.max_side:

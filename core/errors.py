@@ -57,6 +57,11 @@ class UnavailableError(CutoutError):
     """A backend (S3 endpoint, name resolver) cannot be reached right now; retrying may help."""
 
 
+class NotSupportedError(CutoutError):
+    """The request is well formed but this server cannot do what it asks, ever (e.g. resolve an
+    object name with no resolver configured): a permanent condition, not worth retrying."""
+
+
 class CutoutTimeoutError(CutoutError, TimeoutError):
     """An operation took longer than its allowed time."""
 
@@ -69,6 +74,7 @@ __all__ = [
     "InvalidInputError",
     "NoDataError",
     "NotFoundError",
+    "NotSupportedError",
     "TooLargeError",
     "UnavailableError",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,15 @@ from PIL.PngImagePlugin import PngInfo
 
 from core.atomic import atomic_output
 from core.errors import InvalidInputError
-from core.image_cutouts import ORIGIN, ImageCut, cut_images, cutout_filename, input_stem, software_version
+from core.image_cutouts import (
+    ORIGIN,
+    ImageCut,
+    cut_images,
+    cutout_filename,
+    input_stem,
+    report_cuts,
+    software_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +100,35 @@ def normalize_img(
     Raises
     ------
     InvalidInputError
-        Empty array, unknown stretch, or an interval that is not two finite numbers.
+        Empty or all-NaN array, unknown stretch, or an interval that is not two finite numbers,
+        low below high (astrocut silently inverted ``[99, 1]``).
     """
-    arr = np.asarray(img_arr)
+    try:
+        arr = np.asarray(img_arr, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidInputError("img_arr must be an array of numbers", field="img_arr") from None
     if arr.size == 0:
         raise InvalidInputError("Input image array is empty.", field="img_arr")
+    if not np.isfinite(arr).any():
+        raise InvalidInputError("Input image has no finite pixel (all NaN or infinite).", field="img_arr")
     stretch_obj = STRETCHES[parse_stretch(stretch)]()
     if minmax_percent is not None:
         lo, hi = _pair(minmax_percent, "minmax_percent")
         if not (0 <= lo <= 100 and 0 <= hi <= 100):
             raise InvalidInputError("minmax_percent must lie within 0..100", field="minmax_percent")
+        if lo >= hi:
+            raise InvalidInputError(f"minmax_percent must be [low, high] with low < high, not [{lo:g}, {hi:g}]",
+                                    field="minmax_percent")
         interval = AsymmetricPercentileInterval(lo, hi)
         if minmax_value is not None:
             warnings.warn("Both minmax_percent and minmax_value are set, minmax_value will be ignored.",
                           InputWarning)
     elif minmax_value is not None:
-        interval = ManualInterval(*_pair(minmax_value, "minmax_value"))
+        lo, hi = _pair(minmax_value, "minmax_value")
+        if lo >= hi:
+            raise InvalidInputError(f"minmax_value must be [low, high] with low < high, not [{lo:g}, {hi:g}]",
+                                    field="minmax_value")
+        interval = ManualInterval(lo, hi)
     else:
         interval = MinMaxInterval()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -191,6 +213,7 @@ def img_cut(
     extension: Any = None,
     fill_value: float = np.nan,
     limit_rounding_method: str = "round",
+    limits: Any = None,
 ) -> str | list[str] | Image.Image | list[Image.Image]:
     """Cut the same window from FITS images and render it as JPEG/PNG (astrocut's ``img_cut``).
 
@@ -209,18 +232,19 @@ def img_cut(
     NoDataError
         When no input has data at the position.
     """
-    if verbose:
-        log.setLevel(logging.DEBUG)
+    start = time.monotonic()
     stretch = parse_stretch(stretch)
     suffix = parse_format(img_format)
     if minmax_percent is None and minmax_value is None:
         minmax_percent = DEFAULT_PERCENT
     result = cut_images(
         input_files, coordinates, cutout_size, extension=extension, fill_value=fill_value,
-        limit_rounding_method=limit_rounding_method, drop_after=drop_after, s3=s3,
+        limit_rounding_method=limit_rounding_method, drop_after=drop_after, s3=s3, limits=limits,
     )
     coord = result.coordinates
     cuts = list(result.cutouts(include_empty=False))
+    if verbose:
+        report_cuts(result)
 
     def render(cut: ImageCut) -> np.ndarray:
         return normalize_img(cut.data, stretch, minmax_percent, minmax_value, invert)
@@ -240,7 +264,11 @@ def img_cut(
         img.info.update(image_metadata(cuts[0], [c.file for c in cuts], coord))
         if memory_only:
             return img
-        return save_image(img, Path(output_dir, cutout_filename(cutout_prefix, coord, result.size, suffix)))
+        path = save_image(img, Path(output_dir, cutout_filename(cutout_prefix, coord, result.size, suffix)))
+        if verbose:
+            print(f"Cutout image: {path}", flush=True)
+            print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
+        return path
 
     images = []
     for cut in cuts:
@@ -253,7 +281,9 @@ def img_cut(
     for i, (cut, img) in enumerate(zip(cuts, images)):
         name = cutout_filename(input_stem(cut.file), coord, result.size, f"_{i}{suffix}")
         paths.append(save_image(img, Path(output_dir, name)))
-    log.debug("Cutout images: %s", paths)
+    if verbose:
+        print(f"Cutout image(s): {paths}", flush=True)
+        print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
     return paths
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,8 @@ def path_to_footprints(path: SkyCoord, size: Any, img_wcs: WCS, max_pixels: int 
     Returns
     -------
     list of dict
-        ``{"coordinates": SkyCoord centre, "center_coord": same, "size": (ny, nx)}`` per rectangle
-        (astrocut returns ``coordinates`` and ``size``; its docstring says ``center_coord``: both given).
+        ``{"coordinates": SkyCoord centre, "size": (ny, nx)}`` per rectangle, sizes plain ints: what
+        astrocut returns, so ``Tesscut.download_cutouts(**footprint, sector=...)`` takes it as is.
 
     Raises
     ------
@@ -132,7 +133,7 @@ def path_to_footprints(path: SkyCoord, size: Any, img_wcs: WCS, max_pixels: int 
         nx = int(b[0, 1] - b[0, 0])
         ny = int(b[1, 1] - b[1, 0])
         centre = img_wcs.pixel_to_world(nx / 2 + b[0, 0], ny / 2 + b[1, 0])
-        footprints.append({"coordinates": centre, "center_coord": centre, "size": (ny, nx)})
+        footprints.append({"coordinates": centre, "size": (ny, nx)})
     return footprints
 
 
@@ -184,6 +185,11 @@ def _window(img: np.ndarray, x0: int, x1: int, y0: int, y1: int, fill: Any) -> n
 
 
 def _open(fle: Any) -> fits.HDUList:
+    """A TPF given as a path, an HDUList, or a callable making one (made only when needed)."""
+    if callable(fle) and not isinstance(fle, (str, os.PathLike)):
+        fle = fle()
+    if isinstance(fle, fits.HDUList):
+        return fle
     try:
         return fits.open(fle, mode="readonly", memmap=True)
     except FileNotFoundError:
@@ -192,12 +198,20 @@ def _open(fle: Any) -> fits.HDUList:
         raise CorruptFileError(f"Cannot read FITS file {fle}: {exc}", field="cutout_fles") from None
 
 
-def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fles: Sequence[Any]) -> Table:
-    """Per-cadence windows centred on the path, from every TPF the path crosses (astrocut's focus)."""
+def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fles: Sequence[Any],
+           headers: list[tuple[fits.Header, fits.Header]] | None = None) -> Table:
+    """Per-cadence windows centred on the path, from every TPF the path crosses (astrocut's focus).
+
+    One pass over the inputs, one at a time: each TPF's primary and table headers are appended to
+    ``headers``, and only its cadences on the path are kept, so TPFs made on demand (callables)
+    are held one at a time.
+    """
     path_jd = np.asarray(times.jd, dtype=float)
     tables = []
     for fle in fles:
         with _open(fle) as hdul:
+            if headers is not None:
+                headers.append((hdul[0].header.copy(), hdul[1].header.copy()))
             try:
                 table = Table(hdul[1].data)
                 ap_header = hdul[2].header
@@ -298,7 +312,9 @@ def center_on_path(
     target_pixel_file: str | None = None,
     output_path: str | os.PathLike = ".",
     verbose: bool = True,
-) -> str:
+    *,
+    memory_only: bool = False,
+) -> str | fits.HDUList:
     """Build one TPF centred on a moving target from TPFs the path crosses (astrocut's ``center_on_path``).
 
     Parameters
@@ -307,8 +323,9 @@ def center_on_path(
         ``time`` (Time) and ``position`` (SkyCoord) columns.
     size : int or [nx, ny]
         Window size in pixels, x first.
-    cutout_fles : list of str
-        Target pixel files (as from ``cube_cut``) that the path crosses.
+    cutout_fles : list of str, HDUList or callable
+        Target pixel files (as from ``cube_cut``) that the path crosses: paths, in-memory HDULists,
+        or callables making them (read one at a time; this package's addition).
     target : str, optional
         Name written to OBJECT and used in the default file name.
     img_wcs : WCS, optional
@@ -318,12 +335,14 @@ def center_on_path(
     output_path : str
         Directory of the output.
     verbose : bool
-        Log progress at DEBUG level.
+        Print what was built and the time taken, as astrocut 0.x did.
+    memory_only : bool
+        Return the HDUList instead of writing a file (this package's addition).
 
     Returns
     -------
-    str
-        Path of the written file. Its PIXELS table has the input columns, the image columns cut to the
+    str or HDUList
+        Path of the written file (or the HDUList). Its PIXELS table has the input columns, the image columns cut to the
         window, and TGT_X, TGT_Y (target position in the window, 0-based pixels), TGT_RA, TGT_DEC.
 
     Raises
@@ -333,11 +352,10 @@ def center_on_path(
     NoDataError
         The path crosses none of the files.
     """
-    if verbose:
-        log.setLevel(logging.DEBUG)
+    start = time.monotonic()
     sz = _parse_size(size)
     times, positions = _check_path(path)
-    if isinstance(cutout_fles, (str, os.PathLike)):
+    if isinstance(cutout_fles, (str, os.PathLike, fits.HDUList)):
         cutout_fles = [cutout_fles]
     cutout_fles = list(cutout_fles)
     if not cutout_fles:
@@ -346,13 +364,10 @@ def center_on_path(
         raise InvalidInputError("img_wcs must carry the image size (NAXIS1/NAXIS2)", field="img_wcs")
 
     tck, _, _ = _path_spline(times, positions)
-    table = _focus(tck, times, positions, sz, cutout_fles)
-
-    primary_headers, table_headers = [], []
-    for fle in cutout_fles:
-        with _open(fle) as hdul:
-            primary_headers.append(hdul[0].header.copy())
-            table_headers.append(hdul[1].header.copy())
+    headers: list[tuple[fits.Header, fits.Header]] = []
+    table = _focus(tck, times, positions, sz, cutout_fles, headers)
+    primary_headers = [h for h, _ in headers]
+    table_headers = [h for _, h in headers]
     primary = combine_headers(primary_headers, constant_only=True).copy()
     primary["DATE"] = Time.now().to_value("iso", subfmt="date")
     if target:
@@ -384,13 +399,28 @@ def center_on_path(
         ap.header["INHERIT"] = True
         hdus.append(ap)
 
+    result = fits.HDUList(hdus)
+    if verbose:
+        print(f"Centred {len(table)} cadences of {len(headers)} TPF(s) on the path: {sz[0]}x{sz[1]} px, "
+              f"TIME {tstart}..{tstop}", flush=True)
+    if memory_only:
+        if verbose:
+            print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
+        return result
     if not target_pixel_file:
-        name = target if target else "path"
-        target_pixel_file = f"{name}_{tstart}-{tstop}_{sz[0]}-x-{sz[1]}_astrocut.fits"
+        target_pixel_file = moving_filename(target, tstart, tstop, sz)
     target_pixel_file = str(target_pixel_file).replace("/", "-").replace(" ", "_")
-    out = write_atomic(fits.HDUList(hdus), Path(output_path, target_pixel_file))
-    log.debug("moving-target TPF: %s", out)
+    out = write_atomic(result, Path(output_path, target_pixel_file))
+    if verbose:
+        print(f"Target pixel file: {out}", flush=True)
+        print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
     return out
 
 
-__all__ = ["center_on_path", "path_to_footprints"]
+def moving_filename(target: str | None, tstart: float, tstop: float, size: tuple[int, int]) -> str:
+    """astrocut's default name of a path-centred TPF: ``<target or path>_<tstart>-<tstop>_<nx>-x-<ny>_astrocut.fits``."""
+    name = target if target else "path"
+    return f"{name}_{tstart}-{tstop}_{size[0]}-x-{size[1]}_astrocut.fits".replace("/", "-").replace(" ", "_")
+
+
+__all__ = ["center_on_path", "moving_filename", "path_to_footprints"]

@@ -34,11 +34,15 @@ from core.atomic import output_error
 from core.cube import Cube
 from core.tpf_layout import cached_fit, fill_rows, fill_slots, layout
 
-__all__ = ["DEFAULT_BAND_BYTES", "TpfStream", "remove_stale_spools"]
+__all__ = ["DEFAULT_BAND_BYTES", "StreamCancelled", "TpfStream", "remove_stale_spools"]
 
 #: target bytes of one band (a tile of cube rows in pass 1, a band of table rows in pass 2)
 DEFAULT_BAND_BYTES = 32 * 1024 * 1024
 _SPOOL_PREFIX = "tpf-spool-"
+
+
+class StreamCancelled(Exception):
+    """The stream's ``cancel`` event was set (its consumer has gone away)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class TpfStream:
     work_dir : directory of the pixel spool.
     band_bytes : target size of a band (memory is about three bands).
     threads : reads in flight at once when reading a tile (default the source's).
+    cancel : an event; once set, the stream stops at its next tile or band with
+        :class:`StreamCancelled` (and removes its spool).
 
     Attributes
     ----------
@@ -103,8 +109,9 @@ class TpfStream:
     """
 
     def __init__(self, cube: Cube, geo: Any, *, work_dir: str | os.PathLike, band_bytes: int = DEFAULT_BAND_BYTES,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, cancel: Any = None) -> None:
         self.cube, self.geo = cube, geo
+        self.cancel = cancel
         self.work_dir = os.fspath(work_dir)
         self.band_bytes = max(1 << 20, int(band_bytes))
         self.threads = threads
@@ -145,6 +152,10 @@ class TpfStream:
         finally:
             self.close()
 
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise StreamCancelled("the TPF stream was cancelled")
+
     def close(self) -> None:
         """Remove the spool (idempotent)."""
         fd, self._fd = self._fd, None
@@ -163,6 +174,7 @@ class TpfStream:
         try:
             self._fd = os.open(self._spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             for tile in self._tiles:
+                self._check_cancel()
                 block = self.cube.read_block_be(tile.y0, tile.y1, tile.x0, tile.x1, threads=self.threads)
                 frame_major = np.ascontiguousarray(block.transpose(2, 3, 0, 1))  # (T, P, ty, tx)
                 del block
@@ -189,6 +201,7 @@ class TpfStream:
         # the table, a band of frames at a time
         frames = max(1, self.band_bytes // lay.row_bytes)
         for t0 in range(0, lay.nrows, frames):
+            self._check_cancel()
             t1 = min(lay.nrows, t0 + frames)
             yield memoryview(self._rows(t0, t1))
         # the table's padding, the APERTURE header with its values, the aperture and its padding

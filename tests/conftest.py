@@ -101,10 +101,10 @@ def start_uvicorn(app, host: str, port: int):
     import threading
     import time
 
-    import uvicorn
+    from app.server import build_server
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    settings = app.state.services.settings
+    server = build_server(app, settings, host=host, port=port, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -422,7 +422,10 @@ def engine_threads() -> list[str]:
         f = frame
         while f is not None:
             if f.f_code.co_filename.startswith(dirs):
-                busy.append(names.get(ident, str(ident)))
+                # the catalog's refresh thread waiting for its next turn is idle, not engine work
+                idle = f.f_code.co_name == "_run" and f is not frame and "threading" in frame.f_code.co_filename
+                if not idle:
+                    busy.append(names.get(ident, str(ident)))
                 break
             f = f.f_back
     return busy

@@ -16,8 +16,11 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health")
 async def health(services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
-    """Liveness and a summary: hosted cubes, worker pool load."""
-    return {"status": "ok", "catalog": services.catalog.summary(), "pool": services.pool.stats()}
+    """Liveness and a summary: hosted cubes, worker pool load, the cutout budget, opened cubes."""
+    from core.cube_cache import default_cache
+
+    return {"status": "ok", "catalog": services.catalog.summary(), "pool": services.pool.stats(),
+            "budget": services.budget.stats(), "cube_cache": default_cache().stats()}
 
 
 @router.get("/version")

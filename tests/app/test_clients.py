@@ -155,19 +155,21 @@ def test_no_data_is_an_empty_result_with_a_warning(tesscut, tmp_path):
 
 
 def test_moving_target_without_resolver_is_a_clear_http_error(tesscut, tmp_path):
-    """The default server has no ephemeris resolver: 503 with a message, surfaced by the client."""
+    """The default server has no ephemeris resolver: a permanent 4xx (422, not a 503 that invites
+    retries) whose message, surfaced by the client, says to give the path as ephemeris."""
     import requests
 
     with pytest.raises(requests.HTTPError) as info:
         tesscut.get_sectors(objectname="Ceres", moving_target=True, mt_type="small_body")
-    assert info.value.response.status_code == 503
-    assert "resolver" in info.value.response.json()["msg"]
+    assert info.value.response.status_code == 422 and "Retry-After" not in info.value.response.headers
+    body = info.value.response.json()
+    assert "resolver" in body["msg"] and "ephemeris" in body["msg"] and body["error"]["field"] == "obj_id"
     with pytest.raises(requests.HTTPError) as info:
         tesscut.get_cutouts(objectname="Ceres", moving_target=True, size=5, sector=38)
-    assert info.value.response.status_code == 503
+    assert info.value.response.status_code == 422
     with pytest.raises(requests.HTTPError) as info:
         tesscut.download_cutouts(objectname="Ceres", moving_target=True, size=5, sector=38, path=str(tmp_path))
-    assert "503" in str(info.value)
+    assert "422" in str(info.value)
 
 
 def test_moving_target_with_explicit_ephemeris_through_the_client(tesscut, spoc_sector):

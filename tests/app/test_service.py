@@ -96,15 +96,17 @@ def test_zip_members_are_built_one_at_a_time():
     built: list[int] = []
     size = 3 * 1024 * 1024
 
+    from app.planning.answers import ZipMember
+
     def maker(i):
-        def make():
+        def make(cancel):
             built.append(i)
-            return f"m{i}.bin", bytes([i]) * size
-        return make
+            return bytes([i]) * size
+        return ZipMember(f"m{i}.bin", make, size)
 
     async def main():
         pool = WorkerPool(workers=1, queue_size=0, timeout_s=30)
-        stream = zip_chunks(pool, (maker(i) for i in range(5)))
+        stream = zip_chunks(pool, [maker(i) for i in range(5)])
         first = await stream.__anext__()
         assert first[:4] == b"PK\x03\x04"
         assert built == [0]  # only the first member exists so far

@@ -225,8 +225,8 @@ def test_ffi_wcs_unhosted_from_tesswcs_and_404(live_server):
 
 def test_moving_target_by_name_needs_resolver(live_server):
     r = call(live_server, "GET", "/moving_target/sector", {"obj_id": "Eleonora", "obj_type": "small_body"})
-    body = assert_error(r, 503, "obj_id")
-    assert "ephemeris" in body["msg"] and r.headers["retry-after"]
+    body = assert_error(r, 422, "obj_id")  # permanent: no Retry-After inviting endless retries
+    assert "ephemeris" in body["msg"] and "retry-after" not in r.headers
     assert_error(call(live_server, "POST", "/moving_target/astrocut", {"x": 5}), 400, None)
     assert_error(call(live_server, "GET", "/moving_target/sector", {"ephemeris": "{bad"}), 400, "ephemeris")
 

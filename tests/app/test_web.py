@@ -117,16 +117,22 @@ def test_preview_errors_have_the_error_shape(http, params, status, field):
 def test_preview_at_the_cube_edge_warns_of_nothing(spoc_cube):
     """A preview half off the cube: the off-cube pixels (all-NaN over time) render, and no
     RuntimeWarning is raised (nanmedian's is avoided rather than filtered: see core.quiet)."""
+    import os
     import warnings
 
-    from app.web import render_cube_preview
+    from app.planning.context import Context
+    from app.planning.preview import plan_preview
+    from core.catalog import open_catalog
     from core.cube import open_cube
+    from core.cutout_size import Limits
 
     cube = open_cube(spoc_cube)
     ra, dec = (float(v) for v in cube.wcs.all_pix2world(1.0, 30.0, 0))
+    ctx = Context(catalog=open_catalog(cube_dirs=[os.path.dirname(spoc_cube)]), limits=Limits(),
+                  inline_tpf_bytes=1 << 26, band_bytes=1 << 20, work_dir=os.path.dirname(spoc_cube))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        png = render_cube_preview(cube, ra, dec, 9, 7, "linear")
+        png = plan_preview(ctx, ra, dec, 9, 7, None, "SPOC", "linear").data
     pixels = np.asarray(Image.open(io.BytesIO(png)))
     assert pixels.shape == (7, 9)
     assert pixels[:, :3].max() == 0 and pixels[:, 4:].max() == 255  # off the cube: black

@@ -134,3 +134,37 @@ def test_index_on_s3_is_shared_by_readers(cube_dir, s3_server, tmp_path):
     rec = cat.containing(DEMO_RA, DEMO_DEC, product="SPOC")[0]
     cube = cat.open(rec)
     assert cube.nframes == 10 and cube.info == cat.info(rec)
+
+
+_CENTRE = (DEMO_RA, DEMO_DEC)
+
+
+def _offset(ra: float, dec: float, north_deg: float) -> tuple[float, float]:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    c = SkyCoord(ra, dec, unit="deg").directional_offset_by(0 * u.deg, north_deg * u.deg)
+    return float(c.ra.deg), float(c.dec.deg)
+
+
+@pytest.mark.parametrize(
+    ("where", "radius", "inside"),
+    [(_CENTRE, 0.0, True), (_offset(*_CENTRE, 0.25), 0.0, False), (_offset(*_CENTRE, 0.25), 0.3, True),
+     ((DEMO_RA + 180, -DEMO_DEC), 0.3, False)],
+    ids=["centre", "off", "off-within-radius", "far"],
+)
+def test_containing_with_a_radius_and_wrapped_ra(spoc_cube, where, radius, inside):
+    """64 px of ~21": 0.25 deg away is off the pixels but within 0.3 deg of them."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    cat = open_catalog(cube_dirs=[os.path.dirname(spoc_cube)])
+    ra, dec = where
+    found = cat.containing(ra, dec, radius)
+    assert [r.sector for r in found] == ([38] if inside else [])
+    assert cat.containing(ra + 360.0, dec, radius) == found  # RA wraps
+    assert cat.containing(ra - 360.0, dec, radius) == found
+    (record,) = cat.entries("SPOC")
+    cube = cat.open(record)
+    coord = SkyCoord(ra, dec, unit="deg")
+    assert cube.contains(coord, radius * u.deg) is cube.contains_radec(ra % 360.0, dec, radius) is inside

@@ -159,7 +159,8 @@ def test_path_to_footprints_cover_the_path():
         x0, y0 = cx - nx / 2, cy - ny / 2
         xs, ys = star_xy(frames)
         covered |= (xs >= x0 - 1e-6) & (xs <= x0 + nx + 1e-6) & (ys >= y0 - 1e-6) & (ys <= y0 + ny + 1e-6)
-        assert fp["center_coord"] is fp["coordinates"]
+        # what astrocut returns, so Tesscut.download_cutouts(**footprint, sector=...) takes it as is
+        assert set(fp) == {"coordinates", "size"} and all(type(v) is int for v in fp["size"])
     assert covered.all()
     single = path_to_footprints(path, [6, 4], w, max_pixels=10**6)
     assert len(single) == 1

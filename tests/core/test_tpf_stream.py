@@ -66,6 +66,22 @@ def test_closing_early_removes_the_spool(spoc_cube, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_cancelled_stream_stops_and_removes_the_spool(spoc_cube, tmp_path):
+    import threading
+
+    from core.tpf_stream import StreamCancelled
+
+    cube = open_cube(spoc_cube)
+    cancel = threading.Event()
+    stream = TpfStream(cube, _geo(cube, 31.8, 32.2, 20), work_dir=tmp_path, cancel=cancel)
+    chunks = stream.chunks()
+    next(chunks)
+    cancel.set()
+    with pytest.raises(StreamCancelled):
+        list(chunks)
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_failed_read_removes_the_spool(spoc_cube, tmp_path, monkeypatch):
     cube = open_cube(spoc_cube)
     stream = TpfStream(cube, _geo(cube, 31.8, 32.2, 20), work_dir=tmp_path)

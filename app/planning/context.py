@@ -1,0 +1,77 @@
+"""What every planner needs from the service, gathered once per request (no HTTP in it)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.catalog import Catalog
+from core.cutout_size import Limits
+from core.errors import CutoutError
+
+__all__ = ["Context", "api_fields", "safe_name"]
+
+
+@dataclass
+class Context:
+    """A catalog snapshot, the limits and the sizes a planner works with.
+
+    Attributes
+    ----------
+    catalog : the catalog snapshot of this request (later swaps do not affect it).
+    limits : the window limits (side, pixels x frames).
+    inline_tpf_bytes : TPFs up to this size are built in memory; bigger ones are streamed.
+    band_bytes : piece size of a streamed TPF.
+    work_dir : where temporary files (pixel spools, uploads) go.
+    read_threads : threads reading one local cutout's rows.
+    max_input_files : inputs allowed per image request.
+    image_roots, image_s3_prefixes : where image inputs may come from.
+    s3 : the engine's S3 configuration (or None).
+    resolver : moving targets' ``obj_id -> ephemeris`` resolver.
+    """
+
+    catalog: Catalog
+    limits: Limits
+    inline_tpf_bytes: int
+    band_bytes: int
+    work_dir: Path
+    read_threads: int = 4
+    max_input_files: int = 16
+    image_roots: list[str] = field(default_factory=list)
+    image_s3_prefixes: list[str] = field(default_factory=list)
+    s3: Any = None
+    resolver: Any = None
+
+
+@contextmanager
+def api_fields(names: Mapping[str, str | None], shown: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Engine errors raised inside the block name the API's parameters (``names`` maps the
+    engine's ``field`` to the API's) and show the user's names for server paths (``shown`` maps a
+    path to what the user called it)."""
+    try:
+        yield
+    except CutoutError as exc:
+        if exc.field in names:
+            exc.field = names[exc.field]
+        if shown:
+            message = exc.message
+            for path, name in sorted(shown.items(), key=lambda kv: -len(kv[0])):
+                message = message.replace(path, name)
+            exc.message = message
+            exc.args = (message,)
+        raise
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(text: str, *, limit: int = 100, default: str = "file") -> str:
+    """``text`` in the alphabet of file names we write (letters, digits, ``._-``; anything else
+    ``_``), with no leading dots, at most ``limit`` characters: safe in a Content-Disposition header
+    and as a zip member name whatever separator an extractor honours."""
+    name = _UNSAFE.sub("_", text).lstrip(".")[:limit]
+    return name or default

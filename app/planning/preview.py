@@ -1,0 +1,58 @@
+"""Planning the preview page's image: the median frame of the cutout the ``astrocut`` route serves."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from app.planning.answers import CutoutStats, FileAnswer
+from app.planning.context import Context, api_fields
+from app.planning.tesscut import TESSCUT_FIELDS
+from core.cutout_size import CutoutSize
+from core.errors import NoDataError
+from core.tpf import locate
+
+__all__ = ["PREVIEW_PERCENT", "plan_preview"]
+
+#: percentiles of the preview's interval (as img_cut's default)
+PREVIEW_PERCENT = (0.5, 99.5)
+
+
+def plan_preview(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: int | None, product: str,
+                 stretch: str, invert: bool = False) -> FileAnswer:
+    """A PNG of the per-pixel median frame of an ``nx`` x ``ny`` cutout around (ra, dec) on the
+    first hosted cube of ``product`` (in ``sector`` if given), scaled as ``img_cut`` scales and
+    flipped so north-up images show row 0 at the bottom. Memory stays one band of rows.
+
+    Raises
+    ------
+    NoDataError
+        No hosted cube holds the position, or the cutout has no valid pixel.
+    TooLargeError
+        The cutout exceeds the limits of the ``astrocut`` route (the same cutout; its time grows
+        with pixels x frames, while its memory stays one band).
+    """
+    from PIL import Image
+
+    from core.image import normalize_img
+    from core.preview import median_frame
+
+    with api_fields(TESSCUT_FIELDS):
+        records = ctx.catalog.containing(ra % 360.0, dec, product=product, sectors=[sector] if sector else None)
+        if not records:
+            where = f" in sector {sector}" if sector else ""
+            raise NoDataError(f"RA {ra:g} Dec {dec:g} is on no hosted {product} cube{where}", field="ra")
+        record = records[0]
+        cube = ctx.catalog.open(record)
+        geo = locate(cube, f"{ra % 360.0!r} {dec!r}", CutoutSize(nx, ny), limits=ctx.limits)
+        frame = median_frame(cube, geo.window, band_bytes=ctx.band_bytes)
+    if not np.isfinite(frame).any():
+        raise NoDataError("the cutout has no valid pixels on this cube", field="ra")
+    pixels = normalize_img(frame, stretch=stretch, minmax_percent=PREVIEW_PERCENT, invert=invert)
+    image = Image.fromarray(pixels).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    name = f"preview_{ra % 360.0:.6f}_{dec:.6f}_{nx}x{ny}_s{record.sector:04d}.png"
+    stats = CutoutStats(geo.window.nx, geo.window.ny, cube.nframes, 1)
+    return FileAnswer(buf.getvalue(), "image/png", name, inline=True, stats=stats)

@@ -1,0 +1,153 @@
+"""Planning the TESScut routes: ``sector``, ``astrocut`` and ``ffi_wcs`` (no HTTP here).
+
+"No data" (a position on no hosted cube, a sector not hosted or missing the position) is a
+:class:`~.answers.NoData`, which the TESScut routes answer with HTTP 200 and ``{"msg", "results":
+[]}``: astroquery and lightkurve check "is this a zip?" and otherwise read ``msg``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
+from app.planning.context import Context, api_fields
+from core.catalog import CubeRecord
+from core.cutout_size import CutoutSize
+from core.errors import NoDataError, NotFoundError
+from core.tpf import cut_bytes, locate, tpf_filename, tpf_nbytes
+
+__all__ = ["TESSCUT_FIELDS", "cutout_members", "plan_astrocut", "plan_ffi_wcs", "plan_sector", "select", "zip_name"]
+
+#: the engine's parameter names -> the TESScut API's
+TESSCUT_FIELDS = {"coordinates": "ra", "cutout_size": "x", "cutout_size.y": "y"}
+#: pieces below this many bytes are read on the calling thread: starting read threads costs more
+_THREADED_READ_BYTES = 4 * 1024 * 1024
+
+
+def sector_result(record: CubeRecord) -> dict[str, str]:
+    """The TESScut ``sector`` result row (all strings, sector zero-padded)."""
+    return {"sectorName": record.sector_name, "sector": f"{record.sector:04d}", "camera": str(record.camera),
+            "ccd": str(record.ccd)}
+
+
+def plan_sector(ctx: Context, ra: float, dec: float, radius_deg: float, product: str) -> list[dict[str, str]]:
+    """The hosted sectors/cameras/CCDs whose pixels (grown by ``radius_deg``) contain the position."""
+    return [sector_result(r) for r in ctx.catalog.containing(ra, dec, radius_deg, product=product)]
+
+
+def select(ctx: Context, ra: float, dec: float, product: str, sectors: Sequence[int]) -> list[CubeRecord] | NoData:
+    """The hosted cubes of ``product`` containing ICRS (ra, dec) degrees (in ``sectors`` if given),
+    or why there are none."""
+    catalog = ctx.catalog
+    if sectors:
+        hosted = set(catalog.sectors(product))
+        missing = [s for s in sectors if s not in hosted]
+        if len(missing) == len(sectors):
+            listed = ", ".join(str(s) for s in missing)
+            return NoData(f"Sector {listed} is not hosted on this server for product {product}.", product)
+    ra = ra % 360.0
+    records = catalog.containing(ra, dec, 0.0, product=product, sectors=sectors or None)
+    if not records:
+        where = f" in sector {', '.join(str(s) for s in sectors)}" if sectors else ""
+        return NoData(f"The position RA {ra:.6f} Dec {dec:.6f} is on no hosted {product} cube{where}.", product)
+    return records
+
+
+def member_name(record: CubeRecord, ra: float, dec: float, nx: int, ny: int) -> str:
+    """The legacy TESScut member name, built from sectorName (SPOC and TICA cubes alike)."""
+    return tpf_filename(f"{record.sector_name}-cube.fits", ra, dec, nx, ny)
+
+
+def cutout_members(ctx: Context, records: Sequence[CubeRecord], ra: float, dec: float,
+                   size: CutoutSize) -> tuple[list[ZipMember], CutoutStats | None]:
+    """One zip member per cube: each window placed and checked against the limits now (so a
+    limit answers 413 before anything is sent), each TPF made later, in memory or streamed."""
+    members: list[ZipMember] = []
+    frames = 0
+    first: tuple[int, int] | None = None
+    coordinates = f"{ra % 360.0!r} {dec!r}"
+    for record in records:
+        cube = ctx.catalog.open(record)
+        try:
+            geo = locate(cube, coordinates, size, limits=ctx.limits)
+        except NoDataError:
+            continue  # on the catalog's science pixels but not on this cube's array: cannot happen
+        win = geo.window
+        nbytes = tpf_nbytes(cube, win.nx, win.ny)
+        frames += cube.nframes
+        first = first or (win.nx, win.ny)
+        members.append(_member(ctx, record, cube, geo, nbytes))
+    stats = CutoutStats(first[0], first[1], frames, len(members)) if first else None
+    return members, stats
+
+
+def _member(ctx: Context, record: CubeRecord, cube: Any, geo: Any, nbytes: int) -> ZipMember:
+    win, ins = geo.window, geo.inside
+    name = member_name(record, geo.ra, geo.dec, win.nx, win.ny)
+    pixel_bytes = ins.nx * ins.ny * cube.nframes * cube.nplanes * 4
+    threads = ctx.read_threads if pixel_bytes >= _THREADED_READ_BYTES else None
+    if nbytes <= ctx.inline_tpf_bytes:
+        def build(cancel: Any) -> memoryview:
+            return cut_bytes(cube, geo, threads).data  # a memoryview: zipped without another copy
+
+        # the file, the pixel block read into it, and the zip's chunk of it
+        return ZipMember(name, build, nbytes, False, memory_bytes=nbytes + pixel_bytes + (1 << 20))
+    from core.tpf_stream import TpfStream
+
+    stream_probe = TpfStream(cube, geo, work_dir=ctx.work_dir, band_bytes=ctx.band_bytes, threads=threads)
+
+    def build_streamed(cancel: Any) -> Any:
+        stream = TpfStream(cube, geo, work_dir=ctx.work_dir, band_bytes=ctx.band_bytes, threads=threads,
+                           cancel=cancel)
+        return stream.chunks()
+
+    return ZipMember(name, build_streamed, nbytes, True, memory_bytes=stream_probe.memory_bytes + (2 << 20),
+                     disk_bytes=stream_probe.spool_bytes)
+
+
+def zip_name(ra: float, dec: float, label: str) -> str:
+    return f"astrocut_{ra % 360.0:.6f}_{dec:.6f}_{label}.zip"
+
+
+def plan_astrocut(ctx: Context, ra: float, dec: float, size: CutoutSize, product: str, sectors: Sequence[int],
+                  label: str | None = None) -> NoData | ZipAnswer:
+    """TPFs around a position, one per hosted sector/camera/CCD containing it, as a zip."""
+    with api_fields(TESSCUT_FIELDS):
+        selected = select(ctx, ra, dec, product, sectors)
+        if isinstance(selected, NoData):
+            return selected
+        members, stats = cutout_members(ctx, selected, ra, dec, size)
+    if not members:
+        return NoData("The cutout has no data on any hosted cube.", product)
+    return ZipAnswer(zip_name(ra, dec, label or size.label()), members, stats)
+
+
+def plan_ffi_wcs(ctx: Context, sector: int, camera: int, ccd: int, product: str) -> dict[str, Any]:
+    """The reference WCS of a sector/camera/CCD: the hosted cube's, else tesswcs' archived
+    solution, else 404 naming ``sector``."""
+    record = ctx.catalog.get(sector, camera, ccd, product)
+    if record is not None:
+        header = ctx.catalog.geometry(record).wcs.to_header(relax=True)
+        source = "cube"
+    else:
+        from core.tess_wcs import archived_wcs
+
+        try:
+            header = archived_wcs(sector, camera, ccd).to_header(relax=True)
+        except NotFoundError:
+            raise NotFoundError(
+                f"no WCS for sector {sector}: not hosted here and not in tesswcs' archived solutions",
+                field="sector",
+            ) from None
+        source = "tesswcs"
+    return {"wcs": {k: _json_value(v) for k, v in header.items()}, "source": source}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return str(value)
