@@ -152,6 +152,44 @@ class _Column:
 
 
 @dataclass
+class _OldCube:
+    """An existing cube being updated: what is kept of it."""
+
+    path: str
+    primary: fits.Header
+    shape: tuple[int, int, int, int]  # ny, nx, frames, planes
+    offset: int  # byte offset of its image data
+    table_header: fits.Header
+    columns: list[tuple[str, str]]  # (name, TFORM)
+    values: dict[str, np.ndarray]
+    names: list[str]  # FFI_FILE of each frame
+
+
+@dataclass
+class _Placement:
+    """Where each frame goes in the output's time order: the new FFIs' positions and, when
+    updating, the old cube's frames' positions."""
+
+    new_pos: np.ndarray
+    old_pos: np.ndarray | None = None
+
+
+@dataclass
+class _BuildJob:
+    """One cube being written: where, its layout, the frames and where they go, and how."""
+
+    tmp: str
+    layout: _Layout
+    placement: _Placement
+    frames: list[_Frame]
+    old: _OldCube | None
+    max_memory: float
+    verbose: bool
+    progress: Callable[[int, int], Any] | None
+    label: str
+
+
+@dataclass
 class _Layout:
     ny: int
     nx: int
@@ -181,7 +219,7 @@ class _Layout:
 
 
 class _Progress:
-    """tqdm bar when stderr is a terminal, else log lines; silent when not verbose."""
+    """tqdm bar when stderr is a terminal, else printed lines; silent when not verbose."""
 
     def __init__(self, verbose: bool, total: int, callback: Callable[[int, int], Any] | None, label: str):
         self.verbose = verbose
@@ -204,8 +242,7 @@ class _Progress:
         elif self.verbose and (done / self.total >= self._next_log or done == self.total):
             elapsed = time.monotonic() - self.t0
             eta = elapsed / done * (self.total - done) if done else float("nan")
-            logger.info("%s: block %d/%d, %.1f s elapsed, ETA %.1f s", self.label, done, self.total,
-                        elapsed, eta)
+            print(f"{self.label}: block {done}/{self.total}, {elapsed:.1f} s elapsed, ETA {eta:.1f} s", flush=True)
             self._next_log = done / self.total + 0.1
         if self.callback is not None:
             self.callback(done, self.total)
@@ -234,6 +271,29 @@ def _pread_into(fd: int, buf: Any, offset: int, path: str) -> None:
                                    field="file_list")
         view = view[n:]
         offset += n
+
+
+def _read_rows_direct(fr: _Frame, planes: list[tuple[int, _Plane]], views: list, stage: np.ndarray, y0: int,
+                      n: int, nx: int) -> None:
+    """Rows ``y0:y0+n`` of the planes of one plain float32 FFI, ``os.preadv`` into the staging band."""
+    fd = os.open(fr.path, os.O_RDONLY)
+    try:
+        for tp, plane in planes:
+            off = plane.offset + y0 * nx * 4
+            got = os.preadv(fd, views[tp][:n], off)
+            if got != n * nx * 4:
+                if got <= 0:
+                    raise CorruptFileError(f"{fr.name} ends before its image data does.", field="file_list")
+                _pread_into(fd, stage[:n, tp], off, fr.path)
+    finally:
+        os.close(fd)
+
+
+def _read_rows_astropy(fr: _Frame, planes: list[tuple[int, _Plane]], stage: np.ndarray, y0: int, n: int) -> None:
+    """Rows ``y0:y0+n`` of the planes of an FFI astropy must decode (compressed, scaled, not float32)."""
+    with fits.open(fr.path, mode="denywrite", memmap=True, lazy_load_hdus=True) as hdul:
+        for tp, plane in planes:
+            stage[:n, tp, :] = hdul[plane.ext].section[y0:y0 + n, :]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -368,7 +428,7 @@ class CubeFactory:
                 raise NotFoundError(f"Cube file {cube_file} does not exist; cannot update it.",
                                     field="cube_file")
             old = self._read_old_cube(cube_file)
-            known = set(old["names"])
+            known = set(old.names)
             kept, seen = [], set()
             for f in files:
                 name = os.path.basename(f)
@@ -382,7 +442,7 @@ class CubeFactory:
                                         field="file_list")
             files = kept
 
-        frames, template, pending_cols = self._scan(files)
+        frames, template, pending_cols = self._scan(files, verbose)
         sector = self._check_consistency(frames, sector, old)
         order = np.argsort([fr.start for fr in frames], kind="stable")
         frames = [frames[i] for i in order]
@@ -395,16 +455,17 @@ class CubeFactory:
         layout.stats["scan"] = t_scan
 
         _remove_stale_partials(cube_file)
-        directory = os.path.dirname(cube_file)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
         tmp = f"{cube_file}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         label = os.path.basename(cube_file)
         if verbose:
-            logger.info("%s %s: %d frames of %dx%d (%d planes), %.2f GB", "Updating" if old else "Building",
-                        label, layout.nframes, layout.ny, layout.nx, layout.nplanes, layout.data_bytes / GB)
+            print(f"{'Updating' if old else 'Building'} {label}: {layout.nframes} frames of {layout.ny}x{layout.nx} "
+                  f"({layout.nplanes} planes), {layout.data_bytes / GB:.2f} GB", flush=True)
         try:
-            self._write(tmp, layout, plan, frames, old, mem, verbose, progress, label)
+            directory = os.path.dirname(cube_file)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            t_write = time.monotonic()
+            self._write(_BuildJob(tmp, layout, plan, frames, old, mem, verbose, progress, label))
             os.replace(tmp, cube_file)
         except BaseException as exc:
             try:
@@ -422,11 +483,25 @@ class CubeFactory:
         total = time.monotonic() - t0
         if verbose:
             s = layout.stats
-            logger.info("Wrote %s: %.2f GB in %.2f s (%.2f GB/s); scan %.2f s, read %.2f s, transpose %.2f s, "
-                        "write %.2f s, %d blocks of %d rows", cube_file, layout.total_bytes / GB, total,
-                        layout.total_bytes / GB / max(total, 1e-9), s["scan"], s["read"], s["transpose"],
-                        s["write"], s["blocks"], s["rows"])
+            print(f"Write time: {time.monotonic() - t_write:.2f} sec ({layout.total_bytes / GB:.2f} GB: read "
+                  f"{s['read']:.2f} s, transpose {s['transpose']:.2f} s, write {s['write']:.2f} s, {s['blocks']} "
+                  f"blocks of {s['rows']} rows)", flush=True)
+            print(f"Total time elapsed: {total / 60:.2f} min", flush=True)
         return cube_file
+
+    def update_cube(
+        self,
+        file_list: Iterable[str | os.PathLike] | str | os.PathLike,
+        cube_file: str | os.PathLike,
+        sector: int | None = None,
+        max_memory: float | None = None,
+        verbose: bool = True,
+    ) -> str:
+        """Add FFIs to an existing cube (astrocut's ``CubeFactory.update_cube``): ``make_cube`` with
+        ``update=True``; frames already in the cube (same ``FFI_FILE``) are skipped, old and new
+        frames are merged in time order (astrocut appends new frames at the end)."""
+        return self.make_cube(file_list, cube_file, sector=sector, max_memory=max_memory, verbose=verbose,
+                              update=True)
 
     # ------------------------------------------------------------------ input
     @staticmethod
@@ -455,8 +530,9 @@ class CubeFactory:
                 raise NotFoundError(f"FFI file {f} does not exist.", field="file_list")
         return files
 
-    def _scan(self, files: Sequence[str]) -> tuple[list[_Frame], int, list[_Column]]:
-        """Read every FFI's headers: start time, pixel locations, and its row of the table."""
+    def _scan(self, files: Sequence[str], verbose: bool = False) -> tuple[list[_Frame], int, list[_Column]]:
+        """Read every FFI's headers: start time, pixel locations, and its row of the table
+        (``verbose``: a line per file, as astrocut prints)."""
         spec = self._spec
         frames: list[_Frame] = []
         template = None
@@ -466,7 +542,11 @@ class CubeFactory:
         bad = (f"is not a {spec.name} FFI" + (" (needs image extensions 1 and 2)." if spec.name == "SPOC"
                                               else " (needs a 2-D image in the primary HDU)."))
         nhdus = max(spec.plane_exts) + 1
+        t_file = time.monotonic()
         for i, path in enumerate(files):
+            if verbose and i:
+                print(f"Completed file {i - 1} in {time.monotonic() - t_file:.3f} sec.", flush=True)
+                t_file = time.monotonic()
             name = os.path.basename(path)
             try:
                 raw = raw_hdus(path, nhdus)
@@ -542,6 +622,8 @@ class CubeFactory:
                     pending.append((i, img))
                     continue
             self._fill_row(cols, i, img, path)
+        if verbose and files:
+            print(f"Completed file {len(files) - 1} in {time.monotonic() - t_file:.3f} sec.", flush=True)
         if template is None:
             # astrocut fails here; a cube is still useful, so use the first FFI's header.
             logger.warning("No FFI has %s; using %s for the table columns.", spec.template_requirements,
@@ -582,7 +664,7 @@ class CubeFactory:
             else:
                 _store(col, i, _header_value(header, col.name, col.null()))
 
-    def _check_consistency(self, frames: list[_Frame], sector: int | None, old: dict | None) -> int | None:
+    def _check_consistency(self, frames: list[_Frame], sector: int | None, old: _OldCube | None) -> int | None:
         spec = self._spec
         ids = {fr.ids for fr in frames}
         if len(ids) > 1:
@@ -599,7 +681,7 @@ class CubeFactory:
         if sector is None and sectors:
             sector = next(iter(sectors))
         if old is not None:
-            ph = old["primary"]
+            ph = old.primary
             old_ids = tuple(ph.get(k) for k in spec.image_header_keywords)
             if old_ids != frames[0].ids:
                 raise InvalidInputError(f"The FFIs are from {'/'.join(spec.image_header_keywords)} "
@@ -648,7 +730,8 @@ class CubeFactory:
                                            field="file_list")
                 header[kwd] = (img[kwd], img.comments[kwd])
 
-    def _plan_new(self, frames, template, cols, order, sector):
+    def _plan_new(self, frames: list[_Frame], template: int, cols: list[_Column], order: np.ndarray,
+                  sector: int | None) -> tuple[_Layout, _Placement]:
         spec = self._spec
         for c in cols:
             c.values = c.values[order]
@@ -673,8 +756,7 @@ class CubeFactory:
         layout.image_header = self._image_header_bytes(ny, nx, len(frames), layout.nplanes)
         layout.table = self._table_bytes(cols)
         layout.data_offset = len(layout.primary) + len(layout.image_header)
-        plan = {"new_pos": np.arange(len(frames)), "old_pos": None}
-        return layout, plan
+        return layout, _Placement(np.arange(len(frames)))
 
     def _image_header(self, path: str) -> dict | fits.Header:
         """The values of an FFI's image header (raw parse when possible, else astropy)."""
@@ -694,7 +776,7 @@ class CubeFactory:
             return int(h["NAXIS2"]), int(h["NAXIS1"])
 
     # ------------------------------------------------------------------ update
-    def _read_old_cube(self, cube_file: str) -> dict:
+    def _read_old_cube(self, cube_file: str) -> _OldCube:
         spec = self._spec
         name = os.path.basename(cube_file)
         try:
@@ -721,16 +803,15 @@ class CubeFactory:
         if info["datLoc"] + int(np.prod(shape)) * 4 > os.path.getsize(cube_file):
             raise CorruptFileError(f"{name} is truncated.", field="cube_file")
         names = [v.decode("ascii", "replace") if isinstance(v, bytes) else str(v) for v in values["FFI_FILE"]]
-        return {"path": cube_file, "primary": primary, "shape": shape, "offset": info["datLoc"],
-                "table_header": th, "columns": columns, "values": values, "names": [n.strip() for n in names]}
+        return _OldCube(cube_file, primary, shape, info["datLoc"], th, columns, values, [n.strip() for n in names])
 
-    def _plan_update(self, frames, old, order):
+    def _plan_update(self, frames: list[_Frame], old: _OldCube, order: np.ndarray) -> tuple[_Layout, _Placement]:
         spec = self._spec
-        ny, nx, t_old, nplanes = old["shape"]
+        ny, nx, t_old, nplanes = old.shape
         if self._shape(frames[0]) != (ny, nx):
             raise InvalidInputError(f"The FFIs are {self._shape(frames[0])} pixels, the cube {(ny, nx)}.",
                                     field="file_list")
-        old_times = np.asarray(old["values"][spec.time_keyword], dtype=float)
+        old_times = np.asarray(old.values[spec.time_keyword], dtype=float)
         new_times = np.array([fr.start for fr in frames])
         times = np.concatenate([old_times, new_times])
         merged = np.argsort(times, kind="stable")  # old first on ties
@@ -741,19 +822,19 @@ class CubeFactory:
 
         # Table: keep the cube's columns; new rows from the new FFIs' headers.
         cols = []
-        for cname, fmt in old["columns"]:
+        for cname, fmt in old.columns:
             m = re.fullmatch(r"(\d*)([A-Z])(.*)", fmt.strip())
             if m is None:
                 raise CorruptFileError(f"Column {cname} of the cube's table has format {fmt!r}.", field="cube_file")
             kind = "S" if m.group(2) == "A" else ("J" if m.group(2) in "JIBKL" else "D")
             width = int(m.group(1) or 1) if kind == "S" else 0
-            th = old["table_header"]
+            th = old.table_header
             comment = th.get(cname, "") if cname not in _TABLE_STRUCTURAL else ""
             if isinstance(comment, fits.header._HeaderCommentaryCards):
                 comment = str(comment[0]) if len(comment) else ""
             col = _Column(cname, kind, width, comment if isinstance(comment, str) else str(comment))
             col.values = np.zeros(total, dtype=col.dtype)
-            ov = old["values"][cname]
+            ov = old.values[cname]
             col.values[old_pos] = ov.astype(col.dtype) if ov.dtype.kind != "U" else np.char.encode(ov, "ascii")
             cols.append(col)
         tmp_cols = [
@@ -764,7 +845,7 @@ class CubeFactory:
         for c, t in zip(cols, tmp_cols):
             c.values[new_pos] = t.values
 
-        header = old["primary"]
+        header = old.primary
         header["HISTORY"] = f"Updated on {date.today()} with new image delivery."
         header["HISTORY"] = f"First image is {frames[0].name}."
         if new_pos[-1] == total - 1:  # the latest frame is a new one
@@ -774,10 +855,12 @@ class CubeFactory:
         layout.image_header = self._image_header_bytes(ny, nx, total, nplanes)
         layout.table = self._table_bytes(cols)
         layout.data_offset = len(layout.primary) + len(layout.image_header)
-        return layout, {"new_pos": new_pos, "old_pos": old_pos}
+        return layout, _Placement(new_pos, old_pos)
 
     # ------------------------------------------------------------------ data
-    def _write(self, tmp, layout: _Layout, plan, frames, old, mem, verbose, progress, label) -> None:
+    def _write(self, job: _BuildJob) -> None:
+        tmp, layout, plan, frames, old = job.tmp, job.layout, job.placement, job.frames, job.old
+        mem, verbose, progress, label = job.max_memory, job.verbose, job.progress, job.label
         ny, nx, nplanes = layout.ny, layout.nx, layout.nplanes
         t_new = len(frames)
         tp_new = t_new * nplanes
@@ -790,12 +873,12 @@ class CubeFactory:
         stats.update(read=0.0, transpose=0.0, write=0.0, blocks=nblocks, rows=rows)
 
         stages = [np.empty((rows, tp_new, nx), dtype=">f4") for _ in range(2)]
-        olds = [np.empty((rows, nx, old["shape"][2], nplanes), dtype=">f4") for _ in range(2)] if old else None
+        olds = [np.empty((rows, nx, old.shape[2], nplanes), dtype=">f4") for _ in range(2)] if old else None
         outs = [np.empty((rows, nx, layout.nframes, nplanes), dtype=">f4") for _ in range(2)]
         # Row views for preadv, built once per staging buffer: views[b][tp] = [row 0, row 1, ...].
         views = [[[memoryview(st[r, tp]).cast("B") for r in range(rows)] for tp in range(tp_new)] for st in stages]
 
-        new_pos, old_pos = plan["new_pos"], plan["old_pos"]
+        new_pos, old_pos = plan.new_pos, plan.old_pos
         simple = old is None
 
         def read_band(k: int) -> int:
@@ -805,40 +888,22 @@ class CubeFactory:
             n = min(rows, ny - y0)
             st = stages[b]
             for f, fr in enumerate(frames):
-                fd = None
                 try:
-                    for p, plane in enumerate(fr.planes):
-                        tp = f * nplanes + p
-                        if plane.offset is None:
-                            if fd is None:
-                                fd = fits.open(fr.path, mode="denywrite", memmap=True, lazy_load_hdus=True)
-                            st[:n, tp, :] = fd[plane.ext].section[y0:y0 + n, :]
-                            continue
-                        if not isinstance(fd, int):
-                            fd = os.open(fr.path, os.O_RDONLY)
-                        off = plane.offset + y0 * nx * 4
-                        want = n * nx * 4
-                        got = os.preadv(fd, views[b][tp][:n], off)
-                        if got != want:
-                            if got <= 0:
-                                raise CorruptFileError(f"{fr.name} ends before its image data does.",
-                                                       field="file_list")
-                            _pread_into(fd, st[:n, tp], off, fr.path)
+                    direct = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is not None]
+                    through_astropy = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is None]
+                    if direct:
+                        _read_rows_direct(fr, direct, views[b], st, y0, n, nx)
+                    if through_astropy:
+                        _read_rows_astropy(fr, through_astropy, st, y0, n)
                 except CutoutError:
                     raise
                 except Exception as exc:
                     raise CorruptFileError(f"Could not read the pixels of {fr.name} ({exc}).",
                                            field="file_list") from exc
-                finally:
-                    if isinstance(fd, int):
-                        os.close(fd)
-                    elif fd is not None:
-                        fd.close()
             if old is not None:
                 ob = olds[b][:n]
-                with open(old["path"], "rb", buffering=0) as fh:
-                    _pread_into(fh.fileno(), ob, old["offset"] + y0 * old["shape"][1] * old["shape"][2]
-                                * nplanes * 4, old["path"])
+                with open(old.path, "rb", buffering=0) as fh:
+                    _pread_into(fh.fileno(), ob, old.offset + y0 * old.shape[1] * old.shape[2] * nplanes * 4, old.path)
             stats["read"] += time.monotonic() - t
             return k
 

@@ -310,11 +310,11 @@ def test_quiet_and_verbose(spoc_sector, tmp_path, capsys, caplog):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     assert [r for r in caplog.records if r.name == "core.cube_factory"] == []
-    with caplog.at_level(logging.INFO, logger="core.cube_factory"):
-        CubeFactory().make_cube(_files(spoc_sector), tmp_path / "v.fits", verbose=True)
-    messages = [r.getMessage() for r in caplog.records if r.name == "core.cube_factory"]
-    assert any("block 1/1" in m for m in messages)
-    assert any(m.startswith("Wrote") and "write" in m for m in messages)
+    # verbose prints (astrocut's lines: a logger nobody configured would show nothing)
+    CubeFactory().make_cube(_files(spoc_sector), tmp_path / "v.fits", verbose=True)
+    out = capsys.readouterr().out
+    assert "Completed file 0 in" in out and f"Completed file {len(_files(spoc_sector)) - 1} in" in out
+    assert "block 1/1" in out and "Write time:" in out and "Total time elapsed:" in out
 
 
 def test_output_directory_created_and_path_returned(spoc_sector, tmp_path):
