@@ -9,9 +9,11 @@ x-first (``[nx, ny]``), as astrocut behaves. Departures, fixing astrocut defects
 - ``path_to_footprints`` tests x against the image width and y against its height (astrocut swapped
   them), and raises NoDataError when the path misses the image;
 - the RA of the path is unwrapped before interpolation, so a path crossing RA 0/360 works;
-- a window reaching past a TPF's edge is padded (NaN, or 0 for integer columns) instead of giving a
-  ragged table, and where TPFs overlap in time each cadence appears once (the least padded window;
-  astrocut repeated it);
+- a cadence is kept whenever the target's window (on the interpolated path, within the path's time
+  span) overlaps a TPF at all, padded where it reaches past the edge (NaN, or 0 for integer
+  columns); astrocut kept only windows wholly inside the TPF at the given path points, so a path
+  ending at a TPF's edge, or a short path, got no data. Where TPFs overlap in time each cadence
+  appears once (the least padded window; astrocut repeated it);
 - the full-FFI APERTURE marks rows by y and columns by x (astrocut transposed it);
 - fewer than four path points use a lower spline degree instead of failing;
 - the output is written under a temporary name and renamed.
@@ -223,21 +225,27 @@ def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fl
                 tpf_wcs = WCS(ap_header)
         if "TIME" not in table.colnames or "FLUX" not in table.colnames:
             raise CorruptFileError(f"{fle} has no TIME/FLUX columns", field="cutout_fles")
-        px, py = tpf_wcs.world_to_pixel(positions)
-        inside = ((px - size[0] / 2 >= 0) & (px + size[0] / 2 < tpf_nx)
-                  & (py - size[1] / 2 >= 0) & (py + size[1] / 2 < tpf_ny))
-        if not inside.any():
-            log.debug("path does not cross %s", fle)
-            continue
+        # the cadences within the path's time span whose target window (from the interpolated
+        # path) overlaps this TPF at all: windows reaching past its edge are padded, so a target at
+        # the path's ends, or on the TPF's edge, still gets its cadences (astrocut asked for the
+        # window to lie strictly inside the TPF at given path points)
         time_jd = np.asarray(table["TIME"], dtype=float) + TESS_BJD_OFFSET
-        keep = (time_jd >= path_jd[inside].min()) & (time_jd <= path_jd[inside].max())
+        keep = np.isfinite(time_jd) & (time_jd >= path_jd.min()) & (time_jd <= path_jd.max())
+        if not keep.any():
+            log.debug("path does not cross %s in time", fle)
+            continue
         table = table[keep]
         time_jd = time_jd[keep]
-        if len(table) == 0:
-            continue
         tgt = _eval(tck, time_jd)
         x, y = tpf_wcs.world_to_pixel(tgt)
         bounds = _bounds(x, y, size)
+        overlap = ((bounds[:, 0, 1] > 0) & (bounds[:, 0, 0] < tpf_nx) & (bounds[:, 1, 1] > 0)
+                   & (bounds[:, 1, 0] < tpf_ny) & np.isfinite(x) & np.isfinite(y))
+        if not overlap.any():
+            log.debug("path does not cross %s", fle)
+            continue
+        table, time_jd, tgt = table[overlap], time_jd[overlap], tgt[overlap]
+        x, y, bounds = x[overlap], y[overlap], bounds[overlap]
         table["TGT_X"] = x - bounds[:, 0, 0]
         table["TGT_Y"] = y - bounds[:, 1, 0]
         table["TGT_RA"] = tgt.ra.deg
