@@ -470,7 +470,7 @@ class CubeFactory:
         except BaseException as exc:
             try:
                 os.unlink(tmp)
-            except FileNotFoundError:
+            except OSError:  # never created (no such directory, or a path through a file)
                 pass
             if isinstance(exc, OSError) and not isinstance(exc, CutoutError):
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):

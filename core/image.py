@@ -188,7 +188,7 @@ def _save_kwargs(img: Image.Image, suffix: str) -> dict[str, Any]:
 def save_image(img: Image.Image, path: str | os.PathLike) -> str:
     """Write a PIL image with its metadata to a temporary name beside ``path``, then rename it."""
     suffix = Path(path).suffix.lower()
-    with atomic_output(path) as tmp:
+    with atomic_output(path, field="output_dir") as tmp:
         img.save(tmp, format=FORMATS[suffix], **_save_kwargs(img, suffix))
     return Path(path).as_posix()
 

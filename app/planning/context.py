@@ -11,7 +11,7 @@ from typing import Any
 
 from core.catalog import Catalog
 from core.cutout_size import Limits
-from core.errors import CutoutError
+from core.errors import CorruptFileError, CutoutError, ForbiddenError, NotFoundError
 
 __all__ = ["Context", "api_fields", "safe_name"]
 
@@ -48,15 +48,19 @@ class Context:
 
 
 @contextmanager
-def api_fields(names: Mapping[str, str | None], shown: Mapping[str, str] | None = None) -> Iterator[None]:
+def api_fields(names: Mapping[str, str | None], shown: Mapping[str, str] | None = None, *,
+               files_field: str | None = None) -> Iterator[None]:
     """Engine errors raised inside the block name the API's parameters (``names`` maps the
     engine's ``field`` to the API's) and show the user's names for server paths (``shown`` maps a
-    path to what the user called it)."""
+    path to what the user called it). A missing, forbidden or corrupt file whose error names no
+    parameter is attributed to ``files_field`` (the parameter that named the files)."""
     try:
         yield
     except CutoutError as exc:
         if exc.field in names:
             exc.field = names[exc.field]
+        elif exc.field is None and files_field and isinstance(exc, (NotFoundError, ForbiddenError, CorruptFileError)):
+            exc.field = files_field
         if shown:
             message = exc.message
             for path, name in sorted(shown.items(), key=lambda kv: -len(kv[0])):

@@ -138,7 +138,7 @@ def plan_fits_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size
 
     label = _label(ra, dec, size)
     try:
-        with api_fields(IMAGE_FIELDS, inputs.shown):
+        with api_fields(IMAGE_FIELDS, inputs.shown, files_field="images"):
             paths = inputs.resolve(ctx)
             result = cut_images(paths, f"{ra % 360.0!r} {dec!r}", size, extension=extension, s3=ctx.s3,
                                 limits=ctx.limits)
@@ -168,7 +168,7 @@ def plan_img_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size:
     pil_format, media = ("JPEG", "image/jpeg") if fmt == "jpg" else ("PNG", "image/png")
     label = _label(ra, dec, size)
     try:
-        with api_fields(IMAGE_FIELDS, inputs.shown):
+        with api_fields(IMAGE_FIELDS, inputs.shown, files_field="images"):
             paths = inputs.resolve(ctx)
             images = img_cut(paths, f"{ra % 360.0!r} {dec!r}", size, stretch=stretch, minmax_percent=minmax_percent,
                              minmax_value=minmax_value, invert=invert, img_format=fmt, colorize=colorize,
@@ -197,7 +197,7 @@ def plan_combine(ctx: Context, inputs: ImageInputs, ra: float | None, dec: float
     if inputs.images and (ra is None or dec is None):
         raise InvalidInputError("ra and dec are needed to cut images before combining", field="ra")
     try:
-        with api_fields(IMAGE_FIELDS, inputs.shown):
+        with api_fields(IMAGE_FIELDS, inputs.shown, files_field="images"):
             paths = inputs.resolve(ctx)
             images, uploaded = paths[: len(inputs.images)], paths[len(inputs.images):]
             cutouts: list[Any] = []
