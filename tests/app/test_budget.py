@@ -1,0 +1,165 @@
+"""Bounded memory per request: the budget's admission (wait, 503, 413), streamed TPFs byte-identical
+to the engine's, and a client that goes away releasing its budget, its worker and its spool.
+
+The server here hosts one real-size sparse cube (2078 x 2136 px x 3,705 frames: its data a hole, so
+reads cost no disk), with TPFs over 1 MiB streamed in 8 MiB bands through a pixel spool, a memory
+budget for one streamed TPF at a time, no queue, and a disk budget of 200 MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+import zipfile
+
+import httpx
+import pytest
+
+from app.budget import Budget
+from core.errors import TooLargeError, UnavailableError
+
+pytestmark = pytest.mark.timeout(120)
+
+MiB = 1024 * 1024
+
+
+# -- the budget alone ---------------------------------------------------------------------------------
+
+
+def test_budget_admits_queues_refuses_and_releases():
+    async def main() -> None:
+        budget = Budget(memory_bytes=100, disk_bytes=10, queue_size=1, timeout_s=1.0)
+        a = await budget.admit(60, 5)
+        with pytest.raises(TooLargeError) as info:
+            await budget.admit(101)
+        assert "memory_budget_bytes" in info.value.message and info.value.field == "x"
+        with pytest.raises(TooLargeError) as info:
+            await budget.admit(1, 11)
+        assert "disk_budget_bytes" in info.value.message
+        waiting = asyncio.create_task(budget.admit(60, 5))  # does not fit beside a: waits
+        await asyncio.sleep(0.05)
+        assert budget.stats()["waiting"] == 1
+        with pytest.raises(UnavailableError):  # the queue (1) is full
+            await budget.admit(60)
+        a.release()
+        b = await asyncio.wait_for(waiting, 1)
+        assert budget.stats()["memory_in_use"] == 60 and budget.stats()["disk_in_use"] == 5
+        b.release()
+        b.release()  # idempotent
+        assert budget.stats()["memory_in_use"] == 0
+        c = await budget.admit(100)
+        with pytest.raises(UnavailableError, match="within"):  # waited its timeout
+            await budget.admit(1)
+        c.release()
+        assert budget.stats()["waiting"] == 0 and budget.stats()["memory_in_use"] == 0
+
+    asyncio.run(main())
+
+
+def test_a_waiter_that_gives_up_leaves_nothing_taken():
+    async def main() -> None:
+        budget = Budget(memory_bytes=10, disk_bytes=0, queue_size=4, timeout_s=5.0)
+        held = await budget.admit(10)
+        gave_up = asyncio.create_task(budget.admit(10))
+        await asyncio.sleep(0.02)
+        gave_up.cancel()
+        held.release()  # may be handed to the cancelled waiter: it must come back
+        await asyncio.sleep(0.05)
+        assert budget.stats()["memory_in_use"] == 0 and budget.stats()["waiting"] == 0
+
+    asyncio.run(main())
+
+
+# -- a server with real-size cubes -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory):
+    from app.main import create_app
+    from app.settings import Settings
+    from core.synthetic_archive import write_sparse_cube
+
+    try:
+        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
+    except ImportError:  # pragma: no cover
+        from conftest import _free_port, start_uvicorn, stop_uvicorn
+
+    cubes = tmp_path_factory.mktemp("sparse")
+    cube = write_sparse_cube(cubes / "tess-s0038-2-2-cube.fits", sector=38, camera=2, ccd=2, frames=3705)
+    work = tmp_path_factory.mktemp("budget-work")
+    settings = Settings(cube_dirs=[str(cubes)], work_dir=work, port=_free_port(), inline_tpf_bytes=MiB,
+                        stream_band_bytes=8 * MiB, memory_budget_bytes=40 * MiB, budget_queue_size=0,
+                        disk_budget_bytes=200 * 10**6, workers=4, request_timeout_s=60)
+    app = create_app(settings)
+    server, thread = start_uvicorn(app, settings.host, settings.port)
+    try:
+        from core.cube import open_cube
+
+        c = open_cube(str(cube))
+        ra, dec = (float(v) for v in c.wcs.all_pix2world(1068.3, 1024.6, 0))
+        yield type("Big", (), {"url": f"http://{settings.host}:{settings.port}", "cube": str(cube), "ra": ra,
+                               "dec": dec, "work": work, "app": app})
+    finally:
+        stop_uvicorn(server, thread)
+
+
+def _astrocut(server, size: int) -> str:
+    return (f"{server.url}/tesscut/api/v0.1/astrocut?ra={server.ra}&dec={server.dec}&x={size}&y={size}"
+            "&units=px&sector=38")
+
+
+def _idle(server, timeout: float = 15.0) -> dict:
+    """Wait until the server holds no budget, runs no worker and keeps no spool; its /health."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = httpx.get(server.url + "/health", timeout=10).json()
+        spools = [p for p in os.listdir(server.work) if p.startswith("tpf-spool-")]
+        busy = (health["budget"]["memory_in_use"], health["budget"]["disk_in_use"], health["pool"]["running"])
+        if busy == (0, 0, 0) and not spools:
+            return health
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still held: budget/disk/workers {busy}, spools {spools}")
+        time.sleep(0.1)
+
+
+def test_a_streamed_tpf_is_the_engines_bytes(big_server):
+    from core.tpf import CutoutFactory
+
+    r = httpx.get(_astrocut(big_server, 30), timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        (info,) = zf.infolist()
+        streamed = zf.read(info)
+    assert info.compress_type == zipfile.ZIP_DEFLATED  # the streamed path (CRC known at the end)
+    memory = CutoutFactory().cube_cut(big_server.cube, f"{big_server.ra} {big_server.dec}", 30, memory_only=True)
+    assert streamed == bytes(memory.raw)
+    assert len(streamed) > MiB
+    health = _idle(big_server)
+    assert health["budget"]["memory_bytes"] == 40 * MiB and health["budget"]["admitted"] >= 1
+
+
+def test_bigger_than_the_whole_budget_is_413_naming_the_limit(big_server):
+    r = httpx.get(_astrocut(big_server, 100), timeout=60)  # a 296 MB pixel spool > 200 MB of disk budget
+    assert r.status_code == 413, r.text[:300]
+    body = r.json()
+    assert body["error"]["field"] == "x" and "disk_budget_bytes" in body["msg"]
+
+
+def test_a_full_budget_is_503_and_a_client_gone_releases_everything(big_server):
+    with httpx.stream("GET", _astrocut(big_server, 70), timeout=60) as held:  # a 363 MB streamed TPF
+        assert held.status_code == 200
+        pieces = held.iter_raw(64 * 1024)  # kept: a dropped iterator closes the response
+        first = next(pieces)
+        assert first[:4] == b"PK\x03\x04"
+        busy = httpx.get(_astrocut(big_server, 30), timeout=60)  # no room, and no queue
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) > 0
+        assert "budget" in busy.json()["msg"]
+        health = httpx.get(big_server.url + "/health", timeout=10).json()
+        assert health["budget"]["memory_in_use"] > 0 and health["budget"]["disk_in_use"] > 0
+    # the client went away mid-stream: budget, worker and spool are all given back
+    _idle(big_server)
+    again = httpx.get(_astrocut(big_server, 30), timeout=60)
+    assert again.status_code == 200
+    _idle(big_server)
