@@ -1,0 +1,137 @@
+"""Change without restart: a new sector appears once re-indexed (the refresh period, or the CLI on a
+shared index), a cube replaced in place is never cut from stale state, and a vanished cube answers a
+clean JSON error until the catalog catches up."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import zipfile
+
+import httpx
+import pytest
+from astropy.io import fits
+
+from core.synthetic import DEMO_DEC, DEMO_RA
+
+pytestmark = pytest.mark.timeout(120)
+
+POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
+
+
+@pytest.fixture()
+def refreshing(service_data, tmp_path):
+    """A server over a copy of the SPOC cubes (sectors 11 and 38) re-indexing every 0.3 s."""
+    from app.main import create_app
+    from app.settings import Settings
+
+    try:
+        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
+    except ImportError:  # pragma: no cover
+        from conftest import _free_port, start_uvicorn, stop_uvicorn
+
+    cubes, _root, _images = service_data
+    folder = tmp_path / "cubes"
+    folder.mkdir()
+    shutil.copy(cubes["spoc38"], folder / cubes["spoc38"].name)
+    shutil.copy(cubes["spoc11"], folder / cubes["spoc11"].name)
+    settings = Settings(cube_dirs=[str(folder)], work_dir=tmp_path / "work", port=_free_port(), index_refresh_s=0.3)
+    app = create_app(settings)
+    server, thread = start_uvicorn(app, settings.host, settings.port)
+    try:
+        yield f"http://{settings.host}:{settings.port}", folder, app
+    finally:
+        stop_uvicorn(server, thread)
+
+
+def _sectors(url: str) -> list[str]:
+    return [row["sector"] for row in httpx.get(f"{url}/api/v0.1/sector", params=POS, timeout=30).json()["results"]]
+
+
+def _eventually(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("the catalog did not catch up")
+        time.sleep(0.1)
+
+
+def _sector_cube(out, sector: int):
+    from core.cube_factory import CubeFactory
+    from core.synthetic import write_sector
+
+    synth = write_sector(out / f"ffi{sector}", sector=sector, camera=2, ccd=2, frames=4, size=(64, 64),
+                         center=(DEMO_RA, DEMO_DEC), seed=sector)
+    path = out / f"tess-s{sector:04d}-2-2-cube.fits"
+    CubeFactory().make_cube([str(f) for f in synth.ffi_files], str(path), verbose=False)
+    return path
+
+
+def test_new_replaced_and_vanished_cubes_without_restart(refreshing, tmp_path):
+    url, folder, app = refreshing
+    assert _sectors(url) == ["0011", "0038"]
+    # a new sector appears: built elsewhere, then moved in (as an archive sync would)
+    new = _sector_cube(tmp_path, 65)
+    os.replace(new, folder / new.name)
+    _eventually(lambda: _sectors(url) == ["0011", "0038", "0065"])
+    # a cube replaced in place: sector 38's path now holds sector 65's cube (4 frames, not 10);
+    # a cut of "sector 38" (the catalog may not know yet) never comes from 38's cached state
+    warm = httpx.get(f"{url}/api/v0.1/astrocut", params={**POS, "x": 5, "sector": 38}, timeout=30)
+    assert warm.status_code == 200
+    tmp = folder / "x.tmp"
+    shutil.copy(folder / "tess-s0065-2-2-cube.fits", tmp)
+    os.replace(tmp, folder / "tess-s0038-2-2-cube.fits")
+    r = httpx.get(f"{url}/api/v0.1/astrocut", params={**POS, "x": 5, "sector": 38}, timeout=30)
+    if r.headers["content-type"] == "application/zip":  # before the refresh: the file's own content
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+            (name,) = zf.namelist()
+            with fits.open(io.BytesIO(zf.read(name))) as hdul:
+                assert hdul[0].header["SECTOR"] == 65 and len(hdul[1].data) == 4
+    _eventually(lambda: _sectors(url) == ["0011", "0065", "0065"])  # two files now hold sector 65
+    # a vanished cube: a clean JSON error (never a 500), then the catalog forgets it
+    os.unlink(folder / "tess-s0011-2-2-cube.fits")
+    r = httpx.get(f"{url}/api/v0.1/astrocut", params={**POS, "x": 5, "sector": 11}, timeout=30)
+    assert r.status_code in (200, 503), r.text[:300]
+    assert r.headers["content-type"].startswith("application/json")
+    if r.status_code == 503:
+        assert r.json()["error"]["code"] == "unavailable" and "Retry-After" in r.headers
+    _eventually(lambda: httpx.get(f"{url}/api/v0.1/astrocut", params={**POS, "x": 5, "sector": 11},
+                                  timeout=30).json().get("results") == [])
+
+
+def test_the_cli_updates_a_shared_index_that_a_reader_follows(service_data, tmp_path):
+    """`cutout index` writes the index; a reader (index_writer off) reloads it without restarting."""
+    from app.cli import main as cli
+    from app.main import create_app
+    from app.settings import Settings
+
+    try:
+        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
+    except ImportError:  # pragma: no cover
+        from conftest import _free_port, start_uvicorn, stop_uvicorn
+
+    cubes, _root, _images = service_data
+    folder = tmp_path / "cubes"
+    folder.mkdir()
+    shutil.copy(cubes["spoc38"], folder / cubes["spoc38"].name)
+    index = tmp_path / "shared" / "catalog.sqlite"
+    assert cli(["index", str(folder), "--index", str(index)]) == 0
+    settings = Settings(cube_dirs=[str(folder)], index=str(index), index_writer=False, work_dir=tmp_path / "w",
+                        port=_free_port(), index_refresh_s=0.3)
+    app = create_app(settings)
+    server, thread = start_uvicorn(app, settings.host, settings.port)
+    try:
+        url = f"http://{settings.host}:{settings.port}"
+        assert _sectors(url) == ["0038"]
+        shutil.copy(cubes["spoc11"], folder / cubes["spoc11"].name)
+        time.sleep(1.0)
+        assert _sectors(url) == ["0038"]  # a reader does not scan the folders itself
+        assert cli(["index", str(folder), "--index", str(index)]) == 0
+        _eventually(lambda: _sectors(url) == ["0011", "0038"])
+    finally:
+        stop_uvicorn(server, thread)
