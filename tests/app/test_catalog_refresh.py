@@ -73,7 +73,7 @@ def _sector_cube(out, sector: int):
 
 
 def test_new_replaced_and_vanished_cubes_without_restart(refreshing, tmp_path):
-    url, folder, app = refreshing
+    url, folder, _app = refreshing
     assert _sectors(url) == ["0011", "0038"]
     # a new sector appears: built elsewhere, then moved in (as an archive sync would)
     new = _sector_cube(tmp_path, 65)
