@@ -439,8 +439,9 @@ class Cube(_Lazy):
     def read_block_be(self, y0: int, y1: int, x0: int, x1: int, threads: int | None = None) -> np.ndarray:
         """Like :meth:`read_block` but big-endian as stored (no byte swap; cheapest).
 
-        ``threads``: reads in flight at once (default the source's: one for local files, all for
-        S3).
+        ``threads``: local rows read at once (default one: from the page cache a second thread
+        rarely helps). A remote cube always has every row's range in flight at once, through its
+        backend's shared, bounded pool: one round trip per cut, not one per row.
         """
         if not (0 <= y0 < y1 <= self.ny and 0 <= x0 < x1 <= self.nx):
             raise ValueError(f"block [{y0}:{y1}, {x0}:{x1}] is outside the {self.ny}x{self.nx} cube")
@@ -454,7 +455,8 @@ class Cube(_Lazy):
         ranges = self.ranges(y0, y1, x0, x1)
         flat = memoryview(out).cast("B")
         n = ranges[0][1]
-        parts = self.source.read_ranges(ranges, threads=threads)
+        local = getattr(self.source, "path", None) is not None
+        parts = self.source.read_ranges(ranges, threads=threads if local else None)
         for i, part in enumerate(parts):
             if len(part) != n:
                 raise CorruptFileError(f"{self.uri}: short read from the cube data", field="cube_file")

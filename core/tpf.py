@@ -379,6 +379,8 @@ class CutoutFactory:
         path, or the HDUList when ``memory_only``. The default file name is the legacy TESScut
         form (:func:`tpf_filename`); files are written to a temporary name and renamed, big ones
         in bounded pieces. ``verbose`` prints the steps and timings as astrocut 0.x did.
+        ``threads`` reads a local cube's rows on that many threads; an S3 cube's rows are always
+        all requested at once (astrocut reads them ``threads`` at a time).
 
         Raises
         ------
