@@ -1,4 +1,4 @@
-"""Where a small in-memory cut's time goes, against its pread floor (evidence for issue 9's 5x5 target).
+"""Where a small in-memory cut's time goes, against its pread floor (where a 5x5 cut's microseconds go).
 
 Usage: bench/bench_cut_anatomy.py [--quick] [--size 5] [--cube PATH]
 

@@ -67,14 +67,6 @@ def parse_coordinates(coordinates: Any, *, field: str = "coordinates") -> SkyCoo
 
 
 @dataclass(frozen=True)
-class PixelSize:
-    """A cutout size in whole pixels: ``nx`` columns by ``ny`` rows."""
-
-    nx: int
-    ny: int
-
-
-@dataclass(frozen=True)
 class Window:
     """A pixel window ``[x0, x1) x [y0, y1)`` in 0-based array indices, possibly off the image."""
 
@@ -107,7 +99,7 @@ class Window:
 ROUNDINGS = {"round": round, "ceil": math.ceil, "floor": math.floor}
 
 
-def centered_window(x: float, y: float, size: PixelSize | tuple[float, float], rounding: str = "round") -> Window:
+def centered_window(x: float, y: float, size: tuple[float, float], rounding: str = "round") -> Window:
     """The window of ``size`` around 0-based pixel position (x, y), as astrocut 1.4.0 places it.
 
     astrocut (``Cutout._get_cutout_limits``, rounding 'round') takes, per axis,
@@ -115,14 +107,10 @@ def centered_window(x: float, y: float, size: PixelSize | tuple[float, float], r
     two coincide (n < 1) ``lo = floor(c)``, ``hi = lo + 1``. We do the same so that windows (and
     so pixels) match astrocut's exactly; in the rare case where ``c - n/2`` falls exactly on a
     half pixel the window is then one pixel narrower or wider than ``n``, as in astrocut.
-    ``size`` is a :class:`PixelSize` or an ``(nx, ny)`` pair of (possibly fractional) pixels, e.g.
-    from an angular size. ``rounding`` "ceil" or "floor" rounds the limits that way instead
+    ``size`` is an ``(nx, ny)`` pair of (possibly fractional) pixels, e.g. from an angular size. ``rounding`` "ceil" or "floor" rounds the limits that way instead
     (astrocut's other ``limit_rounding_method`` values).
     """
-    if isinstance(size, PixelSize):
-        sx, sy = float(size.nx), float(size.ny)
-    else:
-        sx, sy = float(size[0]), float(size[1])
+    sx, sy = float(size[0]), float(size[1])
     if rounding != "round":
         func = ROUNDINGS[rounding]
         lims = []

@@ -8,7 +8,7 @@ pixels to the tangent plane, so we project the samples gnomonically about that p
 6-parameter linear least-squares problem (a pseudo-inverse computed once per cutout shape) — the same model, fitted in the
 tangent plane rather than in (RA, Dec) degrees; the two agree to ~1e-4 px on TESS cutouts.
 
-Unlike astrocut (defect 2: it overwrites the WCS before measuring), WCS_MSEP and WCS_SIG are the
+Unlike astrocut (which overwrites the WCS before measuring), WCS_MSEP and WCS_SIG are the
 real residuals between the TAN-SIP and the fitted WCS over the cutout's pixels (tangent-plane
 distances, on a grid of at most ~2500 pixels for big cutouts); WCS_SIG keeps astrocut 0.11.1's
 definition, sqrt(sum of squared separations) in degrees.
