@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.errors import InvalidInputError, UnavailableError
+from core.errors import InvalidInputError
 
 __all__ = ["add_commands"]
 
@@ -44,27 +44,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _open_catalog(cube_dirs: list[str], index: str | None) -> Any:
-    """The hosted-cube catalog, from ``core.catalog`` (imported only when a batch runs; what it
-    does without cube folders or an index is its own business)."""
-    try:
-        from core.catalog import open_catalog
-    except ImportError as exc:
-        raise UnavailableError(f"the cube catalog (core.catalog.open_catalog) is not available: {exc}",
-                               field="catalog") from None
-    return open_catalog(cube_dirs=cube_dirs, index=index)
-
-
 def _cmd_batch(args: argparse.Namespace) -> int:
     from core.batch import run_batch
+    from core.catalog import open_catalog
+    from core.s3 import S3Config
 
     if len(args.size) > 2:
         raise InvalidInputError(f"--size takes one or two numbers (x then y), got {len(args.size)}",
                                 field="size")
-    catalog = _open_catalog(args.cube_dir or [], args.index)
+    s3 = S3Config.from_env()
+    catalog = open_catalog(cube_dirs=args.cube_dir or [], index=args.index, s3=s3)
     report = run_batch(args.targets, size=args.size, units=args.units, sectors=args.sectors,
                        out_dir=args.out, catalog=catalog, scheduler=args.scheduler, workers=args.workers,
-                       product=args.product, memory_limit=args.memory_limit)
+                       product=args.product, memory_limit=args.memory_limit, s3=s3)
     print(f"{report.ok} written, {report.skipped} already done, {report.errors} errors; "
           f"manifest: {report.manifest}")
     return 1 if report.errors else 0

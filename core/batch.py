@@ -8,14 +8,9 @@ processes of one thread each, ``memory_limit`` per worker) or on a running clust
 ``CutoutFactory().cube_cut(uri, ...)`` (local paths and ``s3://`` URIs alike) and writes the
 target pixel file atomically to ``{out_dir}/{name or ra_dec}/{legacy TPF name}``.
 
-The catalog is any object with this protocol (used on the client only, to plan the tasks; the
-tasks receive plain values: URI, position, size, output directory, S3 settings as a dict)::
-
-    class CubeRecord: uri: str; product: str; sector: int; camera: int; ccd: int
-                      nframes: int; nx: int; ny: int; sector_name: str
-    class Catalog:
-        def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC",
-                       sectors=None) -> list[CubeRecord]
+The catalog (:class:`core.catalog.Catalog`, e.g. from :func:`core.catalog.open_catalog`) is used
+on the client only, to plan the tasks; the tasks receive plain values: URI, position, size, output
+directory, S3 settings as a dict.
 
 Runs are resumable. A finished output is recognised by its name and its size: the previous
 run's manifest records both (those pairs are skipped without a task), and every task first
@@ -52,9 +47,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from core.atomic import atomic_output
+from core.catalog import Catalog
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.s3 import S3Config
 
@@ -66,8 +62,6 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "WORKER_SATURATION",
     "BatchReport",
-    "CatalogLike",
-    "CubeRecordLike",
     "ManifestRow",
     "ProgressDisplay",
     "Target",
@@ -102,34 +96,6 @@ WORKER_SATURATION = 16.0
 CONNECT_TIMEOUT = "20s"
 _UNITS = ("px", "arcsec", "arcmin", "deg")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-# --------------------------------------------------------------------------------------------
-# the catalog protocol
-# --------------------------------------------------------------------------------------------
-
-
-class CubeRecordLike(Protocol):
-    """What the catalog says about one cube (the fields :func:`run_batch` reads)."""
-
-    uri: str
-    product: str
-    sector: int
-    camera: int
-    ccd: int
-    nframes: int
-    nx: int
-    ny: int
-    sector_name: str
-
-
-class CatalogLike(Protocol):
-    """The cube catalog :func:`run_batch` plans with."""
-
-    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = "SPOC",
-                   sectors: Iterable[int] | None = None) -> list[CubeRecordLike]:
-        """The cubes whose pixels contain (ra, dec), ICRS degrees."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,7 +635,7 @@ class _Task:
     rows: list[ManifestRow]
 
 
-def _plan(targets: list[Target], catalog: CatalogLike, size: tuple[float, float], units: str,
+def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], units: str,
           sectors: set[int] | None, product: str, out_dir: str, s3: dict | None, previous: dict
           ) -> tuple[list[ManifestRow], list[_Task]]:
     """Manifest rows for every (target, cube) and the tasks still to run."""
@@ -736,7 +702,7 @@ def run_batch(
     units: str = "px",
     sectors: Iterable[int] | None = None,
     out_dir: str | os.PathLike,
-    catalog: CatalogLike,
+    catalog: Catalog,
     scheduler: str | Client | None = None,
     workers: int | None = None,
     product: str = "SPOC",
@@ -763,7 +729,7 @@ def run_batch(
         Only these sectors.
     out_dir : path
         Output root: ``{out_dir}/{name or ra_dec}/{legacy TPF name}``.
-    catalog : CatalogLike
+    catalog : Catalog
         Says which cubes contain a position (see the module docstring).
     scheduler : str or distributed.Client, optional
         A running scheduler's address (or a client). Default: a new LocalCluster for this run.

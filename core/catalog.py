@@ -141,6 +141,16 @@ class Catalog:
         self._infos: OrderedDict[str, CubeInfo] = OrderedDict()
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_files(cls, paths: Sequence[str | os.PathLike], *, s3: Any = None) -> Catalog:
+        """A catalog of the given cube files (local paths or ``s3://`` URIs); files that are not
+        cubes are left out and listed in :attr:`skipped`."""
+        from core.catalog_index import _read_many
+
+        infos, skipped = _read_many([os.fspath(p) for p in paths], s3, threads=8)
+        return cls([CubeRecord.from_info(i) for i in infos], load_info=_infos_getter(infos), s3=s3,
+                   skipped=skipped)
+
     # -- listing ---------------------------------------------------------------------------------
     def entries(self, product: str | None = None) -> list[CubeRecord]:
         """Every hosted cube (of ``product`` if given), sorted by product, sector, camera, CCD."""
@@ -287,10 +297,18 @@ _default: Catalog | None = None
 
 
 def default_catalog() -> Catalog:
-    """The catalog named by the environment (``CUTOUT_CUBE_DIRS``, ``CUTOUT_INDEX``), made once."""
+    """The catalog named by the environment (``CUTOUT_CUBE_DIRS``, ``CUTOUT_INDEX``), made once.
+
+    Raises
+    ------
+    UnavailableError
+        Neither variable is set (field ``catalog``): no cubes are hosted here.
+    """
     global _default
     if _default is None:
         import json
+
+        from core.errors import UnavailableError
 
         dirs_text = os.environ.get("CUTOUT_CUBE_DIRS", "").strip()
         if dirs_text.startswith("["):
@@ -298,6 +316,9 @@ def default_catalog() -> Catalog:
         else:
             dirs = [d.strip() for d in dirs_text.split(",") if d.strip()]
         index = os.environ.get("CUTOUT_INDEX") or None
+        if not dirs and index is None:
+            raise UnavailableError("no hosted cubes are configured: set CUTOUT_CUBE_DIRS or CUTOUT_INDEX, "
+                                   "or pass catalog=", field="catalog")
         from core.s3 import S3Config
 
         _default = open_catalog(cube_dirs=dirs, index=index, s3=S3Config.from_env())

@@ -4,9 +4,9 @@
 astrocut matches a cutout against MAST's FFI footprint file on S3
 (``tess_ffi_footprint_cache.json``) and cuts the matching cubes from ``s3://stpubdata``. Here the
 cubes are the ones this service hosts: a catalog (``catalog=``, our addition; by default
-``core.catalog.default_catalog()``) answers which cubes hold a position, and
-:class:`core.tess_cube_cutout.TessCubeCutout` cuts them. A catalog is anything with the
-:class:`Catalog` protocol's ``containing`` method, returning :class:`CubeRecord`-like objects.
+``core.catalog.default_catalog()``; a :class:`core.catalog.Catalog`, e.g.
+``Catalog.from_files(paths)``) answers which cubes hold a position, and
+:class:`core.tess_cube_cutout.TessCubeCutout` cuts them.
 
 Follows astrocut 1.4.0 for the parameters (``coordinates``, ``cutout_size``, ``fill_value``,
 ``limit_rounding_method``, ``sequence`` = TESS sectors, ``memory_only``, ``output_dir``,
@@ -32,14 +32,14 @@ Departures, on purpose:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
+from core.catalog import Catalog, CubeRecord, default_catalog
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.fits_cutout import first_coordinate
 from core.geometry import parse_coordinates
@@ -52,47 +52,9 @@ _SECTOR_COLUMNS = ["sectorName", "sector", "camera", "ccd"]
 _SECTOR_DTYPES = ["S20", "i4", "i4", "i4"]
 
 
-class CubeRecord(Protocol):
-    """One hosted cube, as a catalog describes it (``sector_name`` e.g. ``"tess-s0038-2-2"``)."""
-
-    uri: str
-    product: str
-    sector: int
-    camera: int
-    ccd: int
-    nframes: int
-    nx: int
-    ny: int
-    sector_name: str
-
-
-class Catalog(Protocol):
-    """What this module needs of a catalog of hosted cubes."""
-
-    def containing(
-        self,
-        ra: float,
-        dec: float,
-        radius_deg: float = 0.0,
-        *,
-        product: str = "SPOC",
-        sectors: Iterable[int] | None = None,
-    ) -> list[CubeRecord]:
-        """The cubes of ``product`` (in ``sectors`` if given) whose science pixels, grown by
-        ``radius_deg``, hold ICRS (``ra``, ``dec``) degrees."""
-        ...
-
-
 def _resolve_catalog(catalog: Catalog | None) -> Catalog:
-    """``catalog``, or ``core.catalog.default_catalog()`` (imported here, when first needed)."""
+    """``catalog``, or the catalog the environment names (:func:`core.catalog.default_catalog`)."""
     if catalog is None:
-        try:
-            from core.catalog import default_catalog
-        except ImportError as exc:
-            raise UnavailableError(
-                f"no catalog of hosted cubes is available (core.catalog: {exc}); pass catalog=",
-                field="catalog",
-            ) from None
         catalog = default_catalog()
     if not callable(getattr(catalog, "containing", None)):
         raise InvalidInputError("catalog must have a containing(ra, dec, radius_deg, ...) method", field="catalog")
@@ -361,4 +323,4 @@ def get_tess_sectors(
     return Table(rows=rows, names=_SECTOR_COLUMNS, dtype=_SECTOR_DTYPES)
 
 
-__all__ = ["Catalog", "CubeRecord", "TessFootprintCutout", "cube_cut_from_footprint", "get_tess_sectors"]
+__all__ = ["TessFootprintCutout", "cube_cut_from_footprint", "get_tess_sectors"]

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import types
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +35,7 @@ from core.tess_footprint_cutout import (
     footprint_radius_deg,
     get_tess_sectors,
 )
+from tests.catalogs import RecordingCatalog
 
 astrocut = pytest.importorskip("astrocut")
 
@@ -487,50 +485,11 @@ def test_write_as_img_names_match_astrocut(images, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Record:
-    uri: str
-    product: str
-    sector: int
-    camera: int
-    ccd: int
-    nframes: int
-    nx: int
-    ny: int
-    sector_name: str
-
-
-class CubeFilesCatalog:
-    """The catalog protocol over cube files; containment is the cube's own
-    ``contains_radec`` (science pixels grown by the radius)."""
-
-    def __init__(self, paths) -> None:
-        self.records = []
-        self.calls = []
-        for path in paths:
-            try:
-                cube = open_cube(path)
-            except CutoutError:
-                continue  # not a cube: not hosted
-            name = f"tess-s{cube.sector:04d}-{cube.camera}-{cube.ccd}"
-            self.records.append(Record(str(path), cube.product, cube.sector, cube.camera, cube.ccd,
-                                       cube.nframes, cube.nx, cube.ny, name))
-
-    def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC", sectors=None):
-        self.calls.append((ra, dec, radius_deg, product, None if sectors is None else list(sectors)))
-        wanted = None if sectors is None else set(sectors)
-        return [
-            r for r in reversed(self.records)  # any order: the API sorts by sector
-            if r.product == product and (wanted is None or r.sector in wanted)
-            and open_cube(r.uri).contains_radec(ra, dec, radius_deg)
-        ]
-
-
 @pytest.fixture(scope="module")
-def catalog(service_data, off_cube) -> CubeFilesCatalog:
+def catalog(service_data, off_cube) -> RecordingCatalog:
     cubes = service_data[0]
     folder = cubes["spoc38"].parent
-    return CubeFilesCatalog([cubes["spoc38"], cubes["spoc11"], cubes["tica38"], off_cube,
+    return RecordingCatalog.from_files([cubes["spoc38"], cubes["spoc11"], cubes["tica38"], off_cube,
                              folder / "tess-s0099-1-1-cube.fits"])
 
 
@@ -542,7 +501,7 @@ def test_get_tess_sectors(catalog):
     assert catalog.calls[-1][2] == pytest.approx(5 / 2 * 21 / 3600)
     assert len(get_tess_sectors(CENTRE, 0, catalog=catalog)) == 2  # 0: the position itself
     tica = get_tess_sectors(SkyCoord(DEMO_RA, DEMO_DEC, unit="deg"), 1 * u.arcmin, catalog=catalog, product="TICA")
-    assert list(tica["sectorName"]) == ["tess-s0038-2-2"]
+    assert list(tica["sectorName"]) == ["tica-s0038-2-2"]  # the name the service's /sector gives
     assert catalog.calls[-1][2] == pytest.approx(0.5 / 60)
     empty = get_tess_sectors("10.0 10.0", 5, catalog=catalog)
     assert len(empty) == 0 and empty.colnames == table.colnames
@@ -621,16 +580,18 @@ def test_cube_cut_from_footprint(catalog, tmp_path):
             assert_tpfs_equal(written, hdul)
 
 
-def test_default_catalog(catalog, monkeypatch):
-    monkeypatch.setitem(sys.modules, "core.catalog", None)  # core.catalog cannot be imported
+def test_default_catalog(service_data, monkeypatch):
+    import core.catalog
+
+    monkeypatch.delenv("CUTOUT_CUBE_DIRS", raising=False)
+    monkeypatch.delenv("CUTOUT_INDEX", raising=False)
+    monkeypatch.setattr(core.catalog, "_default", None)
     for call in (lambda: get_tess_sectors(CENTRE, 5), lambda: TessFootprintCutout(CENTRE, 5)):
-        with pytest.raises(UnavailableError) as err:
+        with pytest.raises(UnavailableError) as err:  # nothing configured: no hosted cubes
             call()
         assert err.value.field == "catalog"
-    fake = types.ModuleType("core.catalog")
-    fake.default_catalog = lambda: catalog
-    monkeypatch.setitem(sys.modules, "core.catalog", fake)
-    assert len(get_tess_sectors(CENTRE, 5)) == 2
+    monkeypatch.setenv("CUTOUT_CUBE_DIRS", str(service_data[0]["spoc38"].parent))
+    assert [row["sector"] for row in get_tess_sectors(CENTRE, 5)] == [11, 38]
 
 
 def test_footprint_errors_name_the_parameter(catalog):

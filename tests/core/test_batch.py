@@ -13,56 +13,15 @@ import csv
 import glob
 import os
 import shutil
-import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.catalogs import RecordingCatalog
+
 pytestmark = pytest.mark.timeout(300)
 
 SIZE = (5, 7)  # x then y
-
-
-# --- the catalog protocol over cube files -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CubeRecord:
-    uri: str
-    product: str
-    sector: int
-    camera: int
-    ccd: int
-    nframes: int
-    nx: int
-    ny: int
-    sector_name: str
-
-
-class FileCatalog:
-    """The catalog protocol of core.batch over a list of cube files."""
-
-    def __init__(self, paths):
-        self.paths = [str(p) for p in paths]
-        self.calls = 0
-
-    def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC", sectors=None):
-        from core.cube import open_cube
-
-        self.calls += 1
-        wanted = None if sectors is None else set(sectors)
-        out = []
-        for path in self.paths:
-            cube = open_cube(path)
-            if cube.product != product or (wanted is not None and cube.sector not in wanted):
-                continue
-            if cube.contains_radec(ra, dec, radius_deg):
-                prefix = "tica" if cube.product == "TICA" else "tess"
-                out.append(CubeRecord(path, cube.product, cube.sector, cube.camera, cube.ccd, cube.nframes,
-                                      cube.nx, cube.ny, f"{prefix}-s{cube.sector:04d}-{cube.camera}-{cube.ccd}"))
-        return out
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -162,7 +121,7 @@ def first_run(targets_csv, cubes, cluster, tmp_path_factory):
     from core.batch import run_batch
 
     out = tmp_path_factory.mktemp("batch_first") / "out"
-    catalog = FileCatalog(cubes)
+    catalog = RecordingCatalog.from_files(cubes)
     report = run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster)
     return out, report, _expected(targets_csv, catalog, out)
 
@@ -241,7 +200,7 @@ def test_rerun_redoes_only_damaged_outputs(first_run, targets_csv, cubes, cluste
     stale.write_bytes(b"partial")
     for p in files[3:5]:  # truncated: the right name, the wrong size
         p.write_bytes(expected[p][: len(expected[p]) // 2])
-    catalog = FileCatalog(cubes)
+    catalog = RecordingCatalog.from_files(cubes)
     report = run_batch(targets_csv, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, progress=False)
     # the manifest's records spare the intact outputs any task; the five damaged ones are redone
     assert report.tasks == 5 and report.ok == 5
@@ -266,7 +225,7 @@ def test_interrupted_run_resumes(first_run, targets_csv, cubes, cluster, tmp_pat
     src, first, expected = first_run
     out = tmp_path / "out"
     expected = {out / p.relative_to(src): data for p, data in expected.items()}
-    catalog = FileCatalog(cubes)
+    catalog = RecordingCatalog.from_files(cubes)
 
     def stop_after_two(done, total):
         if done == 2:
@@ -295,28 +254,15 @@ def test_interrupted_run_resumes(first_run, targets_csv, cubes, cluster, tmp_pat
     assert _outputs(out) == expected
 
 
-class RenamedCatalog(FileCatalog):
-    """FileCatalog answering with other URIs for its cubes (the copies on S3)."""
-
-    def __init__(self, paths, uris):
-        super().__init__(paths)
-        self.uris = dict(zip(self.paths, uris))
-
-    def containing(self, ra, dec, radius_deg=0.0, *, product="SPOC", sectors=None):
-        import dataclasses
-
-        return [dataclasses.replace(r, uri=self.uris[r.uri])
-                for r in super().containing(ra, dec, radius_deg, product=product, sectors=sectors)]
-
-
 def test_batch_over_s3_cubes(cubes, cluster, s3_server, tmp_path):
     from core.batch import run_batch
+    from core.catalog import Catalog
     from core.tpf import CutoutFactory
 
     uris = [s3_server.upload(p, "batch", f"tess/{os.path.basename(p)}") for p in cubes]
     positions = _positions(cubes[0])[1:4]
     report = run_batch([(ra, dec, f"S{i}") for i, (ra, dec) in enumerate(positions)], size=SIZE,
-                       out_dir=tmp_path / "out", catalog=RenamedCatalog(cubes, uris), scheduler=cluster,
+                       out_dir=tmp_path / "out", catalog=Catalog.from_files(uris, s3=s3_server.config), scheduler=cluster,
                        s3=s3_server.config, progress=False)
     assert report.ok >= 3 and report.errors == 0
     for row in report.rows:
@@ -331,7 +277,7 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
     from core.batch import run_batch
     from core.errors import InvalidInputError
 
-    catalog = FileCatalog(cubes)
+    catalog = RecordingCatalog.from_files(cubes)
     for kwargs, fieldname in [({"size": 0}, "size"), ({"size": 2.5}, "size"), ({"size": (1, 2, 3)}, "size"),
                               ({"size": 5, "units": "mm"}, "units"), ({"size": 5, "workers": 0}, "workers"),
                               ({"size": 5, "memory_limit": "lots"}, "memory_limit"),
@@ -339,7 +285,7 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
         with pytest.raises(InvalidInputError) as err:
             run_batch([(1, 2)], out_dir=tmp_path, catalog=catalog, **kwargs)
         assert err.value.field == fieldname
-    assert catalog.calls == 0
+    assert catalog.calls == []
 
 
 def test_dask_client_settings(monkeypatch):
@@ -454,19 +400,11 @@ def test_cli_batch_and_make_cubes(targets_csv, cubes, cluster, ffi_dir, tmp_path
     from core.batch import read_targets
     from core.tpf import CutoutFactory
 
-    seen = {}
-
-    def open_catalog(cube_dirs=(), index=None):
-        seen.update(cube_dirs=list(cube_dirs), index=index)
-        return FileCatalog(sorted(p for d in cube_dirs for p in glob.glob(os.path.join(d, "*-cube.fits"))))
-
-    monkeypatch.setitem(sys.modules, "core.catalog", types.SimpleNamespace(open_catalog=open_catalog))
     out = tmp_path / "out"
     cube_dir = os.path.dirname(cubes[0])
     args = _parser().parse_args(["batch", str(targets_csv), "--size", "1", "--units", "arcmin", "--sectors", "38",
                                  "--out", str(out), "--scheduler", cluster, "--cube-dir", cube_dir])
     assert args.func(args) == 1  # the off-cube and the bad rows are errors
-    assert seen == {"cube_dirs": [cube_dir], "index": None}
     assert "2 errors" in capsys.readouterr().out
     rows = _manifest(out / "manifest.csv")
     assert {r["sector"] for r in rows if r["status"] == "ok"} == {"38"}
