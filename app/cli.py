@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="also serve the synthetic demo sectors")
     p.add_argument("--demo-dir", help=f"where demo data live (default ./{DEFAULT_DEMO_DIR})")
     p.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
-    p.add_argument("--index", help="the catalog index: a path or s3://bucket/key (default <work_dir>/catalog.sqlite)")
+    p.add_argument("--index", help="the catalog index: a path or s3://bucket/key (default <work_dir>/index/catalog.sqlite)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("index", help="build or update the catalog index of cube locations (incremental)")
