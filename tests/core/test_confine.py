@@ -3,54 +3,11 @@
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import pytest
-from astropy.io import fits
 
 from core.confine import confine
 from core.errors import ForbiddenError, InvalidInputError
-
-BUCKET = "stpubdata"
-
-
-@pytest.fixture(scope="module")
-def blob(tmp_path_factory):
-    """A 1.5 MB file of random bytes, locally and on S3."""
-    data = np.random.default_rng(1).integers(0, 256, 1_500_000, dtype=np.uint8).tobytes()
-    path = tmp_path_factory.mktemp("blob") / "blob.bin"
-    path.write_bytes(data)
-    return path, data
-
-
-@pytest.fixture(scope="module")
-def blob_uri(blob, s3_server):
-    return s3_server.upload(blob[0], BUCKET, "tess/public/blob.bin")
-
-
-@pytest.fixture(scope="module")
-def cube_file(tmp_path_factory):
-    """A small cube in the astrocut layout: (rows, cols, frames, 2) float32 + a table."""
-    rng = np.random.default_rng(2)
-    data = rng.normal(size=(128, 128, 10, 2)).astype(">f4")
-    primary = fits.PrimaryHDU()
-    primary.header["SECTOR"] = 38
-    table = fits.BinTableHDU.from_columns([fits.Column(name="TSTART", format="D", array=np.arange(10.0))])
-    path = tmp_path_factory.mktemp("cube") / "cube.fits"
-    fits.HDUList([primary, fits.ImageHDU(data), table]).writeto(path)
-    return path, data
-
-
-def _ranges(size: int, n: int, seed: int, maxlen: int = 50_000) -> list[tuple[int, int]]:
-    rnd = random.Random(seed)
-    out = []
-    for _ in range(n):
-        ln = rnd.randint(0, maxlen)
-        out.append((rnd.randint(0, size - ln), ln))
-    return out
-
-
 
 # -------------------------------------------------------------------------------------- confine
 
