@@ -22,8 +22,9 @@ from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, system, tesscut
+from app.routers import images, system, tesscut, zcut
 from app.settings import Settings
+from app.surveys import SurveyService
 from app.workers import WorkerPool
 from core import __version__
 
@@ -85,20 +86,26 @@ def create_app(
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_spools(settings.work_dir)
         await anyio.to_thread.run_sync(services.catalog.load)
+        await anyio.to_thread.run_sync(app.state.surveys.load)
         services.catalog.start()
+        app.state.surveys.start()
         try:
             yield
         finally:
+            app.state.surveys.stop()
             services.catalog.stop()
 
     app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
-    app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, str(settings.work_dir)])
+    app.state.surveys = SurveyService(settings, s3=s3)
+    app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
+                                          str(settings.work_dir)])
     install_error_handlers(app)
 
     for prefix in TESSCUT_PREFIXES:
         app.include_router(tesscut.router, prefix=prefix)
         app.include_router(images.router, prefix=prefix)
+    app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
 

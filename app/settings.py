@@ -1,7 +1,8 @@
 """One settings object for the service, read from the environment (prefix ``CUTOUT_``).
 
 Lists (``CUTOUT_CUBE_DIRS``, ``CUTOUT_IMAGE_ROOTS``, ``CUTOUT_CORS_ORIGINS``) are read either as JSON
-(``'["a", "b"]'``) or comma-separated (``a,b``). The ``s3_*`` fields are the engine's
+(``'["a", "b"]'``) or comma-separated (``a,b``); ``CUTOUT_SURVEYS`` is JSON
+(``'{"goods_north": ["/data/goods"], "hap": ["s3://bucket/hap"]}'``). The ``s3_*`` fields are the engine's
 :class:`core.s3.S3Config` fields, read from the same ``CUTOUT_S3_*`` variables.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +23,8 @@ __all__ = ["Settings"]
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+#: survey names: they appear in file names and JSON answers
+_SURVEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 
 def _default_workers() -> int:
@@ -76,6 +80,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Local folders and/or s3://bucket/prefix that fits_cut/img_cut/combine may read.",
     )
+    surveys: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict,
+        description="Zcut/Hapcut surveys, as JSON: {name: [local folders and/or s3://bucket/prefix]}; the survey "
+        "named 'hap' is served by Hapcut, the others by Zcut. Indexed at start and every index_refresh_s.",
+    )
     work_dir: Path = Field(default_factory=_default_work_dir)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -84,7 +93,8 @@ class Settings(BaseSettings):
         None, description="The catalog index: a local path or s3://bucket/key (default: <work_dir>/index/catalog.sqlite)."
     )
     index_refresh_s: float = Field(
-        300.0, ge=0, description="Seconds between re-scans of cube_dirs (new sectors appear); 0: only at start."
+        300.0, ge=0, description="Seconds between re-scans of cube_dirs and of the surveys' locations (new files "
+        "appear); 0: only at start."
     )
     index_writer: bool | None = Field(
         None, description="Whether this process updates the index (default: yes for a local index, no for S3)."
@@ -152,6 +162,22 @@ class Settings(BaseSettings):
             return [str(value)]
         return [str(v) for v in value] if value is not None else []
 
+    @field_validator("surveys", mode="before")
+    @classmethod
+    def _read_surveys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError('surveys must be a JSON object {"name": ["folder or s3://prefix", ...]}')  # noqa: TRY004
+        out: dict[str, list[str]] = {}
+        for name, locations in value.items():
+            if not isinstance(name, str) or not _SURVEY_NAME.match(name):
+                raise ValueError(f"survey name {str(name)[:40]!r}: 1-100 letters, digits and ._+-")
+            if isinstance(locations, (str, Path)):
+                locations = [locations]
+            out[name] = [str(loc) for loc in locations]
+        return out
+
     @field_validator("log_level")
     @classmethod
     def _lower(cls, value: str) -> str:
@@ -169,9 +195,13 @@ class Settings(BaseSettings):
             return self.index_writer
         return not self.index_location.lower().startswith("s3://")
 
+    def survey_locations(self) -> list[str]:
+        """Every location of every survey."""
+        return [loc for locations in self.surveys.values() for loc in locations]
+
     def uses_s3(self) -> bool:
         """Whether any cube, image or index location, or an S3 setting, asks for S3."""
-        locations = [*self.cube_dirs, *self.image_roots, self.index or ""]
+        locations = [*self.cube_dirs, *self.image_roots, self.index or "", *self.survey_locations()]
         return bool(
             self.s3_endpoint_url or self.s3_access_key_id or self.s3_anonymous is not None
             or any(loc.lower().startswith("s3://") for loc in locations)
