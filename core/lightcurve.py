@@ -48,7 +48,8 @@ class ApertureLightCurve:
     flux : float32 array
         Summed flux of the aperture's pixels (e-/s for SPOC cubes); NaN when none is finite.
     flux_err : float32 array
-        The pixels' errors added in quadrature; NaN when none is finite.
+        The pixels' errors added in quadrature; NaN when none is finite; 0 for TICA cubes, which
+        carry no errors (their TPFs' FLUX_ERR is 0, as astrocut 0.11.1 wrote it).
     quality : int32 array
         The cadence's quality flags (the TPF's ``QUALITY``: SPOC DQUALITY, TICA QUAL_BIT).
     window : Window
@@ -169,7 +170,9 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
     time = np.asarray(cube.time, dtype=np.float64)
     quality = np.asarray(cube.quality, dtype=np.int32)
     flux = np.full(nframes, np.nan, dtype=np.float32)
-    flux_err = np.full(nframes, np.nan, dtype=np.float32)
+    # the TPF's FLUX_ERR is the error plane, or zeros for TICA cubes (astrocut 0.11.1), which have none
+    with_err = cube.product == "SPOC" and nplanes > 1
+    flux_err = np.full(nframes, np.nan if with_err else 0.0, dtype=np.float32)
     fy, fx, on = _runs(cube, window, mask)
     npix, n_on = int(fy.size), int(on.sum())
     if n_on and nframes:
@@ -184,12 +187,13 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
             # pixel-major (pixels, frames), read as its (frames, pixels) transpose: the memory
             # layout of lightkurve's flux[:, mask], so numpy adds the pixels in the same order
             f = np.full((npix, nt), np.nan, dtype=np.float32)
-            e = np.full((npix, nt), np.nan, dtype=np.float32)
             f[columns] = block[:, :, 0]
-            e[columns] = block[:, :, 1]
-            del raw, block
             flux[t0:t1] = _sum(f.T)
-            flux_err[t0:t1] = _quadrature(e.T)
+            if with_err:
+                e = np.full((npix, nt), np.nan, dtype=np.float32)
+                e[columns] = block[:, :, 1]
+                flux_err[t0:t1] = _quadrature(e.T)
+            del raw, block
     return ApertureLightCurve(time=time, flux=flux, flux_err=flux_err, quality=quality, window=window,
                               mask=mask, pixels_on_cube=n_on)
 

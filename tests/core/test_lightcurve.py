@@ -232,3 +232,12 @@ def test_frame_flux_is_the_tpf_frame(spoc_cube, tmp_path):
     with pytest.raises(InvalidInputError) as exc:
         frame_flux(cube, geo.window, cube.nframes)
     assert exc.value.field == "frame"
+
+
+def test_tica_equals_lightkurve_with_zero_errors(tica_cube, tmp_path):
+    """TICA cubes carry no error plane: the TPF's FLUX_ERR is 0, and so is the SAP error."""
+    cube = open_cube(tica_cube)
+    lc = aperture_lightcurve(cube, DEMO_RA, DEMO_DEC, parse_mask("010,111,010"), band_bytes=100)
+    tpf, _ = _tpf(cube, DEMO_RA, DEMO_DEC, 9, 7, tmp_path)
+    _assert_same(tpf.to_lightcurve(aperture_mask=_mask_in(tpf, lc)), lc)
+    assert (lc.flux_err == 0).all() and np.isfinite(lc.flux).all()
