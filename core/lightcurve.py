@@ -32,9 +32,9 @@ __all__ = ["MASK_PATTERN", "ApertureLightCurve", "aperture_lightcurve", "parse_m
 
 #: a mask as text: rows of 0/1 separated by commas (the first row is the aperture's lowest cube row)
 MASK_PATTERN = re.compile(r"^[01]+(,[01]+)*$")
-#: bytes a chunk costs per aperture pixel and frame: the raw read (flux + error, 8), the float32
-#: flux and error arrays (8) and the squared errors (4)
-_CHUNK_BYTES_PER_PIXEL_FRAME = 20
+#: bytes a chunk costs per aperture pixel and frame at its peak: the pixels read (flux and error,
+#: 8), the float32 errors (4), their squares (4) and nansum's copy of those (4), with the flags
+_CHUNK_BYTES_PER_PIXEL_FRAME = 24
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,44 @@ def parse_mask(text: str, *, field: str = "mask") -> np.ndarray:
     return mask
 
 
-def _runs(cube: Cube, window: Window, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pixels(cube: Cube, window: Window, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mask's pixels in row-major order as (cube row, cube column, on-cube flag) arrays."""
     ys, xs = np.nonzero(mask)
     fy, fx = ys + window.y0, xs + window.x0
     on = (fy >= 0) & (fy < cube.ny) & (fx >= 0) & (fx < cube.nx)
     return fy, fx, on
+
+
+def _runs(fy: np.ndarray, fx: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Runs of adjacent pixels in one row, from row-major (row, column) arrays: (first index,
+    last index + 1, row, first column). A run's time series are one contiguous range of the cube."""
+    breaks = (np.flatnonzero((np.diff(fy) != 0) | (np.diff(fx) != 1)) + 1).tolist()
+    starts, ends = [0, *breaks], [*breaks, int(fy.size)]
+    return [(a, b, int(fy[a]), int(fx[a])) for a, b in zip(starts, ends, strict=True)]
+
+
+def _read_chunk(cube: Cube, runs: list[tuple[int, int, int, int]], t0: int, t1: int, out: np.ndarray,
+                threads: int | None) -> None:
+    """Fill ``out`` (on-cube pixels, t1 - t0 frames, planes; big-endian float32) with frames t0:t1
+    of the runs' pixels: straight into ``out`` with ``preadv`` from a local file (one read per run
+    when the chunk has every frame, else one per pixel), else through the source's concurrent,
+    coalescing range reads (S3)."""
+    per_px = cube.nframes * cube.nplanes * 4
+    n = (t1 - t0) * cube.nplanes * 4
+    flat = memoryview(out).cast("B")
+    offsets = [cube.data_offset + (y * cube.nx + x) * per_px + t0 * cube.nplanes * 4 for _, _, y, x in runs]
+    if getattr(cube.source, "path", None) is not None:
+        for (a, b, _, _), offset in zip(runs, offsets, strict=True):
+            run = flat[a * n : b * n]
+            if n == per_px:  # every frame: the run's pixels are one range
+                cube.source.read_rows_into(offset, run.nbytes, 1, run)
+            else:
+                cube.source.read_rows_into(offset, per_px, b - a, run)
+        return
+    ranges = [(offset + i * per_px, n) for (a, b, _, _), offset in zip(runs, offsets, strict=True)
+              for i in range(b - a)]
+    for i, part in enumerate(cube.source.read_ranges(ranges, threads=threads)):
+        flat[i * n : (i + 1) * n] = part
 
 
 def _chunks(nframes: int, per_chunk: int) -> list[tuple[int, int]]:
@@ -173,27 +205,26 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
     # the TPF's FLUX_ERR is the error plane, or zeros for TICA cubes (astrocut 0.11.1), which have none
     with_err = cube.product == "SPOC" and nplanes > 1
     flux_err = np.full(nframes, np.nan if with_err else 0.0, dtype=np.float32)
-    fy, fx, on = _runs(cube, window, mask)
+    fy, fx, on = _pixels(cube, window, mask)
     npix, n_on = int(fy.size), int(on.sum())
     if n_on and nframes:
-        # each on-cube pixel's frames start here: flux then error of frame 0, frame 1, ...
-        starts = cube.data_offset + ((fy[on] * cube.nx + fx[on]) * nframes) * nplanes * 4
+        runs = _runs(fy[on], fx[on])
         columns = np.flatnonzero(on)
         for t0, t1 in _chunks(nframes, band_bytes // max(1, npix * _CHUNK_BYTES_PER_PIXEL_FRAME)):
-            nt = t1 - t0
-            ranges = [(int(s) + t0 * nplanes * 4, nt * nplanes * 4) for s in starts]
-            raw = b"".join(cube.source.read_ranges(ranges, threads=threads))
-            block = np.frombuffer(raw, dtype=">f4").reshape(n_on, nt, nplanes)
+            block = np.empty((n_on, t1 - t0, nplanes), dtype=">f4")
+            _read_chunk(cube, runs, t0, t1, block, threads)
             # pixel-major (pixels, frames), read as its (frames, pixels) transpose: the memory
             # layout of lightkurve's flux[:, mask], so numpy adds the pixels in the same order
-            f = np.full((npix, nt), np.nan, dtype=np.float32)
+            f = np.full((npix, t1 - t0), np.nan, dtype=np.float32)
             f[columns] = block[:, :, 0]
             flux[t0:t1] = _sum(f.T)
+            del f
             if with_err:
-                e = np.full((npix, nt), np.nan, dtype=np.float32)
+                e = np.full((npix, t1 - t0), np.nan, dtype=np.float32)
                 e[columns] = block[:, :, 1]
                 flux_err[t0:t1] = _quadrature(e.T)
-            del raw, block
+                del e
+            del block
     return ApertureLightCurve(time=time, flux=flux, flux_err=flux_err, quality=quality, window=window,
                               mask=mask, pixels_on_cube=n_on)
 
