@@ -146,6 +146,8 @@ window.lightcurveView = (function () {
       f0 = Math.min(f0, f[i]); f1 = Math.max(f1, f[i]);
     }
     if (t1 === t0) { t0 -= 0.5; t1 += 0.5; }
+    const tpad = 0.02 * (t1 - t0);  // the first and last points clear of the frame
+    t0 -= tpad; t1 += tpad;
     const pad = f1 > f0 ? 0.1 * (f1 - f0) : Math.max(1, Math.abs(f0) * 0.01);
     f0 -= pad; f1 += pad;
     const W = BOX.w - BOX.left - BOX.right, H = BOX.h - BOX.top - BOX.bottom;
@@ -262,6 +264,14 @@ window.lightcurveView = (function () {
       if (!r.ok) throw new Error(body.msg || `HTTP ${r.status}`);
     } catch (err) {
       if (mine === curveRequest) {
+        // say why, without leaving another cutout's curve and frame on show
+        curve = null;
+        curveKey = "";
+        section.hidden = false;
+        plot.replaceChildren();
+        frameImg.removeAttribute("src");
+        shownUrl = "";
+        frameLabel.textContent = "";
         caption.textContent = `The light curve could not be made: ${err.message}`;
         caption.className = "caption error";
       }
@@ -304,6 +314,14 @@ window.lightcurveView = (function () {
     frameLabel.className = q ? "caption flagged" : "caption";
   }
 
+  function sizeFrame() {
+    // The frame and the aperture over it, enlarged as the preview is (whole screen pixels per pixel).
+    const scale = Math.max(1, Math.floor(FRAME_SCALE_MIN / Math.max(target.x, target.y)));
+    const w = `${target.x * scale}px`, h = `${target.y * scale}px`;
+    frameImg.style.width = w; frameImg.style.height = h;
+    overlay.style.width = w; overlay.style.height = h;
+  }
+
   function requestFrame(i) {
     wanted = i;
     moveCursor();
@@ -317,14 +335,10 @@ window.lightcurveView = (function () {
     const url = frameUrl(i);
     if (url === shownUrl) { busy = false; schedulePlay(); return; }
     busy = true;
-    const scale = Math.max(1, Math.floor(FRAME_SCALE_MIN / Math.max(target.x, target.y)));
     frameImg.onload = () => {
       busy = false;
       shownUrl = url;
       frameImg.dataset.frame = String(i);
-      const w = `${frameImg.naturalWidth * scale}px`, h = `${frameImg.naturalHeight * scale}px`;
-      frameImg.style.width = w; frameImg.style.height = h;
-      overlay.style.width = w; overlay.style.height = h;
       if (target && frameUrl(wanted) !== url) loadFrame(); else schedulePlay();
     };
     frameImg.onerror = () => {
@@ -371,6 +385,7 @@ window.lightcurveView = (function () {
       mask = centralMask(target.x, target.y, side());
       maskFor = shape;
     }
+    sizeFrame();
     drawOverlay();
     if (query(curveParams()) !== curveKey) {
       loadCurve();
