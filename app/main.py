@@ -22,7 +22,7 @@ from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, system, tesscut, zcut
+from app.routers import images, lightcurve, system, tesscut, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
 from app.workers import WorkerPool
@@ -105,6 +105,8 @@ def create_app(
     for prefix in TESSCUT_PREFIXES:
         app.include_router(tesscut.router, prefix=prefix)
         app.include_router(images.router, prefix=prefix)
+        app.include_router(lightcurve.router, prefix=prefix)
+    app.include_router(lightcurve.preview_router)
     app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)

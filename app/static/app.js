@@ -10,6 +10,7 @@
     product: $("product"), sector: $("sector"), stretch: $("stretch"), invert: $("invert"),
   };
   const preview = $("preview");
+  const lightcurveView = window.lightcurveView;  // static/lightcurve.js, loaded first
   const statusLine = $("status");
   const API = "tesscut/api/v0.1/";           // astroquery's path (MAST also serves /api/v0.1/)
   const PREVIEW_SCALE_MIN = 240;             // CSS pixels: small cutouts are shown enlarged
@@ -117,8 +118,10 @@
     const v = values();
     if (!v.sector) {
       preview.hidden = true;
+      lightcurveView.hide();
       return;
     }
+    lightcurveView.update(v);  // the light curve and frames of the same cutout (lightcurve.js)
     const url = absolute("preview/cube.png?" + query({
       ra: v.ra, dec: v.dec, x: v.x, y: v.y, sector: v.sector, product: v.product,
       stretch: v.stretch, invert: v.invert ? "true" : "",
@@ -177,6 +180,7 @@
       setStatus(body.msg || "No hosted sector contains this position.", true);
       updateTexts();
       preview.hidden = true;
+      lightcurveView.hide();
       return;
     }
     if ([...fields.sector.options].some((o) => o.value === previous)) fields.sector.value = previous;

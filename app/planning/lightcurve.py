@@ -1,0 +1,245 @@
+"""Planning the light-curve view: a simple-aperture light curve and single frames of a cutout.
+
+Both read a hosted cube directly (:mod:`core.lightcurve`, :func:`core.preview.frame_flux`), never a
+whole TPF: memory stays about one band (``ctx.band_bytes``), and the windows are checked against
+``ctx.limits`` as the ``astrocut`` route checks the same cutout. No HTTP here: the planners return
+plain data (:class:`LightCurveResult`) or a :class:`~.answers.FileAnswer` (a frame's PNG).
+
+A sector the server does not host is a 404 naming ``sector``; a position on no hosted cube (of that
+sector) a 404 naming ``ra``: these are not TESScut routes, so the "no data is HTTP 200" rule of
+:mod:`.tesscut` does not apply.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.planning.answers import CutoutStats, FileAnswer
+from app.planning.context import Context, api_fields
+from app.planning.preview import PREVIEW_PERCENT
+from app.planning.tesscut import TESSCUT_FIELDS, sector_result
+from core.catalog import CubeRecord
+from core.cutout_size import CutoutSize
+from core.errors import NoDataError, NotFoundError
+from core.lightcurve import ApertureLightCurve
+
+__all__ = ["CSV_COLUMNS", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
+
+#: the CSV's header line, one column per per-cadence array
+CSV_COLUMNS = ("time", "flux", "flux_err", "quality")
+#: the time axis' unit as a TPF's TIME column has it
+TIME_UNIT = "BTJD (BJD - 2457000, TDB)"
+#: (interval limits of a window's frames) entries kept per cube
+_FRAME_LIMITS_ITEMS = 64
+
+
+def pick_cube(ctx: Context, ra: float, dec: float, sector: int | None, product: str) -> CubeRecord:
+    """The hosted cube of ``product`` holding ICRS (ra, dec) degrees: in ``sector`` if given, else
+    the first (lowest sector) one.
+
+    Raises
+    ------
+    NotFoundError
+        ``sector`` is not hosted for ``product`` (``field="sector"``).
+    NoDataError
+        No hosted cube (of that sector) holds the position (``field="ra"``).
+    """
+    catalog = ctx.catalog
+    hosted = catalog.sectors(product)
+    if sector is not None and sector not in hosted:
+        listing = ", ".join(str(s) for s in hosted) or "none"
+        raise NotFoundError(f"sector {sector} is not hosted here for {product}; hosted sectors: {listing}",
+                            field="sector")
+    records = catalog.containing(ra % 360.0, dec, product=product, sectors=[sector] if sector else None)
+    if not records:
+        where = f" in sector {sector}" if sector else ""
+        raise NoDataError(f"RA {ra % 360.0:.6f} Dec {dec:.6f} is on no hosted {product} cube{where}", field="ra")
+    return records[0]
+
+
+@dataclass(frozen=True)
+class LightCurveResult:
+    """A light curve and where it came from: what :func:`plan_lightcurve` returns.
+
+    Attributes
+    ----------
+    ra, dec : the requested position (ICRS degrees, RA in 0..360).
+    product : "SPOC" or "TICA".
+    record : the hosted cube the light curve is from.
+    lightcurve : the per-cadence arrays, the aperture's box and mask.
+    sectors : every hosted sector/camera/CCD holding the position, as the TESScut ``sector``
+        route lists them.
+    flux_unit : the pixels' unit, as the TPF's FLUX column has it (SPOC e-/s, TICA e-).
+    """
+
+    ra: float
+    dec: float
+    product: str
+    record: CubeRecord
+    lightcurve: ApertureLightCurve
+    sectors: list[dict[str, str]] = field(default_factory=list)
+    flux_unit: str = "e-/s"
+
+    @property
+    def stats(self) -> CutoutStats:
+        """What was read, for the access log and metrics."""
+        win = self.lightcurve.window
+        return CutoutStats(win.nx, win.ny, len(self.lightcurve), 1)
+
+    def aperture(self) -> dict[str, Any]:
+        """The aperture: ``column``/``row`` of its box's first pixel (1-based cube column/row,
+        as a TPF's 1CRV5P/2CRV5P and lightkurve's ``tpf.column``/``tpf.row``), its size, and the
+        mask as rows of 0/1 (the first row is the lowest cube row)."""
+        lc = self.lightcurve
+        return {
+            "column": lc.window.x0 + 1, "row": lc.window.y0 + 1, "nx": lc.window.nx, "ny": lc.window.ny,
+            "mask": ["".join("1" if v else "0" for v in row) for row in lc.mask],
+            "pixels": int(lc.mask.sum()), "pixels_on_cube": lc.pixels_on_cube,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer: metadata, then one array per column (NaN as null)."""
+        lc = self.lightcurve
+        return {
+            "ra": self.ra, "dec": self.dec, "product": self.product, "sectorName": self.record.sector_name,
+            "sector": self.record.sector, "camera": self.record.camera, "ccd": self.record.ccd,
+            "aperture": self.aperture(), "time_unit": TIME_UNIT, "flux_unit": self.flux_unit,
+            "cadences": len(lc), "flagged": int(np.count_nonzero(lc.quality)),
+            "time": _nullable(lc.time), "flux": _nullable(lc.flux), "flux_err": _nullable(lc.flux_err),
+            "quality": lc.quality.tolist(), "sectors": self.sectors,
+        }
+
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as compact JSON (floats exact: a float32 value is written as the double
+        it converts to, so ``np.float32(value)`` gives it back bit for bit)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+
+    def to_csv(self) -> bytes:
+        """One header line (:data:`CSV_COLUMNS`), then one line per cadence (NaN as ``nan``)."""
+        lc = self.lightcurve
+        lines = [",".join(CSV_COLUMNS)]
+        lines += [f"{t!r},{f!r},{e!r},{q}" for t, f, e, q in zip(lc.time.tolist(), lc.flux.tolist(),
+                                                                   lc.flux_err.tolist(), lc.quality.tolist())]
+        return ("\n".join(lines) + "\n").encode()
+
+    def filename(self, extension: str) -> str:
+        win = self.lightcurve.window
+        return (f"lightcurve_{self.record.sector_name}_{self.ra:.6f}_{self.dec:.6f}_{win.nx}x{win.ny}"
+                f".{extension}")
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
+def plan_lightcurve(ctx: Context, ra: float, dec: float, sector: int | None, product: str, *,
+                    aperture: int = 3, mask: str | None = None) -> LightCurveResult:
+    """The simple-aperture light curve of a target on one hosted cube (``sector``, else the first).
+
+    Parameters
+    ----------
+    ctx : Context
+    ra, dec : float
+        ICRS degrees.
+    sector : int or None
+        The sector (default: the first hosted one holding the position).
+    product : str
+        "SPOC" or "TICA".
+    aperture : int
+        Side of the square of pixels summed, centred on the position as a cutout of that size is
+        (``x=aperture`` on the ``astrocut`` route cuts exactly those pixels).
+    mask : str, optional
+        Instead of ``aperture``: rows of 0/1 separated by commas (the first row the lowest cube
+        row), placed as a cutout of the mask's shape is.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``aperture`` or ``mask``.
+    NotFoundError, NoDataError
+        See :func:`pick_cube`.
+    TooLargeError
+        The aperture's box exceeds the limits the same cutout would (naming ``aperture``/``mask``).
+    """
+    from core.lightcurve import aperture_lightcurve, parse_mask, square_mask
+
+    name = "mask" if mask is not None else "aperture"
+    with api_fields({**TESSCUT_FIELDS, "cutout_size": name, "cutout_size.y": name}):
+        pixels = parse_mask(mask) if mask is not None else square_mask(aperture)
+        record = pick_cube(ctx, ra, dec, sector, product)
+        cube = ctx.catalog.open(record)
+        lc = aperture_lightcurve(cube, ra, dec, pixels, limits=ctx.limits, band_bytes=ctx.band_bytes)
+        sectors = [sector_result(r) for r in ctx.catalog.containing(ra % 360.0, dec, product=product)]
+    unit = "e-/s" if product == "SPOC" else "e-"  # the TPF's TUNIT (TICA: astrocut 0.11.1's e-)
+    return LightCurveResult(ra % 360.0, dec, product, record, lc, sectors, unit)
+
+
+def _frame_limits(cube: Any, window: Any, band_bytes: int, percent: Sequence[float]) -> tuple[float, float]:
+    """The display interval shared by all frames of a window: the percentiles of its median frame
+    (what the preview image shows), cached per cube and window so that a slider's frames cost
+    one small read each."""
+    from astropy.visualization import AsymmetricPercentileInterval
+
+    from core.preview import median_frame
+
+    def make() -> tuple[float, float]:
+        median = median_frame(cube, window, band_bytes=band_bytes)
+        finite = median[np.isfinite(median)]
+        if not finite.size:
+            return (math.nan, math.nan)
+        lo, hi = AsymmetricPercentileInterval(*percent).get_limits(finite)
+        return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+
+    cube.memo.limit("frame_limits", items=_FRAME_LIMITS_ITEMS)
+    key = (window.x0, window.x1, window.y0, window.y1, tuple(percent))
+    return cube.memo.get_or_make("frame_limits", key, make)
+
+
+def plan_frame(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: int | None, product: str,
+               frame: int, stretch: str = "asinh", invert: bool = False) -> FileAnswer:
+    """A PNG of frame ``frame`` (0-based cadence index) of the ``nx`` x ``ny`` cutout the
+    ``astrocut`` route would cut, flipped north-up as the preview is, and scaled with one interval
+    for every frame of the cutout (the median frame's percentiles, :data:`PREVIEW_PERCENT`), so
+    that a slider or an animation shows real changes, not rescaling.
+
+    Raises
+    ------
+    InvalidInputError
+        ``frame`` is not a frame of the cube (``field="frame"``), or a bad stretch.
+    NotFoundError, NoDataError
+        See :func:`pick_cube`; also no frame of the cutout has a valid pixel (a frame without
+        any, among frames with data, is drawn black).
+    TooLargeError
+        The cutout exceeds the ``astrocut`` route's limits.
+    """
+    from PIL import Image
+
+    from core.image import normalize_img
+    from core.preview import frame_flux
+    from core.tpf import locate
+
+    with api_fields(TESSCUT_FIELDS):
+        record = pick_cube(ctx, ra, dec, sector, product)
+        cube = ctx.catalog.open(record)
+        geo = locate(cube, f"{ra % 360.0!r} {dec!r}", CutoutSize(nx, ny), limits=ctx.limits)
+        flux = frame_flux(cube, geo.window, frame)
+        lo, hi = _frame_limits(cube, geo.window, ctx.band_bytes, PREVIEW_PERCENT)
+    if not math.isfinite(lo):
+        raise NoDataError("the cutout has no valid pixels on this cube", field="ra")
+    if np.isfinite(flux).any():
+        pixels = normalize_img(flux, stretch=stretch, minmax_value=(lo, hi), invert=invert)
+    else:  # a frame without data (a missing FFI) among frames with data: shown blank, not refused
+        pixels = np.zeros(flux.shape, dtype=np.uint8)
+    image = Image.fromarray(pixels).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    name = f"frame_{ra % 360.0:.6f}_{dec:.6f}_{nx}x{ny}_s{record.sector:04d}_{frame:05d}.png"
+    return FileAnswer(buf.getvalue(), "image/png", name, inline=True,
+                      stats=CutoutStats(geo.window.nx, geo.window.ny, 1, 1))
