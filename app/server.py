@@ -12,6 +12,7 @@ supervisor); each builds the app from the environment, so settings reach them as
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from typing import Any
 
@@ -116,5 +117,7 @@ def serve(settings: Any, env: dict[str, str] | None = None) -> None:
 
     config = ServerConfig("app.main:create_app", factory=True, workers=settings.processes, **_options(settings))
     sock = config.bind_socket()
-    server = uvicorn.Server(config)
-    Multiprocess(config, target=server.run, sockets=[sock]).run()
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn before 0.36
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    else:  # each child builds its own Server from the config
+        Multiprocess(config, sockets=[sock]).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Annotated, Any
 
@@ -16,10 +17,11 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health")
 async def health(services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
-    """Liveness and a summary: hosted cubes, worker pool load, the cutout budget, opened cubes."""
+    """Liveness and a summary: the answering process, hosted cubes, worker pool load, the cutout
+    budget, opened cubes."""
     from core.cube_cache import default_cache
 
-    return {"status": "ok", "catalog": services.catalog.summary(), "pool": services.pool.stats(),
+    return {"status": "ok", "process": os.getpid(), "catalog": services.catalog.summary(), "pool": services.pool.stats(),
             "budget": services.budget.stats(), "cube_cache": default_cache().stats()}
 
 

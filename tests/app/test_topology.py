@@ -11,6 +11,9 @@ rendered for loopback (tests/nginx.py). Checked through nginx only:
   a 200 with a valid body;
 - the killed replica, restarted on its port, gets requests again once nginx's fail_timeout is over.
 
+And one replica of several processes (``cutout serve --workers 2``, no nginx): both processes
+answer on the one port, with the same cutouts, and SIGTERM stops them all.
+
 Skipped when nginx is not installed and scripts/install_nginx.sh cannot install it.
 """
 
@@ -69,8 +72,10 @@ def _cutout_bin() -> str | None:
 class Replica:
     """One ``cutout serve`` subprocess on 127.0.0.1:``port`` (its own session, output to ``log``)."""
 
-    def __init__(self, name: str, port: int, cube_dir: Path, work_dir: Path, log: Path) -> None:
+    def __init__(self, name: str, port: int, cube_dir: Path, work_dir: Path, log: Path,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.name, self.port, self.cube_dir, self.work_dir, self.log = name, port, cube_dir, work_dir, log
+        self.extra_args = tuple(extra_args)
         self.addr = f"127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
 
@@ -79,7 +84,7 @@ class Replica:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
         env.update(CUTOUT_HOST="127.0.0.1", CUTOUT_WORK_DIR=str(self.work_dir), CUTOUT_LOG_LEVEL="warning",
                    CUTOUT_WORKERS="2", PYTHONUNBUFFERED="1")
-        cmd = [_cutout_bin(), "serve", "--port", str(self.port), "--cube-dir", str(self.cube_dir)]
+        cmd = [_cutout_bin(), "serve", "--port", str(self.port), "--cube-dir", str(self.cube_dir), *self.extra_args]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -491,3 +496,62 @@ def test_restarted_replica_rejoins(topology, killed_under_load):
         restart_to_ready_s=round(ready - restarted, 2), ready_to_rejoined_s=round(rejoined - ready, 2),
         kill_to_rejoined_s=round(rejoined - killed_under_load.kill_time, 2),
         requests_while_waiting=len(answers))
+
+
+# ------------------------------------------------------------------------------------------
+# one replica, several processes
+# ------------------------------------------------------------------------------------------
+
+
+def test_serve_workers_share_one_port(request, tmp_path):
+    """``cutout serve --workers 2``: two processes answer on one port with identical cutouts; SIGTERM
+    to the supervisor stops every process of the replica."""
+    if _cutout_bin() is None:
+        pytest.skip("the 'cutout' console script is not installed (scripts/bootstrap.sh)")
+    cubes, _image_root, _images = request.getfixturevalue("service_data")
+    work = tmp_path / "work"
+    work.mkdir()
+    replica = Replica("multi", free_port(), cubes["spoc38"].parent, work, tmp_path / "multi.log",
+                      extra_args=("--workers", "2"))
+    replica.start()
+    try:
+        replica.wait_ready()
+        bodies: dict[int, set[bytes]] = {}
+        lock = threading.Lock()
+        query = f"{ASTROCUT}?ra={DEMO_RA}&dec={DEMO_DEC}&x=5&y=5&sector=38"
+        deadline = time.monotonic() + 30
+
+        def client() -> None:
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(bodies) >= 2 and all(bodies.values()):
+                        return
+                status, _h, raw = _get(replica.port, "/health")
+                assert status == 200
+                pid = json.loads(raw)["process"]
+                status, _h, zipped = _get(replica.port, query)
+                assert status == 200
+                with zipfile.ZipFile(io.BytesIO(zipped)) as z:
+                    member = z.read(z.namelist()[0])
+                with lock:
+                    bodies.setdefault(pid, set()).add(member)
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(bodies) == 2, f"processes that answered: {sorted(bodies)}"
+        assert replica.proc is not None and replica.proc.pid not in bodies  # the supervisor serves nothing
+        assert len(set().union(*bodies.values())) == 1  # every process cuts the same bytes
+        group = replica.proc.pid  # its own session: the supervisor and its children
+    finally:
+        replica.stop()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break  # no process of the replica is left
+        assert time.monotonic() < deadline, "a server process outlived SIGTERM to the supervisor"
+        time.sleep(0.1)
