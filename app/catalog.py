@@ -1,6 +1,6 @@
 """The service's catalog: the current snapshot of hosted cubes, kept up to date from the index.
 
-At start-up the catalog index (``index``, default ``<work_dir>/catalog.sqlite``) is read: routing
+At start-up the catalog index (``index``, default ``<work_dir>/index/catalog.sqlite``) is read: routing
 columns only, whatever the archive's size. A process that writes the index (the default for a
 local index) first brings it up to date with ``cube_dirs``: a listing and one ``stat`` per file,
 reading only new or changed cubes (the first start reads them all). Every ``index_refresh_s``
@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from app.refresher import Refresher
 from core.catalog import Catalog, CubeRecord
 from core.catalog_index import CatalogIndex, IndexReport
 
@@ -44,9 +45,7 @@ class CatalogService:
         self.last_report: IndexReport | None = None
         self.refreshes = 0
         self._refresh_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._refresher = Refresher(self.refresh, self.refresh_s, name="catalog-refresh", log=log)
 
     # -- keeping it current ------------------------------------------------------------------------
     def load(self) -> int:
@@ -69,36 +68,14 @@ class CatalogService:
 
     def _on_stale(self, record: CubeRecord) -> None:
         log.warning("cube %s changed or vanished since it was indexed: refreshing the catalog", record.uri)
-        self._wake.set()
+        self._refresher.wake()
 
     def start(self) -> None:
-        """Refresh in a background thread every ``refresh_s`` seconds, or when woken."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="catalog-refresh", daemon=True)
-        self._thread.start()
+        """Refresh in a background thread every ``refresh_s`` seconds, or when a cube went stale."""
+        self._refresher.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            timeout = self.refresh_s if self.refresh_s > 0 else None
-            woken = self._wake.wait(timeout)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            if not woken and self.refresh_s <= 0:
-                continue
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("catalog refresh failed")
+        self._refresher.stop()
 
     # -- the snapshot's questions (for /health, metrics and older callers) -----------------------
     def sectors(self, product: str | None = None) -> list[int]:

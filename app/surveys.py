@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import Request
 
+from app.refresher import Refresher
 from core.image_index import ImageIndex, split_locations
 
 __all__ = ["HAP_SURVEY", "SurveyService", "get_surveys"]
@@ -47,9 +48,7 @@ class SurveyService:
         self.current = ImageIndex(surveys=list(self.locations))
         self.refreshes = 0
         self._refresh_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._refresher = Refresher(self.refresh, self.refresh_s, name="survey-refresh", log=log)
 
     # -- keeping it current ------------------------------------------------------------------------
     def load(self) -> int:
@@ -72,33 +71,15 @@ class SurveyService:
     def file_missing(self, uri: str) -> None:
         """A cut found an indexed file gone: refresh in the background."""
         log.warning("survey image %s vanished since it was indexed: refreshing the survey index", uri)
-        self._wake.set()
+        self._refresher.wake()
 
     def start(self) -> None:
-        """Refresh in a background thread every ``refresh_s`` seconds, or when woken."""
-        if self._thread is not None or not self.locations:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="survey-refresh", daemon=True)
-        self._thread.start()
+        """Refresh in a background thread every ``refresh_s`` seconds, or when a file went missing."""
+        if self.locations:
+            self._refresher.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.refresh_s if self.refresh_s > 0 else None)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("survey index refresh failed")
+        self._refresher.stop()
 
     # -- questions ---------------------------------------------------------------------------------
     def roots(self, survey: str) -> tuple[list[str], list[str]]:
