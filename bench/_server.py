@@ -295,6 +295,10 @@ class CutoutServe:
     def tree_cpu_s(self) -> float:
         return tree_cpu_s(self.pid)
 
+    # what bench_http_load.run_load reads from a server: here, always the whole process tree
+    rss_kb = tree_rss_kb
+    cpu_s = tree_cpu_s
+
     def pids(self) -> list[int]:
         return tree_pids(self.pid)
 
