@@ -262,12 +262,15 @@ class CutoutServe:
         ``--workers N``: server processes sharing the port (uvicorn's supervisor + N children).
     root, python : path, optional
         Another checkout and its interpreter (e.g. an earlier commit's worktree and venv).
+    launcher : list of str, optional
+        The command before ``serve ...`` (default ``[python, "-m", "app"]``), e.g. a script that
+        patches something first (``bench/_serve_compat.py``).
     """
 
     def __init__(self, env: dict[str, str] | None = None, *, workers: int | None = None,
                  ceiling_kb: int | None = None, interval_s: float = 0.2, startup_timeout_s: float = 180.0,
                  root: str | os.PathLike | None = None, python: str | os.PathLike | None = None,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, launcher: list[str] | None = None) -> None:
         self.root = Path(root) if root is not None else ROOT
         self.python = str(python) if python is not None else sys.executable
         self.port = free_port()
@@ -278,6 +281,7 @@ class CutoutServe:
         self.interval_s = interval_s
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args or [])
+        self.launcher = list(launcher) if launcher else [self.python, "-m", "app"]
         self.proc: subprocess.Popen | None = None
         self.sampler: RssSampler | None = None
         self.startup_s = float("nan")
@@ -302,6 +306,28 @@ class CutoutServe:
     def pids(self) -> list[int]:
         return tree_pids(self.pid)
 
+    def tree_table(self) -> list[tuple[int, int, str]]:
+        """``(pid, VmRSS KiB, role)`` of each process in the tree: ``server`` (the command),
+        ``worker`` (a process uvicorn's supervisor spawned), or the helper's own name."""
+        out = []
+        for p in self.pids():
+            try:
+                kb = rss_kb(p)
+                with open(f"/proc/{p}/cmdline", "rb") as fh:
+                    cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, RuntimeError):
+                continue
+            if p == self.pid:
+                role = "server" if not self.workers or self.workers <= 1 else "supervisor"
+            elif "resource_tracker" in cmd:
+                role = "resource_tracker"
+            elif "multiprocessing" in cmd:
+                role = "worker"
+            else:
+                role = cmd.split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
+            out.append((p, kb, role))
+        return out
+
     def get_health(self, timeout: float = 2.0) -> dict[str, Any] | None:
         """``/health``'s JSON, or None when it does not answer 200."""
         import http.client
@@ -319,7 +345,7 @@ class CutoutServe:
             conn.close()
 
     def start(self) -> CutoutServe:
-        cmd = [self.python, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [*self.launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
         cmd += self.extra_args
