@@ -179,7 +179,9 @@ def sky_positions(infos: list[CubeInfo], k: int, seed: int = 0) -> list[tuple[fl
             out.append((ra, dec, None))
             continue
         info = rng.choice(infos)
-        geo = geos.setdefault(info.uri, CubeGeometry(info))
+        geo = geos.get(info.uri)
+        if geo is None:
+            geo = geos[info.uri] = CubeGeometry(info)
         x, y = rng.uniform(60, 2076), rng.uniform(16, 2032)
         ra, dec = (float(v) for v in geo.wcs.all_pix2world(x, y, 0))
         out.append((ra % 360.0, dec, sector_name(info)))
