@@ -265,12 +265,16 @@ class CutoutServe:
     launcher : list of str, optional
         The command before ``serve ...`` (default ``[python, "-m", "app"]``), e.g. a script that
         patches something first (``bench/_serve_compat.py``).
+    keep_log : bool
+        Keep the server's log file (:attr:`log_path`) after :meth:`stop`; by default it is removed
+        unless the server failed to start.
     """
 
     def __init__(self, env: dict[str, str] | None = None, *, workers: int | None = None,
                  ceiling_kb: int | None = None, interval_s: float = 0.2, startup_timeout_s: float = 180.0,
                  root: str | os.PathLike | None = None, python: str | os.PathLike | None = None,
-                 extra_args: list[str] | None = None, launcher: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, launcher: list[str] | None = None,
+                 keep_log: bool = False) -> None:
         self.root = Path(root) if root is not None else ROOT
         self.python = str(python) if python is not None else sys.executable
         self.port = free_port()
@@ -282,6 +286,7 @@ class CutoutServe:
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args or [])
         self.launcher = list(launcher) if launcher else [self.python, "-m", "app"]
+        self.keep_log = keep_log
         self.proc: subprocess.Popen | None = None
         self.sampler: RssSampler | None = None
         self.startup_s = float("nan")
@@ -365,9 +370,11 @@ class CutoutServe:
                 return self
             if self.proc.poll() is not None:
                 text = Path(self.log_path).read_text(errors="replace")[-3000:]
+                self.keep_log = True
                 self.stop()
-                raise RuntimeError(f"cutout serve exited with {self.proc.returncode}: {text}")
+                raise RuntimeError(f"cutout serve exited with {self.proc.returncode} (log {self.log_path}): {text}")
             if time.monotonic() > deadline:
+                self.keep_log = True
                 self.stop()
                 raise RuntimeError(f"cutout serve did not answer /health within {self.startup_timeout_s} s")
             time.sleep(0.02)
@@ -390,6 +397,9 @@ class CutoutServe:
             os.killpg(proc.pid, signal.SIGKILL)  # anything left in its session (workers)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
+        if not self.keep_log and self.log_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
 
     def access_log(self, route: str | None = None) -> list[dict[str, Any]]:
         """Access-log records written so far (needs ``CUTOUT_LOG_LEVEL`` info, the default)."""
