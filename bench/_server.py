@@ -14,6 +14,12 @@ Two apps:
 ``--profile OUT`` profiles the server with cProfile: every call run through
 ``anyio.to_thread.run_sync`` (the worker pool, FastAPI's thread pool) into ``OUT`` and the
 event-loop thread into ``OUT.loop``.
+
+For archive-scale and memory benches, :class:`CutoutServe` runs the real ``cutout serve`` command
+(imports, settings from ``CUTOUT_*``, one or several processes) and times its start-up;
+:func:`tree_rss_kb` / :func:`tree_cpu_s` sum a whole process tree from ``/proc``, and
+:class:`RssSampler` samples a tree's RSS every ~0.2 s, keeping the peak, and kills the tree when
+it passes a ceiling, so a regression cannot take the machine down.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ServerProcess", "baseline_app", "cpu_s", "free_port", "rss_kb"]
+__all__ = ["CeilingExceeded", "CutoutServe", "RssSampler", "ServerProcess", "access_log", "baseline_app",
+           "cpu_s", "free_port", "rss_kb", "tree_cpu_s", "tree_pids", "tree_rss_kb"]
 
 
 def free_port() -> int:
@@ -61,6 +68,348 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and every live descendant (children found from the parent ids in ``/proc/*/stat``).
+
+    Empty when ``pid`` itself is gone.
+    """
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+        children.setdefault(ppid, []).append(int(name))
+    if not os.path.exists(f"/proc/{pid}"):
+        return []
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Sum of ``VmRSS`` (KiB) over ``pid`` and its live descendants (0 when it is gone).
+
+    Shared pages (the interpreter, mapped libraries) count once per process, as ``ps`` shows them:
+    for a tree of several server processes this is the memory those processes hold between them,
+    an upper bound of what the machine pays.
+    """
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError, RuntimeError):
+            total += rss_kb(p)
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used by ``pid``'s process tree: every live process's own time
+    plus the time of the children it has reaped (``cutime``/``cstime``), from ``/proc/<pid>/stat``."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``'s tree, descendants first (a child must not be re-parented and survive)."""
+    for p in reversed(tree_pids(pid)):
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+
+
+class CeilingExceeded(RuntimeError):
+    """A process tree passed its RSS ceiling and was killed."""
+
+
+class _Window:
+    """The peak tree RSS seen while a :meth:`RssSampler.window` block ran (KiB)."""
+
+    def __init__(self, start_kb: int) -> None:
+        self.start_kb = start_kb
+        self.peak_kb = start_kb
+        self.samples = 0
+
+
+class RssSampler:
+    """Sample a process tree's RSS (:func:`tree_rss_kb`) every ``interval_s`` on a thread.
+
+    Keeps the overall peak and the peak of each open :meth:`window`. When the tree passes
+    ``ceiling_kb`` it is killed at once (SIGKILL, descendants first), :attr:`exceeded_kb` records
+    the figure and :meth:`check` raises :class:`CeilingExceeded`: whatever a regression does, the
+    tree never holds much more than the ceiling for longer than one interval.
+    """
+
+    def __init__(self, pid: int, *, interval_s: float = 0.2, ceiling_kb: int | None = None) -> None:
+        self.pid = pid
+        self.interval_s = float(interval_s)
+        self.ceiling_kb = ceiling_kb
+        self.peak_kb = 0
+        self.last_kb = 0
+        self.exceeded_kb: int | None = None
+        self._windows: list[_Window] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> int:
+        """Take one sample now (also what the thread does); returns the tree's RSS, KiB."""
+        kb = tree_rss_kb(self.pid)
+        with self._lock:
+            self.last_kb = kb
+            self.peak_kb = max(self.peak_kb, kb)
+            for w in self._windows:
+                w.peak_kb = max(w.peak_kb, kb)
+                w.samples += 1
+        if self.ceiling_kb is not None and kb > self.ceiling_kb and self.exceeded_kb is None:
+            self.exceeded_kb = kb
+            _kill_tree(self.pid)
+            print(f"  RSS ceiling: the server's process tree reached {kb / 2**20:.2f} GiB "
+                  f"(> {self.ceiling_kb / 2**20:.2f} GiB): killed", flush=True)
+        return kb
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def start(self) -> RssSampler:
+        if self._thread is None:
+            self.sample()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def check(self) -> None:
+        """Raise :class:`CeilingExceeded` if the ceiling was passed."""
+        if self.exceeded_kb is not None:
+            raise CeilingExceeded(f"process tree passed its RSS ceiling: {self.exceeded_kb / 2**20:.2f} GiB")
+
+    @contextlib.contextmanager
+    def window(self) -> Any:
+        """``with sampler.window() as w: ...``: ``w.peak_kb`` is the peak while the block ran
+        (``w.start_kb`` the figure when it began)."""
+        w = _Window(self.sample())
+        with self._lock:
+            self._windows.append(w)
+        try:
+            yield w
+        finally:
+            self.sample()
+            with self._lock:
+                self._windows.remove(w)
+
+    def __enter__(self) -> RssSampler:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def access_log(path: str | os.PathLike, route: str | None = None) -> list[dict[str, Any]]:
+    """The service's access-log records (``app.observability``'s one JSON line per request, at log
+    level info) found in a server log file, optionally only those of one route template."""
+    import json
+
+    out = []
+    with open(path, errors="replace") as fh:
+        for line in fh:
+            start = line.find('{"ts"')
+            if start < 0 or '"event":"request"' not in line:
+                continue
+            try:
+                rec = json.loads(line[start:])
+            except ValueError:
+                continue
+            if route is None or rec.get("route") == route:
+                out.append(rec)
+    return out
+
+
+class CutoutServe:
+    """The real ``cutout serve`` (``python -m app serve``, what the console script runs) in a
+    subprocess on a free 127.0.0.1 port; a context manager.
+
+    Settings come from ``env`` (``CUTOUT_*``) on top of this environment. :attr:`startup_s` is the
+    wall time from starting the process (interpreter start and imports included) to the first
+    HTTP 200 from ``/health`` (polled every 20 ms); :attr:`health` is that answer. The process is
+    its own session leader, so :meth:`stop` can always remove the whole tree. With ``ceiling_kb``
+    an :class:`RssSampler` watches the tree from start to stop and kills it past the ceiling.
+
+    Parameters
+    ----------
+    env : dict
+        Extra environment, e.g. ``CUTOUT_CUBE_DIRS``, ``CUTOUT_INDEX``, ``CUTOUT_WORK_DIR``.
+    workers : int, optional
+        ``--workers N``: server processes sharing the port (uvicorn's supervisor + N children).
+    root, python : path, optional
+        Another checkout and its interpreter (e.g. an earlier commit's worktree and venv).
+    launcher : list of str, optional
+        The command before ``serve ...`` (default ``[python, "-m", "app"]``), e.g. a script that
+        patches something first (``bench/_serve_compat.py``).
+    keep_log : bool
+        Keep the server's log file (:attr:`log_path`) after :meth:`stop`; by default it is removed
+        unless the server failed to start.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, *, workers: int | None = None,
+                 ceiling_kb: int | None = None, interval_s: float = 0.2, startup_timeout_s: float = 180.0,
+                 root: str | os.PathLike | None = None, python: str | os.PathLike | None = None,
+                 extra_args: list[str] | None = None, launcher: list[str] | None = None,
+                 keep_log: bool = False) -> None:
+        self.root = Path(root) if root is not None else ROOT
+        self.python = str(python) if python is not None else sys.executable
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PYTHONPATH": str(self.root), **(env or {})}
+        self.workers = workers
+        self.ceiling_kb = ceiling_kb
+        self.interval_s = interval_s
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_args = list(extra_args or [])
+        self.launcher = list(launcher) if launcher else [self.python, "-m", "app"]
+        self.keep_log = keep_log
+        self.proc: subprocess.Popen | None = None
+        self.sampler: RssSampler | None = None
+        self.startup_s = float("nan")
+        self.health: dict[str, Any] = {}
+        self.log_path = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def tree_rss_kb(self) -> int:
+        return tree_rss_kb(self.pid)
+
+    def tree_cpu_s(self) -> float:
+        return tree_cpu_s(self.pid)
+
+    # what bench_http_load.run_load reads from a server: here, always the whole process tree
+    rss_kb = tree_rss_kb
+    cpu_s = tree_cpu_s
+
+    def pids(self) -> list[int]:
+        return tree_pids(self.pid)
+
+    def tree_table(self) -> list[tuple[int, int, str]]:
+        """``(pid, VmRSS KiB, role)`` of each process in the tree: ``server`` (the command),
+        ``worker`` (a process uvicorn's supervisor spawned), or the helper's own name."""
+        out = []
+        for p in self.pids():
+            try:
+                kb = rss_kb(p)
+                with open(f"/proc/{p}/cmdline", "rb") as fh:
+                    cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, RuntimeError):
+                continue
+            if p == self.pid:
+                role = "server" if not self.workers or self.workers <= 1 else "supervisor"
+            elif "resource_tracker" in cmd:
+                role = "resource_tracker"
+            elif "multiprocessing" in cmd:
+                role = "worker"
+            else:
+                role = cmd.split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
+            out.append((p, kb, role))
+        return out
+
+    def get_health(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """``/health``'s JSON, or None when it does not answer 200."""
+        import http.client
+        import json
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            body = resp.read()
+            return json.loads(body) if resp.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        finally:
+            conn.close()
+
+    def start(self) -> CutoutServe:
+        cmd = [*self.launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        cmd += self.extra_args
+        fd, self.log_path = tempfile.mkstemp(prefix="bench-serve-", suffix=".log")
+        t0 = time.monotonic()
+        with os.fdopen(fd, "wb") as log:
+            self.proc = subprocess.Popen(cmd, env=self.env, cwd=str(self.root), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.ceiling_kb is not None:
+            self.sampler = RssSampler(self.proc.pid, interval_s=self.interval_s, ceiling_kb=self.ceiling_kb).start()
+        deadline = t0 + self.startup_timeout_s
+        while True:
+            health = self.get_health(timeout=1.0)
+            if health is not None:
+                self.startup_s = time.monotonic() - t0
+                self.health = health
+                return self
+            if self.proc.poll() is not None:
+                text = Path(self.log_path).read_text(errors="replace")[-3000:]
+                self.keep_log = True
+                self.stop()
+                raise RuntimeError(f"cutout serve exited with {self.proc.returncode} (log {self.log_path}): {text}")
+            if time.monotonic() > deadline:
+                self.keep_log = True
+                self.stop()
+                raise RuntimeError(f"cutout serve did not answer /health within {self.startup_timeout_s} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGINT (uvicorn's graceful stop), then SIGKILL to the whole session after 30 s."""
+        if self.sampler is not None:
+            self.sampler.stop()
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything left in its session (workers)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if not self.keep_log and self.log_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
+
+    def access_log(self, route: str | None = None) -> list[dict[str, Any]]:
+        """Access-log records written so far (needs ``CUTOUT_LOG_LEVEL`` info, the default)."""
+        return access_log(self.log_path, route)
+
+    def __enter__(self) -> CutoutServe:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class ServerProcess:

@@ -24,3 +24,11 @@ def median_ms(
         times.append(dt)
         spent += dt
     return statistics.median(times) * 1e3
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, nearest rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    return data[min(len(data) - 1, round(q / 100 * (len(data) - 1)))]
