@@ -21,10 +21,12 @@ import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from core.cube import Cube, CubeGeometry, open_cube
 from core.cube_info import CubeInfo, angular_distance
+from core.sky_polygon import gnomonic, plane_polygon, side_of_polygon
 
 __all__ = ["CELL_DEG", "Catalog", "CubeRecord", "default_catalog", "open_catalog", "sector_name"]
 
@@ -32,6 +34,8 @@ __all__ = ["CELL_DEG", "Catalog", "CubeRecord", "default_catalog", "open_catalog
 CELL_DEG = 2.0
 #: cube geometries (reference WCS, pixel lookups) kept for routing, per catalog
 GEOMETRIES_KEPT = 512
+#: radii (degrees) up to which a position far outside a footprint is refused without the WCS
+SURE_RADIUS_DEG = 1.0
 
 
 def sector_name(product: str, sector: int, camera: int, ccd: int) -> str:
@@ -58,6 +62,7 @@ class CubeRecord:
     reach_deg: float
     tstart: float
     tstop: float
+    footprint_tol_deg: float = -1.0
 
     @property
     def sector_name(self) -> str:
@@ -69,12 +74,41 @@ class CubeRecord:
             uri=info.uri, identity=tuple(info.identity), product=info.product.upper(), sector=info.sector,
             camera=info.camera, ccd=info.ccd, nframes=info.nframes, nx=info.nx, ny=info.ny,
             footprint=tuple(info.footprint), center=tuple(info.center), reach_deg=float(info.reach_deg),
-            tstart=float(info.tstart), tstop=float(info.tstop),
+            tstart=float(info.tstart), tstop=float(info.tstop), footprint_tol_deg=float(info.footprint_tol_deg),
         )  # fmt: skip
 
     def near(self, ra: float, dec: float, radius_deg: float = 0.0) -> bool:
         """Whether (ra, dec) lies within the circle around the footprint, grown by ``radius_deg``."""
         return angular_distance(self.center[0], self.center[1], ra, dec) <= self.reach_deg + radius_deg
+
+    @cached_property
+    def _plane(self) -> tuple[tuple[float, float], ...] | None:
+        if self.footprint_tol_deg < 0 or len(self.footprint) < 3:
+            return None
+        return plane_polygon(self.center, self.footprint)
+
+    def holds(self, ra: float, dec: float, radius_deg: float = 0.0) -> bool | None:
+        """Whether the science pixels (grown by ``radius_deg``) hold ICRS (ra, dec) degrees, as far
+        as the footprint alone can tell: True or False where it is sure, None near the outline,
+        where only the WCS can tell (:meth:`core.cube.CubeGeometry.contains_radec`).
+
+        Sure means farther than ``footprint_tol_deg`` inside the corners' polygon, or farther than
+        the tolerance plus twice the radius outside it (the grown pixel box reaches at most
+        radius x sqrt(2) x the pixel scale's variation beyond the outline). Radii above
+        ``SURE_RADIUS_DEG`` always ask the WCS outside the polygon.
+        """
+        polygon = self._plane
+        if polygon is None:
+            return None
+        point = gnomonic(self.center, ra, dec)
+        if point is None:  # 90 degrees or more from the centre
+            return False if radius_deg <= SURE_RADIUS_DEG else None
+        depth = math.degrees(side_of_polygon(point, polygon))
+        if depth >= self.footprint_tol_deg:
+            return True
+        if radius_deg <= SURE_RADIUS_DEG and depth < -(self.footprint_tol_deg + 2.0 * radius_deg):
+            return False
+        return None
 
 
 def _cells(ra: float, dec: float, radius: float) -> Iterable[tuple[int, int]]:
@@ -203,15 +237,25 @@ class Catalog:
         found = [
             r for r in self.candidates(ra, dec, radius_deg)
             if r.product == product and (wanted is None or r.sector in wanted)
-            and self.geometry(r).contains_radec(ra, dec, radius_deg)
+            and self._contains(r, ra, dec, radius_deg)
         ]
         return sorted(found, key=lambda r: (r.sector, r.camera, r.ccd, r.uri))
+
+    def _contains(self, record: CubeRecord, ra: float, dec: float, radius_deg: float) -> bool:
+        """The footprint's answer where it is sure, else the cube's WCS."""
+        sure = record.holds(ra, dec, radius_deg)
+        if sure is not None:
+            return sure
+        return self.geometry(record).contains_radec(ra, dec, radius_deg)
 
     def geometry(self, record: CubeRecord) -> CubeGeometry:
         """The cube's reference WCS and containment tests (from the index: no file opened)."""
         key = (record.uri, record.identity)
         geo = self._geometries.get(key)
         if geo is not None:
+            with self._lock:
+                if key in self._geometries:
+                    self._geometries.move_to_end(key)  # least recently used goes first
             return geo
         geo = CubeGeometry(self.info(record))
         with self._lock:

@@ -45,10 +45,10 @@ log = logging.getLogger("core.catalog_index")
 #: MAST cube file names: ``tess-s0038-2-2-cube.fits`` (SPOC), ``[tica-]s0038-2-2-cube.fits`` (TICA)
 CUBE_NAME = re.compile(r"^(?:(tess|tica)-)?s(\d{4})-(\d)-(\d)-cube\.fits$", re.IGNORECASE)
 #: bumped when the table layout changes: an index of another version is rebuilt
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _FIELDS = list(CubeInfo.__dataclass_fields__)
 _ROUTING = ["uri", "identity", "product", "sector", "camera", "ccd", "nframes", "nx", "ny", "footprint",
-            "center", "reach_deg", "tstart", "tstop"]
+            "center", "reach_deg", "footprint_tol_deg", "tstart", "tstop"]
 
 
 @dataclass
@@ -167,7 +167,7 @@ def scan(locations: Sequence[str], *, s3: S3Config | None = None, threads: int =
 _COLUMN_TYPES = {
     "uri": "TEXT PRIMARY KEY", "identity": "TEXT", "product": "TEXT", "primary_header": "BLOB",
     "wcs_values": "BLOB", "columns": "TEXT", "footprint": "TEXT", "center": "TEXT", "reach_deg": "REAL",
-    "tstart": "REAL", "tstop": "REAL",
+    "footprint_tol_deg": "REAL", "tstart": "REAL", "tstop": "REAL",
 }
 
 
@@ -217,6 +217,7 @@ class _Reader:
                 sector=v["sector"], camera=v["camera"], ccd=v["ccd"], nframes=v["nframes"], nx=v["nx"],
                 ny=v["ny"], footprint=tuple(tuple(p) for p in json.loads(v["footprint"])),
                 center=tuple(json.loads(v["center"])), reach_deg=v["reach_deg"],
+                footprint_tol_deg=v["footprint_tol_deg"],
                 tstart=v["tstart"] if v["tstart"] is not None else float("nan"),
                 tstop=v["tstop"] if v["tstop"] is not None else float("nan"),
             ))  # fmt: skip

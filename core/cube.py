@@ -188,7 +188,7 @@ class CubeGeometry(_Lazy):
     def _master_wcs(self) -> WCS:
         def make() -> WCS:
             with quiet(FITSFixedWarning):
-                return WCS(self.wcs_header, relax=True)
+                return WCS(self.info.celestial_header(), relax=True)
 
         return self._once("wcs", make)
 

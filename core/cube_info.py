@@ -29,7 +29,7 @@ from core.quiet import quiet
 
 __all__ = [
     "REQUIRED_COLUMNS", "CubeInfo", "angular_distance", "column_values", "columns_dtype", "read_cube_info",
-    "reference_row", "row_header", "row_pairs",
+    "reference_row", "row_header", "row_pairs", "wcs_pairs",
 ]
 
 # Table columns a cube needs, per product (astrocut 1.4.0 for SPOC, 0.11.1 for TICA).
@@ -61,6 +61,10 @@ class CubeInfo:
     (NaN values left out; JSON keeps every float exactly, a header card would round it to 20
     characters). ``footprint`` holds the ICRS corners of the science pixels, ``center`` and
     ``reach_deg`` a circle around them (grown by a margin for SIP curvature) for prefiltering.
+    ``footprint_tol_deg`` bounds how far the science pixels' true outline (edges curved by the SIP
+    distortion, half a pixel beyond the corner pixels' centres) strays from the straight-edged
+    polygon of the corners in the tangent plane about ``center``: positions farther inside the
+    polygon than this are on the pixels, farther outside are not (negative: unknown).
     """
 
     uri: str
@@ -86,6 +90,7 @@ class CubeInfo:
     footprint: tuple[tuple[float, float], ...]
     center: tuple[float, float]
     reach_deg: float
+    footprint_tol_deg: float = -1.0
 
     @property
     def table_bytes(self) -> int:
@@ -95,6 +100,11 @@ class CubeInfo:
     def wcs_header(self) -> fits.Header:
         """The reference table row as a header (a new object on every call)."""
         return row_header(json.loads(self.wcs_values))
+
+    def celestial_header(self) -> fits.Header:
+        """Only the reference row's primary WCS keywords, as a header: the same WCS as
+        :meth:`wcs_header` gives, built in half the time (astropy parses every card it is given)."""
+        return row_header(wcs_pairs(json.loads(self.wcs_values)))
 
     @property
     def science_box(self) -> tuple[int, int, int, int]:
@@ -227,6 +237,16 @@ def row_pairs(values: dict[str, Any], names: list[str]) -> list[list[Any]]:
     return pairs
 
 
+#: the keywords of a primary (unlettered) celestial WCS with SIP distortion
+_WCS_KEY = re.compile(r"^(WCSAXES|WCSNAME|RADESYS|RADECSYS|EQUINOX|EPOCH|LONPOLE|LATPOLE|"
+                      r"(CTYPE|CRVAL|CRPIX|CDELT|CUNIT|CROTA|CNAME)\d|(CD|PC)\d_\d|P[VS]\d_\d+|(A|B|AP|BP)_\w+)$")
+
+
+def wcs_pairs(pairs: list[list[Any]]) -> list[list[Any]]:
+    """The ``[[name, value], ...]`` of a table row that a primary celestial WCS reads."""
+    return [p for p in pairs if _WCS_KEY.match(p[0])]
+
+
 def row_header(pairs: list[list[Any]]) -> fits.Header:
     """A table row's ``[[name, value], ...]`` as a header, as astrocut builds the cutout WCS from it."""
     header = fits.Header()
@@ -327,11 +347,10 @@ def read_cube_info(source: Any, uri: str | None = None) -> CubeInfo:
             raise CorruptFileError(f"{uri}: no FFI row holds a TAN-SIP WCS", field="cube_file")
         (middle,) = rows([ref])
     pairs = row_pairs(middle, names)
-    wcs_header = row_header(pairs)
     with quiet(FITSFixedWarning):
-        wcs = WCS(wcs_header, relax=True)
+        wcs = WCS(row_header(wcs_pairs(pairs)), relax=True)
     sector, camera, ccd = _ids(primary, uri)
-    footprint, center, reach = _footprint(wcs, ny, nx)
+    footprint, center, reach, tol = _footprint(wcs, ny, nx)
     per_frame = [c for c in (*REQUIRED_COLUMNS[product], *OPTIONAL_COLUMNS) if c in columns]
     identity = tuple(source.identity)
     return CubeInfo(
@@ -341,7 +360,7 @@ def read_cube_info(source: Any, uri: str | None = None) -> CubeInfo:
         columns={c: columns[c] for c in per_frame},
         primary_header=primary.tostring(), wcs_values=json.dumps(pairs), wcs_row=int(ref),
         tstart=_float(first.get(start_col)), tstop=_float(last.get(stop_col)),
-        footprint=footprint, center=center, reach_deg=reach,
+        footprint=footprint, center=center, reach_deg=reach, footprint_tol_deg=tol,
     )  # fmt: skip
 
 
@@ -386,17 +405,43 @@ def _ids(primary: fits.Header, uri: str) -> tuple[int, int, int]:
     return as_int(sector), as_int(camera), as_int(ccd)
 
 
-def _footprint(wcs: WCS, ny: int, nx: int) -> tuple[tuple[tuple[float, float], ...], tuple[float, float], float]:
-    """Corners of the science pixels, the centre of the array and a reach around it (degrees)."""
+#: points per edge at which the outline's departure from the corners' polygon is measured
+_EDGE_SAMPLES = 257
+
+
+def _footprint(wcs: WCS, ny: int, nx: int
+               ) -> tuple[tuple[tuple[float, float], ...], tuple[float, float], float, float]:
+    """Corners of the science pixels, the centre of the array, a reach around it (degrees) and the
+    tolerance of the corners' polygon (see :class:`CubeInfo`); the tolerance is -1 when the
+    outline could not be measured."""
+    from core.sky_polygon import distance_to_polygon, plane_polygon
+
     y0, y1, x0, x1 = SCIENCE if (ny, nx) == FULL_FFI else (0, ny, 0, nx)
     xs = np.array([x0, x1 - 1, x1 - 1, x0], dtype=float)
     ys = np.array([y0, y0, y1 - 1, y1 - 1], dtype=float)
+    t = np.linspace(0.0, 1.0, _EDGE_SAMPLES)
+    ex = np.concatenate([xs[i] + (xs[(i + 1) % 4] - xs[i]) * t for i in range(4)])
+    ey = np.concatenate([ys[i] + (ys[(i + 1) % 4] - ys[i]) * t for i in range(4)])
     with quiet():
         ra, dec = wcs.all_pix2world(xs, ys, 0)
         cra, cdec = (float(v) for v in wcs.all_pix2world((nx - 1) / 2.0, (ny - 1) / 2.0, 0))
+        era, edec = wcs.all_pix2world(ex, ey, 0)
     corners = tuple((float(r) % 360.0, float(d)) for r, d in zip(ra, dec))
     reach = max(angular_distance(cra, cdec, r, d) for r, d in corners) + 0.5  # margin for SIP curvature
-    return corners, (cra % 360.0, cdec), reach
+    center = (cra % 360.0, cdec)
+    tol = -1.0
+    polygon = plane_polygon(center, corners)
+    outline = plane_polygon(center, list(zip(era.tolist(), edec.tolist())))
+    if polygon is not None and outline is not None and np.isfinite(era).all() and np.isfinite(edec).all():
+        sag = max(distance_to_polygon(p, polygon) for p in outline)
+        # the widest pixel along the outline (plane units), for the half pixel beyond the centres
+        steps = np.hypot(*np.diff(np.array(outline), axis=0).T)
+        lengths = (x1 - 1 - x0, y1 - 1 - y0, x1 - 1 - x0, y1 - 1 - y0)
+        pixel = max(float(steps[k * _EDGE_SAMPLES:(k + 1) * _EDGE_SAMPLES - 1].sum()) / max(1, lengths[k])
+                    for k in range(4))
+        # twice the sag seen at the samples (the curve between them strays less) and a pixel
+        tol = math.degrees(2.0 * sag + pixel) + 1e-6
+    return corners, center, reach, tol
 
 
 def angular_distance(ra1: float, dec1: float, ra2: float, dec2: float) -> float:

@@ -37,6 +37,7 @@ from core import range_file
 from core.confine import confine
 from core.errors import CutoutError
 from core.s3 import is_s3_uri
+from core.sky_polygon import distance_to_polygon, gnomonic, in_polygon
 
 __all__ = [
     "FITS_SUFFIXES", "MAX_POLYGON_RADIUS_DEG", "ImageEntry", "ImageIndex", "file_stem", "footprint",
@@ -87,10 +88,10 @@ class ImageEntry:
             return False
         if self.radius_deg > MAX_POLYGON_RADIUS_DEG or not self._plane:
             return True
-        point = _gnomonic(self.center, ra, dec)
+        point = gnomonic(self.center, ra, dec)
         if point is None:  # 90 degrees or more from the centre: only a grown circle reaches it
             return False
-        return _in_polygon(point, self._plane) or _distance_to_polygon(point, self._plane) <= math.radians(radius_deg)
+        return in_polygon(point, self._plane) or distance_to_polygon(point, self._plane) <= math.radians(radius_deg)
 
 
 @dataclass(frozen=True)
@@ -113,46 +114,6 @@ def _separation_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
     ra1, dec1, ra2, dec2 = (math.radians(v) for v in (*a, *b))
     h = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
     return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
-
-
-def _gnomonic(center: tuple[float, float], ra: float, dec: float) -> tuple[float, float] | None:
-    """(xi, eta) radians of (ra, dec) in the tangent plane about ``center``; None beyond 90 degrees."""
-    ra0, dec0 = math.radians(center[0]), math.radians(center[1])
-    r, d = math.radians(ra), math.radians(dec)
-    cos_c = math.sin(dec0) * math.sin(d) + math.cos(dec0) * math.cos(d) * math.cos(r - ra0)
-    if cos_c <= 1e-12:
-        return None
-    xi = math.cos(d) * math.sin(r - ra0) / cos_c
-    eta = (math.cos(dec0) * math.sin(d) - math.sin(dec0) * math.cos(d) * math.cos(r - ra0)) / cos_c
-    return xi, eta
-
-
-def _in_polygon(point: tuple[float, float], polygon: Sequence[tuple[float, float]]) -> bool:
-    """Even-odd ray casting (points exactly on an edge are caught by the distance test)."""
-    x, y = point
-    inside = False
-    n = len(polygon)
-    for i in range(n):
-        x1, y1 = polygon[i]
-        x2, y2 = polygon[(i + 1) % n]
-        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
-            inside = not inside
-    return inside
-
-
-def _distance_to_polygon(point: tuple[float, float], polygon: Sequence[tuple[float, float]]) -> float:
-    """Shortest distance from ``point`` to the polygon's edges, in the plane's units."""
-    px, py = point
-    best = math.inf
-    n = len(polygon)
-    for i in range(n):
-        x1, y1 = polygon[i]
-        x2, y2 = polygon[(i + 1) % n]
-        dx, dy = x2 - x1, y2 - y1
-        length2 = dx * dx + dy * dy
-        t = 0.0 if length2 == 0 else max(0.0, min(1.0, ((px - x1) * dx + (py - y1) * dy) / length2))
-        best = min(best, math.hypot(px - (x1 + t * dx), py - (y1 + t * dy)))
-    return best
 
 
 def footprint(header: Any, shape: Sequence[int]) -> tuple[tuple[float, float], float, tuple, float] | None:
@@ -203,7 +164,7 @@ def _entry(survey: str, uri: str, ext: int, shape: Sequence[int], fp: tuple) -> 
     center, radius, polygon, scale = fp
     plane: tuple[tuple[float, float], ...] = ()
     if radius <= MAX_POLYGON_RADIUS_DEG:
-        points = [_gnomonic(center, r, d) for r, d in polygon]
+        points = [gnomonic(center, r, d) for r, d in polygon]
         if all(p is not None for p in points):
             plane = tuple(points)  # type: ignore[arg-type]
     return ImageEntry(survey, uri, ext, (int(shape[-2]), int(shape[-1])), center, radius, polygon, scale, plane)

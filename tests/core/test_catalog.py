@@ -168,3 +168,62 @@ def test_containing_with_a_radius_and_wrapped_ra(spoc_cube, where, radius, insid
     cube = cat.open(record)
     coord = SkyCoord(ra, dec, unit="deg")
     assert cube.contains(coord, radius * u.deg) is cube.contains_radec(ra % 360.0, dec, radius) is inside
+
+
+@pytest.fixture(scope="module")
+def archive_catalog(tmp_path_factory):
+    """32 sparse full-size cubes (sectors 1 and 2, every camera and CCD) with real TESS WCSs."""
+    from core.synthetic_archive import write_archive
+
+    paths = write_archive(tmp_path_factory.mktemp("archive"), 32, frames=4)
+    return Catalog.from_files(paths)
+
+
+def test_footprint_decisions_agree_with_the_wcs(archive_catalog):
+    """Where the footprint alone decides (no WCS built), it says what the cube's WCS says: positions
+    a few pixels either side of every edge and corner, across the detector and off it, radii from 0
+    to 1 degree; and it decides nearly all random positions near a cube."""
+    from core.cube import CubeGeometry
+
+    rng = np.random.default_rng(11)
+    sure = unsure = 0
+    for record in archive_catalog.entries():
+        geo = CubeGeometry(archive_catalog.info(record))
+        wcs = geo._master_wcs()
+        y0, y1, x0, x1 = geo.info.science_box
+        # pixels near the outline (within 12 px of an edge, inside and out) and anywhere on or off the CCD
+        edge_x = np.concatenate([rng.uniform(x0 - 12, x0 + 12, 40), rng.uniform(x1 - 13, x1 + 11, 40),
+                                 rng.uniform(x0 - 50, x1 + 50, 80)])
+        edge_y = np.concatenate([rng.uniform(y0 - 50, y1 + 50, 80),
+                                 rng.choice([y0, y1 - 1], 80) + rng.uniform(-12, 12, 80)])
+        far_x, far_y = rng.uniform(-600, 2700, 60), rng.uniform(-600, 2700, 60)
+        ra, dec = wcs.all_pix2world(np.concatenate([edge_x, far_x]), np.concatenate([edge_y, far_y]), 0)
+        for r, d in zip(ra, dec):
+            for radius in (0.0, 0.0, 0.002, 0.05, 0.5, 1.0):
+                decided = record.holds(float(r) % 360.0, float(d), radius)
+                if decided is None:
+                    unsure += 1
+                    continue
+                sure += 1
+                assert decided is geo.contains_radec(float(r) % 360.0, float(d), radius), (record.uri, r, d, radius)
+    assert sure > 5000 and unsure > 1000  # both kinds of answer were exercised
+
+    # random positions within the circles around the footprints: nearly all decided by the footprint
+    decided = 0
+    trials = 0
+    for record in archive_catalog.entries():
+        for _ in range(50):
+            r, d = _offset(*record.center, rng.uniform(0, record.reach_deg))
+            trials += 1
+            decided += record.holds(r, d) is not None
+    assert decided >= 0.95 * trials
+
+
+def test_catalog_routes_without_a_wcs_away_from_the_edges(archive_catalog, monkeypatch):
+    """A position well inside one cube is answered from the footprints: no geometry is built."""
+    built = []
+    real = archive_catalog.geometry
+    monkeypatch.setattr(archive_catalog, "geometry", lambda rec: built.append(rec) or real(rec))
+    record = archive_catalog.entries()[5]
+    found = archive_catalog.containing(*record.center)
+    assert record in found and built == []
