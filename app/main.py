@@ -21,6 +21,7 @@ from app.budget import Budget
 from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
+from app.heap import set_mmap_threshold
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
 from app.routers import images, lightcurve, system, tesscut, zcut
 from app.settings import Settings
@@ -66,6 +67,7 @@ def create_app(
 
     settings = settings or Settings()
     logging.getLogger("app").setLevel(settings.log_level.upper())
+    set_mmap_threshold(settings.mmap_threshold_bytes)
     s3 = settings.s3_config() if settings.uses_s3() else None
     configure(max_bytes=settings.cube_cache_bytes)
     services = Services(

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     disk_budget_bytes: int = Field(default_factory=_default_disk_budget, ge=0,
                                    description="Temporary disk (pixel spools) all cutouts in flight may hold.")
     budget_queue_size: int = Field(64, ge=0, description="requests allowed to wait for budget")
+    mmap_threshold_bytes: int = Field(
+        1 * MiB, ge=0, le=32 * MiB,
+        description="Allocations this big or bigger are mapped on their own and returned to the system when "
+                    "freed (glibc's mmap threshold, fixed; 0: the allocator's own moving threshold).",
+    )
     inline_tpf_bytes: int = Field(96 * MiB, ge=1 * MiB, description="TPFs up to this size are built in memory.")
     stream_band_bytes: int = Field(32 * MiB, ge=1 * MiB, description="Piece size of a streamed TPF.")
     request_timeout_s: float = Field(120.0, gt=0)
