@@ -263,8 +263,7 @@ class CutoutServe:
     root, python : path, optional
         Another checkout and its interpreter (e.g. an earlier commit's worktree and venv).
     launcher : list of str, optional
-        The command before ``serve ...`` (default ``[python, "-m", "app"]``), e.g. a script that
-        patches something first (``bench/_serve_compat.py``).
+        The command before ``serve ...`` (default ``[python, "-m", "app"]``).
     keep_log : bool
         Keep the server's log file (:attr:`log_path`) after :meth:`stop`; by default it is removed
         unless the server failed to start.

@@ -603,12 +603,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from tests.s3rver import S3rverServer
 
-            # s3rver 3.7.1 makes ListObjectsV2 continuation tokens with single DES, which node's
-            # OpenSSL 3 refuses: every truncated listing (> 1000 keys) fails with InternalError
-            # unless the legacy provider is loaded (N = 2000 needs two pages)
-            legacy = "--openssl-legacy-provider"
-            if legacy not in os.environ.get("NODE_OPTIONS", ""):
-                os.environ["NODE_OPTIONS"] = f"{os.environ.get('NODE_OPTIONS', '')} {legacy}".strip()
             s3r = S3rverServer(parent_dir=root).start()
         except (ImportError, RuntimeError) as exc:  # S3rverUnavailable (no node) is a RuntimeError
             print(f"S3 parts skipped: s3rver unavailable ({exc}); install node and run scripts/install_s3rver.sh")

@@ -281,34 +281,25 @@ def run_workers(processes: list[int], cube_dir: Path, work: Path, coords: list[t
     for p in processes:
         env = {"CUTOUT_CUBE_DIRS": str(cube_dir), "CUTOUT_WORK_DIR": str(work / f"p{p}"),
                "CUTOUT_LOG_LEVEL": "warning", "CUTOUT_INDEX_REFRESH_S": "0"}
-        launcher = None
-        for attempt in range(2):
-            try:
-                # a ceiling far above what 5x5 cuts need: a runaway tree is killed, not the machine
-                with CutoutServe(env, workers=p, ceiling_kb=6 * 2**20, launcher=launcher) as srv:
-                    time.sleep(1.0)  # every process has started and built its app
-                    idle[p] = srv.tree_rss_kb() / 1024
-                    table = srv.tree_table()
-                    workers[p] = [kb / 1024 for _pid, kb, role in table if role == "worker"]
-                    print(f"cutout serve --workers {p}: tree " + ", ".join(
-                        f"{role} {kb / 1024:.0f} MiB" for _pid, kb, role in table), flush=True)
-                    for c in concurrency:
-                        res = results[(p, c)] = run_load(srv, f"ours x{p}", coords, c, size, client)
-                        print(f"{res.line()}  [{len(srv.pids())} processes in the tree]", flush=True)
-                        for e in res.errors[:5]:
-                            print("   error:", e)
-                    after[p] = srv.tree_rss_kb() / 1024
-                break
-            except RuntimeError as exc:
-                text = str(exc).strip().splitlines()[-1][:300]
-                print(f"cutout serve --workers {p} FAILED: {text}")
-                ok = False
-                if attempt == 0 and "unexpected keyword argument 'target'" in str(exc):
-                    # app.server.serve passes Multiprocess(target=...), which this uvicorn lacks
-                    print("  (a service bug: retrying through bench/_serve_compat.py, which drops that argument)")
-                    launcher = [sys.executable, str(Path(__file__).resolve().parent / "_serve_compat.py")]
-                    continue
-                break
+        try:
+            # a ceiling far above what 5x5 cuts need: a runaway tree is killed, not the machine
+            with CutoutServe(env, workers=p, ceiling_kb=6 * 2**20) as srv:
+                time.sleep(1.0)  # every process has started and built its app
+                idle[p] = srv.tree_rss_kb() / 1024
+                table = srv.tree_table()
+                workers[p] = [kb / 1024 for _pid, kb, role in table if role == "worker"]
+                print(f"cutout serve --workers {p}: tree " + ", ".join(
+                    f"{role} {kb / 1024:.0f} MiB" for _pid, kb, role in table), flush=True)
+                for c in concurrency:
+                    res = results[(p, c)] = run_load(srv, f"ours x{p}", coords, c, size, client)
+                    print(f"{res.line()}  [{len(srv.pids())} processes in the tree]", flush=True)
+                    for e in res.errors[:5]:
+                        print("   error:", e)
+                after[p] = srv.tree_rss_kb() / 1024
+        except RuntimeError as exc:
+            text = str(exc).strip().splitlines()[-1][:300]
+            print(f"cutout serve --workers {p} FAILED: {text}")
+            ok = False
     base = processes[0]
     for p in processes[1:]:
         if p in idle and base in idle and p > base:

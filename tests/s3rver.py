@@ -222,12 +222,18 @@ class S3rverServer:
         store = self.data_dir / "store"
         store.mkdir(exist_ok=True)
         self._log = self.data_dir / "s3rver.log"
+        # s3rver 3.7.1 makes ListObjectsV2 continuation tokens with single DES, which node's
+        # OpenSSL 3 refuses: every truncated listing (over 1000 keys) would fail with InternalError
+        env = dict(os.environ)
+        legacy = "--openssl-legacy-provider"
+        if legacy not in env.get("NODE_OPTIONS", ""):
+            env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} {legacy}".strip()
         with open(self._log, "wb") as log:
             # the log is a file, not a pipe: nothing can block s3rver on a full pipe later
             self.proc = subprocess.Popen(
                 ["node", str(script), "-d", str(store), "-a", "127.0.0.1", "-p", "0", "--silent",
                  "--no-vhost-buckets", "--configure-bucket", self.bucket],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
         deadline = time.monotonic() + self.startup_timeout
         while True:
