@@ -82,7 +82,6 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import json
 
     from app.server import serve
     from app.settings import Settings
@@ -120,12 +119,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: None)
-    # several processes build their apps from the environment: hand them this command's settings
-    env = {f"CUTOUT_{k.upper()}": json.dumps(v) if isinstance(v, list) else str(v)
-           for k, v in settings.model_dump(include={"host", "port", "cube_dirs", "image_roots", "processes", "index"})
-           .items() if v is not None}
-    serve(settings, env)
-    return 0
+    return serve(settings)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:

@@ -259,7 +259,7 @@ class CutoutServe:
     env : dict
         Extra environment, e.g. ``CUTOUT_CUBE_DIRS``, ``CUTOUT_INDEX``, ``CUTOUT_WORK_DIR``.
     workers : int, optional
-        ``--workers N``: server processes sharing the port (uvicorn's supervisor + N children).
+        ``--workers N``: server processes sharing the port (the supervisor + N children).
     root, python : path, optional
         Another checkout and its interpreter (e.g. an earlier commit's worktree and venv).
     launcher : list of str, optional
@@ -312,7 +312,7 @@ class CutoutServe:
 
     def tree_table(self) -> list[tuple[int, int, str]]:
         """``(pid, VmRSS KiB, role)`` of each process in the tree: ``server`` (the command),
-        ``worker`` (a process uvicorn's supervisor spawned), or the helper's own name."""
+        ``worker`` (a process the supervisor spawned), or the helper's own name."""
         out = []
         for p in self.pids():
             try:

@@ -46,15 +46,14 @@ round trip per HTTP request; GETs counted by a counting proxy between it and s3r
 s3 cuts   The first and warm 30x30 cuts through the service (``CUTOUT_CUBE_DIRS=s3://...``,
           ``CUTOUT_S3_ENDPOINT_URL`` = the proxy; server time from the access log and client
           time), beside the engine alone in this process (``CutoutFactory().cube_cut(...,
-          memory_only=True, s3=cfg)`` with its default ``threads=1`` and with ``threads=8``; cold
+          memory_only=True, s3=cfg)`` with its default ``threads=1`` and with ``threads=8``, the
+          same on S3, where a cut requests every row range at once; cold
           = no cube headers or HEAD cached) and astrocut 1.4.0's ``cube_cut(..., threads=8)``
           (s3fs/fsspec; ``FSSPEC_S3_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_S3`` = the proxy, keys
           S3RVER), with GETs per cut counted by the proxy. Target (issue): <= 150 ms for 30x30 at
           50 ms round trip. The floor rows read the cut's row ranges (30 of frames x 30 px x 8
           bytes), all at once, through ``core.sources``: through the proxy, and straight from
-          s3rver (what s3rver and botocore cost for those bytes, without the delay). Without
-          --quick, a second service row runs with ``CUTOUT_READ_THREADS=32``: the service reads a
-          cut of more than 4 MiB of pixels with ``read_threads`` (4) threads, on S3 as locally.
+          s3rver (what s3rver and botocore cost for those bytes, without the delay).
 
 Every server runs under an RSS ceiling (``--ceiling-gb``): its process tree is killed past it.
 ``--quick`` asserts only that answers are complete and correct (every sector answer equals the
@@ -448,7 +447,7 @@ def place(s3r: Any, paths: list[Path], prefix: str) -> list[str]:
 
 
 def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_ms: float, runs: int,
-            ceiling_kb: int, problems: Problems, no_astrocut: bool, diagnose: bool = True) -> None:
+            ceiling_kb: int, problems: Problems, no_astrocut: bool) -> None:
     """30x30 cuts from cubes on s3rver behind the latency proxy: service, engine, astrocut."""
     from core import s3 as storage
     from core.cube import clear_cache, open_cube
@@ -483,10 +482,6 @@ def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_
         clear_cache()
         storage.clear_caches(clients=False)
         variants: list[tuple[str, dict[str, str]]] = [("service", {})]
-        if diagnose:
-            # the service reads a cut's ranges with read_threads (4) threads when its pixels pass 4 MiB,
-            # on S3 too: 30 ranges then take ~8 round trips. The same with enough threads:
-            variants.append(("service, READ_THREADS=32", {"CUTOUT_READ_THREADS": "32"}))
         for k, (who, extra) in enumerate(variants):
             env = serve_env(prefix, str(work / f"s3-service-index-{k}.sqlite"), work / f"s3-service-{k}",
                             CUTOUT_S3_ENDPOINT_URL=proxy.url, CUTOUT_S3_ACCESS_KEY_ID=s3r.ACCESS_KEY,
@@ -514,7 +509,7 @@ def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_
         flux_shape = None
         for threads in (1, 8):
             times, gets = [], []
-            for i in range(runs + 1 if threads > 1 else min(runs, 2) + 1):
+            for i in range(runs + 1):
                 if i == 0:  # cold: no cube headers, no cached HEAD (the S3 client is kept)
                     clear_cache()
                     storage.clear_caches(clients=False)
@@ -524,7 +519,7 @@ def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_
                 times.append(time.perf_counter() - t0)
                 gets.append(counter.snapshot()["GET"] - g0)
                 flux_shape = hdul[1].data["FLUX"].shape
-            note = "the default (astrocut's): one range at a time" if threads == 1 else "ranges in parallel"
+            note = "the default; on S3 every range at once whatever threads" if threads == 1 else "threads=8"
             rows.append((f"engine cube_cut threads={threads}", times[0] * 1e3, statistics.median(times[1:]) * 1e3,
                          statistics.median(gets[1:]), f"{note}; cold {gets[0]} GETs"))
 
@@ -707,8 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             n0 = sizes[0]
             uris = place(s3r, paths[:16], "s3cut")  # one sector: the service's own index builds quickly
             infos0 = CatalogIndex(str(work / f"index-n{n0}.sqlite")).reader().infos()
-            s3_cuts(s3r, uris, infos0[:1], work, args.delay_ms, warm_runs, ceiling_kb, problems, args.no_astrocut,
-                    diagnose=not args.quick)
+            s3_cuts(s3r, uris, infos0[:1], work, args.delay_ms, warm_runs, ceiling_kb, problems, args.no_astrocut)
         else:
             print("\nS3 cuts skipped (no s3rver: node missing or --no-s3); astrocut's S3 figure not taken")
     finally:

@@ -26,7 +26,7 @@ Targets (issues 9 and 7): ours at concurrency 8 on 2 cores >= 100 req/s with p99
 errors; 1,000 requests at concurrency 16 with zero errors and RSS growth < 100 MiB.
 
 ``--workers N`` (server processes) runs the real ``cutout serve`` instead (``bench/_server.py``
-:class:`CutoutServe`; ``--workers N`` of the command: uvicorn's supervisor and N processes sharing
+:class:`CutoutServe`; ``--workers N`` of the command: the supervisor and N processes sharing
 the port) once with 1 process and once with each N given (``--workers 2``: 1 and 2), the same
 requests at concurrency 16 (or ``--concurrency``), and prints for each: requests/s, p50/p99, the
 server's CPU time per request summed over its whole process tree (``/proc/<pid>/stat`` of every
@@ -306,7 +306,7 @@ def run_workers(processes: list[int], cube_dir: Path, work: Path, coords: list[t
             extra = p - base
             print(f"memory per extra process ({base} -> {p} processes): idle {(idle[p] - idle[base]) / extra:.1f} MiB, "
                   f"after the run {(after[p] - after[base]) / extra:.1f} MiB  (tree RSS {idle[base]:.0f} -> "
-                  f"{idle[p]:.0f} MiB idle, {after[base]:.0f} -> {after[p]:.0f} MiB after; it includes uvicorn's "
+                  f"{idle[p]:.0f} MiB idle, {after[base]:.0f} -> {after[p]:.0f} MiB after; it includes the "
                   f"supervisor process)")
             if workers.get(p):
                 print(f"  each worker process idle: {', '.join(f'{w:.0f}' for w in workers[p])} MiB")

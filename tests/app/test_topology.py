@@ -504,8 +504,9 @@ def test_restarted_replica_rejoins(topology, killed_under_load):
 
 
 def test_serve_workers_share_one_port(request, tmp_path):
-    """``cutout serve --workers 2``: two processes answer on one port with identical cutouts; SIGTERM
-    to the supervisor stops every process of the replica."""
+    """``cutout serve --workers 2``: two processes answer on one port with identical cutouts, a
+    burst of connections is balanced between them; SIGTERM to the supervisor stops every process of
+    the replica."""
     if _cutout_bin() is None:
         pytest.skip("the 'cutout' console script is not installed (scripts/bootstrap.sh)")
     cubes, _image_root, _images = request.getfixturevalue("service_data")
@@ -542,6 +543,17 @@ def test_serve_workers_share_one_port(request, tmp_path):
         for t in threads:
             t.join(60)
         assert len(bodies) == 2, f"processes that answered: {sorted(bodies)}"
+        # a burst of connections opened at once (a balancer's keep-alive pool) is spread over both
+        burst = [http.client.HTTPConnection("127.0.0.1", replica.port, timeout=30) for _ in range(32)]
+        for conn in burst:
+            conn.connect()
+        served: dict[int, int] = {}
+        for conn in burst:
+            conn.request("GET", "/health")
+            pid = json.loads(conn.getresponse().read())["process"]
+            served[pid] = served.get(pid, 0) + 1
+            conn.close()
+        assert len(served) == 2 and min(served.values()) >= 4, f"connections per process: {served}"
         assert replica.proc is not None and replica.proc.pid not in bodies  # the supervisor serves nothing
         assert len(set().union(*bodies.values())) == 1  # every process cuts the same bytes
         group = replica.proc.pid  # its own session: the supervisor and its children
