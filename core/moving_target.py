@@ -67,11 +67,12 @@ def _parse_size(size: Any) -> tuple[int, int]:
 
 
 def _bounds(x: np.ndarray, y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Windows ``[[x0, x1], [y0, y1]]`` of ``size`` around each (x, y), as astrocut (rint)."""
+    """Windows ``[[x0, x1], [y0, y1]]`` of ``size`` around each (x, y), as astrocut (rint); a
+    position that is not finite (off the projection) gets a window at 0, for the caller to drop."""
     x = np.atleast_1d(np.asarray(x, dtype=float))
     y = np.atleast_1d(np.asarray(y, dtype=float))
-    x0 = np.rint(x - size[0] / 2)
-    y0 = np.rint(y - size[1] / 2)
+    x0 = np.nan_to_num(np.rint(x - size[0] / 2), nan=0.0, posinf=0.0, neginf=0.0)
+    y0 = np.nan_to_num(np.rint(y - size[1] / 2), nan=0.0, posinf=0.0, neginf=0.0)
     return np.stack((np.stack((x0, x0 + size[0]), axis=1), np.stack((y0, y0 + size[1]), axis=1)),
                     axis=1).astype(int)
 
