@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -92,6 +92,23 @@ def input_list(input_files: Any) -> list[Any]:
         if not isinstance(f, (str, os.PathLike)) or not os.fspath(f):
             raise InvalidInputError(f"not a file name: {f!r}", field="input_files")
     return files
+
+
+class CutoutParameters(NamedTuple):
+    """The parameters every astrocut cutout class takes, checked (astrocut's ``Cutout`` base)."""
+
+    coordinates: SkyCoord
+    cutout_size: Any
+    fill_value: float
+    limit_rounding_method: str
+
+
+def cutout_parameters(coordinates: Any, cutout_size: Any, fill_value: Any,
+                      limit_rounding_method: Any) -> CutoutParameters:
+    """Check the parameters shared by :class:`FITSCutout`, ``TessCubeCutout`` and
+    ``TessFootprintCutout``; each error names its parameter."""
+    return CutoutParameters(first_coordinate(coordinates), parse_size(cutout_size), check_fill_value(fill_value),
+                            check_rounding(limit_rounding_method))
 
 
 def first_coordinate(coordinates: Any) -> SkyCoord:
@@ -238,10 +255,8 @@ class FITSCutout:
         s3: Any = None,
     ) -> None:
         self._input_files = input_list(input_files)
-        self._coordinates = first_coordinate(coordinates)
-        self._cutout_size = parse_size(cutout_size)
-        self._fill_value = check_fill_value(fill_value)
-        self._limit_rounding_method = check_rounding(limit_rounding_method)
+        (self._coordinates, self._cutout_size, self._fill_value,
+         self._limit_rounding_method) = cutout_parameters(coordinates, cutout_size, fill_value, limit_rounding_method)
         self._extension = parse_extension(extension)
         self._single_outfile = bool(single_outfile)
         self._allow_empty = bool(allow_empty)

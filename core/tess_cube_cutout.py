@@ -47,9 +47,9 @@ from astropy.wcs import WCS, FITSFixedWarning
 from core.atomic import write_bytes_atomic
 from core.cube import Cube, open_cube
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
-from core.fits_cutout import default_zip_name, first_coordinate, input_list, write_zip, zip_path
+from core.fits_cutout import cutout_parameters, default_zip_name, input_list, write_zip, zip_path
 from core.geometry import Window
-from core.image_cutouts import DataWarning, check_fill_value, check_rounding, cutout_filename, parse_size
+from core.image_cutouts import DataWarning, cutout_filename
 from core.quiet import quiet
 from core.tpf import (
     CutoutFactory,
@@ -81,6 +81,13 @@ def _parse_threads(threads: Any) -> int:
         raise InvalidInputError(f"threads must be an integer or 'auto', got {threads!r}", field="threads")
     return max(1, int(threads))
 
+
+
+def check_product(product: Any) -> str:
+    """``"SPOC"`` or ``"TICA"`` (any case), upper-cased; anything else names ``product``."""
+    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
+        raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
+    return product.upper()
 
 class TessCubeCutout:
     """Target pixel file cutouts of TESS FFI cubes (astrocut 1.4.0's ``TessCubeCutout``).
@@ -145,14 +152,10 @@ class TessCubeCutout:
         s3: Any = None,
     ) -> None:
         self._input_files = input_list(input_files)
-        self._coordinates = first_coordinate(coordinates)
-        self._cutout_size = parse_size(cutout_size)
-        self._fill_value = check_fill_value(fill_value)
-        self._limit_rounding_method = check_rounding(limit_rounding_method)
+        (self._coordinates, self._cutout_size, self._fill_value,
+         self._limit_rounding_method) = cutout_parameters(coordinates, cutout_size, fill_value, limit_rounding_method)
         self._threads = _parse_threads(threads)
-        if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-            raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
-        self._product = product.upper()
+        self._product = check_product(product)
         self._verbose = verbose
         self._s3 = s3
         self.cutouts_by_file: dict[Any, TessCubeCutout.CubeCutoutInstance] = {}

@@ -41,10 +41,10 @@ from astropy.table import Table
 
 from core.catalog import Catalog, CubeRecord, default_catalog
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
-from core.fits_cutout import first_coordinate
+from core.fits_cutout import cutout_parameters
 from core.geometry import parse_coordinates
-from core.image_cutouts import check_fill_value, check_rounding, parse_size
-from core.tess_cube_cutout import TessCubeCutout
+from core.image_cutouts import parse_size
+from core.tess_cube_cutout import TessCubeCutout, check_product
 
 #: astrocut's TESS pixel scale for converting pixel sizes to angles (arcsec per pixel)
 ARCSEC_PER_PX = 21
@@ -74,12 +74,6 @@ def _sectors(sequence: Any) -> list[int] | None:
     if not out:
         raise InvalidInputError("give at least one sector, or None for all", field="sequence")
     return out
-
-
-def _product(product: Any) -> str:
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
-    return product.upper()
 
 
 def footprint_radius_deg(cutout_size: Any, allow_zero: bool = False) -> float:
@@ -202,13 +196,11 @@ class TessFootprintCutout:
         product: str = "SPOC",
         s3: Any = None,
     ) -> None:
-        self._coordinates = first_coordinate(coordinates)
-        self._cutout_size = parse_size(cutout_size)
+        (self._coordinates, self._cutout_size, self._fill_value,
+         self._limit_rounding_method) = cutout_parameters(coordinates, cutout_size, fill_value, limit_rounding_method)
         self._radius_deg = footprint_radius_deg(cutout_size)
-        self._fill_value = check_fill_value(fill_value)
-        self._limit_rounding_method = check_rounding(limit_rounding_method)
         self._sequence = _sectors(sequence)
-        self._product = _product(product)
+        self._product = check_product(product)
         self._verbose = verbose
         self._s3 = s3
         self._catalog = _resolve_catalog(catalog)
@@ -315,7 +307,7 @@ def get_tess_sectors(
     coord = parse_coordinates(coordinates)
     radius = footprint_radius_deg(cutout_size, allow_zero=True)
     found = _matching(
-        _resolve_catalog(catalog), float(coord.ra.deg), float(coord.dec.deg), radius, _product(product), None
+        _resolve_catalog(catalog), float(coord.ra.deg), float(coord.dec.deg), radius, check_product(product), None
     )
     rows = [(str(r.sector_name), int(r.sector), int(r.camera), int(r.ccd)) for r in found]
     if not rows:
