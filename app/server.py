@@ -161,9 +161,10 @@ class Supervisor:
     balancer's, a batch's) can all land on one process. Here each process listens on its own
     socket of the port's reuse group and the kernel balances connections between them.
 
-    The supervisor holds the port (bound, not listening) so a second server cannot start on it,
-    restarts a process that dies, gives up when processes keep dying at start-up, and on SIGTERM
-    or SIGINT stops them all gracefully (``shutdown_grace_s``, then SIGKILL).
+    The supervisor binds the port first (a port another server holds fails at once) and keeps it
+    while its processes come and go; it restarts a process that dies, gives up when processes keep
+    dying at start-up, and on SIGTERM or SIGINT stops them all gracefully (``shutdown_grace_s``,
+    then SIGKILL). Its processes end with it even when it is killed (``PR_SET_PDEATHSIG``).
     """
 
     #: a process that ends sooner than this after starting failed at start-up

@@ -505,8 +505,8 @@ def test_restarted_replica_rejoins(topology, killed_under_load):
 
 def test_serve_workers_share_one_port(request, tmp_path):
     """``cutout serve --workers 2``: two processes answer on one port with identical cutouts, a
-    burst of connections is balanced between them; SIGTERM to the supervisor stops every process of
-    the replica."""
+    burst of connections is balanced between them, a killed process is replaced; SIGTERM to the
+    supervisor stops every process of the replica."""
     if _cutout_bin() is None:
         pytest.skip("the 'cutout' console script is not installed (scripts/bootstrap.sh)")
     cubes, _image_root, _images = request.getfixturevalue("service_data")
@@ -554,6 +554,24 @@ def test_serve_workers_share_one_port(request, tmp_path):
             served[pid] = served.get(pid, 0) + 1
             conn.close()
         assert len(served) == 2 and min(served.values()) >= 4, f"connections per process: {served}"
+        # a process that dies is replaced (connections waiting in its own queue when it died are
+        # reset, as the kernel drops a closed socket's backlog: a balancer retries those)
+        victim = min(served)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            seen = set()
+            for _ in range(16):
+                try:
+                    status, _h, raw = _get(replica.port, "/health")
+                except OSError:
+                    continue
+                assert status == 200
+                seen.add(json.loads(raw)["process"])
+            if len(seen) == 2 and victim not in seen:
+                break
+            assert time.monotonic() < deadline, f"no replacement for process {victim}: {seen}"
+            time.sleep(0.2)
         assert replica.proc is not None and replica.proc.pid not in bodies  # the supervisor serves nothing
         assert len(set().union(*bodies.values())) == 1  # every process cuts the same bytes
         group = replica.proc.pid  # its own session: the supervisor and its children
