@@ -318,9 +318,13 @@ def _remove_stale_partials(cube_file: str) -> None:
                 pass
 
 
+#: FITS commentary keywords: astropy answers them with all their cards, not one value
+_COMMENTARY = frozenset({"COMMENT", "HISTORY", ""})
+
+
 def _header_value(header: fits.Header, kwd: str, null: Any) -> Any:
     val = header.get(kwd, null)
-    if isinstance(val, fits.header._HeaderCommentaryCards):
+    if kwd.strip().upper() in _COMMENTARY and val is not null:
         val = str(val)
     return val
 
@@ -830,8 +834,8 @@ class CubeFactory:
             width = int(m.group(1) or 1) if kind == "S" else 0
             th = old.table_header
             comment = th.get(cname, "") if cname not in _TABLE_STRUCTURAL else ""
-            if isinstance(comment, fits.header._HeaderCommentaryCards):
-                comment = str(comment[0]) if len(comment) else ""
+            if cname.strip().upper() in _COMMENTARY:  # all the cards: keep the first, as a comment
+                comment = str(list(comment)[0]) if len(comment) else ""
             col = _Column(cname, kind, width, comment if isinstance(comment, str) else str(comment))
             col.values = np.zeros(total, dtype=col.dtype)
             ov = old.values[cname]
