@@ -835,7 +835,7 @@ class CubeFactory:
             th = old.table_header
             comment = th.get(cname, "") if cname not in _TABLE_STRUCTURAL else ""
             if cname.strip().upper() in _COMMENTARY:  # all the cards: keep the first, as a comment
-                comment = str(list(comment)[0]) if len(comment) else ""
+                comment = str(comment[0]) if len(comment) else ""
             col = _Column(cname, kind, width, comment if isinstance(comment, str) else str(comment))
             col.values = np.zeros(total, dtype=col.dtype)
             ov = old.values[cname]
