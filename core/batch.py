@@ -64,6 +64,7 @@ __all__ = [
     "BatchReport",
     "ManifestRow",
     "ProgressDisplay",
+    "StatusCounts",
     "Target",
     "check_cluster_options",
     "cut_target",
@@ -582,8 +583,34 @@ def _whole_file(out_dir: str, relative: str, nbytes: int, target_dir: str, prefi
 # --------------------------------------------------------------------------------------------
 
 
+class StatusCounts:
+    """``ok``, ``skipped`` and ``errors`` of a report whose items have a ``status``."""
+
+    def _items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def count(self, status: str) -> int:
+        """Items of ``status``."""
+        return sum(1 for item in self._items() if item.status == status)
+
+    @property
+    def ok(self) -> int:
+        """Outputs written by this run."""
+        return self.count("ok")
+
+    @property
+    def skipped(self) -> int:
+        """Outputs already there whole."""
+        return self.count("skipped")
+
+    @property
+    def errors(self) -> int:
+        """Items that produced no output."""
+        return self.count("error")
+
+
 @dataclass
-class BatchReport:
+class BatchReport(StatusCounts):
     """What :func:`run_batch` did.
 
     Attributes
@@ -606,24 +633,8 @@ class BatchReport:
     timings: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
 
-    def count(self, status: str) -> int:
-        """Rows of ``status``."""
-        return sum(1 for r in self.rows if r.status == status)
-
-    @property
-    def ok(self) -> int:
-        """TPFs written by this run."""
-        return self.count("ok")
-
-    @property
-    def skipped(self) -> int:
-        """TPFs already there whole."""
-        return self.count("skipped")
-
-    @property
-    def errors(self) -> int:
-        """Rows that produced no TPF."""
-        return self.count("error")
+    def _items(self) -> list[Any]:
+        return self.rows
 
 
 @dataclass

@@ -35,7 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.batch import ProgressDisplay, check_cluster_options, dask_client, describe_error, task_result
+from core.batch import (
+    ProgressDisplay,
+    StatusCounts,
+    check_cluster_options,
+    dask_client,
+    describe_error,
+    task_result,
+)
 from core.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -243,7 +250,7 @@ class CubeBuild:
 
 
 @dataclass
-class CubeBuildReport:
+class CubeBuildReport(StatusCounts):
     """What :func:`make_cubes` did: one :class:`CubeBuild` per cube, the ignored files (path,
     reason), the builds run as tasks (cubes not already complete), timings (seconds)."""
 
@@ -252,24 +259,8 @@ class CubeBuildReport:
     tasks: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
-    def count(self, status: str) -> int:
-        """Cubes of ``status``."""
-        return sum(1 for b in self.builds if b.status == status)
-
-    @property
-    def ok(self) -> int:
-        """Cubes built by this run."""
-        return self.count("ok")
-
-    @property
-    def skipped(self) -> int:
-        """Cubes already complete."""
-        return self.count("skipped")
-
-    @property
-    def errors(self) -> int:
-        """Cubes that could not be built."""
-        return self.count("error")
+    def _items(self) -> list[Any]:
+        return self.builds
 
 
 def make_cubes(

@@ -9,41 +9,50 @@ import os
 import shutil
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 from astropy.io import fits
 
 from core.synthetic import DEMO_DEC, DEMO_RA
+from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
 
 pytestmark = pytest.mark.timeout(120)
 
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
 
 
-@pytest.fixture()
-def refreshing(service_data, tmp_path):
-    """A server over a copy of the SPOC cubes (sectors 11 and 38) re-indexing every 0.3 s."""
+@contextmanager
+def _serving(**settings_fields) -> Iterator[tuple[str, object]]:
+    """The service under a real uvicorn server on a free port: (base URL, app)."""
     from app.main import create_app
     from app.settings import Settings
 
-    try:
-        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
-    except ImportError:  # pragma: no cover
-        from conftest import _free_port, start_uvicorn, stop_uvicorn
-
-    cubes, _root, _images = service_data
-    folder = tmp_path / "cubes"
-    folder.mkdir()
-    shutil.copy(cubes["spoc38"], folder / cubes["spoc38"].name)
-    shutil.copy(cubes["spoc11"], folder / cubes["spoc11"].name)
-    settings = Settings(cube_dirs=[str(folder)], work_dir=tmp_path / "work", port=_free_port(), index_refresh_s=0.3)
+    settings = Settings(port=_free_port(), index_refresh_s=0.3, **settings_fields)
     app = create_app(settings)
     server, thread = start_uvicorn(app, settings.host, settings.port)
     try:
-        yield f"http://{settings.host}:{settings.port}", folder, app
+        yield f"http://{settings.host}:{settings.port}", app
     finally:
         stop_uvicorn(server, thread)
+
+
+def _copy_cubes(service_data, folder, *names) -> None:
+    cubes, _root, _images = service_data
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy(cubes[name], folder / cubes[name].name)
+
+
+@pytest.fixture()
+def refreshing(service_data, tmp_path):
+    """A server over a copy of the SPOC cubes (sectors 11 and 38) re-indexing every 0.3 s."""
+    folder = tmp_path / "cubes"
+    _copy_cubes(service_data, folder, "spoc38", "spoc11")
+    with _serving(cube_dirs=[str(folder)], work_dir=tmp_path / "work") as (url, app):
+        yield url, folder, app
 
 
 def _sectors(url: str) -> list[str]:
@@ -107,31 +116,15 @@ def test_new_replaced_and_vanished_cubes_without_restart(refreshing, tmp_path):
 def test_the_cli_updates_a_shared_index_that_a_reader_follows(service_data, tmp_path):
     """`cutout index` writes the index; a reader (index_writer off) reloads it without restarting."""
     from app.cli import main as cli
-    from app.main import create_app
-    from app.settings import Settings
 
-    try:
-        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
-    except ImportError:  # pragma: no cover
-        from conftest import _free_port, start_uvicorn, stop_uvicorn
-
-    cubes, _root, _images = service_data
     folder = tmp_path / "cubes"
-    folder.mkdir()
-    shutil.copy(cubes["spoc38"], folder / cubes["spoc38"].name)
+    _copy_cubes(service_data, folder, "spoc38")
     index = tmp_path / "shared" / "catalog.sqlite"
     assert cli(["index", str(folder), "--index", str(index)]) == 0
-    settings = Settings(cube_dirs=[str(folder)], index=str(index), index_writer=False, work_dir=tmp_path / "w",
-                        port=_free_port(), index_refresh_s=0.3)
-    app = create_app(settings)
-    server, thread = start_uvicorn(app, settings.host, settings.port)
-    try:
-        url = f"http://{settings.host}:{settings.port}"
+    with _serving(cube_dirs=[str(folder)], index=str(index), index_writer=False, work_dir=tmp_path / "w") as (url, _):
         assert _sectors(url) == ["0038"]
-        shutil.copy(cubes["spoc11"], folder / cubes["spoc11"].name)
+        _copy_cubes(service_data, folder, "spoc11")
         time.sleep(1.0)
         assert _sectors(url) == ["0038"]  # a reader does not scan the folders itself
         assert cli(["index", str(folder), "--index", str(index)]) == 0
         _eventually(lambda: _sectors(url) == ["0011", "0038"])
-    finally:
-        stop_uvicorn(server, thread)
