@@ -122,6 +122,16 @@ class Budget:
             raise
         return Ticket(self, memory, disk)
 
+    def try_admit(self, memory: int, disk: int = 0) -> Ticket | None:
+        """Take room for ``memory`` and ``disk`` bytes now if it is free and nobody is waiting
+        (any thread); None otherwise, for the caller to :meth:`admit` (and wait) instead."""
+        memory, disk = max(0, int(memory)), max(0, int(disk))
+        with self._lock:
+            if not self._waiting and self._fits(memory, disk):
+                self._take(memory, disk)
+                return Ticket(self, memory, disk)
+        return None
+
     def _take(self, memory: int, disk: int) -> None:
         self.memory_in_use += memory
         self.disk_in_use += disk

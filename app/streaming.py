@@ -30,7 +30,8 @@ from app.planning.answers import FileAnswer, NoData, ZipAnswer, ZipMember
 from app.planning.context import safe_name
 from app.workers import WorkerPool
 
-__all__ = ["content_disposition", "file_response", "no_data", "zip_bytes", "zip_chunks", "zip_response"]
+__all__ = ["built_when_small", "content_disposition", "file_response", "no_data", "planned", "zip_bytes",
+           "zip_chunks", "zip_response"]
 
 log = logging.getLogger("app.streaming")
 
@@ -108,6 +109,32 @@ def zip_bytes(members: Sequence[ZipMember]) -> bytes:
     return b"".join(stream_zip(_member_files(members, threading.Event()), chunk_size=CHUNK_SIZE))
 
 
+def _small(answer: ZipAnswer) -> bool:
+    total = answer.nbytes
+    return bool(total) and total <= INLINE_ZIP_BYTES and not any(m.streamed for m in answer.members)
+
+
+def built_when_small(answer: Any, budget: Any) -> Any:
+    """On the worker thread that planned it: a small zip (at most ``INLINE_ZIP_BYTES``, no streamed
+    member) is built at once when the budget has room now, sparing the request a second trip
+    through the pool; any other answer comes back as it was, for :func:`send`."""
+    if not isinstance(answer, ZipAnswer) or not _small(answer):
+        return answer
+    ticket = budget.try_admit(answer.memory_bytes, answer.disk_bytes)
+    if ticket is None:
+        return answer
+    try:
+        data = zip_bytes(answer.members)
+    finally:
+        ticket.release()
+    return FileAnswer(data, "application/zip", answer.filename, stats=answer.stats)
+
+
+def planned(budget: Any, planner: Any, *args: Any, **kwargs: Any) -> Any:
+    """``planner(*args, **kwargs)``, then :func:`built_when_small` (one job on the pool)."""
+    return built_when_small(planner(*args, **kwargs), budget)
+
+
 def content_disposition(filename: str, *, inline: bool = False) -> str:
     """A ``Content-Disposition`` value for one of our file names (in the safe alphabet already:
     sanitised again here, so no quote, semicolon or separator can reach the header)."""
@@ -170,8 +197,7 @@ async def send(answer: NoData | FileAnswer | ZipAnswer, *, pool: WorkerPool, bud
         return file_response(answer.data, answer.media_type, answer.filename, inline=answer.inline)
     ticket = await budget.admit(answer.memory_bytes, answer.disk_bytes)
     try:
-        total = answer.nbytes
-        if total and total <= INLINE_ZIP_BYTES and not any(m.streamed for m in answer.members):
+        if _small(answer):
             data = await pool.run(zip_bytes, answer.members)
             ticket.release()
             return file_response(data, "application/zip", answer.filename)

@@ -16,7 +16,7 @@ from app.dependencies import Services, get_services
 from app.observability import record_cutout
 from app.params import ERROR_RESPONSES, CombineParams, FitsCutParams, ImgCutParams
 from app.planning import images
-from app.streaming import send
+from app.streaming import planned, send
 
 __all__ = ["router"]
 
@@ -52,7 +52,8 @@ async def _run(request: Request, services: Services, p: Any, uploads: Sequence[U
     size = p.cutout_size()
     ticket = await services.budget.admit(images.image_memory(ctx, size, inputs.count))
     try:
-        answer = await services.pool.run(plan, ctx, inputs, p.ra, p.dec, size, *args, **kwargs)
+        answer = await services.pool.run(planned, services.budget, plan, ctx, inputs, p.ra, p.dec, size, *args,
+                                         **kwargs)
     finally:
         ticket.release()
     if answer.stats is not None:

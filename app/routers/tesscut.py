@@ -30,7 +30,7 @@ from app.params import (
     SectorResponse,
 )
 from app.planning import moving, tesscut
-from app.streaming import send
+from app.streaming import planned, send
 
 __all__ = ["router"]
 
@@ -89,8 +89,8 @@ async def sector_post(p: Annotated[SectorParams, Form()], services: ServicesDep)
 
 async def _astrocut(request: Request, services: Services, p: AstrocutParams) -> Any:
     ctx = services.context()
-    answer = await services.pool.run(tesscut.plan_astrocut, ctx, p.ra, p.dec, p.cutout_size(), p.product,
-                                     p.sectors(), p.size_label())
+    answer = await services.pool.run(planned, services.budget, tesscut.plan_astrocut, ctx, p.ra, p.dec,
+                                     p.cutout_size(), p.product, p.sectors(), p.size_label())
     return await _answer(request, services, answer, ctx)
 
 
@@ -158,8 +158,9 @@ async def _mt_astrocut(request: Request, services: Services, p: MovingTargetCutP
     # the footprint TPFs are cut in memory while planning: admitted first, at the in-memory bound
     ticket = await services.budget.admit(2 * ctx.inline_tpf_bytes)
     try:
-        answer = await services.pool.run(moving.plan_moving_astrocut, ctx, p.obj_id, p.obj_type, p.ephemeris_dict(),
-                                         p.cutout_size(), p.product, p.sectors(), p.size_label())
+        answer = await services.pool.run(planned, services.budget, moving.plan_moving_astrocut, ctx, p.obj_id,
+                                         p.obj_type, p.ephemeris_dict(), p.cutout_size(), p.product, p.sectors(),
+                                         p.size_label())
     finally:
         ticket.release()
     return await _answer(request, services, answer, ctx)

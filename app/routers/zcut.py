@@ -30,7 +30,7 @@ from app.params import ERROR_RESPONSES
 from app.planning import images
 from app.planning import surveys as plan
 from app.planning.answers import NoData
-from app.streaming import send
+from app.streaming import planned, send
 from app.survey_params import (
     HapcutParams,
     SurveyListParams,
@@ -80,7 +80,7 @@ async def _cutouts(request: Request, services: Services, surveys: SurveyService,
         return no_data(selection)
     ticket = await services.budget.admit(images.image_memory(ctx, size, selection.count))
     try:
-        answer = await services.pool.run(planner, ctx, selection, **options)
+        answer = await services.pool.run(planned, services.budget, planner, ctx, selection, **options)
     finally:
         ticket.release()
     if isinstance(answer, NoData):
