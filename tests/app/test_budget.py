@@ -72,6 +72,25 @@ def test_a_waiter_that_gives_up_leaves_nothing_taken():
     asyncio.run(main())
 
 
+def test_try_admit_takes_only_free_room_and_never_jumps_the_queue():
+    async def main() -> None:
+        budget = Budget(memory_bytes=10, disk_bytes=5, queue_size=4, timeout_s=5.0)
+        first = budget.try_admit(6, 5)
+        assert first is not None and budget.stats()["memory_in_use"] == 6
+        assert budget.try_admit(5) is None  # no room: the caller waits through admit instead
+        waiter = asyncio.create_task(budget.admit(5))
+        await asyncio.sleep(0.02)
+        assert budget.try_admit(1) is None  # room, but somebody is waiting: no overtaking
+        first.release()
+        (await waiter).release()
+        ticket = budget.try_admit(10, 5)
+        assert ticket is not None
+        ticket.release()
+        assert budget.stats()["memory_in_use"] == 0 and budget.stats()["disk_in_use"] == 0
+
+    asyncio.run(main())
+
+
 # -- a server with real-size cubes -------------------------------------------------------------------------
 
 
