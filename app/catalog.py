@@ -6,7 +6,7 @@ local index) first brings it up to date with ``cube_dirs``: a listing and one ``
 reading only new or changed cubes (the first start reads them all). Every ``index_refresh_s``
 seconds, or when a cut finds a cube gone or replaced, it does so again in a background thread; a
 process that only reads an index (an S3 index shared by replicas) reloads it when its ETag
-changes. Each refresh builds a new :class:`core.catalog.Catalog` and swaps it in with one
+changes. Each refresh builds a new :class:`core.catalog.snapshot.Catalog` and swaps it in with one
 assignment: a request uses the snapshot it started with.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.refresher import Refresher
-from core.catalog import Catalog, CubeRecord
-from core.catalog_index import CatalogIndex, IndexReport
+from core.catalog.index import CatalogIndex, IndexReport
+from core.catalog.snapshot import Catalog, CubeRecord
 
 __all__ = ["CatalogService"]
 
@@ -32,7 +32,7 @@ class CatalogService:
     Parameters
     ----------
     settings : app.settings.Settings
-    s3 : core.s3.S3Config, optional
+    s3 : core.storage.s3.S3Config, optional
     """
 
     def __init__(self, settings: Any, s3: Any = None) -> None:

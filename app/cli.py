@@ -55,8 +55,8 @@ def write_demo_data(out: Path, *, frames: int = 20, size: Any = (256, 256), sect
     """
     import tesswcs  # noqa: F401  (fail early with a clear message if missing)
 
-    from core.cube_factory import CubeFactory
-    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
     out.mkdir(parents=True, exist_ok=True)
     cubes = []
@@ -123,11 +123,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from core.catalog_index import CatalogIndex
+    from core.catalog.index import CatalogIndex
 
     s3 = None
     if any(loc.lower().startswith("s3://") for loc in [*args.locations, args.index]):
-        from core.s3 import S3Config
+        from core.storage.s3 import S3Config
 
         s3 = S3Config.from_env()
     index = CatalogIndex(args.index, s3=s3)
@@ -141,7 +141,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_cube(args: argparse.Namespace) -> int:
-    from core.cube_factory import CubeFactory
+    from core.building.factory import CubeFactory
 
     files = [str(f) for f in args.files]
     path = CubeFactory(product=args.product).make_cube(
@@ -152,7 +152,7 @@ def _cmd_make_cube(args: argparse.Namespace) -> int:
 
 
 def _cmd_cube_cut(args: argparse.Namespace) -> int:
-    from core.tpf import CutoutFactory
+    from core.tpf.cut import CutoutFactory
 
     path = CutoutFactory().cube_cut(
         args.cube, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units), product=args.product,
@@ -163,7 +163,7 @@ def _cmd_cube_cut(args: argparse.Namespace) -> int:
 
 
 def _cmd_fits_cut(args: argparse.Namespace) -> int:
-    from core.image_cutouts import fits_cut
+    from core.images.cutouts import fits_cut
 
     extension: Any = args.extension
     if extension not in (None, "all"):
@@ -177,7 +177,7 @@ def _cmd_fits_cut(args: argparse.Namespace) -> int:
 
 
 def _cmd_img_cut(args: argparse.Namespace) -> int:
-    from core.image import img_cut
+    from core.images.render import img_cut
 
     minmax_percent = args.minmax_percent
     result = img_cut(args.files, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units),

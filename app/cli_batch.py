@@ -45,9 +45,9 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from core.batch import run_batch
-    from core.catalog import open_catalog
-    from core.s3 import S3Config
+    from core.batch.cutouts import run_batch
+    from core.catalog.configured import open_catalog
+    from core.storage.s3 import S3Config
 
     if len(args.size) > 2:
         raise InvalidInputError(f"--size takes one or two numbers (x then y), got {len(args.size)}",
@@ -63,7 +63,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_cubes(args: argparse.Namespace) -> int:
-    from core.cube_builds import make_cubes
+    from core.batch.cube_builds import make_cubes
 
     report = make_cubes(args.ffi_dir, args.out, scheduler=args.scheduler, workers=args.workers,
                         max_memory=args.max_memory, product=args.product)
@@ -84,7 +84,7 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: Any) -> None:
     """Add ``batch`` and ``make-cubes`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    from core.batch import DEFAULT_MEMORY_LIMIT
+    from core.batch.cutouts import DEFAULT_MEMORY_LIMIT
 
     p = subparsers.add_parser("batch", help="cut TPFs of many targets from every cube containing them (Dask)",
                               description="Cut a target pixel file for each target of a CSV (columns ra,dec; "

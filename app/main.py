@@ -63,7 +63,7 @@ def create_app(
     install : callable, optional
         An extra ``install(app)`` hook (middleware, routes), called once the app is built.
     """
-    from core.cube_cache import configure
+    from core.cubes.cache import configure
 
     settings = settings or Settings()
     logging.getLogger("app").setLevel(settings.log_level.upper())
@@ -82,7 +82,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from core.tpf_stream import remove_stale_spools
+        from core.tpf.stream import remove_stale_spools
 
         log.info("settings: %s", json.dumps(settings.masked(), default=str))
         settings.work_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ client's ``X-Request-ID``, else a new one. Handlers describe their cutout with
 
 Metrics (all prefixed ``cutout_``): requests by method/route/status, a duration histogram by
 route, response bytes by route, requests in progress, cutouts and pixel-frames served, storage
-reads (gets and bytes, all sources and S3 only, from :data:`core.sources.GLOBAL_STATS` and
+reads (gets and bytes, all sources and S3 only, from :data:`core.storage.sources.GLOBAL_STATS` and
 ``GLOBAL_S3_STATS``), the worker pool (running, waiting = queue depth, timeouts, refusals) and
 the number of hosted cubes. Routes are labelled by their template (``/tesscut/api/v0.1/astrocut``),
 unmatched paths as ``<unmatched>``, so label cardinality stays bounded.
@@ -82,7 +82,7 @@ class _ServiceCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Any]:
-        from core import sources as storage
+        from core.storage import sources as storage
 
         gets = CounterMetricFamily("cutout_storage_gets", "Reads from cube/image storage (pread or S3 GET).",
                                    labels=["source"])
@@ -141,7 +141,7 @@ class _ServiceCollector(Collector):
                                                                                           help_text)
                 family.add_metric([], b[key])
                 yield family
-        from core.cube_cache import default_cache
+        from core.cubes.cache import default_cache
 
         cache = default_cache().stats()
         for key, help_text in (("cubes", "Opened cubes held."), ("bytes", "Bytes the opened cubes hold."),

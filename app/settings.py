@@ -3,7 +3,7 @@
 Lists (``CUTOUT_CUBE_DIRS``, ``CUTOUT_IMAGE_ROOTS``, ``CUTOUT_CORS_ORIGINS``) are read either as JSON
 (``'["a", "b"]'``) or comma-separated (``a,b``); ``CUTOUT_SURVEYS`` is JSON
 (``'{"goods_north": ["/data/goods"], "hap": ["s3://bucket/hap"]}'``). The ``s3_*`` fields are the engine's
-:class:`core.s3.S3Config` fields, read from the same ``CUTOUT_S3_*`` variables.
+:class:`core.storage.s3.S3Config` fields, read from the same ``CUTOUT_S3_*`` variables.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = Field(
         None, description="Proxies (e.g. the load balancer) whose X-Forwarded-For is trusted."
     )
-    # -- S3 (the engine's core.s3.S3Config fields, same environment names) --------------------------
+    # -- S3 (the engine's core.storage.s3.S3Config fields, same environment names) --------------------------
     s3_endpoint_url: str | None = None
     s3_anonymous: bool | None = Field(
         None, description="true: unsigned requests; false: signed; unset: unsigned unless credentials exist"
@@ -213,10 +213,10 @@ class Settings(BaseSettings):
         )
 
     def s3_config(self) -> Any:
-        """The engine's :class:`core.s3.S3Config`: each field from the ``s3_<field>`` setting."""
+        """The engine's :class:`core.storage.s3.S3Config`: each field from the ``s3_<field>`` setting."""
         import dataclasses
 
-        from core.s3 import S3Config
+        from core.storage.s3 import S3Config
 
         values = {}
         for f in dataclasses.fields(S3Config):

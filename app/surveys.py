@@ -4,7 +4,7 @@ The registry (``surveys``: survey name -> local folders and/or ``s3://`` prefixe
 configuration. It is indexed once at start-up (:meth:`SurveyService.load`, in the application's
 lifespan) and again every ``index_refresh_s`` seconds or when a cut finds an indexed file gone;
 a refresh re-opens only new or changed files. Each refresh builds a new
-:class:`core.image_index.ImageIndex` and swaps it in with one assignment, so a request uses the
+:class:`core.images.index.ImageIndex` and swaps it in with one assignment, so a request uses the
 snapshot it started with and no request ever opens files to find images.
 
 The service lives on ``app.state.surveys`` (not on :class:`app.dependencies.Services`); handlers
@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import Request
 
 from app.refresher import Refresher
-from core.image_index import ImageIndex, split_locations
+from core.images.index import ImageIndex, split_locations
 
 __all__ = ["HAP_SURVEY", "SurveyService", "get_surveys"]
 
@@ -37,7 +37,7 @@ class SurveyService:
     ----------
     settings : app.settings.Settings
         ``surveys`` and ``index_refresh_s`` are read.
-    s3 : core.s3.S3Config, optional
+    s3 : core.storage.s3.S3Config, optional
         For ``s3://`` locations.
     """
 

@@ -3,7 +3,7 @@
 Usage: bench/bench_archive.py [--quick] [--sizes N [N ...]] [--frames F] [--positions K]
                               [--no-s3] [--no-astrocut] [--delay-ms 50] [--ceiling-gb 6]
 
-The archive is :func:`core.synthetic_archive.write_archive`: sparse cubes of real size (2078 x 2136
+The archive is :func:`core.synthetic.archive.write_archive`: sparse cubes of real size (2078 x 2136
 px x 3,705 frames x 2 planes, ~132 GB apparent) with the real headers, the real ~140-column table
 (one row per frame) and the real, distinct footprint of each sector/camera/CCD (16 per sector);
 the data region is a hole, so a cube costs its headers and table on disk (~4 MB) and pixel reads
@@ -13,7 +13,7 @@ of 40 frames, in the temporary directory, fewer positions and repetitions.
 
 For each N it prints:
 
-index     Building the catalog index (:meth:`core.catalog_index.CatalogIndex.update`, what
+index     Building the catalog index (:meth:`core.catalog.index.CatalogIndex.update`, what
           ``cutout index`` runs) from a local folder and from s3rver (cubes *placed* into its store,
           not uploaded): wall time, reads (GETs on S3) and bytes read per cube, beside the anchor
           "whole table": the bytes of one cube's binary table (rows x row bytes), what a reader that
@@ -52,7 +52,7 @@ s3 cuts   The first and warm 30x30 cuts through the service (``CUTOUT_CUBE_DIRS=
           (s3fs/fsspec; ``FSSPEC_S3_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_S3`` = the proxy, keys
           S3RVER), with GETs per cut counted by the proxy. Target (issue): <= 150 ms for 30x30 at
           50 ms round trip. The floor rows read the cut's row ranges (30 of frames x 30 px x 8
-          bytes), all at once, through ``core.sources``: through the proxy, and straight from
+          bytes), all at once, through ``core.storage.sources``: through the proxy, and straight from
           s3rver (what s3rver and botocore cost for those bytes, without the delay).
 
 Every server runs under an RSS ceiling (``--ceiling-gb``): its process tree is killed past it.
@@ -89,10 +89,10 @@ from _client import Conn, ZipStreamCheck
 from _server import CutoutServe
 from _timing import percentile
 
-from core.catalog_index import CatalogIndex
-from core.cube import CubeGeometry
-from core.cube_info import CubeInfo, angular_distance
-from core.synthetic_archive import write_archive
+from core.catalog.index import CatalogIndex
+from core.cubes.cube import CubeGeometry
+from core.cubes.info import CubeInfo, angular_distance
+from core.synthetic.archive import write_archive
 from tests.latency_proxy import LatencyProxy
 
 API = "/tesscut/api/v0.1"
@@ -217,7 +217,7 @@ class BruteForce:
 
 def index_build(location: str, index_path: str, s3: Any = None, threads: int = 8) -> tuple[Any, Any, float]:
     """(first report, unchanged-update report, S3 bytes per GET or nan) for a fresh index."""
-    from core.sources import GLOBAL_S3_STATS
+    from core.storage.sources import GLOBAL_S3_STATS
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(index_path)
@@ -449,10 +449,10 @@ def place(s3r: Any, paths: list[Path], prefix: str) -> list[str]:
 def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_ms: float, runs: int,
             ceiling_kb: int, problems: Problems, no_astrocut: bool) -> None:
     """30x30 cuts from cubes on s3rver behind the latency proxy: service, engine, astrocut."""
-    from core import s3 as storage
-    from core.cube import clear_cache, open_cube
-    from core.sources import open_source
-    from core.tpf import CutoutFactory, locate
+    from core.cubes.cache import clear_cache, open_cube
+    from core.storage import s3 as storage
+    from core.storage.sources import open_source
+    from core.tpf.cut import CutoutFactory, locate
 
     info = infos[0]
     uri = next(u for u in uris if u.endswith("/" + Path(info.uri).name))
@@ -462,7 +462,7 @@ def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_
     with CountingLatencyProxy("127.0.0.1", s3r.port, delay_s=delay_ms / 1e3) as proxy:
         counter = proxy
         cfg = s3r.with_config(endpoint_url=proxy.url, max_connections=64, read_timeout_s=60)
-        # the floor: the cut's row ranges all at once through core.sources, same path, and direct
+        # the floor: the cut's row ranges all at once through core.storage.sources, same path, and direct
         cube = open_cube(uri, s3=cfg)
         geo = locate(cube, f"{ra} {dec}", 30)
         ranges = cube.ranges(geo.inside.y0, geo.inside.y1, geo.inside.x0, geo.inside.x1)
@@ -478,7 +478,7 @@ def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_
                 times.append(time.perf_counter() - t0)
                 gets.append(counter.snapshot()["GET"] - g0)
             rows.append((label, float("nan"), statistics.median(times) * 1e3, statistics.median(gets),
-                         "core.sources read_ranges, bytes only"))
+                         "core.storage.sources read_ranges, bytes only"))
         clear_cache()
         storage.clear_caches(clients=False)
         variants: list[tuple[str, dict[str, str]]] = [("service", {})]

@@ -1,4 +1,4 @@
-"""Benchmark batch cutouts: core.batch on Dask (1 and 2 workers) vs a plain loop over astrocut 1.4.0.
+"""Benchmark batch cutouts: core.batch.cutouts on Dask (1 and 2 workers) vs a plain loop over astrocut 1.4.0.
 
 Usage: bench/bench_batch.py [--quick] [--targets 1000] [--anchor 50] [--image 256x256] [--frames 100]
                             [--cut 10] [--workers 1,2] [--keep]
@@ -7,7 +7,7 @@ Writes one synthetic SPOC sector (``--image`` ROWSxCOLS pixels, ``--frames`` FFI
 under a temporary directory, and spreads ``--targets`` targets uniformly over the cube (one
 output folder each). Then:
 
-- ours, N workers:  ``run_batch`` on the LocalCluster ``core.batch.dask_client`` makes (N worker
+- ours, N workers:  ``run_batch`` on the LocalCluster ``core.batch.cutouts.dask_client`` makes (N worker
                     processes, one thread each), started and warmed beforehand (a small batch imports the engine on every
                     worker and opens the cube there): the run from planning to the last
                     manifest write, targets per second;
@@ -15,7 +15,7 @@ output folder each). Then:
                     (start-up and worker imports included);
 - ours, rerun:      the batch again over its finished output (every pair skipped through the
                     manifest: what resuming a finished batch costs);
-- ours, loop:       ``core.tpf.CutoutFactory().cube_cut`` in a plain loop over ``--anchor`` targets;
+- ours, loop:       ``core.tpf.cut.CutoutFactory().cube_cut`` in a plain loop over ``--anchor`` targets;
 - astrocut loop:    astrocut 1.4.0's ``CutoutFactory().cube_cut`` in a plain loop over the same
                     targets (the anchor: what a script does without a batch runner).
 
@@ -46,8 +46,8 @@ def _image(text: str) -> tuple[int, int]:
 
 
 def _make_cube(root: Path, image: tuple[int, int], frames: int) -> Path:
-    from core.cube_factory import CubeFactory
-    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
     t0 = time.perf_counter()
     sector = write_sector(root / "ffis", sector=38, camera=2, ccd=2, frames=frames, size=image,
@@ -61,10 +61,10 @@ def _make_cube(root: Path, image: tuple[int, int], frames: int) -> Path:
 
 
 class OneCube:
-    """The catalog protocol of core.batch over one cube file."""
+    """The catalog protocol of core.batch.cutouts over one cube file."""
 
     def __init__(self, path: Path) -> None:
-        from core.cube import open_cube
+        from core.cubes.cache import open_cube
 
         self.path = str(path)
         self.cube = open_cube(self.path)
@@ -85,7 +85,7 @@ class OneCube:
 def _targets(cube_path: Path, n: int, margin: float, seed: int = 1) -> list[dict]:
     import numpy as np
 
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     cube = open_cube(str(cube_path))
     rng = np.random.default_rng(seed)
@@ -118,8 +118,8 @@ def main() -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
     from astrocut import CutoutFactory as AstrocutFactory
 
-    from core.batch import dask_client, run_batch
-    from core.tpf import CutoutFactory
+    from core.batch.cutouts import dask_client, run_batch
+    from core.tpf.cut import CutoutFactory
 
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:

@@ -1,4 +1,4 @@
-"""Benchmark cube cuts: ours (core.tpf) vs astrocut 1.4.0 vs the raw pread floor.
+"""Benchmark cube cuts: ours (core.tpf.cut) vs astrocut 1.4.0 vs the raw pread floor.
 
 Usage: bench/bench_cube_cut.py [--quick] [--frames 100] [--cube PATH] [--runs N] [--profile]
 
@@ -44,8 +44,8 @@ warnings.simplefilter("ignore")
 
 from _timing import median_ms
 
-from core.cube import open_cube
-from core.tpf import CutoutFactory, cut_bytes, locate
+from core.cubes.cache import open_cube
+from core.tpf.cut import CutoutFactory, cut_bytes, locate
 
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
 
@@ -58,7 +58,7 @@ def full_cube(frames: int = 100, verbose: bool = True) -> Path:
     out = DATA / f"full-{frames}" / "tess-s0038-2-2-cube.fits"
     if out.exists():
         return out
-    from core.synthetic import write_sector
+    from core.synthetic.ffis import write_sector
 
     ffi_dir = DATA / f"ffis-{frames}"
     t0 = time.perf_counter()
@@ -70,7 +70,7 @@ def full_cube(frames: int = 100, verbose: bool = True) -> Path:
     t0 = time.perf_counter()
     files = [str(f) for f in sector.ffi_files]
     try:
-        from core.cube_factory import CubeFactory
+        from core.building.factory import CubeFactory
 
         CubeFactory().make_cube(files, str(tmp), verbose=False)
         how = "ours"

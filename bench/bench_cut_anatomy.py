@@ -38,10 +38,10 @@ warnings.simplefilter("ignore")
 
 from bench_cube_cut import full_cube
 
-from core import tpf_layout
-from core.cube import open_cube
-from core.fits_cards import format_value
-from core.tpf import CutoutFactory, TpfHDUList, cut_bytes, locate
+from core.cubes.cache import open_cube
+from core.fitsio.cards import format_value
+from core.tpf import layout as tpf_layout
+from core.tpf.cut import CutoutFactory, TpfHDUList, cut_bytes, locate
 
 
 def best_us(fn, number: int, repeat: int = 5) -> float:

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import median_ms
 
-from core.image import img_cut
-from core.image_cutouts import fits_cut
+from core.images.cutouts import fits_cut
+from core.images.render import img_cut
 
 
 def make_image(path: Path) -> None:

@@ -111,7 +111,7 @@ def check_zip(content: bytes) -> str | None:
 
 def positions(cube: str, n: int, seed: int = 0, spread_px: float = 200.0) -> list[tuple[float, float]]:
     """``n`` (ra, dec) within ``spread_px`` pixels of the cube's centre (seeded)."""
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     c = open_cube(cube)
     rng = random.Random(seed)
@@ -257,8 +257,8 @@ def quick_cube() -> Path:
     out = DATA / "quick-256-20" / "tess-s0038-2-2-cube.fits"
     if out.exists():
         return out
-    from core.cube_factory import CubeFactory
-    from core.synthetic import write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import write_sector
 
     with tempfile.TemporaryDirectory() as tmp:
         sector = write_sector(Path(tmp), size=(256, 256), frames=20, seed=0)

@@ -7,7 +7,7 @@ The cubes are bench_scale's sparse full-size cubes (2078 x 2136 px, real headers
 region a hole: reads return zeros without disk I/O, as from a warm page cache). For apertures of
 3x3 and 11x11 pixels at the middle of the science pixels it times
 
-- ours: :func:`core.lightcurve.aperture_lightcurve` (reads only the aperture's pixels), and the
+- ours: :func:`core.cubes.lightcurve.aperture_lightcurve` (reads only the aperture's pixels), and the
   planner's whole JSON answer (:func:`app.planning.lightcurve.plan_lightcurve` + ``to_json``);
 - astrocut 1.4.0's ``cube_cut`` of the aperture (in memory) then lightkurve's
   ``to_lightcurve(aperture_mask="all")``, the way a client gets the same numbers today;
@@ -32,9 +32,9 @@ warnings.simplefilter("ignore")
 from _timing import median_ms
 from bench_scale import sparse_cube
 
-from core import cube as cube_mod
-from core.lightcurve import aperture_lightcurve, square_mask
-from core.tpf import CutoutFactory
+from core.cubes import cache as cube_mod
+from core.cubes.lightcurve import aperture_lightcurve, square_mask
+from core.tpf.cut import CutoutFactory
 
 
 def _peak(fn) -> int:
@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = args.runs or (3 if args.quick else 15)
     from app.planning.context import Context
-    from core.catalog import open_catalog
+    from core.catalog.configured import open_catalog
     from core.cutout_size import Limits
 
     work = Path(tempfile.mkdtemp(prefix="bench-lightcurve-"))

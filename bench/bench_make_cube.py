@@ -1,4 +1,4 @@
-"""Benchmark: build a TESS cube with core.cube_factory and with astrocut 1.4.0, same FFIs, same run.
+"""Benchmark: build a TESS cube with core.building.factory and with astrocut 1.4.0, same FFIs, same run.
 
 Usage::
 
@@ -33,7 +33,7 @@ sys.path.insert(0, {root!r})
 which, files, out, mem = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 import astropy.table  # noqa: F401  (astrocut imports it at import time; keep both timings free of it)
 if which == "ours":
-    from core.cube_factory import CubeFactory
+    from core.building.factory import CubeFactory
     make = lambda: CubeFactory().make_cube(files, out, sector=38, max_memory=mem, verbose=False)
 else:
     import astrocut
@@ -117,7 +117,7 @@ def main() -> None:
     files = sorted(glob.glob(os.path.join(data, "*_ffic.fits")))
     if not files:
         sys.path.insert(0, ROOT)
-        from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+        from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
         t = time.perf_counter()
         center = None if shape == "full" else (DEMO_RA, DEMO_DEC)

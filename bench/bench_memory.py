@@ -4,7 +4,7 @@ Usage: bench/bench_memory.py [--quick] [--concurrency 1 4 8] [--side 200] [--fra
                              [--big-side 1000] [--ceiling-gb 6] [--load-requests 300] [--no-load]
                              [--prev-root DIR [--prev-concurrency 1] [--prev-ceiling-gb 5]]
 
-One real-size sparse cube (:func:`core.synthetic_archive.write_sparse_cube`: 2078 x 2136 px x
+One real-size sparse cube (:func:`core.synthetic.archive.write_sparse_cube`: 2078 x 2136 px x
 3,705 frames x 2 planes, 132 GB apparent, ~4 MB on disk: real headers and table, the data a hole)
 and a 24-frame one of another sector, served by the real ``cutout serve`` (one process, default
 settings: memory and disk budgets, streamed zips; the pixel spool in a temporary work dir).
@@ -61,7 +61,7 @@ warnings.simplefilter("ignore")
 from _client import Conn, ZipStreamCheck
 from _server import CeilingExceeded, CutoutServe
 
-from core.synthetic_archive import write_sparse_cube
+from core.synthetic.archive import write_sparse_cube
 
 API = "/tesscut/api/v0.1"
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
@@ -119,7 +119,7 @@ def cubes(root: Path, frames: int) -> tuple[Path, Path]:
 
 def centre(path: Path) -> tuple[float, float]:
     """Sky position of the middle of a cube's science pixels (from its own WCS)."""
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     ra, dec = open_cube(path).wcs.all_pix2world(1068.3, 1024.6, 0)
     return float(ra) % 360.0, float(dec)

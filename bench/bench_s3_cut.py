@@ -1,11 +1,11 @@
 """Bench: cutouts from a cube on S3 (moto on loopback) — our reader vs astrocut 1.4.0.
 
-Starts moto's standalone server, builds a synthetic cube (core.synthetic + core.cube_factory),
+Starts moto's standalone server, builds a synthetic cube (core.synthetic.ffis + core.building.factory),
 uploads it, and for 5x5, 30x30 and 100x100 cutouts prints GET requests, bytes sent by the server
 and wall time for:
 
 * ``ours raw``  : ``open_source(uri).read_ranges`` of the cutout's row runs (header already parsed)
-* ``ours cold`` : ``core.tpf.CutoutFactory().cube_cut(uri, ..., s3=cfg, memory_only=True)`` with
+* ``ours cold`` : ``core.tpf.cut.CutoutFactory().cube_cut(uri, ..., s3=cfg, memory_only=True)`` with
   empty cube and HEAD caches (HEAD, headers and table read and parsed; the S3 client is kept)
 * ``ours warm`` : the same with the cube's headers cached (what a running service does)
 * ``astrocut``  : astrocut 1.4.0 ``cube_cut(uri, ..., memory_only=True)`` (fsspec/s3fs, anon)
@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from core import s3 as storage
+from core.storage import s3 as storage
 from tests.s3server import MotoS3Server
 
 _REQ = re.compile(rb"(GET|HEAD|PUT|POST|DELETE) /[^ \r\n]* HTTP/1\.[01]\r\n")
@@ -160,10 +160,10 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import numpy as np
 
-    from core.cube import clear_cache, open_cube
-    from core.cube_factory import CubeFactory
-    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
-    from core.tpf import CutoutFactory
+    from core.building.factory import CubeFactory
+    from core.cubes.cache import clear_cache, open_cube
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
+    from core.tpf.cut import CutoutFactory
 
     work = tempfile.mkdtemp(prefix="bench_s3_")
     t = time.perf_counter()

@@ -31,8 +31,8 @@ from astropy.io import fits
 from astropy.table import Table
 from bench_cube_cut import DATA
 
-from core import cube as cube_mod
-from core.tpf import CutoutFactory, locate
+from core.cubes import cache as cube_mod
+from core.tpf.cut import CutoutFactory, locate
 
 NY, NX = 2078, 2136
 
@@ -41,8 +41,8 @@ def one_frame_cube() -> Path:
     out = DATA / "scale-src" / "tess-s0038-2-2-cube.fits"
     if out.exists():
         return out
-    from core.cube_factory import CubeFactory
-    from core.synthetic import write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import write_sector
 
     sector = write_sector(DATA / "scale-src" / "ffi", size="full", frames=1, seed=3)
     CubeFactory().make_cube([str(f) for f in sector.ffi_files], str(out), verbose=False)

@@ -17,23 +17,23 @@ except PackageNotFoundError:  # pragma: no cover - a source tree that was never 
     __version__ = "0.0.0+unknown"
 
 _EXPORTS = {
-    "CubeFactory": "core.cube_factory",
-    "TicaCubeFactory": "core.cube_factory",
-    "CutoutFactory": "core.tpf",
+    "CubeFactory": "core.building.factory",
+    "TicaCubeFactory": "core.building.factory",
+    "CutoutFactory": "core.tpf.cut",
     "CutoutSize": "core.cutout_size",
     "Limits": "core.cutout_size",
-    "fits_cut": "core.image_cutouts",
-    "img_cut": "core.image",
-    "normalize_img": "core.image",
-    "CutoutsCombiner": "core.combine",
-    "build_default_combine_function": "core.combine",
+    "fits_cut": "core.images.cutouts",
+    "img_cut": "core.images.render",
+    "normalize_img": "core.images.render",
+    "CutoutsCombiner": "core.images.combine",
+    "build_default_combine_function": "core.images.combine",
     "path_to_footprints": "core.moving_target",
     "center_on_path": "core.moving_target",
-    "TessCubeCutout": "core.tess_cube_cutout",
-    "FITSCutout": "core.fits_cutout",
-    "TessFootprintCutout": "core.tess_footprint_cutout",
-    "cube_cut_from_footprint": "core.tess_footprint_cutout",
-    "get_tess_sectors": "core.tess_footprint_cutout",
+    "TessCubeCutout": "core.astrocut_api.tess_cube_cutout",
+    "FITSCutout": "core.astrocut_api.fits_cutout",
+    "TessFootprintCutout": "core.astrocut_api.tess_footprint_cutout",
+    "cube_cut_from_footprint": "core.astrocut_api.tess_footprint_cutout",
+    "get_tess_sectors": "core.astrocut_api.tess_footprint_cutout",
 }
 
 __all__ = [

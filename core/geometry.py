@@ -131,3 +131,19 @@ def centered_window(x: float, y: float, size: tuple[float, float], rounding: str
         y0 = math.floor(y)
         y1 = y0 + 1
     return Window(x0, x1, y0, y1)
+
+
+@dataclass
+class CutoutGeometry:
+    """Where a cut lands: the requested centre (ICRS degrees), its FFI pixel and the window."""
+
+    ra: float
+    dec: float
+    x: float
+    y: float
+    window: Window  # 0-based FFI pixels, may extend beyond the cube
+    inside: Window  # the part on the cube
+
+    @property
+    def coord(self) -> SkyCoord:
+        return SkyCoord(self.ra, self.dec, unit="deg", frame="icrs")

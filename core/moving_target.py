@@ -37,9 +37,9 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from scipy.interpolate import splev, splprep
 
-from core.combine import combine_headers
 from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError
-from core.image_cutouts import write_atomic
+from core.images.combine import combine_headers
+from core.images.cutouts import write_atomic
 from core.quiet import quiet
 
 log = logging.getLogger(__name__)

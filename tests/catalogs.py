@@ -1,12 +1,12 @@
-"""A cube catalog for tests: :class:`core.catalog.Catalog` over given files, recording calls."""
+"""A cube catalog for tests: :class:`core.catalog.snapshot.Catalog` over given files, recording calls."""
 
 from __future__ import annotations
 
-from core.catalog import Catalog
+from core.catalog.snapshot import Catalog
 
 
 class RecordingCatalog(Catalog):
-    """A :class:`core.catalog.Catalog` (make it with ``RecordingCatalog.from_files(paths)``) that
+    """A :class:`core.catalog.snapshot.Catalog` (make it with ``RecordingCatalog.from_files(paths)``) that
     records the arguments of every :meth:`containing` call in :attr:`calls`."""
 
     def __init__(self, *args, **kwargs) -> None:

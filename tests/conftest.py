@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 # --- synthetic data ---
-# Small synthetic sectors written once per test session by core.synthetic.write_sector.
+# Small synthetic sectors written once per test session by core.synthetic.ffis.write_sector.
 # spoc_sector and spoc_sector_b both contain (DEMO_RA, DEMO_DEC), at the centre of their 64x64 images.
-# core.synthetic is imported inside each fixture so that sessions not using them start faster.
+# core.synthetic.ffis is imported inside each fixture so that sessions not using them start faster.
 if TYPE_CHECKING:
-    from core.synthetic import SyntheticSector
+    from core.synthetic.ffis import SyntheticSector
 
 
 @pytest.fixture(scope="session")
 def spoc_sector(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSector:
     """SPOC sector 38, camera 2, CCD 2: 10 frames of 64x64 px centred on (DEMO_RA, DEMO_DEC), seed 1."""
-    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
     return write_sector(tmp_path_factory.mktemp("spoc"), sector=38, camera=2, ccd=2, frames=10,
                         size=(64, 64), center=(DEMO_RA, DEMO_DEC), seed=1)
@@ -26,7 +26,7 @@ def spoc_sector(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSector:
 @pytest.fixture(scope="session")
 def spoc_sector_b(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSector:
     """SPOC sector 11, camera 2, CCD 2: the same position, so two sectors contain the target."""
-    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
     return write_sector(tmp_path_factory.mktemp("spoc_b"), sector=11, camera=2, ccd=2, frames=10,
                         size=(64, 64), center=(DEMO_RA, DEMO_DEC), seed=1)
@@ -35,7 +35,7 @@ def spoc_sector_b(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSector:
 @pytest.fixture(scope="session")
 def tica_sector(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSector:
     """TICA sector 38, camera 2, CCD 2: 10 frames of 64x64 px centred on (DEMO_RA, DEMO_DEC), seed 1."""
-    from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
     return write_sector(tmp_path_factory.mktemp("tica"), product="TICA", sector=38, camera=2, ccd=2,
                         frames=10, size=(64, 64), center=(DEMO_RA, DEMO_DEC), seed=1)
@@ -57,7 +57,7 @@ def s3_server():
         from tests.s3server import MotoS3Server
     except ImportError:  # pragma: no cover - tests/ itself on sys.path
         from s3server import MotoS3Server
-    from core import s3 as storage
+    from core.storage import s3 as storage
 
     server = MotoS3Server().start()
     try:
@@ -125,7 +125,7 @@ def service_data(tmp_path_factory, spoc_sector, spoc_sector_b, tica_sector):
     """Cube folder (MAST names) and image root for the service tests."""
     import shutil
 
-    from core.cube_factory import CubeFactory, TicaCubeFactory
+    from core.building.factory import CubeFactory, TicaCubeFactory
 
     cube_dir = tmp_path_factory.mktemp("cubes")
     cubes = {
@@ -189,7 +189,7 @@ def live_server(service_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def spoc_cube(spoc_sector, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Path of a SPOC cube (our CubeFactory) of `spoc_sector` (64x64 px, 10 frames)."""
-    from core.cube_factory import CubeFactory
+    from core.building.factory import CubeFactory
 
     out = tmp_path_factory.mktemp("cube_ours") / "tess-s0038-2-2-cube.fits"
     CubeFactory().make_cube([str(f) for f in spoc_sector.ffi_files], str(out), verbose=False)
@@ -213,7 +213,7 @@ def astrocut_spoc_cube(spoc_sector, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def tica_cube(tica_sector, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Path of a TICA cube (our TicaCubeFactory) of `tica_sector`."""
-    from core.cube_factory import TicaCubeFactory
+    from core.building.factory import TicaCubeFactory
 
     out = tmp_path_factory.mktemp("cube_tica") / "tica-s0038-2-2-cube.fits"
     TicaCubeFactory().make_cube([str(f) for f in tica_sector.ffi_files], str(out), verbose=False)

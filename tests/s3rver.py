@@ -37,7 +37,7 @@ import tempfile
 import time
 from typing import Any, Self
 
-from core.s3 import S3Config
+from core.storage.s3 import S3Config
 
 __all__ = ["S3rverServer", "S3rverUnavailable", "ensure_installed", "sparse_copy"]
 
@@ -374,10 +374,10 @@ class S3rverServer:
 def ranged_get_ms(config: S3Config, uri: str, *, n: int = 50, length: int = 64 * 1024,
                   seed: int = 0) -> list[float]:
     """Latencies (ms) of ``n`` sequential ranged GETs of ``length`` bytes at random offsets of ``uri``,
-    through :mod:`core.sources` (one warm-up read first)."""
+    through :mod:`core.storage.sources` (one warm-up read first)."""
     import random
 
-    from core.sources import open_source
+    from core.storage.sources import open_source
 
     src = open_source(uri, s3=config)
     rng = random.Random(seed)
@@ -401,9 +401,9 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
     from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(ROOT))
-    from core import s3 as storage
-    from core.sources import open_source
-    from core.synthetic_archive import write_sparse_cube
+    from core.storage import s3 as storage
+    from core.storage.sources import open_source
+    from core.synthetic.archive import write_sparse_cube
     from tests.latency_proxy import LatencyProxy
     from tests.s3server import MotoS3Server
 
@@ -464,7 +464,7 @@ def _bench(argv: list[str] | None = None) -> None:  # pragma: no cover - a measu
             up = time.perf_counter() - t0
             rows.append(("moto", gb[small], med(moto.config, uri), f"uploaded in {up:.1f} s"))
         storage.clear_caches()
-    print(f"{'server':>14} {'object':>10} {'ms':>9}  (64 KB ranged GETs via core.sources; median of {args.n})")
+    print(f"{'server':>14} {'object':>10} {'ms':>9}  (64 KB ranged GETs via core.storage.sources; median of {args.n})")
     for name, size, ms, note in rows:
         print(f"{name:>14} {size:>10} {ms:9.2f}  {note}")
 

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Self
 
-from core.s3 import S3Config
+from core.storage.s3 import S3Config
 
 
 def free_port() -> int:

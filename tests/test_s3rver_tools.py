@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from core import cube as cube_mod
-from core import s3 as storage
-from core.sources import open_source
-from core.synthetic_archive import place_in_s3rver, write_archive, write_sparse_cube
-from core.tpf import CutoutFactory
+from core.cubes import cache as cube_mod
+from core.storage import s3 as storage
+from core.storage.sources import open_source
+from core.synthetic.archive import place_in_s3rver, write_archive, write_sparse_cube
+from core.tpf.cut import CutoutFactory
 
 try:
     from tests.latency_proxy import LatencyProxy
@@ -68,7 +68,7 @@ def test_place_file_serves_a_sparse_real_size_cube(s3r, placed):
     listed = s3r.client.list_objects_v2(Bucket="tess", Prefix="s0038/")["Contents"]
     assert [(o["Key"], o["Size"]) for o in listed] == [(KEY, path.stat().st_size)]
     assert storage.list_s3("s3://tess/s0038", s3=s3r.config) == [uri]
-    # ranged GETs through core.sources: headers, the hole, the table at the end
+    # ranged GETs through core.storage.sources: headers, the hole, the table at the end
     src = open_source(uri, s3=s3r.config)
     size = src.size
     with open(path, "rb") as fh:

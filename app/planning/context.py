@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.catalog import Catalog
+from core.catalog.snapshot import Catalog
 from core.cutout_size import Limits
 from core.errors import CorruptFileError, CutoutError, ForbiddenError, NotFoundError
 

@@ -1,7 +1,7 @@
 """Planning the image routes: ``fits_cut``, ``img_cut`` and ``combine`` (astrocut's functions).
 
 Inputs are paths relative to a configured image root, or ``s3://`` URIs under an allowed prefix
-(both checked with :func:`core.confine.confine` before anything is opened), or uploaded files,
+(both checked with :func:`core.storage.confine.confine` before anything is opened), or uploaded files,
 saved under the work directory with generated names and removed when the request ends. Errors name
 the API's parameters (``images``, ``ra``, ``x``) and show the user's own names, never a server path.
 """
@@ -64,7 +64,7 @@ class ImageInputs:
 
     def resolve(self, ctx: Context) -> list[str]:
         """Confine the paths, save the uploads; every input's path or URI (on a worker)."""
-        from core.confine import confine
+        from core.storage.confine import confine
 
         paths = []
         for image in self.images:
@@ -134,7 +134,7 @@ def plan_fits_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size
     """FITS cutouts of the inputs: one file, or a zip of one per input (``single_outfile=False``)."""
     from astropy.io import fits
 
-    from core.image_cutouts import cut_images, primary_hdu
+    from core.images.cutouts import cut_images, primary_hdu
 
     label = _label(ra, dec, size)
     try:
@@ -160,7 +160,7 @@ def plan_img_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size:
                  stretch: str = "asinh", minmax_percent: Any = None, minmax_value: Any = None,
                  invert: bool = False, img_format: str = "png", colorize: bool = False) -> FileAnswer | ZipAnswer:
     """PNG/JPEG cutouts: one image answers with the image itself (usable in ``<img>``), more a zip."""
-    from core.image import img_cut
+    from core.images.render import img_cut
 
     if colorize and inputs.count != 3:
         raise InvalidInputError(f"colorize combines exactly 3 images (R, G, B); got {inputs.count}", field="images")
@@ -191,8 +191,8 @@ def plan_img_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size:
 def plan_combine(ctx: Context, inputs: ImageInputs, ra: float | None, dec: float | None,
                  size: CutoutSize) -> FileAnswer:
     """Cut the same window from each image (or take uploaded cutouts) and combine them into one FITS."""
-    from core.combine import CutoutsCombiner
-    from core.image_cutouts import fits_cut
+    from core.images.combine import CutoutsCombiner
+    from core.images.cutouts import fits_cut
 
     if inputs.images and (ra is None or dec is None):
         raise InvalidInputError("ra and dec are needed to cut images before combining", field="ra")

@@ -1,6 +1,6 @@
 """Planning the light-curve view: a simple-aperture light curve and single frames of a cutout.
 
-Both read a hosted cube directly (:mod:`core.lightcurve`, :func:`core.preview.frame_flux`), never a
+Both read a hosted cube directly (:mod:`core.cubes.lightcurve`, :func:`core.cubes.preview.frame_flux`), never a
 whole TPF: memory stays about one band (``ctx.band_bytes``), and the windows are checked against
 ``ctx.limits`` as the ``astrocut`` route checks the same cutout. No HTTP here: the planners return
 plain data (:class:`LightCurveResult`) or a :class:`~.answers.FileAnswer` (a frame's PNG).
@@ -25,10 +25,10 @@ from app.planning.answers import CutoutStats, FileAnswer
 from app.planning.context import Context, api_fields
 from app.planning.preview import PREVIEW_PERCENT
 from app.planning.tesscut import TESSCUT_FIELDS, sector_result
-from core.catalog import CubeRecord
+from core.catalog.snapshot import CubeRecord
+from core.cubes.lightcurve import ApertureLightCurve
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError
-from core.lightcurve import ApertureLightCurve
 
 __all__ = ["CSV_COLUMNS", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
 
@@ -168,7 +168,7 @@ def plan_lightcurve(ctx: Context, ra: float, dec: float, sector: int | None, pro
     TooLargeError
         The aperture's box exceeds the limits the same cutout would (naming ``aperture``/``mask``).
     """
-    from core.lightcurve import aperture_lightcurve, parse_mask, square_mask
+    from core.cubes.lightcurve import aperture_lightcurve, parse_mask, square_mask
 
     name = "mask" if mask is not None else "aperture"
     with api_fields({**TESSCUT_FIELDS, "cutout_size": name, "cutout_size.y": name}):
@@ -187,7 +187,7 @@ def _frame_limits(cube: Any, window: Any, band_bytes: int, percent: Sequence[flo
     one small read each."""
     from astropy.visualization import AsymmetricPercentileInterval
 
-    from core.preview import median_frame
+    from core.cubes.preview import median_frame
 
     def make() -> tuple[float, float]:
         median = median_frame(cube, window, band_bytes=band_bytes)
@@ -221,9 +221,9 @@ def plan_frame(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: in
     """
     from PIL import Image
 
-    from core.image import normalize_img
-    from core.preview import frame_flux
-    from core.tpf import locate
+    from core.cubes.preview import frame_flux
+    from core.images.render import normalize_img
+    from core.tpf.cut import locate
 
     with api_fields(TESSCUT_FIELDS):
         record = pick_cube(ctx, ra, dec, sector, product)

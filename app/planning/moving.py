@@ -16,7 +16,7 @@ import numpy as np
 
 from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, safe_name
-from core.catalog import CubeRecord
+from core.catalog.snapshot import CubeRecord
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError
 
@@ -132,7 +132,7 @@ def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
     import copy
 
     from core.moving_target import center_on_path, moving_filename, path_to_footprints
-    from core.tpf import build_tpf, tpf_bytes
+    from core.tpf.cut import build_tpf, tpf_bytes
 
     cube = ctx.catalog.open(record)
     nx, ny = (max(1, round(v)) for v in size.pixels(cube.pixel_scales))

@@ -11,7 +11,7 @@ from app.planning.context import Context, api_fields
 from app.planning.tesscut import TESSCUT_FIELDS
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError
-from core.tpf import locate
+from core.tpf.cut import locate
 
 __all__ = ["PREVIEW_PERCENT", "plan_preview"]
 
@@ -35,8 +35,8 @@ def plan_preview(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: 
     """
     from PIL import Image
 
-    from core.image import normalize_img
-    from core.preview import median_frame
+    from core.cubes.preview import median_frame
+    from core.images.render import normalize_img
 
     with api_fields(TESSCUT_FIELDS):
         records = ctx.catalog.containing(ra % 360.0, dec, product=product, sectors=[sector] if sector else None)

@@ -1,9 +1,9 @@
 """Planning Zcut and Hapcut (MAST's deep-field and HAP image cutout services); no HTTP here.
 
-Images are found in the survey index (:class:`core.image_index.ImageIndex`, built at start-up),
+Images are found in the survey index (:class:`core.images.index.ImageIndex`, built at start-up),
 never by opening files per request; each image chosen is confined to its own survey's locations
-(:func:`core.confine.confine`) before it is opened, and cut by the engine
-(:func:`core.image_cutouts.cut_images`, :func:`core.image.img_cut`).
+(:func:`core.storage.confine.confine`) before it is opened, and cut by the engine
+(:func:`core.images.cutouts.cut_images`, :func:`core.images.render.img_cut`).
 
 What MAST answers, and so what these planners make (astroquery reads every answer as a zip):
 
@@ -13,7 +13,7 @@ What MAST answers, and so what these planners make (astroquery reads every answe
   cutout_prefix=survey)``, as in the zips MAST serves (e.g. ``candels_gn_30mas_189.492060_
   62.206150_100.0pix-x-100.0pix_astrocut.fits`` with one CUTOUT per filter).
 - Zcut JPEG/PNG: one image per survey image, ``<image stem>_<ra:.6f>_<dec:.6f>_<x>pix-x-<y>pix
-  _astrocut.<fmt>``, rendered by :func:`core.image.img_cut`.
+  _astrocut.<fmt>``, rendered by :func:`core.images.render.img_cut`.
 - Hapcut: one FITS per image of the ``hap`` survey (``fits_cut(..., single_outfile=False)``), with
   every image HDU at the position cut (SCI and WHT in a HAP file, as MAST's HAPcut cuts both),
   named as drizzlepac's ``make_the_cut`` names MAST's cutouts
@@ -42,7 +42,7 @@ from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, safe_name
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, NotFoundError
-from core.image_index import ImageIndex, file_stem
+from core.images.index import ImageIndex, file_stem
 
 __all__ = [
     "HAP_NO_DATA",
@@ -236,7 +236,7 @@ def _unique(names: list[str]) -> list[str]:
 def _open_path(ctx: Context, sel: Selection, image: SurveyImage) -> str:
     """The image's path, confined to its own survey's locations (the index found it there; this
     checks again, at the moment of opening)."""
-    from core.confine import confine
+    from core.storage.confine import confine
 
     local, prefixes = sel.roots[image.survey]
     return confine(image.uri, local, prefixes, field="survey")
@@ -262,8 +262,8 @@ def _attempt(sel: Selection, image: SurveyImage, cut: Callable[[], Any], empty: 
 
 
 def _cuts(ctx: Context, sel: Selection, image: SurveyImage, exts: Sequence[int]) -> list[Any]:
-    """The engine's cutouts (:class:`core.image_cutouts.ImageCut`) of ``exts`` of one image."""
-    from core.image_cutouts import cut_images
+    """The engine's cutouts (:class:`core.images.cutouts.ImageCut`) of ``exts`` of one image."""
+    from core.images.cutouts import cut_images
 
     def cut() -> list[Any]:
         path = _open_path(ctx, sel, image)
@@ -276,7 +276,7 @@ def _cuts(ctx: Context, sel: Selection, image: SurveyImage, exts: Sequence[int])
 def _fits_bytes(coord: Any, hdus: Sequence[Any]) -> bytes:
     from astropy.io import fits
 
-    from core.image_cutouts import primary_hdu
+    from core.images.cutouts import primary_hdu
     from core.quiet import quiet
 
     buf = io.BytesIO()
@@ -323,9 +323,9 @@ def plan_zcut_fits(ctx: Context, sel: Selection) -> ZipAnswer | NoData:
 def plan_zcut_images(ctx: Context, sel: Selection, *, img_format: str = "jpg", stretch: str = "asinh",
                      minmax_percent: Sequence[float] | None = None, minmax_value: Sequence[float] | None = None,
                      invert: bool = False) -> ZipAnswer | NoData:
-    """Zcut's JPEG/PNG answer: one image per survey image (:func:`core.image.img_cut` with its
+    """Zcut's JPEG/PNG answer: one image per survey image (:func:`core.images.render.img_cut` with its
     defaults: ``minmax_percent`` [0.5, 99.5] unless an interval is given)."""
-    from core.image import img_cut
+    from core.images.render import img_cut
 
     fmt = "jpg" if img_format in ("jpg", "jpeg") else "png"
     pil_format = "JPEG" if fmt == "jpg" else "PNG"

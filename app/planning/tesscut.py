@@ -13,10 +13,10 @@ from typing import Any
 
 from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields
-from core.catalog import CubeRecord
+from core.catalog.snapshot import CubeRecord
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError
-from core.tpf import cut_bytes, locate, tpf_filename, tpf_nbytes
+from core.tpf.cut import cut_bytes, locate, tpf_filename, tpf_nbytes
 
 __all__ = ["TESSCUT_FIELDS", "cutout_members", "plan_astrocut", "plan_ffi_wcs", "plan_sector", "select", "zip_name"]
 
@@ -94,7 +94,7 @@ def _member(ctx: Context, record: CubeRecord, cube: Any, geo: Any, nbytes: int) 
 
         # the file, the pixel block read into it, and the zip's chunk of it
         return ZipMember(name, build, nbytes, False, memory_bytes=nbytes + pixel_bytes + (1 << 20))
-    from core.tpf_stream import TpfStream
+    from core.tpf.stream import TpfStream
 
     stream_probe = TpfStream(cube, geo, work_dir=ctx.work_dir, band_bytes=ctx.band_bytes, threads=threads)
 

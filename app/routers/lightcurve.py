@@ -4,7 +4,7 @@
   although TESScut has no such route): ``lightcurve`` answers GET (query string) and POST (form) with a simple-aperture light curve of
   one hosted cube, as JSON (metadata, one array per column, every hosted sector holding the
   target) or CSV (a header line, one line per cadence). Its values are lightkurve's
-  ``to_lightcurve(aperture_mask=...)`` on the TPF ``astrocut`` serves (see :mod:`core.lightcurve`).
+  ``to_lightcurve(aperture_mask=...)`` on the TPF ``astrocut`` serves (see :mod:`core.cubes.lightcurve`).
 - ``preview_router`` (mounted at the root, out of the OpenAPI document as ``/preview/cube.png`` is):
   ``/preview/frames.png`` is one frame of the cutout as a PNG, for the page's slider.
 

@@ -19,7 +19,7 @@ router = APIRouter(tags=["system"])
 async def health(services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
     """Liveness and a summary: the answering process, hosted cubes, worker pool load, the cutout
     budget, opened cubes."""
-    from core.cube_cache import default_cache
+    from core.cubes.cache import default_cache
 
     return {"status": "ok", "process": os.getpid(), "catalog": services.catalog.summary(), "pool": services.pool.stats(),
             "budget": services.budget.stats(), "cube_cache": default_cache().stats()}

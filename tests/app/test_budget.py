@@ -98,7 +98,7 @@ def test_try_admit_takes_only_free_room_and_never_jumps_the_queue():
 def big_server(tmp_path_factory):
     from app.main import create_app
     from app.settings import Settings
-    from core.synthetic_archive import write_sparse_cube
+    from core.synthetic.archive import write_sparse_cube
 
     try:
         from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
@@ -114,7 +114,7 @@ def big_server(tmp_path_factory):
     app = create_app(settings)
     server, thread = start_uvicorn(app, settings.host, settings.port)
     try:
-        from core.cube import open_cube
+        from core.cubes.cache import open_cube
 
         c = open_cube(str(cube))
         ra, dec = (float(v) for v in c.wcs.all_pix2world(1068.3, 1024.6, 0))
@@ -144,7 +144,7 @@ def _idle(server, timeout: float = 15.0) -> dict:
 
 
 def test_a_streamed_tpf_is_the_engines_bytes(big_server):
-    from core.tpf import CutoutFactory
+    from core.tpf.cut import CutoutFactory
 
     r = httpx.get(_astrocut(big_server, 30), timeout=60)
     assert r.status_code == 200, r.text[:300]

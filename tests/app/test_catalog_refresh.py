@@ -16,7 +16,7 @@ import httpx
 import pytest
 from astropy.io import fits
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
 
 pytestmark = pytest.mark.timeout(120)
@@ -71,8 +71,8 @@ def _eventually(check, timeout: float = 15.0):
 
 
 def _sector_cube(out, sector: int):
-    from core.cube_factory import CubeFactory
-    from core.synthetic import write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import write_sector
 
     synth = write_sector(out / f"ffi{sector}", sector=sector, camera=2, ccd=2, frames=4, size=(64, 64),
                          center=(DEMO_RA, DEMO_DEC), seed=sector)

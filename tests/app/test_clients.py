@@ -25,7 +25,7 @@ from astropy.wcs import WCS
 
 pytest.importorskip("astroquery")
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 COORD = SkyCoord(DEMO_RA, DEMO_DEC, unit="deg")
 FAR = SkyCoord(10.0, 20.0, unit="deg")  # on no hosted cube

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -214,7 +214,7 @@ def test_moving_target_temp_files_stay_in_work_dir(setup):
     written, and those files outliving the request."""
     import numpy as np
 
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     cube = open_cube(str(setup.cube))
     t = np.asarray(cube.time, dtype=float)

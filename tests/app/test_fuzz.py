@@ -61,7 +61,7 @@ def _resolver_for(sector):
     """A deterministic ephemeris resolver: names starting with 'demo' cross the test cube's field
     during its frames; any other name is unknown (404), as a real resolver would answer."""
     from core.errors import NotFoundError
-    from core.synthetic import DEMO_DEC, DEMO_RA
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
     t0, t1 = float(sector.tstart[0]), float(sector.tstop[-1])
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -162,7 +162,7 @@ def test_3_long_digit_strings_and_deep_json_and_non_ascii_names_are_not_500s(liv
 
 
 def _ephemeris(server) -> dict:
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     t = open_cube(str(server.cubes["spoc38"])).time
     return {"time": [float(t[0]), float(t[-1])], "ra": [DEMO_RA, DEMO_RA + 0.001], "dec": [DEMO_DEC, DEMO_DEC]}
@@ -186,7 +186,7 @@ def test_4_a_two_point_path_on_the_cube_gets_a_tpf(live_server):
 
 
 def test_4_a_short_path_around_one_frame_gets_its_cadences(live_server):
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     t = [float(v) for v in open_cube(str(live_server.cubes["spoc38"])).time]
     times = [t[2] - 0.001, t[2], t[2] + 0.002, t[3], t[3] + 0.001, t[4]]

@@ -11,8 +11,8 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from core.image_cutouts import fits_cut
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.images.cutouts import fits_cut
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
 

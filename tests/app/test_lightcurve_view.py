@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 lk = pytest.importorskip("lightkurve")
 
@@ -159,7 +159,7 @@ def test_bad_input_is_a_4xx_naming_the_field(http, params, status, field):
 @pytest.fixture(scope="module")
 def ctx(service_data, tmp_path_factory):
     from app.planning.context import Context
-    from core.catalog import open_catalog
+    from core.catalog.configured import open_catalog
     from core.cutout_size import Limits
 
     cubes, _, _ = service_data
@@ -208,7 +208,7 @@ def test_frame_planner_scales_every_frame_alike(ctx):
     the same grey in every frame, so frames differ where the flux changed (the synthetic star's
     transit, frames 4-6), and each is that frame's flux through the shared interval."""
     from app.planning.lightcurve import plan_frame
-    from core.preview import frame_flux
+    from core.cubes.preview import frame_flux
 
     pngs = [plan_frame(ctx, DEMO_RA, DEMO_DEC, 9, 7, 38, "SPOC", i, "linear").data for i in (0, 1, 5)]
     images = [np.asarray(Image.open(io.BytesIO(p))) for p in pngs]
@@ -217,7 +217,7 @@ def test_frame_planner_scales_every_frame_alike(ctx):
     assert images[2].astype(int).sum() < images[0].astype(int).sum()  # in transit: fainter, same scale
     cube = ctx.catalog.open(ctx.catalog.get(38, 2, 2))
     from core.cutout_size import CutoutSize
-    from core.tpf import locate
+    from core.tpf.cut import locate
 
     win = locate(cube, f"{DEMO_RA} {DEMO_DEC}", CutoutSize(9, 7)).window
     lo, hi = cube.memo.values("frame_limits")[-1]

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 pytestmark = pytest.mark.timeout(60)
 

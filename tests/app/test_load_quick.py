@@ -45,7 +45,7 @@ def server(service_data, tmp_path_factory):
 
 def _positions(n: int) -> list[tuple[float, float]]:
     """Seeded positions within ~20 px (21"/px) of the centre of the 64x64 test cubes."""
-    from core.synthetic import DEMO_DEC, DEMO_RA
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
     rng = random.Random(7)
     step = 21 / 3600

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import observability
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 ASTROCUT = "/tesscut/api/v0.1/astrocut"
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from astropy.io import fits
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 pytestmark = pytest.mark.timeout(90)
 

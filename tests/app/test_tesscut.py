@@ -14,9 +14,9 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from core.cube import open_cube
-from core.synthetic import DEMO_DEC, DEMO_RA
-from core.tpf import build_tpf
+from core.cubes.cache import open_cube
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from core.tpf.cut import build_tpf
 
 PREFIXES = ["/tesscut/api/v0.1", "/api/v0.1"]
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}

@@ -47,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - tests/ itself on sys.path
     from nginx import NginxBalancer, ensure_nginx, free_port
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180),
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, loopback")]
@@ -215,7 +215,7 @@ def tesscut(topology):
 
 def _engine_flux(cube: Path, coord, size: int) -> np.ndarray:
     """FLUX of a direct engine cut (no HTTP): what every replica must serve."""
-    from core.tpf import CutoutFactory
+    from core.tpf.cut import CutoutFactory
 
     return np.asarray(CutoutFactory().cube_cut(str(cube), coord, size, memory_only=True)[1].data["FLUX"])
 

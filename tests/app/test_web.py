@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -122,8 +122,8 @@ def test_preview_at_the_cube_edge_warns_of_nothing(spoc_cube):
 
     from app.planning.context import Context
     from app.planning.preview import plan_preview
-    from core.catalog import open_catalog
-    from core.cube import open_cube
+    from core.catalog.configured import open_catalog
+    from core.cubes.cache import open_cube
     from core.cutout_size import Limits
 
     cube = open_cube(spoc_cube)

@@ -28,9 +28,9 @@ from PIL import Image
 pytest.importorskip("astroquery")
 pytestmark = pytest.mark.filterwarnings("ignore:Card is too long")
 
-from core.image import img_cut
-from core.image_cutouts import fits_cut
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.images.cutouts import fits_cut
+from core.images.render import img_cut
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 COORD = SkyCoord(DEMO_RA, DEMO_DEC, unit="deg")
 FAR = SkyCoord(10.0, 20.0, unit="deg")  # on no survey image
@@ -340,7 +340,7 @@ def test_bad_parameters_through_the_clients(zcut_server, zcut, hapcut, tmp_path)
 def test_requests_open_only_the_images_they_cut(zcut_server, zcut, hapcut, monkeypatch, tmp_path):
     """The survey index is read at start-up: a request opens no file to find images, only the
     images it cuts; a refresh re-opens only changed files."""
-    from core import range_file
+    from core.storage import range_file
 
     opened: list[str] = []
     real_open = range_file.open_fits

@@ -1,4 +1,4 @@
-"""Fixtures shared by the storage tests (core.confine, core.range_file, core.s3, core.sources)."""
+"""Fixtures shared by the storage tests (core.storage.confine, core.storage.range_file, core.storage.s3, core.storage.sources)."""
 
 from __future__ import annotations
 

@@ -22,19 +22,19 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from core import tess_cube_cutout as tcc_mod
-from core.cube import open_cube
-from core.errors import CutoutError, InvalidInputError, NoDataError, NotFoundError, UnavailableError
-from core.fits_cutout import FITSCutout
-from core.image_cutouts import DataWarning
-from core.synthetic import DEMO_DEC, DEMO_RA
-from core.tess_cube_cutout import TessCubeCutout, cube_stem
-from core.tess_footprint_cutout import (
+from core.astrocut_api import tess_cube_cutout as tcc_mod
+from core.astrocut_api.fits_cutout import FITSCutout
+from core.astrocut_api.tess_cube_cutout import TessCubeCutout, cube_stem
+from core.astrocut_api.tess_footprint_cutout import (
     TessFootprintCutout,
     cube_cut_from_footprint,
     footprint_radius_deg,
     get_tess_sectors,
 )
+from core.cubes.cache import open_cube
+from core.errors import CutoutError, InvalidInputError, NoDataError, NotFoundError, UnavailableError
+from core.images.cutouts import DataWarning
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from tests.catalogs import RecordingCatalog
 
 astrocut = pytest.importorskip("astrocut")
@@ -63,8 +63,8 @@ def cubes(service_data, astrocut_spoc_cube):
 @pytest.fixture(scope="module")
 def off_cube(tmp_path_factory) -> str:
     """A sector-38 cube 1.5 deg away from CENTRE (its pixels do not hold it)."""
-    from core.cube_factory import CubeFactory
-    from core.synthetic import write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import write_sector
 
     sector = write_sector(tmp_path_factory.mktemp("off"), sector=38, camera=2, ccd=2, frames=3, size=(32, 32),
                           center=(DEMO_RA + 1.5, DEMO_DEC + 0.5), seed=2)
@@ -314,7 +314,7 @@ def test_parse_table_wcs_matches_astrocut(cubes):
 
 def test_tica_cube_through_product(service_data):
     tica = str(service_data[0]["tica38"])
-    from core.tpf import CutoutFactory
+    from core.tpf.cut import CutoutFactory
 
     ours = TessCubeCutout(tica, CENTRE, 5, product="TICA")
     ref = CutoutFactory().cube_cut(tica, CENTRE, 5, product="TICA", memory_only=True)
@@ -581,11 +581,11 @@ def test_cube_cut_from_footprint(catalog, tmp_path):
 
 
 def test_default_catalog(service_data, monkeypatch):
-    import core.catalog
+    import core.catalog.configured
 
     monkeypatch.delenv("CUTOUT_CUBE_DIRS", raising=False)
     monkeypatch.delenv("CUTOUT_INDEX", raising=False)
-    monkeypatch.setattr(core.catalog, "_default", None)
+    monkeypatch.setattr(core.catalog.configured, "_default", None)
     for call in (lambda: get_tess_sectors(CENTRE, 5), lambda: TessFootprintCutout(CENTRE, 5)):
         with pytest.raises(UnavailableError) as err:  # nothing configured: no hosted cubes
             call()

@@ -1,9 +1,9 @@
-"""core.batch (batch cutouts on Dask), core.cube_builds (cubes on Dask) and app.cli_batch.
+"""core.batch.cutouts (batch cutouts on Dask), core.batch.cube_builds (cubes on Dask) and app.cli_batch.
 
 Runs on real Dask clusters on loopback: one module-wide LocalCluster of 2 worker processes
 (passed as ``scheduler``), and one run making its own LocalCluster (``workers=2``). The cubes are
 small synthetic ones (64x64 pixels, 10 frames); the catalog is a small adapter implementing the
-protocol core.batch plans with, over cube files (containment by ``Cube.contains_radec``).
+protocol core.batch.cutouts plans with, over cube files (containment by ``Cube.contains_radec``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def cubes(spoc_sector, spoc_sector_b, tmp_path_factory):
     """Two SPOC cubes around the same position: sectors 38 and 11 (camera 2, CCD 2)."""
-    from core.cube_factory import CubeFactory
+    from core.building.factory import CubeFactory
 
     folder = tmp_path_factory.mktemp("batch_cubes")
     paths = []
@@ -54,7 +54,7 @@ def cubes(spoc_sector, spoc_sector_b, tmp_path_factory):
 
 def _positions(cube_path):
     """Sky positions of pixels spread over a cube, one near its left edge (a padded cutout)."""
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     wcs = open_cube(cube_path).wcs
     pixels = [(1.2, 30.0)] + [(10.0 + 7.3 * i, 12.0 + 5.1 * i) for i in range(6)] + [
@@ -86,8 +86,8 @@ def targets_csv(cubes, tmp_path_factory):
 def _expected(targets_csv, catalog, out_dir):
     """What direct CutoutFactory().cube_cut calls write for every (target, cube) of the table,
     as {path where the batch puts it: bytes}. The table is read here with the csv module."""
-    from core.batch import target_dir_name
-    from core.tpf import CutoutFactory
+    from core.batch.cutouts import target_dir_name
+    from core.tpf.cut import CutoutFactory
 
     files = {}
     with open(targets_csv, newline="") as fh:
@@ -118,7 +118,7 @@ def _manifest(path):
 @pytest.fixture(scope="module")
 def first_run(targets_csv, cubes, cluster, tmp_path_factory):
     """One complete batch on the module cluster: (out_dir, report, expected files)."""
-    from core.batch import run_batch
+    from core.batch.cutouts import run_batch
 
     out = tmp_path_factory.mktemp("batch_first") / "out"
     catalog = RecordingCatalog.from_files(cubes)
@@ -130,7 +130,7 @@ def first_run(targets_csv, cubes, cluster, tmp_path_factory):
 
 
 def test_read_targets_turns_bad_rows_into_errors(tmp_path):
-    from core.batch import read_targets
+    from core.batch.cutouts import read_targets
     from core.errors import InvalidInputError
 
     path = tmp_path / "t.csv"
@@ -151,7 +151,7 @@ def test_read_targets_turns_bad_rows_into_errors(tmp_path):
 
 
 def test_target_dir_name_is_safe():
-    from core.batch import target_dir_name
+    from core.batch.cutouts import target_dir_name
 
     assert target_dir_name("TIC 123/../x", 1, 2) == "TIC_123_.._x"
     assert target_dir_name("..", 1.5, -2.25) == "1.500000_-2.250000"
@@ -187,7 +187,7 @@ def test_batch_matches_direct_cube_cuts(first_run, targets_csv):
 
 
 def test_rerun_redoes_only_damaged_outputs(first_run, targets_csv, cubes, cluster, tmp_path):
-    from core.batch import run_batch
+    from core.batch.cutouts import run_batch
 
     src, first, expected = first_run
     out = tmp_path / "out"
@@ -220,7 +220,7 @@ class Stop(Exception):
 
 
 def test_interrupted_run_resumes(first_run, targets_csv, cubes, cluster, tmp_path):
-    from core.batch import run_batch
+    from core.batch.cutouts import run_batch
 
     src, first, expected = first_run
     out = tmp_path / "out"
@@ -255,9 +255,9 @@ def test_interrupted_run_resumes(first_run, targets_csv, cubes, cluster, tmp_pat
 
 
 def test_batch_over_s3_cubes(cubes, cluster, s3_server, tmp_path):
-    from core.batch import run_batch
-    from core.catalog import Catalog
-    from core.tpf import CutoutFactory
+    from core.batch.cutouts import run_batch
+    from core.catalog.snapshot import Catalog
+    from core.tpf.cut import CutoutFactory
 
     uris = [s3_server.upload(p, "batch", f"tess/{os.path.basename(p)}") for p in cubes]
     positions = _positions(cubes[0])[1:4]
@@ -274,7 +274,7 @@ def test_batch_over_s3_cubes(cubes, cluster, s3_server, tmp_path):
 
 
 def test_batch_rejects_bad_options(cubes, tmp_path):
-    from core.batch import run_batch
+    from core.batch.cutouts import run_batch
     from core.errors import InvalidInputError
 
     catalog = RecordingCatalog.from_files(cubes)
@@ -289,7 +289,7 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
 
 
 def test_dask_client_settings(monkeypatch):
-    from core import batch
+    from core.batch import cutouts as batch
     from core.errors import UnavailableError
     from tests.s3server import free_port
 
@@ -310,7 +310,7 @@ def test_dask_client_settings(monkeypatch):
 def ffi_dir(tmp_path_factory):
     """FFIs of two CCDs of sector 38, camera 2: CCD 2 under SPOC names, CCD 1 renamed to names
     that say nothing (grouped by their headers), and a FITS-named file that is not FITS."""
-    from core.synthetic import write_sector
+    from core.synthetic.ffis import write_sector
 
     root = tmp_path_factory.mktemp("ffis")
     write_sector(root / "ccd2", sector=38, camera=2, ccd=2, frames=6, size=(64, 64), seed=3)
@@ -336,8 +336,8 @@ def _cube_bytes(path):
 
 
 def test_make_cubes_matches_cube_factory_and_resumes(ffi_dir, cluster, tmp_path):
-    from core.cube_builds import make_cubes
-    from core.cube_factory import CubeFactory
+    from core.batch.cube_builds import make_cubes
+    from core.building.factory import CubeFactory
 
     out = tmp_path / "cubes"
     report = make_cubes(ffi_dir, out, scheduler=cluster, max_memory=0.5)
@@ -363,9 +363,9 @@ def test_make_cubes_matches_cube_factory_and_resumes(ffi_dir, cluster, tmp_path)
 
 
 def test_make_cubes_tica(cluster, tmp_path):
-    from core.cube_builds import make_cubes
-    from core.cube_factory import CubeFactory
-    from core.synthetic import write_sector
+    from core.batch.cube_builds import make_cubes
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import write_sector
 
     sector = write_sector(tmp_path / "ffis", product="TICA", sector=38, camera=2, ccd=2, frames=4,
                           size=(64, 64), seed=5)
@@ -397,8 +397,8 @@ def _parser():
 def test_cli_batch_and_make_cubes(targets_csv, cubes, cluster, ffi_dir, tmp_path, monkeypatch, capsys):
     import astropy.units as u
 
-    from core.batch import read_targets
-    from core.tpf import CutoutFactory
+    from core.batch.cutouts import read_targets
+    from core.tpf.cut import CutoutFactory
 
     out = tmp_path / "out"
     cube_dir = os.path.dirname(cubes[0])

@@ -1,4 +1,4 @@
-"""core.catalog and core.catalog_index: the spatial index finds what a loop over every cube finds,
+"""core.catalog.snapshot and core.catalog.index: the spatial index finds what a loop over every cube finds,
 the persistent index round-trips every CubeInfo exactly, is incremental, atomic, and can live on S3."""
 
 from __future__ import annotations
@@ -9,14 +9,16 @@ import shutil
 import numpy as np
 import pytest
 
-from core import cube as cube_mod
-from core.catalog import Catalog, CubeRecord, open_catalog
-from core.catalog_index import CatalogIndex, list_cubes
-from core.cube import open_cube
-from core.cube_info import read_cube_info
-from core.sources import open_source
-from core.synthetic import DEMO_DEC, DEMO_RA
-from core.tpf import cut_bytes, locate
+from core.catalog.configured import open_catalog
+from core.catalog.index import CatalogIndex
+from core.catalog.scan import list_cubes
+from core.catalog.snapshot import Catalog, CubeRecord
+from core.cubes import cache as cube_mod
+from core.cubes.cache import open_cube
+from core.cubes.info import read_cube_info
+from core.storage.sources import open_source
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from core.tpf.cut import cut_bytes, locate
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +175,7 @@ def test_containing_with_a_radius_and_wrapped_ra(spoc_cube, where, radius, insid
 @pytest.fixture(scope="module")
 def archive_catalog(tmp_path_factory):
     """32 sparse full-size cubes (sectors 1 and 2, every camera and CCD) with real TESS WCSs."""
-    from core.synthetic_archive import write_archive
+    from core.synthetic.archive import write_archive
 
     paths = write_archive(tmp_path_factory.mktemp("archive"), 32, frames=4)
     return Catalog.from_files(paths)
@@ -183,7 +185,7 @@ def test_footprint_decisions_agree_with_the_wcs(archive_catalog):
     """Where the footprint alone decides (no WCS built), it says what the cube's WCS says: positions
     a few pixels either side of every edge and corner, across the detector and off it, radii from 0
     to 1 degree; and it decides nearly all random positions near a cube."""
-    from core.cube import CubeGeometry
+    from core.cubes.cube import CubeGeometry
 
     rng = np.random.default_rng(11)
     sure = unsure = 0

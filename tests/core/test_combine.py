@@ -9,9 +9,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from core.combine import CutoutsCombiner, build_default_combine_function
 from core.errors import InvalidInputError
-from core.image_cutouts import fits_cut
+from core.images.combine import CutoutsCombiner, build_default_combine_function
+from core.images.cutouts import fits_cut
 
 astrocut = pytest.importorskip("astrocut")
 

@@ -1,4 +1,4 @@
-"""Tests of core.confine: user paths and URIs resolved inside the data roots, everything else refused."""
+"""Tests of core.storage.confine: user paths and URIs resolved inside the data roots, everything else refused."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from core.confine import confine
 from core.errors import ForbiddenError, InvalidInputError
+from core.storage.confine import confine
 
 # -------------------------------------------------------------------------------------- confine
 

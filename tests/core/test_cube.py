@@ -1,4 +1,4 @@
-"""core.cube: parsing cubes once, reading pixel blocks, and refusing what is not a cube."""
+"""core.cubes.cube: parsing cubes once, reading pixel blocks, and refusing what is not a cube."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from core import cube as cube_mod
-from core import cube_cache
-from core.cube import open_cube
+from core.cubes import cache as cube_cache
+from core.cubes.cache import open_cube
 from core.errors import CorruptFileError, NotFoundError
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 
 @pytest.fixture(params=["ours", "astrocut"])
@@ -69,7 +68,7 @@ def test_read_block_bounds(spoc_cube):
 
 
 def test_cache_hit_skips_parsing(spoc_cube):
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
     parses = cube_cache.CACHE_STATS["parses"]
     first = open_cube(spoc_cube)
     assert cube_cache.CACHE_STATS["parses"] == parses + 1
@@ -227,7 +226,7 @@ def test_pixel_lookup_leaves_the_warning_filters_alone(spoc_cube, monkeypatch):
     """On-CCD positions never swap the process-wide warning filters (``catch_warnings`` is not
     thread-safe: concurrent cuts could leave an "ignore" behind), and far-off positions give NaN
     without letting a warning out."""
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
     cube = open_cube(spoc_cube)
     xs, ys = np.meshgrid(np.linspace(0, 63, 9), np.linspace(0, 63, 9))
     ras, decs = cube.wcs.all_pix2world(xs.ravel(), ys.ravel(), 0)

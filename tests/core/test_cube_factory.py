@@ -1,4 +1,4 @@
-"""Tests of core.cube_factory: the cube must be astrocut 1.4.0's, built with bounded memory and safely."""
+"""Tests of core.building.factory: the cube must be astrocut 1.4.0's, built with bounded memory and safely."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from core.cube_factory import CubeFactory, TicaCubeFactory
+from core.building.factory import CubeFactory, TicaCubeFactory
 from core.errors import CorruptFileError, InvalidInputError, NotFoundError, UnavailableError
-from core.synthetic import DEMO_DEC, DEMO_RA, write_sector
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
 # Cards that legitimately differ between two builds: the build date and the timestamp astropy puts
 # in the DATASUM comment when astrocut re-opens its cube in update mode.
@@ -305,11 +305,11 @@ def test_bad_inputs(spoc_sector, spoc_sector_b, tmp_path):
 
 
 def test_quiet_and_verbose(spoc_sector, tmp_path, capsys, caplog):
-    with caplog.at_level(logging.DEBUG, logger="core.cube_factory"):
+    with caplog.at_level(logging.DEBUG, logger="core.building.factory"):
         CubeFactory().make_cube(_files(spoc_sector), tmp_path / "q.fits", verbose=False)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
-    assert [r for r in caplog.records if r.name == "core.cube_factory"] == []
+    assert [r for r in caplog.records if r.name == "core.building.factory"] == []
     # verbose prints (astrocut's lines: a logger nobody configured would show nothing)
     CubeFactory().make_cube(_files(spoc_sector), tmp_path / "v.fits", verbose=True)
     out = capsys.readouterr().out

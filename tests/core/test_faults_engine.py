@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cube import clear_cache, open_cube
-from core.cube_factory import CubeFactory
+from core.building.factory import CubeFactory
+from core.cubes.cache import clear_cache, open_cube
 from core.errors import CorruptFileError, UnavailableError
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""Tests of core.fits_cards: fast card formatting and raw-card parsing agree with astropy."""
+"""Tests of core.fitsio.cards: fast card formatting and raw-card parsing agree with astropy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from core.fits_cards import card, card_values, format_value, header_block
+from core.fitsio.cards import card, card_values, format_value, header_block
 
 
 def test_raw_card_values_match_astropy():

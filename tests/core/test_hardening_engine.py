@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.errors import CorruptFileError, InvalidInputError, TooLargeError, UnavailableError
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 ROOT = Path(__file__).resolve().parents[2]
 CENTRE = f"{DEMO_RA} {DEMO_DEC}"
@@ -24,7 +24,7 @@ CENTRE = f"{DEMO_RA} {DEMO_DEC}"
 
 @pytest.mark.parametrize("first", ["from core import img_cut, fits_cut",
                                    "from core import CutoutsCombiner; from core import fits_cut",
-                                   "import core.image; from core import fits_cut",
+                                   "import core.images.render; from core import fits_cut",
                                    "from core import fits_cut"])
 def test_13_fits_cut_is_always_the_function(first):
     code = f"{first}\nimport inspect\nassert inspect.isfunction(fits_cut), fits_cut\nprint('ok')"
@@ -41,7 +41,7 @@ def test_14_footprints_are_what_download_cutouts_takes(spoc_cube):
 
     from astroquery.mast import Tesscut
 
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
     from core.moving_target import path_to_footprints
 
     cube = open_cube(spoc_cube)
@@ -81,7 +81,7 @@ def test_15_verbose_prints_progress_and_timings(spoc_sector, spoc_cube, tmp_path
     from astropy.table import Table
     from astropy.time import Time
 
-    from core.cube import open_cube
+    from core.cubes.cache import open_cube
 
     cube = open_cube(spoc_cube)
     path = Table({"time": Time(np.asarray(cube.time[[0, -1]], dtype=float) + 2457000, format="jd"),

@@ -14,8 +14,8 @@ from astropy.wcs import WCS
 from PIL import Image
 
 from core.errors import InvalidInputError
-from core.image import img_cut, normalize_img
-from core.image_cutouts import fits_cut
+from core.images.cutouts import fits_cut
+from core.images.render import img_cut, normalize_img
 
 astrocut = pytest.importorskip("astrocut")
 

@@ -15,7 +15,7 @@ from astropy.wcs import WCS
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, NotFoundError
 from core.geometry import parse_coordinates
-from core.image_cutouts import DataWarning, cut_hdulist, fits_cut
+from core.images.cutouts import DataWarning, cut_hdulist, fits_cut
 
 astrocut = pytest.importorskip("astrocut")
 
@@ -301,8 +301,8 @@ def test_write_atomic_truncates_long_comments_silently_outside_the_warnings_lock
     (held, it would serialise every concurrent cutout write) and warns of nothing."""
     import threading
 
-    from core import image_cutouts as fits_cut_mod
     from core import quiet as quiet_mod
+    from core.images import cutouts as fits_cut_mod
 
     hdu = fits.ImageHDU(np.ones((3, 3), "f4"))
     hdu.header["ORIG_FLE"] = ("x" * 60, "Original image filename")

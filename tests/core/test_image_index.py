@@ -1,4 +1,4 @@
-"""core.image_index: footprints from headers, position queries from memory, incremental rebuilds."""
+"""core.images.index: footprints from headers, position queries from memory, incremental rebuilds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from core import range_file
-from core.image_index import ImageIndex, file_stem, footprint
+from core.images.index import ImageIndex, file_stem, footprint
+from core.storage import range_file
 
 SCALE = 1.0 / 3600  # 1 arcsec per pixel
 

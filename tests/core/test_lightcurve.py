@@ -1,5 +1,5 @@
-"""core.lightcurve (SAP from a cube) and core.preview.frame_flux, checked against lightkurve on the
-TPF core.tpf cuts for the same window, and for reading only the aperture's bytes in bounded memory."""
+"""core.cubes.lightcurve (SAP from a cube) and core.cubes.preview.frame_flux, checked against lightkurve on the
+TPF core.tpf.cut cuts for the same window, and for reading only the aperture's bytes in bounded memory."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from core.cube import open_cube
+from core.cubes.cache import open_cube
+from core.cubes.lightcurve import aperture_lightcurve, parse_mask, sap, square_mask
+from core.cubes.preview import frame_flux
 from core.cutout_size import CutoutSize, Limits
 from core.errors import InvalidInputError, NoDataError, TooLargeError
-from core.lightcurve import aperture_lightcurve, parse_mask, sap, square_mask
-from core.preview import frame_flux
-from core.synthetic import DEMO_DEC, DEMO_RA
-from core.tpf import cut_bytes, locate
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from core.tpf.cut import cut_bytes, locate
 
 lk = pytest.importorskip("lightkurve")
 
 
 def _tpf(cube, ra, dec, nx, ny, tmp_path, *, quality_bitmask="none"):
-    """The TPF core.tpf cuts (what /astrocut serves), read by lightkurve from a file."""
+    """The TPF core.tpf.cut cuts (what /astrocut serves), read by lightkurve from a file."""
     geo = locate(cube, f"{ra!r} {dec!r}", CutoutSize(nx, ny))
     path = tmp_path / f"tpf_{nx}x{ny}_{ra:.5f}.fits"
     path.write_bytes(bytes(cut_bytes(cube, geo).data))
@@ -247,8 +247,8 @@ def test_tica_equals_lightkurve_with_zero_errors(tica_cube, tmp_path):
 def test_range_reads_of_a_remote_source_give_the_same_sums(spoc_cube, band_bytes):
     """Sources without a local file (S3) are read through their concurrent, coalescing range
     reads instead of preadv: the same bytes, so the same light curve, off-cube pixels included."""
-    from core.cube import Cube
-    from core.sources import MemorySource
+    from core.cubes.cube import Cube
+    from core.storage.sources import MemorySource
 
     local = open_cube(spoc_cube)
     with open(spoc_cube, "rb") as fh:

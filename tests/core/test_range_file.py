@@ -1,4 +1,4 @@
-"""Tests of core.range_file: RangeFile over sources, and open_fits locally and on a real moto S3 server."""
+"""Tests of core.storage.range_file: RangeFile over sources, and open_fits locally and on a real moto S3 server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from core.errors import CorruptFileError, NotFoundError
-from core.range_file import RangeFile, open_fits
-from core.sources import open_source
+from core.storage.range_file import RangeFile, open_fits
+from core.storage.sources import open_source
 from tests.core.conftest import BUCKET
 
 

@@ -1,4 +1,4 @@
-"""Tests of core.s3: the configuration from the environment (the same names as the service's settings)."""
+"""Tests of core.storage.s3: the configuration from the environment (the same names as the service's settings)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from core.errors import InvalidInputError
-from core.s3 import S3Config
+from core.storage.s3 import S3Config
 
 # --------------------------------------------------------------------------------------- config
 

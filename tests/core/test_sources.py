@@ -1,4 +1,4 @@
-"""Tests of core.sources (and core.s3's client/HEAD handling) against local files and a real moto S3 server on loopback."""
+"""Tests of core.storage.sources (and core.storage.s3's client/HEAD handling) against local files and a real moto S3 server on loopback."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from core import s3 as storage
 from core.errors import CorruptFileError, ForbiddenError, InvalidInputError, NotFoundError, UnavailableError
-from core.s3 import S3Config
-from core.sources import GLOBAL_STATS, LocalSource, S3Source, open_source
+from core.storage import s3 as storage
+from core.storage.s3 import S3Config
+from core.storage.sources import GLOBAL_STATS, LocalSource, S3Source, open_source
 
 try:
     from tests.s3server import MotoS3Server, free_port

@@ -1,4 +1,4 @@
-"""Tests of core.synthetic: the synthetic FFIs must be what real TESS readers (astropy, astrocut) accept."""
+"""Tests of core.synthetic.ffis: the synthetic FFIs must be what real TESS readers (astropy, astrocut) accept."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from core.errors import InvalidInputError, NoDataError
-from core.synthetic import (
+from core.synthetic.ffis import (
     DEMO_DEC,
     DEMO_RA,
     FULL_SHAPE,
@@ -342,7 +342,7 @@ _TESSWCS_REF = {
 @pytest.mark.parametrize("key", sorted(_TESSWCS_REF))
 def test_wcs_equals_tesswcs_from_sector(key):
     """The WCS assembled from tesswcs's data files is tesswcs.WCS.from_sector's, also after a CRPIX shift."""
-    from core.synthetic import sector_wcs_header
+    from core.synthetic.ffis import sector_wcs_header
 
     ref = np.array(_TESSWCS_REF[key])
     ours = _strict_wcs(sector_wcs_header(*key))

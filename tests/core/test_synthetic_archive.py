@@ -1,4 +1,4 @@
-"""core.synthetic_archive: sparse real-size cubes, readable, cuttable, with distinct real footprints."""
+"""core.synthetic.archive: sparse real-size cubes, readable, cuttable, with distinct real footprints."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from core import cube as cube_mod
-from core.synthetic_archive import (
+from core.cubes import cache as cube_mod
+from core.synthetic.archive import (
     _rotated_wcs,
     archive_wcs,
     cube_name,
@@ -19,7 +19,7 @@ from core.synthetic_archive import (
     write_sparse_cube,
 )
 from core.tess_wcs import archived_tables, full_frame_wcs, pointings
-from core.tpf import CutoutFactory
+from core.tpf.cut import CutoutFactory
 
 MB = 1024 * 1024
 
@@ -35,7 +35,7 @@ def _sep(a: tuple[float, float], b: tuple[float, float]) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, c))))
 
 
-def _centre(cube: cube_mod.Cube) -> tuple[float, float]:
+def _centre(cube: Cube) -> tuple[float, float]:
     ra, dec = cube.wcs.all_pix2world(1068.0, 1024.0, 0)
     return float(ra), float(dec)
 
@@ -99,8 +99,8 @@ def test_tica_cube(tmp_path):
 @pytest.mark.parametrize("product", ["SPOC", "TICA"])
 def test_layout_is_cube_factorys(tmp_path, product):
     """Same HDUs, header keywords and table columns as CubeFactory builds from synthetic FFIs."""
-    from core.cube_factory import CubeFactory
-    from core.synthetic import write_sector
+    from core.building.factory import CubeFactory
+    from core.synthetic.ffis import write_sector
 
     s = write_sector(tmp_path / "ffi", sector=38, camera=2, ccd=2, size=(8, 8), frames=2, product=product)
     ref = tmp_path / "ref.fits"

@@ -1,4 +1,4 @@
-"""core.tpf: target pixel files from cubes, checked against astrocut 1.4.0 and lightkurve."""
+"""core.tpf.cut: target pixel files from cubes, checked against astrocut 1.4.0 and lightkurve."""
 
 from __future__ import annotations
 
@@ -15,19 +15,20 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
-from core import cube as cube_mod
-from core import cube_cache, tpf_layout
-from core import tpf as tpf_mod
-from core.cube import open_cube
+from core.cubes import cache as cube_cache
+from core.cubes import cube as cube_mod
+from core.cubes.cache import open_cube
 from core.cutout_size import CutoutSize
 from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError, TooLargeError
-from core.synthetic import DEMO_DEC, DEMO_RA
-from core.tpf import CutoutFactory, build_tpf, tpf_bytes, tpf_filename
-from core.wcs_fit import fit_linear_wcs, sample_grid
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from core.tpf import cut as tpf_mod
+from core.tpf import layout as tpf_layout
+from core.tpf.cut import CutoutFactory, build_tpf, tpf_bytes, tpf_filename
+from core.tpf.wcs_fit import fit_linear_wcs, sample_grid
 
 CENTRE = f"{DEMO_RA} {DEMO_DEC}"
 
-# Header values that differ from astrocut on purpose (see core.tpf's docstring).
+# Header values that differ from astrocut on purpose (see core.tpf.cut's docstring).
 INTENDED = {"CREATOR", "PROCVER", "WCS_MSEP", "WCS_SIG", "DATASUM", "CHECKSUM"}
 # Keys of the fitted WCS: compared through the WCS itself (test_wcs_agrees_with_astrocut).
 FIT_KEYS = {"CRPIX1", "CRPIX2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CRVAL1", "CRVAL2", "LATPOLE"}
@@ -287,11 +288,11 @@ def test_memory_result_round_trips(spoc_cube):
 @pytest.mark.parametrize("view_reads", [1 << 30, 4000], ids=["bytes-reads", "view-reads"])
 def test_memory_result_is_lazy_and_survives_close(spoc_cube, tmp_path, monkeypatch, view_reads, internals):
     """The in-memory HDUList parses nothing until used (the public-API fallback of
-    core._astropy_io parses the primary header only), reads like fits.open of the same bytes,
+    core.fitsio._astropy_io parses the primary header only), reads like fits.open of the same bytes,
     and, like astrocut's, stays readable after close() or a with block. Data read through views
     of the bytes is still a writable copy: the bytes never change."""
-    from core import _astropy_io
-    from core.range_file import RangeFile
+    from core.fitsio import _astropy_io
+    from core.storage.range_file import RangeFile
 
     monkeypatch.setattr(RangeFile, "view_bytes", view_reads)
     monkeypatch.setattr(_astropy_io, "USE_INTERNALS", internals)
@@ -325,7 +326,7 @@ def test_tpf_bytes_with_and_without_astropy_internals(spoc_cube, monkeypatch):
     """tpf_bytes hands back the assembled bytes of an untouched TPF (astropy's header flag), and the
     public-API fallback (every header counted as edited: re-serialised) gives the same bytes; an
     edited header is serialised in both."""
-    from core import _astropy_io
+    from core.fitsio import _astropy_io
 
     raw = bytes(CutoutFactory().cube_cut(spoc_cube, CENTRE, [7, 4], memory_only=True).raw)
     for internals in (True, False):
@@ -471,7 +472,7 @@ def _cut(cube, x, y, size) -> bytes:
 
 
 def _fresh(path):
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
     return open_cube(path)
 
 
@@ -505,7 +506,7 @@ def test_prototype_threads_and_caches_give_identical_bytes(product, spoc_cube, t
         # 9x7 around (31.81, 32.21): columns round(27.31)..round(36.31), rows round(28.71)..round(35.71)
         block = cube.read_block(29, 36, 27, 36)
         np.testing.assert_array_equal(hdul[1].data["FLUX"], block[..., 0].transpose(2, 0, 1))
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
 
 
 def test_caches_are_bounded(spoc_cube, monkeypatch):
@@ -520,7 +521,7 @@ def test_caches_are_bounded(spoc_cube, monkeypatch):
     assert len(fits_) == 4
     kept = sum(proto.nbytes for proto in cube.memo.values("tpf-proto"))
     assert 0 < kept <= 600_000
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
 
 
 def test_world_to_pixel_is_astropys(spoc_cube):
@@ -538,7 +539,7 @@ def test_world_to_pixel_is_astropys(spoc_cube):
     # the far side of the sky is not on the CCD
     ra0, dec0 = wcs.wcs.crval
     assert np.isnan(cube.radec_to_pixel((ra0 + 180) % 360, -dec0)[0])
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
 
 
 def test_pixel_positions_are_cached_and_bounded(spoc_cube, monkeypatch):
@@ -555,7 +556,7 @@ def test_pixel_positions_are_cached_and_bounded(spoc_cube, monkeypatch):
     # off the sky's projection: NaN, first computed, then from the cache
     far = ((wcs.wcs.crval[0] + 180) % 360, -wcs.wcs.crval[1])
     assert all(np.isnan(v) for _ in range(2) for v in cube.radec_to_pixel(*far))
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()
 
 
 def test_concurrent_cuts_share_the_caches_safely(spoc_cube, monkeypatch):
@@ -579,4 +580,4 @@ def test_concurrent_cuts_share_the_caches_safely(spoc_cube, monkeypatch):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda job: _cut(cube, *job), jobs * 3))
     assert got == expected * 3
-    cube_mod.clear_cache()
+    cube_cache.clear_cache()

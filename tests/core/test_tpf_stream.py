@@ -1,4 +1,4 @@
-"""core.tpf_stream: a TPF produced in bounded pieces is byte-identical to the in-memory cut, its
+"""core.tpf.stream: a TPF produced in bounded pieces is byte-identical to the in-memory cut, its
 spool is removed whatever happens, and cube_cut writes big files through it."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from core import cube as cube_mod
-from core import tpf as tpf_mod
-from core.cube import open_cube
-from core.tpf import CutoutFactory, cut_bytes, locate
-from core.tpf_stream import TpfStream, remove_stale_spools
+from core.cubes import cache as cube_mod
+from core.cubes.cache import open_cube
+from core.tpf import cut as tpf_mod
+from core.tpf.cut import CutoutFactory, cut_bytes, locate
+from core.tpf.stream import TpfStream, remove_stale_spools
 
 # (x, y, size): inside, and partly off each edge (NaN padding), on a 64x64 test cube
 CASES = [(31.81, 32.21, [9, 7]), (1.2, 2.6, 10), (62.3, 63.1, [12, 5]), (40.2, 20.7, 30), (20.0, 30.0, [64, 64])]
@@ -28,7 +28,7 @@ def _geo(cube, x, y, size):
 def test_stream_equals_the_in_memory_cut(product, band_bytes, spoc_cube, tica_cube, tmp_path, monkeypatch):
     """Whatever the band size (tiles of one row-part, several rows, or all at once; table bands of
     one frame or all), the streamed bytes are the in-memory cut's, and the spool is gone after."""
-    import core.tpf_stream as stream_mod
+    import core.tpf.stream as stream_mod
 
     monkeypatch.setattr(stream_mod.TpfStream, "__init__", _with_min_band(stream_mod.TpfStream.__init__))
     cube = open_cube(spoc_cube if product == "SPOC" else tica_cube)
@@ -69,7 +69,7 @@ def test_closing_early_removes_the_spool(spoc_cube, tmp_path):
 def test_a_cancelled_stream_stops_and_removes_the_spool(spoc_cube, tmp_path):
     import threading
 
-    from core.tpf_stream import StreamCancelled
+    from core.tpf.stream import StreamCancelled
 
     cube = open_cube(spoc_cube)
     cancel = threading.Event()

@@ -1,0 +1,900 @@
+"""Batch cutouts on Dask distributed: many targets, every hosted cube that contains each one.
+
+:func:`run_batch` reads a target table (a CSV with columns ``ra,dec`` and optional ``name`` and
+``sector``, or rows given in Python), asks a cube catalog which cubes contain each target, and
+runs one Dask task per (target, cube) on a :class:`distributed.LocalCluster` (``workers``
+processes of one thread each, ``memory_limit`` per worker) or on a running cluster
+(``scheduler`` address). Each task opens its cube itself through
+``CutoutFactory().cube_cut(uri, ...)`` (local paths and ``s3://`` URIs alike) and writes the
+target pixel file atomically to ``{out_dir}/{name or ra_dec}/{legacy TPF name}``.
+
+The catalog (:class:`core.catalog.snapshot.Catalog`, e.g. from :func:`core.catalog.snapshot.open_catalog`) is used
+on the client only, to plan the tasks; the tasks receive plain values: URI, position, size, output
+directory, S3 settings as a dict.
+
+Runs are resumable. A finished output is recognised by its name and its size: the previous
+run's manifest records both (those pairs are skipped without a task), and every task first
+computes the exact name and size of the file it is about to write (a TPF's size follows from the
+cube and the cutout's shape) and skips the cut when that file is already there whole. Writes are
+atomic (temporary name, then rename), so a partial file never carries a final name.
+
+The manifest (``out_dir/manifest.csv`` by default) has one row per (target, cube): index, name,
+ra, dec, sector, camera, ccd, cube, size, status (``ok`` | ``skipped`` | ``error``), file (relative
+to ``out_dir``), bytes, error. A bad input row (non-numeric or out-of-range position, a missing
+value) and a target on no cube become ``error`` rows; nothing in the table stops the run. The
+manifest is rewritten atomically every ``checkpoint_s`` seconds while the run goes on (finished
+rows only, so an interrupted run leaves a true one) and at the end; an interrupted run's final
+manifest lists the pairs it did not reach as errors, which a rerun then cuts.
+
+Progress is a tqdm bar when stderr is a terminal, log lines (logger ``core.batch.cutouts``) every
+``log_every`` tasks and at the end otherwise, driven by :func:`distributed.as_completed`.
+
+Follows TESScut's batch habit of one TPF per (target, sector/camera/CCD) and its legacy file
+names (:func:`core.tpf.cut.tpf_filename`); astrocut has no batch runner.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.catalog.snapshot import Catalog
+from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
+from core.storage.atomic import atomic_output
+from core.storage.s3 import S3Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from distributed import Client
+
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "MANIFEST_COLUMNS",
+    "WORKER_SATURATION",
+    "BatchReport",
+    "ManifestRow",
+    "ProgressDisplay",
+    "StatusCounts",
+    "Target",
+    "check_cluster_options",
+    "cut_target",
+    "cutout_size_arg",
+    "dask_client",
+    "describe_error",
+    "read_targets",
+    "run_batch",
+    "target_dir_name",
+    "task_result",
+    "write_manifest",
+]
+
+logger = logging.getLogger("core.batch.cutouts")
+
+#: memory each LocalCluster worker may use (Dask's nanny pauses a worker at 80%, restarts it at 95%)
+DEFAULT_MEMORY_LIMIT = "2GiB"
+#: the manifest's columns, in order
+MANIFEST_COLUMNS = ("index", "name", "ra", "dec", "sector", "camera", "ccd", "cube", "size", "status",
+                    "file", "bytes", "error")
+#: at most this many tasks are submitted and not yet finished (bounds client and scheduler memory)
+MAX_IN_FLIGHT = 2000
+#: tasks given to the scheduler in one ``client.map``
+SUBMIT_CHUNK = 500
+#: tasks a LocalCluster's scheduler hands each worker thread ahead (Dask's default, 1.1, makes
+#: every millisecond-long cutout wait for a scheduler round trip: 1000 trivial tasks on 1 worker
+#: took 3.0 s with it, 0.8 s with 16, here); a running cluster keeps its own setting
+WORKER_SATURATION = 16.0
+#: how long reaching a running scheduler may take (Dask retries the connection until then)
+CONNECT_TIMEOUT = "20s"
+_UNITS = ("px", "arcsec", "arcmin", "deg")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+# --------------------------------------------------------------------------------------------
+# targets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the target table.
+
+    ``ra``/``dec`` are None when the row is bad; ``error`` then says why (a message naming the
+    field) and ``raw_ra``/``raw_dec`` keep what the row held.
+    """
+
+    index: int
+    name: str
+    ra: float | None
+    dec: float | None
+    sector: int | None = None
+    raw_ra: str = ""
+    raw_dec: str = ""
+    error: str = ""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a manifest or report: ``Type (field): message`` (the field when the
+    :class:`~core.errors.CutoutError` names one)."""
+    if isinstance(exc, CutoutError):
+        where = f" ({exc.field})" if exc.field else ""
+        return f"{type(exc).__name__}{where}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _number(value: Any, fieldname: str) -> float:
+    text = _text(value)
+    if not text:
+        raise InvalidInputError(f"the row has no {fieldname} value", field=fieldname)
+    try:
+        number = float(text)
+    except ValueError:
+        raise InvalidInputError(f"{fieldname} {text!r} is not a number", field=fieldname) from None
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{fieldname} {text!r} is not a finite number", field=fieldname)
+    return number
+
+
+def _sector(value: Any) -> int | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not (math.isfinite(number) and number == int(number) and number >= 1):
+        raise InvalidInputError(f"sector {text!r} is not a sector number", field="sector")
+    return int(number)
+
+
+def _target(index: int, get: Callable[[str], Any]) -> Target:
+    raw_ra, raw_dec = _text(get("ra")), _text(get("dec"))
+    name = _text(get("name"))
+    try:
+        ra = _number(get("ra"), "ra")
+        dec = _number(get("dec"), "dec")
+        if not -90.0 <= dec <= 90.0:
+            raise InvalidInputError(f"dec {dec} is outside [-90, 90] degrees", field="dec")
+        sector = _sector(get("sector"))
+    except InvalidInputError as exc:
+        return Target(index, name, None, None, None, raw_ra, raw_dec, describe_error(exc))
+    return Target(index, name, ra % 360.0, dec, sector, raw_ra, raw_dec)
+
+
+def read_targets(source: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Target]:
+    """Read a target table: a CSV file, or rows (mappings, or ``(ra, dec[, name[, sector]])``).
+
+    Column names are matched without regard to case or surrounding spaces; other columns are
+    ignored. A bad row (a value that is not a number, Dec outside [-90, 90], a missing value, a
+    sector that is not a positive whole number) becomes a :class:`Target` with ``error`` set.
+
+    Raises
+    ------
+    InvalidInputError
+        The CSV has no ``ra`` or no ``dec`` column (``field`` names it), or ``source`` is
+        neither a path nor rows.
+    NotFoundError
+        The CSV does not exist.
+    """
+    from core.errors import NotFoundError
+
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise NotFoundError(f"target table {path} does not exist", field="targets")
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
+            reader = csv.reader(lines)
+            header = [h.strip().lower() for h in next(reader, [])]
+            for column in ("ra", "dec"):
+                if column not in header:
+                    raise InvalidInputError(f"the target table {path} has no {column!r} column "
+                                            f"(columns: {', '.join(header) or 'none'})", field=column)
+            out = []
+            for i, cells in enumerate(reader):
+                values = dict(zip(header, cells))
+                out.append(_target(i, values.get))
+            return out
+    if isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
+        raise InvalidInputError("targets must be a CSV path or a list of rows", field="targets")
+    out = []
+    for i, row in enumerate(source):
+        if isinstance(row, Mapping):
+            values = {str(k).strip().lower(): v for k, v in row.items()}
+        elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
+            values = dict(zip(("ra", "dec", "name", "sector"), row))
+        else:
+            values = {}
+        out.append(_target(i, values.get))
+    return out
+
+
+def target_dir_name(name: str, ra: float, dec: float) -> str:
+    """The output folder of a target: its name made safe for a file system, else ``{ra}_{dec}``
+    (6 decimals, as the TPF names have them). Runs of other characters than letters, digits and
+    ``._+-`` become ``_``; leading dots are dropped (no hidden folders, no ``..``)."""
+    safe = _UNSAFE.sub("_", name.strip()).lstrip(".")[:120]
+    return safe or f"{ra:.6f}_{dec:.6f}"
+
+
+# --------------------------------------------------------------------------------------------
+# sizes
+# --------------------------------------------------------------------------------------------
+
+
+def _size_values(size: Any, units: str) -> tuple[tuple[float, float], str]:
+    """Validated ``((x, y), units)``: whole pixels >= 1, or positive angles (one value: square)."""
+    if not isinstance(units, str) or units.lower() not in _UNITS:
+        raise InvalidInputError(f"units must be one of {', '.join(_UNITS)}, got {units!r}", field="units")
+    units = units.lower()
+    values = [size] if isinstance(size, (int, float, str)) else list(size) if size is not None else []
+    if len(values) not in (1, 2):
+        raise InvalidInputError(f"size takes one or two numbers (x then y), got {size!r}", field="size")
+    numbers = []
+    for v in values:
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"size {v!r} is not a number", field="size") from None
+        if not (math.isfinite(number) and number > 0):
+            raise InvalidInputError(f"size must be positive, got {v!r}", field="size")
+        if units == "px" and (number != int(number) or number < 1):
+            raise InvalidInputError(f"a size in pixels must be a whole number >= 1, got {v!r}", field="size")
+        numbers.append(int(number) if units == "px" else number)
+    if len(numbers) == 1:
+        numbers *= 2
+    return (numbers[0], numbers[1]), units
+
+
+def cutout_size_arg(size: Sequence[float], units: str) -> Any:
+    """What ``cube_cut`` takes for a size ``(x, y)`` in ``units``: ``[nx, ny]`` for pixels, an
+    angular ``Quantity`` pair otherwise (x first, as astrocut behaves)."""
+    if units == "px":
+        return [int(size[0]), int(size[1])]
+    import astropy.units as u
+
+    return [float(size[0]), float(size[1])] * {"arcsec": u.arcsec, "arcmin": u.arcmin, "deg": u.deg}[units]
+
+
+def _size_text(size: Sequence[float], units: str) -> str:
+    return f"{size[0]:g}x{size[1]:g} {units}"
+
+
+# --------------------------------------------------------------------------------------------
+# the task (runs on a worker: plain arguments in, a plain dict out)
+# --------------------------------------------------------------------------------------------
+
+
+def _s3_config(s3: Mapping[str, Any] | S3Config | None) -> S3Config | None:
+    if s3 is None or isinstance(s3, S3Config):
+        return s3
+    return S3Config(**dict(s3))
+
+
+def _remove_stale_parts(path: str) -> None:
+    """Remove the temporary files an earlier, killed attempt at ``path`` left beside it
+    (:func:`core.storage.atomic.atomic_output` names them ``.{name}.{random}.part``). Within a run one
+    task writes each path, so any such file is stale."""
+    import glob
+
+    directory, name = os.path.split(path)
+    for part in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.part")):
+        try:
+            os.unlink(part)
+        except OSError:
+            pass
+
+
+def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: str, product: str,
+               target_dir: str, s3: Mapping[str, Any] | S3Config | None = None) -> dict[str, Any]:
+    """Cut one target out of one cube into ``target_dir`` (the Dask task of :func:`run_batch`).
+
+    The exact output name and size are computed first (the window :func:`core.tpf.cut.locate`
+    places, :func:`core.tpf.cut.tpf_filename`, the byte size of that window's TPF for this cube); a
+    file already there with that size is kept (``"skipped"``). Otherwise
+    ``CutoutFactory().cube_cut`` writes it (temporary name, then rename), after removing what a
+    killed earlier attempt left of its temporary files.
+
+    Returns
+    -------
+    dict
+        ``{"status": "ok" | "skipped", "path": str, "bytes": int}`` or
+        ``{"status": "error", "error": str}``; failures never raise, so one bad cube cannot end
+        the batch.
+    """
+    from core.cubes.cache import open_cube
+    from core.tpf.cut import CutoutFactory, locate, tpf_filename, tpf_nbytes
+
+    try:
+        config = _s3_config(s3)
+        cutout_size = cutout_size_arg(size, units)
+        coordinates = f"{float(ra)!r} {float(dec)!r}"  # the exact floats: RA_OBJ/DEC_OBJ as given
+        cube = open_cube(uri, s3=config)
+        win = locate(cube, coordinates, cutout_size).window
+        path = os.path.join(target_dir, tpf_filename(cube.uri, ra, dec, win.nx, win.ny))
+        # the TPF of a window is the cube's layout for that shape, byte for byte (core.tpf.cut)
+        expected = tpf_nbytes(cube, win.nx, win.ny)
+        try:
+            if os.stat(path).st_size == expected:
+                return {"status": "skipped", "path": path, "bytes": expected}
+        except FileNotFoundError:
+            pass
+        _remove_stale_parts(path)
+        written = CutoutFactory().cube_cut(uri, coordinates, cutout_size, product=product,
+                                           output_path=target_dir, s3=config)
+        return {"status": "ok", "path": os.fspath(written), "bytes": os.path.getsize(written)}
+    except Exception as exc:  # noqa: BLE001 - reported in the manifest, the batch goes on
+        return {"status": "error", "error": describe_error(exc)}
+
+
+# --------------------------------------------------------------------------------------------
+# the cluster and the progress display (shared with core.batch.cube_builds)
+# --------------------------------------------------------------------------------------------
+
+
+def check_cluster_options(scheduler: Any, workers: Any, memory_limit: Any) -> tuple[int | None, Any]:
+    """Validated ``(workers, memory_limit)`` for :func:`dask_client` (``memory_limit`` is only
+    checked when a LocalCluster will be made, ``scheduler`` being None).
+
+    Raises
+    ------
+    InvalidInputError
+        ``workers`` is not a positive whole number, or ``memory_limit`` is not a size
+        (``"2GiB"``, a number of bytes, ``"auto"``).
+    """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InvalidInputError(f"workers must be a positive whole number, got {workers!r}", field="workers")
+    if scheduler is not None or memory_limit == "auto":
+        return workers, memory_limit
+    from dask.utils import parse_bytes
+
+    try:
+        nbytes = parse_bytes(memory_limit) if isinstance(memory_limit, str) else float(memory_limit)
+    except (TypeError, ValueError):
+        nbytes = float("nan")
+    if not (math.isfinite(nbytes) and nbytes > 0):
+        raise InvalidInputError(f"memory_limit must be a size such as '2GiB' or a number of bytes, "
+                                f"got {memory_limit!r}", field="memory_limit")
+    return workers, memory_limit
+
+
+@contextmanager
+def dask_client(scheduler: str | Client | None = None, *, workers: int | None = None,
+                memory_limit: str | float = DEFAULT_MEMORY_LIMIT) -> Iterator[Client]:
+    """A Dask client: to the running scheduler at ``scheduler``, or to a new LocalCluster.
+
+    Parameters
+    ----------
+    scheduler : str or distributed.Client, optional
+        A scheduler address (``tcp://host:8786``) or a client to use as is (not closed here).
+        ``workers`` and ``memory_limit`` are the running cluster's business then.
+    workers : int, optional
+        Worker processes of the LocalCluster, one thread each (default: the CPU count).
+    memory_limit : str or number
+        Memory per LocalCluster worker (``"2GiB"``, bytes, or ``"auto"``: system memory / workers).
+
+    Raises
+    ------
+    UnavailableError
+        The scheduler cannot be reached.
+    InvalidInputError
+        Bad ``workers`` or ``memory_limit``.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    workers, memory_limit = check_cluster_options(scheduler, workers, memory_limit)
+    if scheduler is not None and not isinstance(scheduler, str):
+        yield scheduler
+        return
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise UnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
+                                   field="scheduler") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    # The scheduler runs in this process and logs every worker's arrival and departure at INFO;
+    # under a CLI's INFO logging that buries the batch's own lines, so it is held at WARNING here.
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    dask_log.setLevel(max(level, logging.WARNING))
+    try:
+        # read once, when the scheduler starts
+        with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                   processes=True, memory_limit=memory_limit, host="127.0.0.1",
+                                   dashboard_address=None, silence_logs=logging.WARNING,
+                                   # no dashboard; the scheduler's small HTTP server (health,
+                                   # metrics) on a free loopback port rather than 8787 (often taken)
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+        try:
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+    finally:
+        dask_log.setLevel(level)
+
+
+class ProgressDisplay:
+    """Progress of ``total`` tasks: a tqdm bar when stderr is a terminal, else log lines every
+    ``log_every`` tasks and at the end.
+
+    Parameters
+    ----------
+    total : int
+        Number of tasks.
+    label : str
+        What is counted (bar description, start of each log line).
+    progress : bool or callable, optional
+        None or True: the bar or the log lines; False: neither; a callable: the bar or the log
+        lines, and ``progress(done, total)`` after each task.
+    log_every : int
+        Tasks between two log lines.
+
+    Raises
+    ------
+    InvalidInputError
+        ``progress`` is none of those.
+    """
+
+    def __init__(self, total: int, *, label: str, progress: bool | Callable[[int, int], Any] | None = None,
+                 log_every: int = 100, log: logging.Logger = logger) -> None:
+        if progress is not None and not isinstance(progress, bool) and not callable(progress):
+            raise InvalidInputError("progress must be True, False, None or a callable(done, total)",
+                                    field="progress")
+        show = progress is not False
+        callback = progress if callable(progress) and not isinstance(progress, bool) else None
+        self.total, self.label, self.callback, self.log = total, label, callback, log
+        self.log_every = max(1, int(log_every))
+        self.done = 0
+        self.counts: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.show = show
+        self.bar = None
+        if show and total and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="task", file=sys.stderr, dynamic_ncols=True)
+
+    def _summary(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        return f"{self.label}: {self.done}/{self.total} done ({counts or 'none yet'}; {rate:.1f}/s)"
+
+    def update(self, status: str) -> None:
+        """Count one finished task of ``status``."""
+        self.done += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(self.counts, refresh=False)
+        elif self.show and (self.done % self.log_every == 0 and self.done < self.total):
+            self.log.info("%s", self._summary())
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        """Close the bar; log the final line."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.show:
+            self.log.info("%s", self._summary())
+
+
+# --------------------------------------------------------------------------------------------
+# the manifest
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ManifestRow:
+    """One (target, cube) pair of a batch, as written to the manifest."""
+
+    index: int
+    name: str
+    ra: str
+    dec: str
+    sector: int | None = None
+    camera: int | None = None
+    ccd: int | None = None
+    cube: str = ""
+    size: str = ""
+    status: str = ""  # "ok" | "skipped" | "error"; "" while not finished
+    file: str = ""
+    bytes: int | None = None
+    error: str = ""
+
+    def as_csv(self) -> dict[str, Any]:
+        """The row's cells (None as empty)."""
+        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> str:
+    """Write ``rows`` as the manifest CSV at ``path``, atomically (temporary name, then rename)."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_csv())
+    return os.fspath(path)
+
+
+def _previous_outputs(path: str) -> dict[tuple, tuple[str, int]]:
+    """Finished pairs of a previous manifest: (name, ra, dec, cube, size) -> (file, bytes)."""
+    done: dict[tuple, tuple[str, int]] = {}
+    if not os.path.isfile(path):
+        return done
+    with open(path, newline="", encoding="utf-8") as fh:
+        try:
+            for row in csv.DictReader(fh):
+                if row.get("status") not in ("ok", "skipped") or not row.get("file"):
+                    continue
+                try:
+                    nbytes = int(row.get("bytes") or "")
+                except ValueError:
+                    continue
+                key = (row.get("name", ""), row.get("ra", ""), row.get("dec", ""), row.get("cube", ""),
+                       row.get("size", ""))
+                done[key] = (row["file"], nbytes)
+        except csv.Error as exc:
+            logger.warning("ignoring the unreadable previous manifest %s (%s)", path, exc)
+            return {}
+    return done
+
+
+def _whole_file(out_dir: str, relative: str, nbytes: int, target_dir: str, prefix: str) -> bool:
+    """Whether a previous manifest's file is the one this pair names, and whole: in the target's
+    folder, named ``{cube stem}_{ra}_{dec}_...`` (its window's shape follows), of ``nbytes``."""
+    path = os.path.normpath(os.path.join(out_dir, relative))
+    if os.path.dirname(path) != os.path.normpath(target_dir) or not os.path.basename(path).startswith(prefix):
+        return False
+    try:
+        return os.stat(path).st_size == nbytes
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# the batch
+# --------------------------------------------------------------------------------------------
+
+
+class StatusCounts:
+    """``ok``, ``skipped`` and ``errors`` of a report whose items have a ``status``."""
+
+    def _items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def count(self, status: str) -> int:
+        """Items of ``status``."""
+        return sum(1 for item in self._items() if item.status == status)
+
+    @property
+    def ok(self) -> int:
+        """Outputs written by this run."""
+        return self.count("ok")
+
+    @property
+    def skipped(self) -> int:
+        """Outputs already there whole."""
+        return self.count("skipped")
+
+    @property
+    def errors(self) -> int:
+        """Items that produced no output."""
+        return self.count("error")
+
+
+@dataclass
+class BatchReport(StatusCounts):
+    """What :func:`run_batch` did.
+
+    Attributes
+    ----------
+    manifest : str
+        Path of the manifest written.
+    rows : list of ManifestRow
+        One per (target, cube), plus one per bad or uncovered target, in table order.
+    tasks : int
+        Tasks run on the cluster (pairs not already recorded as done by the previous manifest).
+    timings : dict
+        Seconds spent planning, starting or reaching the cluster, running tasks, in all.
+    interrupted : bool
+        The run stopped early (the exception is re-raised; the report is then only on disk).
+    """
+
+    manifest: str
+    rows: list[ManifestRow]
+    tasks: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def _items(self) -> list[Any]:
+        return self.rows
+
+
+@dataclass
+class _Task:
+    """One cutout to run, and the manifest rows waiting for it (duplicates share a task)."""
+
+    args: tuple
+    label: str
+    rows: list[ManifestRow]
+
+
+def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], units: str,
+          sectors: set[int] | None, product: str, out_dir: str, s3: dict | None, previous: dict
+          ) -> tuple[list[ManifestRow], list[_Task]]:
+    """Manifest rows for every (target, cube) and the tasks still to run."""
+    from core.tpf.cut import tpf_filename
+
+    rows: list[ManifestRow] = []
+    tasks: dict[tuple, _Task] = {}
+    size_text = _size_text(size, units)
+    for t in targets:
+        if t.error:
+            rows.append(ManifestRow(t.index, t.name, t.raw_ra, t.raw_dec, t.sector, size=size_text,
+                                    status="error", error=t.error))
+            continue
+        ra_text, dec_text = repr(t.ra), repr(t.dec)
+        wanted = sectors
+        if t.sector is not None:
+            wanted = {t.sector} if sectors is None else sectors & {t.sector}
+        base = {"index": t.index, "name": t.name, "ra": ra_text, "dec": dec_text, "size": size_text}
+        try:
+            if wanted is not None and not wanted:
+                raise NoDataError(f"the row's sector {t.sector} is not among the requested sectors "
+                                  f"{sorted(sectors or ())}", field="sector")
+            records = list(catalog.containing(t.ra, t.dec, 0.0, product=product,
+                                              sectors=None if wanted is None else sorted(wanted)))
+            if not records:
+                raise NoDataError("no hosted cube contains the position", field="coordinates")
+        except CutoutError as exc:
+            rows.append(ManifestRow(**base, sector=t.sector, status="error", error=describe_error(exc)))
+            continue
+        tdir = os.path.join(out_dir, target_dir_name(t.name, t.ra, t.dec))
+        for rec in sorted(records, key=lambda r: (int(r.sector), int(r.camera), int(r.ccd), str(r.uri))):
+            row = ManifestRow(**base, sector=int(rec.sector), camera=int(rec.camera), ccd=int(rec.ccd),
+                              cube=str(rec.uri))
+            rows.append(row)
+            done = previous.get((t.name, ra_text, dec_text, row.cube, size_text))
+            if done is not None:
+                prefix = tpf_filename(row.cube, t.ra, t.dec, 1, 1).rsplit("_", 2)[0] + "_"
+                if _whole_file(out_dir, done[0], done[1], tdir, prefix):
+                    row.status, row.file, row.bytes = "skipped", done[0], done[1]
+                    continue
+            key = (row.cube, ra_text, dec_text, tdir)
+            task = tasks.get(key)
+            if task is None:
+                label = f"cutout-{getattr(rec, 'sector_name', '') or rec.sector}-{t.index}"
+                args = (row.cube, t.ra, t.dec, size, units, product, tdir, s3)
+                task = tasks[key] = _Task(args, label, [])
+            task.rows.append(row)
+    return rows, list(tasks.values())
+
+
+def task_result(future: Any) -> dict[str, Any]:
+    """A finished task's result dict, or an error dict when the task failed on the cluster (a
+    worker died, the task was cancelled)."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - a worker died, the task was cancelled...
+        return {"status": "error", "error": f"the task failed on the cluster: {describe_error(exc)}"}
+
+
+def run_batch(
+    targets: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]],
+    *,
+    size: float | Sequence[float],
+    units: str = "px",
+    sectors: Iterable[int] | None = None,
+    out_dir: str | os.PathLike,
+    catalog: Catalog,
+    scheduler: str | Client | None = None,
+    workers: int | None = None,
+    product: str = "SPOC",
+    progress: bool | Callable[[int, int], Any] | None = None,
+    memory_limit: str | float = DEFAULT_MEMORY_LIMIT,
+    s3: S3Config | Mapping[str, Any] | None = None,
+    manifest: str | os.PathLike | None = None,
+    log_every: int = 100,
+    checkpoint_s: float = 10.0,
+) -> BatchReport:
+    """Cut a target pixel file for every target on every cube that contains it, on Dask.
+
+    Parameters
+    ----------
+    targets : path or iterable
+        A CSV with columns ``ra,dec`` (degrees) and optional ``name`` and ``sector`` (that row is
+        cut from that sector only), or rows: mappings with those keys or ``(ra, dec[, name[,
+        sector]])`` sequences. See :func:`read_targets`.
+    size : int or (x, y)
+        Cutout size, x first (as astrocut behaves); one value gives a square.
+    units : {"px", "arcsec", "arcmin", "deg"}
+        Units of ``size``. Angular sizes become pixels on each cube (rounded up, as astrocut).
+    sectors : iterable of int, optional
+        Only these sectors.
+    out_dir : path
+        Output root: ``{out_dir}/{name or ra_dec}/{legacy TPF name}``.
+    catalog : Catalog
+        Says which cubes contain a position (see the module docstring).
+    scheduler : str or distributed.Client, optional
+        A running scheduler's address (or a client). Default: a new LocalCluster for this run.
+    workers : int, optional
+        LocalCluster worker processes, one thread each (default: the CPU count, at most one per task).
+    product : {"SPOC", "TICA"}
+        Which cubes.
+    progress : bool or callable, optional
+        None/True: a bar on a terminal, log lines otherwise; False: neither. A callable is called as
+        ``progress(done, total)`` after each task (with the display); an exception it raises
+        stops the run as an interruption does.
+    memory_limit : str or number
+        Memory per LocalCluster worker (default ``"2GiB"``).
+    s3 : S3Config or mapping, optional
+        S3 settings for ``s3://`` cubes, sent to the tasks as a plain dict (default: each
+        worker's environment).
+    manifest : path, optional
+        Default ``out_dir/manifest.csv``; a previous run's there tells which outputs are done.
+    log_every : int
+        Log a progress line every this many tasks (no terminal).
+    checkpoint_s : float
+        Rewrite the manifest at most this often while tasks finish (0: after every batch of
+        results that arrives).
+
+    Returns
+    -------
+    BatchReport
+
+    Raises
+    ------
+    InvalidInputError
+        Bad ``size``, ``units``, ``product``, ``sectors``, ``workers``, ``memory_limit``, or a
+        target CSV without ``ra``/``dec`` columns.
+    UnavailableError
+        The scheduler cannot be reached.
+    KeyboardInterrupt, or what ``progress`` raised
+        After the manifest was written: tasks not finished are listed as errors (a running
+        LocalCluster is shut down; on an outside cluster, tasks already running finish there).
+    """
+    t0 = time.monotonic()
+    size_xy, units = _size_values(size, units)
+    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
+        raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
+    product = product.upper()
+    try:
+        wanted = None if sectors is None else {int(s) for s in sectors}
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"sectors must be sector numbers, got {sectors!r}", field="sectors") from None
+    workers, memory_limit = check_cluster_options(scheduler, workers, memory_limit)
+    ProgressDisplay(0, label="cutouts", progress=progress)  # checks progress before any work
+    out = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out, exist_ok=True)
+    manifest_path = os.path.abspath(os.fspath(manifest)) if manifest is not None else os.path.join(
+        out, "manifest.csv")
+    config = dataclasses.asdict(s3) if isinstance(s3, S3Config) else (dict(s3) if s3 is not None else None)
+
+    table = read_targets(targets)
+    rows, tasks = _plan(table, catalog, size_xy, units, wanted, product, out, config,
+                        _previous_outputs(manifest_path))
+    report = BatchReport(manifest=manifest_path, rows=rows, tasks=len(tasks))
+    report.timings["plan"] = time.monotonic() - t0
+    bad = sum(1 for t in table if t.error)
+    logger.info("batch: %d targets (%d bad rows), %d rows: %d done before, %d errors, %d to cut",
+                len(table), bad, len(rows), report.skipped, report.errors, len(tasks))
+    write_manifest(manifest_path, [r for r in rows if r.status])
+    if not tasks:
+        report.timings["total"] = time.monotonic() - t0
+        return report
+
+    display = None
+    try:
+        t1 = time.monotonic()
+        n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(tasks))
+        with dask_client(scheduler, workers=n_workers, memory_limit=memory_limit) as client:
+            report.timings["cluster"] = time.monotonic() - t1
+            # made once the cluster is up, so that its rate is the tasks' alone
+            display = ProgressDisplay(len(tasks), label="cutouts", progress=progress, log_every=log_every)
+            _run(client, tasks, display, out, manifest_path, rows, checkpoint_s)
+            report.timings["run"] = time.monotonic() - t1 - report.timings["cluster"]
+    except BaseException as exc:
+        report.interrupted = True
+        why = f"not run: the batch was interrupted before this cutout ({describe_error(exc)})"
+        for r in rows:
+            if not r.status:
+                r.status, r.error = "error", why
+        raise
+    finally:
+        if display is not None:
+            display.close()
+        write_manifest(manifest_path, [r for r in rows if r.status])
+        report.timings["total"] = time.monotonic() - t0
+    return report
+
+
+def _record(task: _Task, result: Any, out_dir: str) -> str:
+    """Write a task's result (a result dict, or the exception the task failed with on the
+    cluster) into its manifest rows; return the status."""
+    if isinstance(result, BaseException) or not isinstance(result, dict):
+        what = describe_error(result) if isinstance(result, BaseException) else repr(result)
+        result = {"status": "error", "error": f"the task failed on the cluster: {what}"}
+    status = result.get("status", "error")
+    for row in task.rows:
+        row.status = status
+        if status == "error":
+            row.error = str(result.get("error", "unknown error"))
+        else:
+            row.file = os.path.relpath(result["path"], out_dir).replace(os.sep, "/")
+            row.bytes = int(result["bytes"])
+    return status
+
+
+def _run(client: Client, tasks: list[_Task], display: ProgressDisplay, out_dir: str, manifest_path: str,
+         rows: list[ManifestRow], checkpoint_s: float) -> None:
+    """Submit the tasks in chunks (at most :data:`MAX_IN_FLIGHT` unfinished at a time) and record
+    each result as it arrives; rewrite the manifest every ``checkpoint_s`` seconds. On any
+    exception (an interruption) the unfinished tasks are cancelled before it propagates.
+
+    ``client.map`` of a chunk and ``as_completed(with_results=True).batches()`` cost the client
+    about half what one ``submit`` and one ``result()`` per task do (measured: 1000 trivial
+    tasks, 2 workers); with cutouts of a millisecond or two that overhead is most of a task."""
+    from distributed import as_completed
+
+    run = uuid.uuid4().hex[:8]  # keys unique per run: a rerun never reuses an old run's result
+    inflight: dict[str, tuple[Any, _Task]] = {}  # key -> (future, task)
+    done = as_completed(with_results=True, raise_errors=False)
+    chunk = max(1, min(SUBMIT_CHUNK, MAX_IN_FLIGHT))
+    submitted = 0
+
+    def submit_chunk() -> None:
+        nonlocal submitted
+        part = tasks[submitted : submitted + chunk]
+        keys = [f"{t.label}-{run}-{submitted + i}" for i, t in enumerate(part)]  # unique even for twins
+        futures = client.map(cut_target, *zip(*(t.args for t in part)), key=keys, pure=False)
+        for future, task in zip(futures, part):
+            inflight[future.key] = (future, task)
+        submitted += len(part)
+        done.update(futures)
+
+    last = time.monotonic()
+    try:
+        while submitted < len(tasks) and len(inflight) + chunk <= MAX_IN_FLIGHT:
+            submit_chunk()
+        for batch in done.batches():
+            for future, result in batch:
+                status = _record(inflight.pop(future.key)[1], result, out_dir)
+                display.update(status)
+            while submitted < len(tasks) and len(inflight) + chunk <= MAX_IN_FLIGHT:
+                submit_chunk()
+            if time.monotonic() - last >= checkpoint_s:
+                write_manifest(manifest_path, [r for r in rows if r.status])
+                last = time.monotonic()
+    except BaseException:
+        try:
+            client.cancel([f for f, _ in inflight.values()])
+        except Exception:  # the client may be what failed; the first error is the one raised
+            logger.debug("could not cancel the unfinished tasks", exc_info=True)
+        raise

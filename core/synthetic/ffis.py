@@ -1,0 +1,657 @@
+"""Realistic synthetic TESS full-frame images (SPOC and TICA) for tests and benchmarks.
+
+Real TESS data cannot be downloaded here, so this module writes FFIs that real TESS tools accept:
+SPOC calibrated FFIs (primary HDU, ``CAMERA.CCD c.d cal`` image, ``CAMERA.CCD c.d uncert`` image)
+and TICA FFIs (one primary HDU with the image), with the header keywords those products carry, the
+real per-sector TAN-SIP WCS shipped with ``tesswcs``, Gaussian stars at the pixels the WCS maps
+their sky positions to, one star with a box transit and a few frames flagged in DQUALITY/QUAL_BIT.
+
+Layout follows the real products (as astrocut's ``CubeFactory`` and TICA readers expect them):
+full frames are 2136 columns x 2078 rows, with 44 leading and 44 trailing virtual columns and 30
+trailing virtual rows around the 2048 x 2048 science area. A small ``size`` cuts a window out of
+that full frame, shifting CRPIX (the SIP terms are relative to CRPIX, so the WCS stays exact) and
+the physical (RAWX/RAWY) WCS.
+
+Example
+-------
+>>> s = write_sector(tmp, size=(64, 64), center=(DEMO_RA, DEMO_DEC), frames=10)  # doctest: +SKIP
+>>> s.ffi_files[0].name  # doctest: +SKIP
+'tess2021119...-s0038-2-2-0209-s_ffic.fits'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import get_body_barycentric
+from astropy.io import fits
+from astropy.time import Time
+from astropy.wcs import WCS
+from erfa import ErfaWarning
+from scipy.special import erf
+
+from core.errors import InvalidInputError, NoDataError
+from core.quiet import quiet
+from core.storage.atomic import atomic_output
+from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
+
+__all__ = [
+    "DEMO_DEC",
+    "DEMO_RA",
+    "FULL_SHAPE",
+    "Star",
+    "SyntheticSector",
+    "sector_wcs_header",
+    "spoc_ffi_name",
+    "tica_ffi_name",
+    "write_sector",
+]
+
+#: A position on camera 2 / CCD 2 in sectors 11 and 38 (used by fixtures and demos).
+DEMO_RA, DEMO_DEC = 217.42893801, -62.67949189
+
+_VIRTUAL_COLS_LEFT = 44
+_SCIENCE = 2048  # science rows/columns
+_BTJD0 = 2457000.0
+_PSF_SIGMA = 0.9  # pixels
+_STAMP_RADIUS = 6  # pixels; the Gaussian is < 1e-9 of the flux beyond this
+_SPEED_OF_LIGHT_AU_PER_DAY = 173.1446326846693
+
+# Spacecraft configuration ids seen in real SPOC file names (others are interpolated).
+_SCID = {1: 120, 2: 121, 3: 123, 4: 124, 5: 125, 6: 126, 7: 131, 8: 136, 9: 139, 10: 140, 11: 143,
+         12: 144, 13: 146, 38: 209}
+
+
+@dataclass
+class Star:
+    """One injected star: sky position (deg), 0-based pixel position in the written image, flux (e-/s)."""
+
+    ra: float
+    dec: float
+    x: float
+    y: float
+    flux: float
+    transit: bool = False
+
+
+@dataclass
+class SyntheticSector:
+    """What :func:`write_sector` wrote, with the truth needed to check readers against it."""
+
+    ffi_files: list[pathlib.Path]
+    stars: list[Star]
+    transit_star: Star
+    transit_t0: float
+    transit_duration: float
+    transit_depth: float
+    quality_frames: list[int]
+    tstart: np.ndarray
+    tstop: np.ndarray
+    sector: int
+    camera: int
+    ccd: int
+    product: str
+    shape: tuple[int, int]
+    origin: tuple[int, int] = field(default=(0, 0))  # (y0, x0) of the image in full-FFI pixels
+
+    @property
+    def in_transit(self) -> np.ndarray:
+        """Boolean per frame: True when the frame's mid-time is inside the transit box."""
+        mid = 0.5 * (self.tstart + self.tstop)
+        return np.abs(mid - self.transit_t0) < 0.5 * self.transit_duration
+
+
+# ----------------------------------------------------------------------------------------------
+# WCS
+
+
+def sector_wcs_header(sector: int, camera: int, ccd: int, *, origin: tuple[int, int] = (0, 0),
+                      fallback_center: tuple[float, float] | None = None) -> fits.Header:
+    """WCS header cards (celestial TAN-SIP with a CD matrix, plus the physical RAWX/RAWY WCS 'P').
+
+    Parameters
+    ----------
+    sector, camera, ccd : int
+        Which solution (``tesswcs.WCS.from_sector`` numbers for archived sectors).
+    origin : (y0, x0)
+        0-based full-FFI pixel of the image's first pixel; CRPIX and the physical WCS are shifted.
+    fallback_center : (ra, dec), optional
+        Pointing used when tesswcs has no solution for the sector.
+    """
+    w = full_frame_wcs(sector, camera, ccd, fallback_center)
+    y0, x0 = origin
+    with quiet():
+        full = w.to_header(relax=True)
+    hdr = fits.Header()
+    hdr["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
+    hdr["EQUINOX"] = (2000.0, "equinox of celestial coordinate system")
+    hdr["WCSAXES"] = (2, "number of World Coordinate System axes")
+    hdr["CTYPE1"] = ("RA---TAN-SIP", "Gnomonic projection + SIP distortions")
+    hdr["CTYPE2"] = ("DEC--TAN-SIP", "Gnomonic projection + SIP distortions")
+    hdr["CRVAL1"] = (float(w.wcs.crval[0]), "RA at CRPIX1, CRPIX2")
+    hdr["CRVAL2"] = (float(w.wcs.crval[1]), "DEC at CRPIX1, CRPIX2")
+    hdr["CRPIX1"] = (float(w.wcs.crpix[0]) - x0, "X reference pixel")
+    hdr["CRPIX2"] = (float(w.wcs.crpix[1]) - y0, "Y reference pixel")
+    cd = w.wcs.cd if w.wcs.has_cd() else w.wcs.get_pc() * w.wcs.cdelt[:, None]
+    for i in range(2):
+        for j in range(2):
+            hdr[f"CD{i + 1}_{j + 1}"] = (float(cd[i, j]), "Transformation matrix")
+    for card in full.cards:
+        if card.keyword[:2] in ("A_", "B_") or card.keyword[:3] in ("AP_", "BP_"):
+            hdr[card.keyword] = (card.value, card.comment)
+    hdr["WCSNAMEP"] = ("PHYSICAL", "name of world coordinate system alternate P")
+    hdr["WCSAXESP"] = (2, "number of WCS physical axes")
+    hdr["CTYPE1P"] = ("RAWX", "physical WCS axis 1 type CCD col")
+    hdr["CUNIT1P"] = ("PIXEL", "physical WCS axis 1 unit")
+    hdr["CRPIX1P"] = (1, "reference CCD column")
+    hdr["CRVAL1P"] = (x0 + 1, "value at reference CCD column")
+    hdr["CDELT1P"] = (1.0, "physical WCS axis 1 step")
+    hdr["CTYPE2P"] = ("RAWY", "physical WCS axis 2 type CCD row")
+    hdr["CUNIT2P"] = ("PIXEL", "physical WCS axis 2 units")
+    hdr["CRPIX2P"] = (1, "reference CCD row")
+    hdr["CRVAL2P"] = (y0 + 1, "value at reference CCD row")
+    hdr["CDELT2P"] = (1.0, "physical WCS axis 2 step")
+    return hdr
+
+
+# ----------------------------------------------------------------------------------------------
+# Times and names
+
+
+def _default_cadence_minutes(sector: int) -> float:
+    if sector >= 56:
+        return 200.0 / 60.0
+    if sector >= 27:
+        return 10.0
+    return 30.0
+
+
+def _sector_start_btjd(sector: int) -> float:
+    """A plausible first-cadence BTJD: the sector's start in tesswcs's pointings, else extrapolated."""
+    p = pointings().get(sector)
+    if p is not None and p["start"] > _BTJD0:
+        return p["start"] - _BTJD0 + 0.75
+    return 1325.29 + (sector - 1) * 27.4
+
+
+def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
+    """Barycentric light-travel correction (days) toward (ra, dec), from the geocentre.
+
+    The Earth's barycentric position (astropy's built-in ephemeris) projected on the line of sight;
+    TESS is ~0.001 au from the Earth, which is below what these synthetic data need.
+    """
+    t = Time(np.asarray(btjd, dtype=float) + _BTJD0, format="jd", scale="tdb")
+    earth = get_body_barycentric("earth", t).xyz.to_value(u.au)  # (3, n)
+    ra_r, dec_r = math.radians(ra), math.radians(dec)
+    n = np.array([math.cos(dec_r) * math.cos(ra_r), math.cos(dec_r) * math.sin(ra_r), math.sin(dec_r)])
+    return (n @ earth) / _SPEED_OF_LIGHT_AU_PER_DAY
+
+
+def _utc_iso(btjd: np.ndarray, barycorr: np.ndarray) -> list[str]:
+    """ISO UTC strings ('...Z', ms precision) of spacecraft times BTJD - BARYCORR (TDB -> UTC)."""
+    with quiet(ErfaWarning):  # "dubious year": future sectors, no leap-second table
+        t = Time(np.asarray(btjd) - np.asarray(barycorr) + _BTJD0, format="jd", scale="tdb").utc
+        t.precision = 3
+        return [v + "Z" for v in np.atleast_1d(t.isot)]
+
+
+def _iso_to_mjd(iso: str) -> float:
+    """MJD of an ISO calendar string, read in its own scale (what wcslib's datfix computes)."""
+    with quiet(ErfaWarning):
+        return float(Time(iso.rstrip("Z"), format="isot", scale="utc").mjd)
+
+
+def _scid(sector: int) -> int:
+    if sector in _SCID:
+        return _SCID[sector]
+    known = sorted(_SCID)
+    lo = max([s for s in known if s < sector], default=known[0])
+    return _SCID[lo] + 2 * (sector - lo)
+
+
+def spoc_ffi_name(sector: int, camera: int, ccd: int, tstart: float) -> str:
+    """SPOC FFI file name, ``tess{YYYYDDDHHMMSS}-s{sector:04d}-{camera}-{ccd}-{scid:04d}-s_ffic.fits``.
+
+    The time stamp is the UTC of ``tstart`` (BTJD, converted without the barycentric correction);
+    real SPOC names stamp a time near the end of the exposure, which no reader relies on.
+    """
+    with quiet(ErfaWarning):  # "dubious year" for future sectors
+        stamp = Time(float(tstart) + _BTJD0, format="jd", scale="tdb").utc.strftime("%Y%j%H%M%S")
+    return f"tess{stamp}-s{sector:04d}-{camera}-{ccd}-{_scid(sector):04d}-s_ffic.fits"
+
+
+def tica_ffi_name(sector: int, camera: int, ccd: int, cadence: int, orbit: int = 1) -> str:
+    """TICA FFI file name, ``hlsp_tica_tess_ffi_s{sector:04d}-o{orbit}-{cadence:08d}-cam{camera}-ccd{ccd}_tess_v01_img.fits``."""
+    return (f"hlsp_tica_tess_ffi_s{sector:04d}-o{orbit}-{cadence:08d}-cam{camera}-ccd{ccd}"
+            "_tess_v01_img.fits")
+
+
+# ----------------------------------------------------------------------------------------------
+# Scene
+
+
+def _psf_stamp(x: float, y: float, flux: float, ny: int, nx: int) -> tuple[slice, slice, np.ndarray] | None:
+    """Pixel-integrated Gaussian of total ``flux`` centred at 0-based (x, y), clipped to the image."""
+    ix, iy = int(np.rint(x)), int(np.rint(y))
+    x0, x1 = max(ix - _STAMP_RADIUS, 0), min(ix + _STAMP_RADIUS + 1, nx)
+    y0, y1 = max(iy - _STAMP_RADIUS, 0), min(iy + _STAMP_RADIUS + 1, ny)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    s = _PSF_SIGMA * math.sqrt(2.0)
+    ex = np.arange(x0, x1 + 1) - 0.5 - x
+    ey = np.arange(y0, y1 + 1) - 0.5 - y
+    fx = 0.5 * np.diff(erf(ex / s))
+    fy = 0.5 * np.diff(erf(ey / s))
+    return slice(y0, y1), slice(x0, x1), (flux * np.outer(fy, fx)).astype(np.float32)
+
+
+def _place_stars(rng: np.random.Generator, n: int, box: tuple[int, int, int, int],
+                 taken: list[tuple[float, float]], min_sep: float = 7.0) -> list[tuple[float, float]]:
+    """Up to ``n`` (x, y) positions in box (x0, x1, y0, y1), at least ``min_sep`` px from each other."""
+    bx0, bx1, by0, by1 = box
+    out: list[tuple[float, float]] = []
+    if bx1 <= bx0 or by1 <= by0:
+        return out
+    pts = list(taken)
+    for _ in range(200 * max(n, 1)):
+        if len(out) >= n:
+            break
+        x = float(rng.uniform(bx0, bx1))
+        y = float(rng.uniform(by0, by1))
+        if all((x - px) ** 2 + (y - py) ** 2 >= min_sep**2 for px, py in pts):
+            out.append((x, y))
+            pts.append((x, y))
+    return out
+
+
+def _science_box(origin: tuple[int, int], shape: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1) in image pixels of the science area, shrunk by ``margin``."""
+    y0, x0 = origin
+    ny, nx = shape
+    sx0 = max(_VIRTUAL_COLS_LEFT - x0, 0) + margin
+    sx1 = min(_VIRTUAL_COLS_LEFT + _SCIENCE - x0, nx) - 1 - margin
+    sy0 = max(-y0, 0) + margin
+    sy1 = min(_SCIENCE - y0, ny) - 1 - margin
+    return sx0, sx1, sy0, sy1
+
+
+# ----------------------------------------------------------------------------------------------
+# Headers
+
+
+def _spoc_primary(sector: int, camera: int, ccd: int, t0: float, t1: float, date_obs: str,
+                  date_end: str, date: str, ffiindex: int) -> fits.Header:
+    p = pointings().get(sector, {"ra": DEMO_RA, "dec": DEMO_DEC, "roll": 0.0})
+    h = fits.Header()
+    h["NEXTEND"] = (2, "number of standard extensions")
+    h["EXTNAME"] = ("PRIMARY", "name of extension")
+    h["EXTVER"] = (1, "extension version number (not format version)")
+    h["SIMDATA"] = (False, "file is based on simulated data")
+    h["ORIGIN"] = ("NASA/Ames", "institution responsible for creating this file")
+    h["DATE"] = (date, "file creation date.")
+    h["TSTART"] = (t0, "observation start time in TJD")
+    h["TSTOP"] = (t1, "observation stop time in TJD")
+    h["DATE-OBS"] = (date_obs, "TSTART as UTC calendar date")
+    h["DATE-END"] = (date_end, "TSTOP as UTC calendar date")
+    h["CREATOR"] = ("12345 FfiExporter", "pipeline job and program used to produce")
+    h["PROCVER"] = ("spoc-5.0.40-20210505", "SW version")
+    h["FILEVER"] = ("1.0", "file format version")
+    h["TIMVERSN"] = ("OGIP/93-003", "OGIP memo number for file format")
+    h["TELESCOP"] = ("TESS", "telescope")
+    h["INSTRUME"] = ("TESS Photometer", "detector type")
+    h["DATA_REL"] = (max(1, sector), "data release version number")
+    h["SECTOR"] = (sector, "Observing sector")
+    h["CAMERA"] = (camera, "Camera number")
+    h["CCD"] = (ccd, "CCD chip number")
+    h["PXTABLE"] = (129, "pixel table id")
+    h["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
+    h["RA_NOM"] = (p["ra"], "[deg] RA of camera boresight")
+    h["DEC_NOM"] = (p["dec"], "[deg] DEC of camera boresight")
+    h["ROLL_NOM"] = (p["roll"], "[deg] roll angle of camera")
+    h["CRMITEN"] = (True, "spacecraft cosmic ray mitigation enabled")
+    h["CRBLKSZ"] = (10, "[exposures] s/c cosmic ray mitigation block siz")
+    h["CRSPOC"] = (False, "SPOC cosmic ray cleaning enabled")
+    h["FFIINDEX"] = (ffiindex, "number of FFI cadence interval")
+    return h
+
+
+def _timing_cards(h: fits.Header, cadence_s: float, t0: float, t1: float, date_obs: str,
+                  date_end: str) -> None:
+    telapse = t1 - t0
+    deadc = 0.792
+    num_frm = int(np.rint(cadence_s / 2.0))
+    h["TIMEREF"] = ("SOLARSYSTEM", "barycentric correction applied to times")
+    h["TASSIGN"] = ("SPACECRAFT", "where time is assigned")
+    h["TIMESYS"] = ("TDB", "time system is Barycentric Dynamical Time (TDB)")
+    h["BJDREFI"] = (2457000, "integer part of BTJD reference date")
+    h["BJDREFF"] = (0.0, "fraction of the day in BTJD reference date")
+    h["TIMEUNIT"] = ("d", "time unit for TIME, TSTART and TSTOP")
+    h["TELAPSE"] = (telapse, "[d] TSTOP - TSTART")
+    h["LIVETIME"] = (telapse * deadc, "[d] TELAPSE multiplied by DEADC")
+    h["TSTART"] = (t0, "observation start time in BTJD")
+    h["TSTOP"] = (t1, "observation stop time in BTJD")
+    h["DATE-OBS"] = (date_obs, "TSTART as UTC calendar date")
+    h["DATE-END"] = (date_end, "TSTOP as UTC calendar date")
+    # MJD-OBS/MJD-END restate DATE-OBS/DATE-END (same calendar, same scale) so that wcslib's
+    # 'datfix' has nothing to add: astropy's WCS() then reads the header without FITSFixedWarning.
+    h["MJD-OBS"] = (_iso_to_mjd(date_obs), "DATE-OBS as MJD")
+    h["MJD-END"] = (_iso_to_mjd(date_end), "DATE-END as MJD")
+    h["DEADC"] = (deadc, "deadtime correction")
+    h["TIMEPIXR"] = (0.5, "bin time beginning=0 middle=0.5 end=1")
+    h["TIERRELA"] = (1.16e-05, "[d] relative time error")
+    h["INT_TIME"] = (1.98, "[s] photon accumulation time per frame")
+    h["READTIME"] = (0.02, "[s] readout time per frame")
+    h["FRAMETIM"] = (2.0, "[s] frame time (INT_TIME + READTIME)")
+    h["NUM_FRM"] = (num_frm, "number of frames per time stamp")
+    h["TIMEDEL"] = (cadence_s / 86400.0, "[d] time resolution of data")
+
+
+def _spoc_image_header(kind: str, camera: int, ccd: int, cadence_s: float, t0: float, t1: float,
+                       date_obs: str, date_end: str, wcs_hdr: fits.Header, barycorr: float,
+                       dquality: int) -> fits.Header:
+    h = fits.Header()
+    h["INHERIT"] = (True, "inherit the primary header")
+    h["EXTNAME"] = (f"CAMERA.CCD {camera}.{ccd} {kind}", "extension name")
+    h["EXTVER"] = (1 if kind == "cal" else 2, "extension version number (not format version)")
+    h["TELESCOP"] = ("TESS", "telescope")
+    h["INSTRUME"] = ("TESS Photometer", "detector type")
+    h["CAMERA"] = (camera, "Camera number")
+    h["CCD"] = (ccd, "CCD chip number")
+    _timing_cards(h, cadence_s, t0, t1, date_obs, date_end)
+    h["BUNIT"] = ("electrons/s", "physical units of image data")
+    h["BACKAPP"] = (False, "background is subtracted")
+    h["DEADAPP"] = (True, "deadtime applied")
+    h["VIGNAPP"] = (True, "vignetting or collimator correction applied")
+    for ch, g, rn, bl in zip("ABCD", (5.22, 5.21, 5.21, 5.26), (9.45, 9.31, 9.30, 9.84),
+                             (6534.5, 6522.1, 6581.9, 6558.3)):
+        h[f"GAIN{ch}"] = (g, f"[electrons/count] CCD output {ch} gain")
+    for ch, rn in zip("ABCD", (9.45, 9.31, 9.30, 9.84)):
+        h[f"READNOI{ch}"] = (rn, f"[electrons] read noise CCD output {ch}")
+    h["NREADOUT"] = (48, "number of read per cadence")
+    h["FXDOFF"] = (209715, "compression fixed offset")
+    for ch, bl in zip("ABCD", (6534.5, 6522.1, 6581.9, 6558.3)):
+        h[f"MEANBLC{ch}"] = (bl, f"[count] FSW mean black level CCD output {ch}")
+    h.extend(wcs_hdr.cards)
+    h["BARYCORR"] = (float(barycorr), "[d] barycentric time correction")
+    h["DQUALITY"] = (int(dquality), "data quality flags")
+    h["IMAGTYPE"] = (kind, "FFI image type: raw, cal, uncert")
+    return h
+
+
+def _tica_header(sector: int, camera: int, ccd: int, cadence_s: float, t0: float, t1: float,
+                 cadence_no: int, wcs_hdr: fits.Header, qual: int) -> fits.Header:
+    h = fits.Header()
+    h["TICAVER"] = ("0.4.4", "TICA software version")
+    h["CALIBRAT"] = (True, "calibrated image")
+    h["TELESCOP"] = ("TESS", "telescope")
+    h["INSTRUME"] = ("TESS Photometer", "detector type")
+    h["SECTOR"] = (sector, "Observing sector")
+    h["ORBIT"] = (0, "orbit number")  # overwritten by the caller
+    h["CAMNUM"] = (camera, "Camera number")
+    h["CCDNUM"] = (ccd, "CCD number")
+    h["CADENCE"] = (cadence_no, "spacecraft cadence number")
+    h["TJD_ZERO"] = (_BTJD0, "JD zero point of TJD times")
+    h["STARTTJD"] = (t0, "[d] start of exposure in TJD")
+    h["MIDTJD"] = (0.5 * (t0 + t1), "[d] mid of exposure in TJD")
+    h["ENDTJD"] = (t1, "[d] end of exposure in TJD")
+    h["INT_TIME"] = (1.98, "[s] photon accumulation time per frame")
+    h["EXPTIME"] = (cadence_s * 0.8 * 0.99, "[s] total exposure time (cosmic-ray mitigated)")
+    h["NUM_FRM"] = (int(np.rint(cadence_s / 2.0)), "number of frames per cadence")
+    h["QUAL_BIT"] = (int(qual), "quality bit flags")
+    h["BUNIT"] = ("electrons/s", "physical units of image data")
+    h.extend(wcs_hdr.cards)
+    return h
+
+
+# ----------------------------------------------------------------------------------------------
+# Writer
+
+
+def _atomic_write(hdul: fits.HDUList, path: pathlib.Path) -> None:
+    with atomic_output(path) as tmp:
+        hdul.writeto(tmp, overwrite=True, checksum=True)
+
+
+def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, product: Any, n_stars: Any,
+              cadence_minutes: Any) -> tuple[int, int, int, int, tuple[int, int], str, int, float | None]:
+    def _int(v: Any, name: str, lo: int, hi: int | None = None) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InvalidInputError(f"{name} must be an integer, got {v!r}.", field=name)
+        if v < lo or (hi is not None and v > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise InvalidInputError(f"{name} must be {rng}, got {v}.", field=name)
+        return int(v)
+
+    sector = _int(sector, "sector", 1)
+    camera = _int(camera, "camera", 1, 4)
+    ccd = _int(ccd, "ccd", 1, 4)
+    frames = _int(frames, "frames", 1)
+    n_stars = _int(n_stars, "n_stars", 1)
+    if isinstance(size, str):
+        if size != "full":
+            raise InvalidInputError(f"size must be 'full' or (ny, nx), got {size!r}.", field="size")
+        shape = FULL_SHAPE
+    else:
+        try:
+            ny, nx = size
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"size must be 'full' or (ny, nx), got {size!r}.", field="size") from None
+        ny = _int(ny, "size", 1, FULL_SHAPE[0])
+        nx = _int(nx, "size", 1, FULL_SHAPE[1])
+        shape = (ny, nx)
+    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
+        raise InvalidInputError(f"product must be 'SPOC' or 'TICA', got {product!r}.", field="product")
+    cad: float | None = None
+    if cadence_minutes is not None:
+        try:
+            cad = float(cadence_minutes)
+        except (TypeError, ValueError):
+            cad = float("nan")
+        if not (cad > 0 and math.isfinite(cad)):
+            raise InvalidInputError(f"cadence_minutes must be a positive number, got {cadence_minutes!r}.",
+                                    field="cadence_minutes")
+    return sector, camera, ccd, frames, shape, product.upper(), n_stars, cad
+
+
+def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 2, ccd: int = 2,
+                 frames: int = 10, size: str | tuple[int, int] = "full", product: str = "SPOC",
+                 center: tuple[float, float] | None = None, seed: int = 0, n_stars: int = 20,
+                 quality_frames: list[int] | None = None,
+                 cadence_minutes: float | None = None) -> SyntheticSector:
+    """Write a synthetic sector of TESS FFIs (SPOC or TICA) and return what was injected.
+
+    Parameters
+    ----------
+    out_dir : path
+        Directory for the files (created if missing). Each file is written to a temporary name
+        in it and renamed when complete.
+    sector, camera, ccd : int
+        Which detector; the WCS is tesswcs's archived solution for it (a plausible TAN-SIP
+        fallback for sectors tesswcs has not archived).
+    frames : int
+        Number of consecutive FFIs (cadence 200 s from sector 56, 600 s for 27-55, 1800 s before,
+        unless ``cadence_minutes`` is given).
+    size : "full" or (ny, nx)
+        "full" is the real 2078 x 2136 FFI (virtual columns/rows included); a pair cuts a window out
+        of the full frame centred on ``center``.
+    product : "SPOC" or "TICA"
+    center : (ra, dec) in degrees, optional
+        Sky position of the window centre and of the transit star. Default: the CCD centre.
+    seed : int
+        Everything (star positions, fluxes, noise, transit, flagged frames) derives from it.
+    n_stars : int
+        Number of stars, the transit star included.
+    quality_frames : list of int, optional
+        Frame indices with non-zero DQUALITY (SPOC) / QUAL_BIT (TICA). Default: 1-2 picked from seed.
+    cadence_minutes : float, optional
+        Override of the cadence.
+
+    Returns
+    -------
+    SyntheticSector
+
+    Raises
+    ------
+    InvalidInputError
+        A parameter is out of range (``field`` names it).
+    NoDataError
+        ``center`` does not fall on the CCD.
+    """
+    sector, camera, ccd, frames, shape, product, n_stars, cad = _validate(
+        sector, camera, ccd, frames, size, product, n_stars, cadence_minutes)
+    if center is not None:
+        try:
+            cra, cdec = (float(v) for v in center)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.",
+                                    field="center") from None
+        if not (math.isfinite(cra) and math.isfinite(cdec) and -90 <= cdec <= 90):
+            raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.", field="center")
+        center = (cra % 360.0, cdec)
+    if quality_frames is not None:
+        qf = []
+        for q in quality_frames:
+            if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= q < frames:
+                raise InvalidInputError(f"quality_frames must hold frame indices 0..{frames - 1}, got {q!r}.",
+                                        field="quality_frames")
+            qf.append(int(q))
+        quality = sorted(set(qf))
+    else:
+        quality = None
+
+    rng = np.random.default_rng(seed)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ny, nx = shape
+
+    # --- geometry: full-frame WCS, window origin, transit-star pixel
+    full = full_frame_wcs(sector, camera, ccd, center)
+    if center is not None:
+        with quiet():
+            fx, fy = (float(v) for v in full.all_world2pix([[center[0], center[1]]], 0, tolerance=1e-10,
+                                                           quiet=True)[0])
+        on_ccd = (math.isfinite(fx) and math.isfinite(fy) and -0.5 <= fx < FULL_SHAPE[1] - 0.5
+                  and -0.5 <= fy < FULL_SHAPE[0] - 0.5)
+        if not on_ccd:
+            raise NoDataError(f"center {center} is not on sector {sector} camera {camera} CCD {ccd}.",
+                              field="center")
+    else:
+        fx = _VIRTUAL_COLS_LEFT + _SCIENCE / 2.0
+        fy = _SCIENCE / 2.0
+    if shape == FULL_SHAPE:
+        origin = (0, 0)
+    else:
+        origin = (int(np.rint(fy)) - ny // 2, int(np.rint(fx)) - nx // 2)
+    wcs_hdr = sector_wcs_header(sector, camera, ccd, origin=origin, fallback_center=center)
+    with quiet():
+        img_wcs = WCS(wcs_hdr)
+    tx, ty = fx - origin[1], fy - origin[0]
+    if center is None:
+        center_radec = img_wcs.all_pix2world([[tx, ty]], 0)[0]
+        tra, tdec = float(center_radec[0]), float(center_radec[1])
+    else:
+        tra, tdec = center
+
+    # --- stars
+    box = _science_box(origin, shape, margin=3)
+    positions = _place_stars(rng, n_stars - 1, box, [(tx, ty)])
+    fluxes = np.exp(rng.uniform(np.log(3e3), np.log(2e5), size=len(positions)))
+    transit_star = Star(ra=tra, dec=tdec, x=tx, y=ty, flux=5.0e4, transit=True)
+    stars = [transit_star]
+    if positions:
+        world = img_wcs.all_pix2world(np.asarray(positions), 0)
+        for (x, y), (ra, dec), f in zip(positions, world, fluxes):
+            stars.append(Star(ra=float(ra), dec=float(dec), x=x, y=y, flux=float(f)))
+
+    # --- times
+    cadence_s = (cad if cad is not None else _default_cadence_minutes(sector)) * 60.0
+    cad_d = cadence_s / 86400.0
+    t_first = _sector_start_btjd(sector)
+    tstart = t_first + cad_d * np.arange(frames)
+    tstop = tstart + cad_d
+    mid = 0.5 * (tstart + tstop)
+    span = tstop[-1] - tstart[0]
+    depth = float(rng.uniform(0.01, 0.05))
+    if frames >= 3:
+        duration = max(0.3 * span, 1.01 * cad_d)
+        t0 = float(mid[frames // 2])
+    else:
+        duration = 0.5 * cad_d
+        t0 = float(mid[-1])
+    in_transit = np.abs(mid - t0) < 0.5 * duration
+    barycorr = _barycorr_days(mid, tra, tdec)
+    obs_iso = _utc_iso(tstart, barycorr)
+    end_iso = _utc_iso(tstop, barycorr)
+    if quality is None:
+        n_q = 0 if frames < 2 else (1 if frames < 6 else 2)
+        quality = sorted(int(i) for i in rng.choice(frames, size=n_q, replace=False))
+    qflags = np.zeros(frames, dtype=int)
+    for i in quality:
+        qflags[i] = int(rng.choice([32, 128]))
+
+    # --- static scene and noise model (computed once; frames add noise and the transit)
+    yy = np.arange(ny, dtype=np.float32)[:, None] + origin[0]
+    xx = np.arange(nx, dtype=np.float32)[None, :] + origin[1]
+    bkg = (80.0 + 20.0 * (xx / FULL_SHAPE[1]) + 15.0 * (yy / FULL_SHAPE[0])).astype(np.float32)
+    science = ((xx >= _VIRTUAL_COLS_LEFT) & (xx < _VIRTUAL_COLS_LEFT + _SCIENCE) & (yy < _SCIENCE))
+    scene = np.where(science, bkg, np.float32(0.0)).astype(np.float32)
+    stamps = []
+    for s in stars:
+        st = _psf_stamp(s.x, s.y, s.flux, ny, nx)
+        if st is not None:
+            scene[st[0], st[1]] += st[2]
+            stamps.append(st)
+    transit_stamp = stamps[0] if stamps and stars[0].transit else None
+    exptime = cadence_s * 0.792
+    read_e = 9.5
+    # Per-pixel 1-sigma noise in e-/s: shot noise of the scene plus read noise of the co-adds.
+    sigma = (np.sqrt(np.maximum(scene, 0.0) * exptime + read_e**2 * (cadence_s / 2.0)) / exptime)
+    sigma = sigma.astype(np.float32)
+    # One pool of unit normal deviates; frame i reads it at a seeded offset (cheap for full frames).
+    npix = ny * nx
+    stride = max(1, min(npix, 7919))
+    pool = rng.standard_normal(npix + stride * frames, dtype=np.float32)
+    offsets = rng.permutation(frames) * stride
+
+    files: list[pathlib.Path] = []
+    file_date = obs_iso[-1][:10]
+    for i in range(frames):
+        img = scene + sigma * pool[offsets[i]:offsets[i] + npix].reshape(ny, nx)
+        if in_transit[i] and transit_stamp is not None:
+            sy, sx, data = transit_stamp
+            img[sy, sx] -= depth * data
+        cadence_no = int(np.rint(tstart[i] * 86400.0 / cadence_s))
+        if product == "SPOC":
+            name = spoc_ffi_name(sector, camera, ccd, tstart[i])
+            prim = fits.PrimaryHDU(header=_spoc_primary(sector, camera, ccd, float(tstart[i]),
+                                                        float(tstop[i]), obs_iso[i], end_iso[i], file_date,
+                                                        cadence_no))
+            cal_h = _spoc_image_header("cal", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
+                                       obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
+            unc_h = _spoc_image_header("uncert", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
+                                       obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
+            hdul = fits.HDUList([prim, fits.ImageHDU(img, header=cal_h), fits.ImageHDU(sigma, header=unc_h)])
+        else:
+            orbit = 1 if i < (frames + 1) // 2 else 2
+            name = tica_ffi_name(sector, camera, ccd, cadence_no, orbit=orbit)
+            h = _tica_header(sector, camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]), cadence_no,
+                             wcs_hdr, qflags[i])
+            h["ORBIT"] = orbit
+            hdul = fits.HDUList([fits.PrimaryHDU(img, header=h)])
+        path = out / name
+        _atomic_write(hdul, path)
+        files.append(path)
+
+    order = np.argsort(tstart)  # already in time order; kept explicit for readers of the code
+    return SyntheticSector(
+        ffi_files=[files[j] for j in order], stars=stars, transit_star=transit_star, transit_t0=t0,
+        transit_duration=float(duration), transit_depth=depth, quality_frames=list(quality),
+        tstart=tstart, tstop=tstop, sector=sector, camera=camera, ccd=ccd, product=product, shape=shape,
+        origin=origin,
+    )
