@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 
 from core.cubes import cache as cube_mod
+from core.cubes.cube import Cube
 from core.synthetic.archive import (
     _rotated_wcs,
     archive_wcs,
