@@ -63,15 +63,10 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def service_routes() -> set[str]:
-    from app import observability, web
     from app.main import create_app
     from app.settings import Settings
 
-    def install(app):
-        observability.install(app)
-        web.install(app)
-
-    app = create_app(Settings(), install=install)
+    app = create_app(Settings())
     return {getattr(r, "path", None) for r in app.routes} | {
         path for path in app.openapi()["paths"]
     }
