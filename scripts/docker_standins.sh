@@ -123,7 +123,7 @@ RUN pip install -q --no-cache-dir --disable-pip-version-check "${moto/moto/moto[
 EXPOSE 9000
 ENTRYPOINT ["/bin/sh", "-c", "exec moto_server -H 0.0.0.0 -p 9000", "--"]
 EOF
-  echo "docker_standins: $tag (moto $(docker run --rm --entrypoint moto_server "$tag" --version 2>&1 | tail -1))"
+  echo "docker_standins: $tag (moto $(docker run --rm --entrypoint python "$tag" -c 'import moto; print(moto.__version__)'))"
 }
 
 [ "$(id -u)" = "0" ] || die "run as root (debootstrap, chroot)"
