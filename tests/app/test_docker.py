@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from core.synthetic import DEMO_DEC, DEMO_RA
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("DOCKER_TEST_PYTHON_BASE", "python:3.11-slim")
@@ -173,7 +173,7 @@ def test_serves_health_and_a_cutout_equal_to_the_engine(served, tmp_path):
     from astropy.coordinates import SkyCoord
     from astropy.io import fits
 
-    from core.tpf import CutoutFactory
+    from core.tpf.cut import CutoutFactory
 
     health = json.loads(served.get("/health")[2])
     assert health["status"] == "ok" and health["catalog"]["SPOC"] == [11, 38]
