@@ -20,6 +20,7 @@ from typing import Any
 from app.refresher import Refresher
 from core.catalog.index import CatalogIndex, IndexReport
 from core.catalog.snapshot import Catalog, CubeRecord
+from core.product import Product
 
 __all__ = ["CatalogService"]
 
@@ -84,7 +85,7 @@ class CatalogService:
     def entries(self, product: str | None = None) -> list[CubeRecord]:
         return self.current.entries(product)
 
-    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = "SPOC",
+    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = Product.SPOC,
                    sectors: Iterable[int] | None = None) -> list[CubeRecord]:
         return self.current.containing(ra, dec, radius_deg, product=product, sectors=sectors)
 

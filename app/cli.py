@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.product import Product
+
 DEFAULT_DEMO_DIR = "demo-data"
 
 
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-cube", help="build an image cube from a sector's FFIs")
     p.add_argument("files", nargs="+", type=Path, help="FFI files (SPOC or TICA)")
     p.add_argument("-o", "--output", default="img-cube.fits", help="cube file to write")
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--sector", type=int)
     p.add_argument("--max-memory", type=float, default=50, help="GB of memory for the cube data (default 50)")
     p.add_argument("--update", action="store_true", help="add the files to an existing cube")
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cube-cut", help="cut a target pixel file out of a cube")
     p.add_argument("cube", help="cube file or s3:// URI")
     _add_position(p)
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--output-file", help="file name of the TPF (default: the TESScut name)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_cube_cut)

@@ -19,6 +19,7 @@ import argparse
 from typing import Any
 
 from core.errors import InvalidInputError
+from core.product import Product
 
 __all__ = ["add_commands"]
 
@@ -102,7 +103,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--cube-dir", action="extend", nargs="+", metavar="DIR",
                    help="folder or s3://bucket/prefix of cubes (repeatable)")
     p.add_argument("--index", metavar="PATH", help="a cube index file for the catalog")
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
                    help=f"memory per local worker (default {DEFAULT_MEMORY_LIMIT})")
     p.set_defaults(func=_cmd_batch)
@@ -116,5 +117,5 @@ def add_commands(subparsers: Any) -> None:
     _add_cluster(p)
     p.add_argument("--max-memory", type=float, default=4.0, metavar="GB",
                    help="GB of cube data each build may hold (default 4)")
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.set_defaults(func=_cmd_make_cubes)

@@ -30,6 +30,7 @@ from core.catalog.snapshot import CubeRecord
 from core.cubes.lightcurve import ApertureLightCurve
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError
+from core.product import Product
 
 __all__ = ["CSV_COLUMNS", "FRAME", "LIGHTCURVE", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
 
@@ -72,7 +73,7 @@ class LightCurveResult:
     Attributes
     ----------
     ra, dec : the requested position (ICRS degrees, RA in 0..360).
-    product : "SPOC" or "TICA".
+    product : the cube product.
     record : the hosted cube the light curve is from.
     lightcurve : the per-cadence arrays, the aperture's box and mask.
     sectors : every hosted sector/camera/CCD holding the position, as the TESScut ``sector``
@@ -152,7 +153,7 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
     sector : int or None
         The sector (default: the first hosted one holding the position).
     product : str
-        "SPOC" or "TICA".
+        The cube product.
     aperture : int
         Side of the square of pixels summed, centred on the position as a cutout of that size is
         (``x=aperture`` on the ``astrocut`` route cuts exactly those pixels).
@@ -178,7 +179,7 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
         cube = ctx.catalog.open(record)
         lc = aperture_lightcurve(cube, ra, dec, pixels, limits=ctx.limits, band_bytes=ctx.band_bytes)
         sectors = [sector_result(r) for r in ctx.catalog.containing(ra % 360.0, dec, product=product)]
-    unit = "e-/s" if product == "SPOC" else "e-"  # the TPF's TUNIT (TICA: astrocut 0.11.1's e-)
+    unit = Product.parse(product).flux_unit  # the TPF's TUNIT
     return LightCurveResult(ra % 360.0, dec, product, record, lc, sectors, unit)
 
 
