@@ -35,7 +35,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from core.atomic import atomic_output
-from core.errors import InvalidInputError
+from core.errors import InputWarning, InvalidInputError
 from core.image_cutouts import (
     ORIGIN,
     ImageCut,
@@ -59,10 +59,6 @@ STRETCHES = {
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
            ".gif": "GIF"}
 DEFAULT_PERCENT = (0.5, 99.5)
-
-
-class InputWarning(UserWarning):
-    """A parameter was ignored in favour of another."""
 
 
 def _pair(value: Any, field: str) -> tuple[float, float]:

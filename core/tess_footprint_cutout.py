@@ -40,6 +40,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from core.catalog import Catalog, CubeRecord, default_catalog
+from core.cutout_size import first_two
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.fits_cutout import cutout_parameters
 from core.geometry import parse_coordinates
@@ -101,8 +102,9 @@ def footprint_radius_deg(cutout_size: Any, allow_zero: bool = False) -> float:
             raise InvalidInputError(f"cannot read {cutout_size!r} as a cutout size", field="cutout_size") from None
         if len(pair) == 1:
             pair = pair * 2
-        if len(pair) != 2:
+        if len(pair) < 2:
             raise InvalidInputError("a cutout size has one or two elements", field="cutout_size")
+        pair = first_two(pair)
     arcsec = []
     for value in pair:
         if isinstance(value, u.Quantity):
