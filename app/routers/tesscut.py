@@ -40,11 +40,13 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 _ZIP_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
+        # "model" puts the schema under #/components/schemas (model_json_schema() would inline
+        # "$defs" references that Swagger UI and ReDoc cannot resolve)
+        "model": NoDataResponse,
         "description": "A zip of target pixel files (streamed), or JSON `{msg, results: []}` when "
         "there is no data.",
         "content": {
             "application/zip": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": NoDataResponse.model_json_schema()},
         },
     }
 }

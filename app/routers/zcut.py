@@ -53,10 +53,12 @@ SurveysDep = Annotated[SurveyService, Depends(get_surveys)]
 
 _ZIP_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
+        # "model" puts the schema under #/components/schemas (model_json_schema() would inline
+        # "$defs" references that Swagger UI and ReDoc cannot resolve)
+        "model": ZcutNoDataResponse,
         "description": "A zip of cutouts, or JSON `{msg, results: []}` when there is no data.",
         "content": {
             "application/zip": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": ZcutNoDataResponse.model_json_schema()},
         },
     }
 }
