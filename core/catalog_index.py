@@ -60,6 +60,8 @@ class IndexReport:
     read: int = 0
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: (location, why) of each location that could not be listed; the index keeps what it knew of it
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     gets: int = 0
     bytes_read: int = 0
@@ -67,7 +69,8 @@ class IndexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"cubes": self.cubes, "reused": self.reused, "read": self.read, "removed": self.removed,
-                "failed": len(self.failed), "seconds": round(self.seconds, 3), "gets": self.gets,
+                "failed": len(self.failed), "unreadable": len(self.unreadable),
+                "seconds": round(self.seconds, 3), "gets": self.gets,
                 "bytes_read": self.bytes_read, "changed": self.changed}
 
 
@@ -85,17 +88,20 @@ def _local_identity(path: str) -> tuple | None:
     return ("file", real, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
 
 
-def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None) -> dict[str, tuple]:
+def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None,
+               unreadable: list[tuple[str, str]] | None = None) -> dict[str, tuple]:
     """Every cube file (MAST names) under ``locations``: ``{uri: identity}``. Local folders are
-    walked (symlinks followed); ``s3://`` prefixes listed. A location that cannot be read is logged
-    and skipped."""
+    walked (symlinks followed); ``s3://`` prefixes listed. A location that cannot be read is logged,
+    skipped and, when ``unreadable`` is given, appended to it as ``(location, why)``."""
     found: dict[str, tuple] = {}
+    problems = unreadable if unreadable is not None else []
     for location in locations:
         if is_s3_uri(location):
             try:
                 objects: list[ObjectInfo] = list_objects(location, s3=s3)
             except CutoutError as exc:
                 log.error("cannot list %s: %s", location, exc)
+                problems.append((location, str(exc)))
                 continue
             cfg = s3 or S3Config.from_env()
             for obj in objects:
@@ -107,6 +113,7 @@ def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None) -> dict[
         root = Path(location)
         if not root.is_dir():
             log.warning("cube folder %s does not exist", location)
+            problems.append((location, "no such folder"))
             continue
         for dirpath, _dirs, files in os.walk(root, followlinks=True):
             for name in files:
@@ -116,6 +123,12 @@ def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None) -> dict[
                     if identity is not None:
                         found[path] = identity
     return found
+
+
+def _under(uri: str, location: str) -> bool:
+    """Whether ``uri`` was listed under ``location`` (a folder or an ``s3://`` prefix)."""
+    prefix = location.rstrip("/")
+    return uri == prefix or uri.startswith(prefix + "/")
 
 
 def _read_info(uri: str, s3: S3Config | None) -> CubeInfo | tuple[str, str]:
@@ -335,9 +348,15 @@ class CatalogIndex:
 
         t0 = time.monotonic()
         gets0, bytes0 = GLOBAL_STATS.snapshot()
-        listed = list_cubes(locations, s3=self.s3)
+        unreadable: list[tuple[str, str]] = []
+        listed = list_cubes(locations, s3=self.s3, unreadable=unreadable)
         reader = None if full else self.reader()
         old = reader.identities() if reader is not None else {}
+        for uri, ident in old.items():
+            # a location that could not be listed (an S3 outage, an unmounted disk) keeps the cubes
+            # the index knew there: not being able to look is not finding them gone
+            if uri not in listed and any(_under(uri, loc) for loc, _ in unreadable):
+                listed[uri] = ident
         # files that were not cubes keep failing until they change: not read again
         old_failed = {u: (reason, tuple(ident)) for u, reason, ident in
                       (reader.meta().get("failed", []) if reader is not None else [])}
@@ -347,7 +366,8 @@ class CatalogIndex:
         todo = sorted(u for u, ident in listed.items()
                       if old.get(u) != ident and not (u in old_failed and old_failed[u][1] == ident))
         removed = [u for u in old if u not in listed]
-        report = IndexReport(reused=len(keep), removed=len(removed), failed=list(still_failed))
+        report = IndexReport(reused=len(keep), removed=len(removed), failed=list(still_failed),
+                             unreadable=unreadable)
         if reader is not None and not todo and not removed and len(still_failed) == len(old_failed):
             report.cubes = len(keep)
             report.seconds = time.monotonic() - t0
