@@ -36,8 +36,6 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 #: the JSON answer's own size beyond the band being read: ~100 bytes a cadence for 20,000 cadences
 _ANSWER_BYTES = 4 * 1024 * 1024
-#: longest mask accepted (a 250 x 250 mask); bigger apertures than that are beyond any page's use
-MAX_MASK_CHARS = 65_536
 
 
 class LightCurveParams(BaseModel):
@@ -52,11 +50,12 @@ class LightCurveParams(BaseModel):
                                                "the position as a cutout of that size is (`astrocut` with "
                                                "`x=y=aperture` cuts exactly these pixels).")
     mask: str | None = Field(
-        None, max_length=MAX_MASK_CHARS, pattern=r"^([01]+(,[01]+)*)?$",
+        None, pattern=r"^([01]+(,[01]+)*)?$",
         description="Instead of `aperture`: the pixels summed, as rows of 0/1 separated by commas "
         "(`010,111,010`), in array order (the first row is the lowest cube row, the bottom of a "
         "north-up image; as lightkurve's `aperture_mask`), placed as a cutout of the mask's shape is. "
-        "Empty means none (as an HTML form sends an unset field).")
+        "At most `max_cutout_side` rows and columns (413 beyond); a big mask does not fit in a URL: "
+        "POST it. Empty means none (as an HTML form sends an unset field).")
     format: Literal["json", "csv"] = Field("json", description="`json` (arrays and metadata) or `csv` "
                                                                "(header line `time,flux,flux_err,quality`).")
 
@@ -151,7 +150,8 @@ async def lightcurve_get(request: Request, p: Annotated[LightCurveParams, Query(
 @router.post("/lightcurve", response_model=LightCurveResponse, responses=_LIGHTCURVE_RESPONSES)
 async def lightcurve_post(request: Request, p: Annotated[LightCurveParams, Form()],
                           services: ServicesDep) -> Any:
-    """As GET, with a form body (for masks too long for a URL)."""
+    """As GET, with a form body (`application/x-www-form-urlencoded` or `multipart/form-data`):
+    masks too long for a URL (a big cutout's) go here."""
     return await _lightcurve(request, services, p)
 
 

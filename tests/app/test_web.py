@@ -212,6 +212,7 @@ def test_preview_page_in_chromium(browser, server, http):
     page.wait_for_function("document.getElementById('status').className === 'error'")
     assert "no hosted" in page.inner_text("#status").lower()
     assert page.eval_on_selector("#preview", "i => i.hidden")
+    assert page.inner_text("#preview-caption") == ""  # no caption of the image no longer shown
 
     # nothing was fetched from anywhere but this server, and the page logged no script errors
     assert requested and all(u.startswith(server.url) for u in requested), requested
@@ -231,6 +232,28 @@ def test_swagger_ui_renders_offline(browser, server):
     assert all(u.startswith(server.url) for u in requested), requested
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "docs.png"))
+    page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [420, 1400])
+def test_page_fits_narrow_and_wide_windows(browser, server, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(server.url + "/", wait_until="networkidle")
+    page.wait_for_function("() => { const i = document.getElementById('preview');"
+                           " return !i.hidden && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function("() => !document.getElementById('lightcurve').hidden"
+                           " && document.querySelectorAll('#lc-plot circle.pt').length > 0")
+    # nothing sideways: the page is no wider than the window
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    # the code boxes show all their text (no line cut off at the box's edge)
+    for box in ("#astroquery-code", "#curl-cmd"):
+        inner, shown, right = page.eval_on_selector(
+            box, "p => [p.scrollWidth, p.clientWidth, p.getBoundingClientRect().right]")
+        assert inner <= shown and right <= width, (box, inner, shown, right)
+    assert "download_cutouts(coordinates=coord" in page.inner_text("#astroquery-code")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-{width}.png"), full_page=True)
     page.close()
 
 
