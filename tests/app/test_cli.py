@@ -147,3 +147,15 @@ def test_index_exits_nonzero_naming_a_location_it_cannot_read(service_data, tmp_
     assert out.stdout.startswith(f"{index}: 3 cubes")  # the readable folder was indexed
     assert "Traceback" not in out.stderr
 
+
+@pytest.mark.parametrize("command", ["fits-cut", "img-cut"])
+def test_image_commands_off_the_image_print_lines_for_people(tmp_path, spoc_sector, command):
+    out = run_cli(command, str(spoc_sector.ffi_files[0]), "--ra", "10", "--dec", "10", "--size", "5",
+                  "--output-dir", str(tmp_path))
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1] == "cutout: error (coordinates): Cutout contains no data! (Check image footprint.)"
+    # what was skipped, one line each; no Python source lines ("warnings.warn(...)", file:line)
+    assert lines[:-1] and all(line.startswith("cutout: warning: ") for line in lines[:-1]), lines
+    assert "does not overlap" in lines[0] and ".py:" not in out.stderr
+
