@@ -48,12 +48,30 @@ def test_request_id_and_404_shape(live_server):
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
 def test_health_and_version(live_server):
     for path in ("/health", "/tesscut/api/v0.1/health"):
-        body = httpx.get(live_server.url + path).json()
+        r = httpx.get(live_server.url + path)
+        body = r.json()
         assert body["status"] == "ok"
         assert body["catalog"]["SPOC"] == [11, 38] and body["catalog"]["TICA"] == [38]
         assert body["catalog"]["skipped"] == 1  # the broken tess-s0099-1-1-cube.fits
+        # what an operator needs of the index, and no server path anywhere in the answer
+        index = body["catalog"]["index"]
+        assert index["storage"] == "local" and index["age_s"] >= 0 and index["built_at"].endswith("Z")
+        assert body["catalog"]["locations"] == {"local": 1, "s3": 0} and body["catalog"]["cubes"] == 3
+        assert not [v for v in _strings(body) if "/" in v], body
+        assert str(live_server.settings.work_dir) not in r.text
     assert httpx.get(live_server.url + "/version").json()["api"] == "tesscut v0.1"
 
 
