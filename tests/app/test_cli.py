@@ -159,3 +159,37 @@ def test_image_commands_off_the_image_print_lines_for_people(tmp_path, spoc_sect
     assert lines[:-1] and all(line.startswith("cutout: warning: ") for line in lines[:-1]), lines
     assert "does not overlap" in lines[0] and ".py:" not in out.stderr
 
+
+def test_serve_workers_log_their_start_up(service_data, tmp_path):
+    """Each process of ``cutout serve --workers 2`` logs the service's start-up lines (its settings,
+    and that CUTOUT_SURVEYS enables Zcut/Hapcut surveys)."""
+    import time
+
+    import httpx
+
+    port = int(_closed_port_url().rsplit(":", 1)[1])
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
+    env = {**clean, "CUTOUT_WORK_DIR": str(tmp_path / "work"), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2",
+                                 "--cube-dir", str(service_data[0]["spoc38"].parent)], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while log.read_text().count("CUTOUT_SURVEYS") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        assert log.read_text().count("INFO app: settings:") == 2
+        while True:  # and then serves
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
