@@ -29,7 +29,7 @@ from app.planning.tesscut import TESSCUT_FIELDS, sector_result
 from core.catalog.snapshot import CubeRecord
 from core.cubes.lightcurve import ApertureLightCurve
 from core.cutout_size import CutoutSize
-from core.errors import NoDataError, NotFoundError
+from core.errors import NoDataError, NotFoundError, TooLargeError
 from core.product import Product
 
 __all__ = ["CSV_COLUMNS", "FRAME", "LIGHTCURVE", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
@@ -173,6 +173,11 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
     from core.cubes.lightcurve import aperture_lightcurve, parse_mask, square_mask
 
     name = "mask" if mask is not None else "aperture"
+    side = ctx.limits.max_side
+    if mask is not None and side is not None and len(mask) > (side + 1) * side:
+        # what the widest allowed mask takes, checked before reading it
+        raise TooLargeError(f"a mask of {len(mask)} characters has more than {side} rows or columns "
+                            "(max_cutout_side)", field="mask")
     with api_fields({**TESSCUT_FIELDS, "cutout_size": name, "cutout_size.y": name}):
         pixels = parse_mask(mask) if mask is not None else square_mask(aperture)
         record = pick_cube(ctx, ra, dec, sector, product)
