@@ -13,7 +13,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from core.cutout_size import PIXEL_UNITS, UNIT_DEGREES
 
@@ -28,6 +36,7 @@ __all__ = [
     "MovingTargetSectorParams",
     "SectorParams",
     "SizeParams",
+    "TimeWindowParams",
     "parse_angle",
     "size_unit",
 ]
@@ -174,6 +183,56 @@ class SizeParams(BaseModel):
         return f"{self.x:g}x{y:g}"
 
 
+# "" (an unset form field) is read as the default, so the schema says it is allowed (as `product`'s does)
+_EMPTY_OR_NUMBER = WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "enum": [""]}, {"type": "null"}]})
+_EMPTY_OR_COUNT = WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": [""]}]})
+
+
+class TimeWindowParams(BaseModel):
+    """``time_min``, ``time_max`` and ``frame_bin``: which frames a cut keeps, read as one
+    :class:`core.cubes.frames.TimeWindow` (:meth:`time_window`). An extension over TESScut and
+    astrocut: left out, the answer is the one without them, byte for byte.
+
+    Empty values (an HTML form's unset fields) are the defaults. A bad value is a 400 naming its
+    field; ``time_max`` before ``time_min`` names ``time_max``. A window on no frame of a cube,
+    and ``frame_bin`` above the window's frames, are decided per cube by the engine.
+    """
+
+    time_min: Annotated[float | None, _EMPTY_OR_NUMBER] = Field(
+        None, allow_inf_nan=False, examples=[2333.25],
+        description="Extension: keep frames whose mid-exposure time (BTJD = BJD - 2457000, TDB) is at least this; "
+        "empty means none.")
+    time_max: Annotated[float | None, _EMPTY_OR_NUMBER] = Field(
+        None, allow_inf_nan=False, examples=[2334.25],
+        description="Extension: keep frames whose mid-exposure time (BTJD, TDB) is at most this (inclusive); "
+        "empty means none.")
+    frame_bin: Annotated[int, _EMPTY_OR_COUNT] = Field(
+        1, ge=1, examples=[3],
+        description="Extension: average this many frames into each cadence (FLUX mean, FLUX_ERR in quadrature "
+        "over the frames used, QUALITY OR); a trailing partial bin is dropped. Empty means 1.")
+
+    @field_validator("time_min", "time_max", "frame_bin", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return 1 if info.field_name == "frame_bin" else None
+        return value
+
+    @field_validator("time_max")
+    @classmethod
+    def _after_min(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("time_min")
+        if value is not None and low is not None and value < low:
+            raise ValueError(f"time_max ({value!r}) is before time_min ({low!r})")
+        return value
+
+    def time_window(self) -> Any:
+        """The window as the engine takes it (:class:`core.cubes.frames.TimeWindow`)."""
+        from core.cubes.frames import TimeWindow
+
+        return TimeWindow(self.time_min, self.time_max, self.frame_bin)
+
+
 class _SectorsMixin(BaseModel):
     sector: list[str] = Field(
         default_factory=list,
@@ -218,7 +277,7 @@ class SectorParams(_Base):
         return parse_angle(self.radius)
 
 
-class AstrocutParams(_Base, SizeParams, _SectorsMixin):
+class AstrocutParams(_Base, SizeParams, _SectorsMixin, TimeWindowParams):
     """`astrocut`: target pixel files around a position, one per sector/camera/CCD, in a zip."""
 
     ra: Ra
@@ -328,7 +387,7 @@ class MovingTargetSectorParams(_Base, _MovingTargetMixin):
     product: Product = "SPOC"
 
 
-class MovingTargetCutParams(_Base, SizeParams, _MovingTargetMixin, _SectorsMixin):
+class MovingTargetCutParams(_Base, SizeParams, _MovingTargetMixin, _SectorsMixin, TimeWindowParams):
     """`moving_target/astrocut`: TPFs centred on a moving target's path."""
 
     product: Product = "SPOC"

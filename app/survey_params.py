@@ -29,8 +29,9 @@ from app.params import Dec, Ra, SizeParams, parse_angle
 __all__ = ["HapcutParams", "SurveyListParams", "SurveyListResponse", "ZcutNoDataResponse", "ZcutParams"]
 
 ImageFormat = Annotated[
-    Literal["fits", "jpg", "jpeg", "png"] | None,
-    Field(description="Output format: fits (default), jpg or png; case-insensitive."),
+    # "" is read as the default (``_lower``), so the schema allows it too
+    Literal["fits", "jpg", "jpeg", "png", ""] | None,
+    Field(description="Output format: fits (default), jpg or png; case-insensitive; empty means fits."),
 ]
 #: longest survey name accepted in a request (names are configured, not free text)
 _MAX_SURVEY_CHARS = 100

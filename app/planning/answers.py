@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["CutoutStats", "FileAnswer", "NoData", "ZipAnswer", "ZipMember"]
+__all__ = ["CutoutStats", "FileAnswer", "FileStreamAnswer", "NoData", "ZipAnswer", "ZipMember"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,17 @@ class ZipAnswer:
         """The members' total size (0 when a size is unknown)."""
         sizes = [m.nbytes for m in self.members]
         return 0 if not sizes or 0 in sizes else sum(sizes)
+
+
+@dataclass
+class FileStreamAnswer:
+    """One file made later, as a zip member is (``member``: its size, the memory and disk making it
+    takes, its maker), sent bare with ``media_type``: built whole when small, streamed otherwise."""
+
+    member: ZipMember
+    media_type: str
+    stats: CutoutStats | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.member.name

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.dependencies import Services, get_services
 from app.observability import record_cutout
-from app.params import ERROR_RESPONSES, Dec, Product, Ra, SectorResult
+from app.params import ERROR_RESPONSES, Dec, Product, Ra, SectorResult, TimeWindowParams
 from app.planning.lightcurve import CSV_COLUMNS, plan_frame, plan_lightcurve
 from app.streaming import content_disposition, file_response
 from core.errors import InvalidInputError
@@ -40,7 +40,7 @@ _ANSWER_BYTES = 4 * 1024 * 1024
 MAX_MASK_CHARS = 65_536
 
 
-class LightCurveParams(BaseModel):
+class LightCurveParams(TimeWindowParams):
     """`lightcurve`: the simple-aperture light curve of a position on one hosted cube."""
 
     ra: Ra
@@ -103,6 +103,9 @@ class LightCurveResponse(BaseModel):
     flux_unit: str
     cadences: int
     flagged: int = Field(description="Cadences with a non-zero quality flag.")
+    frame_bin: int | None = Field(None, description="Frames per cadence (only with a time window or a binning).")
+    frames: list[int] | None = Field(None, description="The cube frames used, 0-based, end exclusive (only with "
+                                                       "a time window or a binning).")
     time: list[float | None] = Field(description="Mid-exposure time, BTJD (the TPF's TIME).")
     flux: list[float | None] = Field(description="Summed flux of the aperture (float32 values).")
     flux_err: list[float | None] = Field(description="The pixels' errors added in quadrature.")
@@ -124,7 +127,7 @@ async def _lightcurve(request: Request, services: Services, p: LightCurveParams)
     ticket = await services.budget.admit(2 * ctx.band_bytes + _ANSWER_BYTES)
     try:
         result = await services.pool.run(plan_lightcurve, ctx, p.ra, p.dec, p.sector, p.product,
-                                         aperture=p.aperture, mask=p.mask)
+                                         aperture=p.aperture, mask=p.mask, window=p.time_window())
         if p.format == "csv":
             body = await services.pool.run(result.to_csv)
         else:

@@ -90,7 +90,7 @@ async def sector_post(p: Annotated[SectorParams, Form()], services: ServicesDep)
 async def _astrocut(request: Request, services: Services, p: AstrocutParams) -> Any:
     ctx = services.context()
     answer = await services.pool.run(planned, services.budget, tesscut.plan_astrocut, ctx, p.ra, p.dec,
-                                     p.cutout_size(), p.product, p.sectors(), p.size_label())
+                                     p.cutout_size(), p.product, p.sectors(), p.size_label(), p.time_window())
     return await _answer(request, services, answer, ctx)
 
 
@@ -160,7 +160,7 @@ async def _mt_astrocut(request: Request, services: Services, p: MovingTargetCutP
     try:
         answer = await services.pool.run(planned, services.budget, moving.plan_moving_astrocut, ctx, p.obj_id,
                                          p.obj_type, p.ephemeris_dict(), p.cutout_size(), p.product, p.sectors(),
-                                         p.size_label())
+                                         p.size_label(), p.time_window())
     finally:
         ticket.release()
     return await _answer(request, services, answer, ctx)

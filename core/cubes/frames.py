@@ -75,7 +75,7 @@ class TimeWindow:
     ------
     InvalidInputError
         A non-finite or non-numeric end (naming ``time_min`` or ``time_max``), ``time_min >
-        time_max`` (naming ``time_min``), or ``frame_bin`` not a whole number >= 1 (naming
+        time_max`` (naming ``time_max``), or ``frame_bin`` not a whole number >= 1 (naming
         ``frame_bin``).
     """
 
@@ -87,7 +87,7 @@ class TimeWindow:
         lo = _finite_or_none(self.time_min, "time_min")
         hi = _finite_or_none(self.time_max, "time_max")
         if lo is not None and hi is not None and lo > hi:
-            raise InvalidInputError(f"time_min ({lo!r}) is after time_max ({hi!r})", field="time_min")
+            raise InvalidInputError(f"time_max ({hi!r}) is before time_min ({lo!r})", field="time_max")
         b = self.frame_bin
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
             if isinstance(b, float) and b.is_integer():

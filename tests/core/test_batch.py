@@ -312,7 +312,7 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
                               ({"size": 5, "memory_limit": "lots"}, "memory_limit"),
                               ({"size": 5, "product": "K2"}, "product"),
                               ({"size": 5, "frame_bin": 0}, "frame_bin"),
-                              ({"size": 5, "time_min": 3.0, "time_max": 2.0}, "time_min"),
+                              ({"size": 5, "time_min": 3.0, "time_max": 2.0}, "time_max"),
                               ({"size": 5, "time_max": float("nan")}, "time_max")]:
         with pytest.raises(InvalidInputError) as err:
             run_batch([(1, 2)], out_dir=tmp_path, catalog=catalog, **kwargs)

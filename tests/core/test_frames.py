@@ -41,7 +41,7 @@ def _cut(cube_path, size=7, **window):
     ({"time_max": float("inf")}, "time_max"),
     ({"time_min": "soon"}, "time_min"),
     ({"time_min": True}, "time_min"),
-    ({"time_min": 2.0, "time_max": 1.0}, "time_min"),
+    ({"time_min": 2.0, "time_max": 1.0}, "time_max"),
     ({"frame_bin": 0}, "frame_bin"),
     ({"frame_bin": -3}, "frame_bin"),
     ({"frame_bin": 2.5}, "frame_bin"),
@@ -232,7 +232,7 @@ def test_window_on_no_frame_and_bad_bin(spoc_cube):
     assert err.value.field == "frame_bin"
     with pytest.raises(InvalidInputError) as err:
         _cut(spoc_cube, time_min=5.0, time_max=4.0)
-    assert err.value.field == "time_min"
+    assert err.value.field == "time_max"
 
 
 def test_volume_limit_counts_the_frames_read(spoc_cube):
