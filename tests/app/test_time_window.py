@@ -130,3 +130,42 @@ def test_lightcurve_window_and_binning(live_server, times):
     assert np.allclose(body["flux"], expected, rtol=1e-6)
     assert csv.text.count("\n") == 3 and "_f0-10_bin5.csv" in csv.headers["content-disposition"]
     assert outside.status_code == 404 and outside.json()["error"]["field"] == "time_min"
+
+
+@pytest.mark.browser
+def test_the_page_offers_the_window_and_the_binning(live_server, times):
+    """In Chromium: a window and a binning typed in the form reach the light curve (fewer points),
+    its frame slider (each cadence shows its first cube frame) and the download links."""
+    from tests.app.test_lightcurve_view import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium): the browser test needs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(live_server.url + "/", wait_until="networkidle")
+            page.wait_for_function("document.querySelectorAll('#sector option[value=\"38\"]').length === 1")
+            page.select_option("#sector", "38")
+            page.wait_for_function("() => document.querySelectorAll('#lc-plot circle.pt').length === 10")
+            page.fill("#time-min", repr(float(times[2])))
+            page.fill("#frame-bin", "2")
+            page.wait_for_function("() => document.querySelectorAll('#lc-plot circle.pt').length === 4")
+            assert "4 cadences" in page.inner_text("#lc-caption")
+            href = page.get_attribute("#download-zip", "href")
+            assert "frame_bin=2" in href and "time_min=" in href and "sector=38" in href
+            assert "frame_bin=2" in page.get_attribute("#lc-json", "href")
+            assert "frame_bin=2" in page.inner_text("#curl-cmd")
+            page.focus("#frame-slider")
+            page.keyboard.press("ArrowRight")
+            # cadence 1 of the window starting at frame 2, two frames a cadence: cube frame 4
+            page.wait_for_function("() => { const i = document.getElementById('frame');"
+                                   " return i.complete && i.src.includes('frame=4'); }")
+            assert not problems, problems
+        finally:
+            browser.close()
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        assert len(_members(client.get(href))) == 1
