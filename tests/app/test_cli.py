@@ -73,3 +73,15 @@ def test_errors_are_one_line_and_nonzero(args, fragment):
     assert out.returncode != 0
     assert fragment in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_batch_takes_a_time_window_and_a_binning():
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["batch", "t.csv", "--size", "5", "--out", "o", "--time-min", "2333.25",
+                                      "--time-max", "2334.5", "--frame-bin", "3"])
+    assert (args.time_min, args.time_max, args.frame_bin) == (2333.25, 2334.5, 3)
+    plain = build_parser().parse_args(["batch", "t.csv", "--size", "5", "--out", "o"])
+    assert (plain.time_min, plain.time_max, plain.frame_bin) == (None, None, 1)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["batch", "t.csv", "--size", "5", "--out", "o", "--frame-bin", "0"])
