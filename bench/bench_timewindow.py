@@ -7,9 +7,10 @@ The cube is :func:`core.synthetic.archive.write_sparse_cube`: 2078 x 2136 px x `
 x 2 planes (3,705: a 10-minute sector, 132 GB apparent) with the real headers and table and the
 data region a hole (reads cost no disk I/O: the figures are the service's own costs). The window
 is one day (from day 5 of the sector), ``time_min``/``time_max`` on ``/tesscut/api/v0.1/astrocut``
-through HTTP (the real ``cutout serve`` in a subprocess, warm, median of ``--runs``):
+through HTTP (the real ``cutout serve`` in a subprocess, warm, median of ``--runs``, the full and
+the windowed cut taken in turn so that a busy moment of a shared machine weighs on both):
 
-local     the cube on local disk: client time (whole zip received and checked), server time (its
+local     the cube on local disk: client time (whole zip received; checked after), server time (its
           access log), bytes sent (the zip), bytes the server read (``/metrics``
           ``cutout_storage_read_bytes``), the window beside the full-sector cut of the same 30x30;
 S3        the cube placed on s3rver behind a proxy adding ``--delay-ms`` to every request (one
@@ -93,39 +94,52 @@ def read_bytes(srv: CutoutServe) -> float:
 
 
 async def _get(port: int, target: str) -> tuple[float, int, list[Any]]:
+    """Seconds to the last byte, bytes, and the zip's members (checked once the clock has stopped:
+    the client's own checking is not the server's time)."""
     conn = Conn("127.0.0.1", port)
-    check = ZipStreamCheck()
+    chunks: list[bytes] = []
     try:
-        resp = await conn.get(target, sink=check.feed)
+        resp = await conn.get(target, sink=chunks.append)
     finally:
         await conn.close()
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status} for {target}")
+    check = ZipStreamCheck()
+    for chunk in chunks:
+        check.feed(chunk)
     return resp.total_s, resp.nbytes, check.close()
 
 
-def measure(srv: CutoutServe, target: str, runs: int, counter: Any = None) -> dict[str, float]:
-    """Warm medians of one cut through the service: client/server ms, bytes sent/read, GETs."""
-    asyncio.run(_get(srv.port, target))  # warm: the cube opened, its layout cached
-    client, server, sent, read, gets = [], [], [], [], []
-    for _ in range(runs):
-        logged = len(srv.access_log(f"{API}/astrocut"))
-        r0 = read_bytes(srv)
-        g0 = counter.snapshot()["GET"] if counter is not None else 0
-        total_s, nbytes, members = asyncio.run(_get(srv.port, target))
-        gets.append((counter.snapshot()["GET"] - g0) if counter is not None else 0)
-        read.append(read_bytes(srv) - r0)
-        assert len(members) == 1 and members[0].name.endswith(".fits"), members
-        client.append(total_s * 1e3)
-        sent.append(nbytes)
-        deadline = time.monotonic() + 5
-        while len(srv.access_log(f"{API}/astrocut")) <= logged and time.monotonic() < deadline:
-            time.sleep(0.01)
-        records = srv.access_log(f"{API}/astrocut")
-        server.append(records[-1]["duration_ms"] if len(records) > logged else float("nan"))
-    return {"client_ms": statistics.median(client), "server_ms": statistics.median(server),
-            "sent": statistics.median(sent), "read": statistics.median(read), "gets": statistics.median(gets),
+def _one(srv: CutoutServe, target: str, counter: Any) -> dict[str, Any]:
+    """One cut through the service: client/server ms, bytes sent/read, GETs, the member's name."""
+    logged = len(srv.access_log(f"{API}/astrocut"))
+    r0 = read_bytes(srv)
+    g0 = counter.snapshot()["GET"] if counter is not None else 0
+    total_s, nbytes, members = asyncio.run(_get(srv.port, target))
+    gets = (counter.snapshot()["GET"] - g0) if counter is not None else 0
+    read = read_bytes(srv) - r0
+    assert len(members) == 1 and members[0].name.endswith(".fits"), members
+    deadline = time.monotonic() + 5
+    while len(srv.access_log(f"{API}/astrocut")) <= logged and time.monotonic() < deadline:
+        time.sleep(0.01)
+    records = srv.access_log(f"{API}/astrocut")
+    server = records[-1]["duration_ms"] if len(records) > logged else float("nan")
+    return {"client_ms": total_s * 1e3, "server_ms": server, "sent": nbytes, "read": read, "gets": gets,
             "member": members[0].name}
+
+
+def measure(srv: CutoutServe, targets: dict[str, str], runs: int, counter: Any = None) -> dict[str, dict[str, Any]]:
+    """Warm medians of each target's cut, the targets taken in turn (so that a busy moment of this
+    shared machine weighs on all of them alike)."""
+    for target in targets.values():
+        asyncio.run(_get(srv.port, target))  # warm: the cube opened, its layout cached
+    seen: dict[str, list[dict[str, Any]]] = {label: [] for label in targets}
+    for _ in range(runs):
+        for label, target in targets.items():
+            seen[label].append(_one(srv, target, counter))
+    return {label: {**{k: statistics.median(r[k] for r in rows) for k in ("client_ms", "server_ms", "sent", "read",
+                                                                           "gets")}, "member": rows[0]["member"]}
+            for label, rows in seen.items()}
 
 
 def table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
@@ -158,8 +172,8 @@ def local_part(path: Path, work: Path, ra: float, dec: float, window: tuple[floa
                ) -> tuple[dict[str, float], dict[str, float]]:
     env = {"CUTOUT_CUBE_DIRS": str(path.parent), "CUTOUT_WORK_DIR": str(work / "local")}
     with CutoutServe(env) as srv:
-        full = measure(srv, url(ra, dec, None), runs)
-        win = measure(srv, url(ra, dec, window), runs)
+        got = measure(srv, {"full": url(ra, dec, None), "window": url(ra, dec, window)}, runs)
+    full, win = got["full"], got["window"]
     table("local cube, HTTP (warm medians)", [("full sector", full), ("one-day window", win)])
     return full, win
 
@@ -174,8 +188,8 @@ def s3_part(s3r: Any, path: Path, work: Path, ra: float, dec: float, window: tup
                "CUTOUT_S3_ENDPOINT_URL": proxy.url, "CUTOUT_S3_ACCESS_KEY_ID": s3r.ACCESS_KEY,
                "CUTOUT_S3_SECRET_ACCESS_KEY": s3r.SECRET_KEY, "CUTOUT_S3_REGION": "us-east-1"}
         with CutoutServe(env) as srv:
-            full = measure(srv, url(ra, dec, None), runs, proxy)
-            win = measure(srv, url(ra, dec, window), runs, proxy)
+            got = measure(srv, {"full": url(ra, dec, None), "window": url(ra, dec, window)}, runs, proxy)
+        full, win = got["full"], got["window"]
     table(f"S3 (s3rver, +{delay_ms:g} ms per request), HTTP (warm medians)",
           [("full sector", full), ("one-day window", win)])
     return full, win
@@ -221,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: a small cube, few runs")
     ap.add_argument("--frames", type=int, default=3705, help="frames of the cube (default 3705)")
-    ap.add_argument("--runs", type=int, default=7, help="warm repeats per figure (median)")
+    ap.add_argument("--runs", type=int, default=9, help="warm repeats per figure (median)")
     ap.add_argument("--delay-ms", type=float, default=50.0, help="added to every S3 request (default 50)")
     ap.add_argument("--no-s3", action="store_true", help="skip the S3 parts")
     ap.add_argument("--no-plans", action="store_true", help="skip the forced read plans")
