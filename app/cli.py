@@ -53,7 +53,13 @@ def write_demo_data(out: Path, *, frames: int = 20, size: Any = (256, 256), sect
     Each sector goes to ``out/s00NN/`` (FFIs) with its cube ``out/tess-s00NN-C-D-cube.fits``, named as
     MAST names cubes so the service indexes it. Existing cubes are kept (first run only).
     """
-    import tesswcs  # noqa: F401  (fail early with a clear message if missing)
+    from importlib.util import find_spec
+
+    # The demo WCS comes from tesswcs's data files (core/tess_wcs.py); importing tesswcs itself would
+    # need its plotting stack (matplotlib, pandas), which the service image leaves out.
+    if find_spec("tesswcs") is None:
+        raise ModuleNotFoundError("tesswcs is not installed: the demo sectors use its archived WCS data files",
+                                  name="tesswcs")
 
     from core.building.factory import CubeFactory
     from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector

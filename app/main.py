@@ -2,7 +2,7 @@
 
 ``create_app(settings)`` is all there is (``uvicorn --factory app.main:create_app`` builds it from
 the environment). Metrics and access logging (:mod:`app.observability`), the browser page with
-offline docs (:mod:`app.web`) and the middleware (:mod:`app.middleware`) are installed here.
+offline docs (:mod:`app.routers.web`) and the middleware (:mod:`app.middleware`) are installed here.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app import observability, web
+from app import observability
 from app.budget import Budget
 from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, lightcurve, soda, system, tesscut, zcut
+from app.routers import images, lightcurve, preview, soda, system, tesscut, web, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
 from app.workers import WorkerPool
@@ -73,6 +73,7 @@ def create_app(
     services = Services(
         settings=settings,
         catalog=CatalogService(settings, s3=s3),
+        surveys=SurveyService(settings, s3=s3),
         pool=WorkerPool(settings.workers, settings.queue_size, settings.request_timeout_s),
         budget=Budget(settings.memory_budget_bytes, settings.disk_budget_bytes, settings.budget_queue_size,
                       settings.request_timeout_s),
@@ -88,18 +89,19 @@ def create_app(
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_spools(settings.work_dir)
         await anyio.to_thread.run_sync(services.catalog.load)
-        await anyio.to_thread.run_sync(app.state.surveys.load)
+        await anyio.to_thread.run_sync(services.surveys.load)
         services.catalog.start()
-        app.state.surveys.start()
+        services.surveys.start()
         try:
             yield
         finally:
-            app.state.surveys.stop()
+            services.surveys.stop()
             services.catalog.stop()
 
-    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their assets from a CDN: app.routers.web serves them offline
+    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.services = services
-    app.state.surveys = SurveyService(settings, s3=s3)
     app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
                                           str(settings.work_dir)])
     install_error_handlers(app)
@@ -108,16 +110,17 @@ def create_app(
         app.include_router(tesscut.router, prefix=prefix)
         app.include_router(images.router, prefix=prefix)
         app.include_router(lightcurve.router, prefix=prefix)
-    app.include_router(lightcurve.preview_router)
     app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
     app.include_router(soda.router)  # IVOA SODA 1.0 sync, VOSI and DataLink under /soda
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
+    app.include_router(preview.router)
+    app.include_router(web.router)
+    web.mount(app)
 
     # Innermost first: HEAD is answered inside the access log (which then sees a complete answer)
     app.add_middleware(HeadMiddleware)
     observability.install(app)
-    web.install(app)
     if install is not None:
         install(app)
     if settings.cors_origins:

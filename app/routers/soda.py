@@ -16,8 +16,8 @@ from fastapi.responses import Response
 from app.dependencies import Services, get_services
 from app.observability import record_cutout
 from app.planning import soda
-from app.planning.answers import FileStreamAnswer, NoData
-from app.streaming import send, send_file
+from app.planning.answers import NoData
+from app.streaming import send
 from core.errors import InvalidInputError
 
 __all__ = ["router"]
@@ -77,9 +77,7 @@ async def _sync(request: Request, services: Services, pairs: list[tuple[str, str
         return Response(status_code=204)
     if answer.stats is not None:
         record_cutout(request, answer.stats)
-    if isinstance(answer, FileStreamAnswer):
-        return await send_file(answer, pool=services.pool, budget=services.budget)
-    return await send(answer, pool=services.pool, budget=services.budget)
+    return await send(answer, pool=services.pool, budget=services.budget)  # the TPF or its zip
 
 
 @router.get("/sync", response_class=Response, responses=_SYNC_RESPONSES,

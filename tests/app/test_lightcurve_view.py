@@ -169,9 +169,9 @@ def ctx(service_data, tmp_path_factory):
 
 
 def test_planner_returns_plain_data(ctx):
-    from app.planning.lightcurve import plan_lightcurve
+    from app.planning.lightcurve import lightcurve_result
 
-    result = plan_lightcurve(ctx, DEMO_RA, DEMO_DEC, 38, "SPOC", aperture=3)
+    result = lightcurve_result(ctx, DEMO_RA, DEMO_DEC, 38, "SPOC", aperture=3)
     lc = result.lightcurve
     assert (result.record.sector, result.record.camera, result.record.ccd) == (38, 2, 2)
     assert lc.flux.dtype == np.float32 and len(lc) == 10 and lc.mask.shape == (3, 3)
@@ -179,12 +179,12 @@ def test_planner_returns_plain_data(ctx):
     assert d["aperture"]["mask"] == ["111"] * 3 and d["flux"] == lc.flux.tolist()
     assert [s["sector"] for s in d["sectors"]] == ["0011", "0038"]
     assert result.to_csv().decode().splitlines()[0] == "time,flux,flux_err,quality"
-    tica = plan_lightcurve(ctx, DEMO_RA, DEMO_DEC, 38, "TICA", mask="11,11")
+    tica = lightcurve_result(ctx, DEMO_RA, DEMO_DEC, 38, "TICA", mask="11,11")
     assert tica.record.product == "TICA" and tica.flux_unit == "e-" and tica.lightcurve.mask.shape == (2, 2)
 
 
 def test_planner_errors_name_the_fields(ctx):
-    from app.planning.lightcurve import plan_lightcurve
+    from app.planning.lightcurve import lightcurve_result
     from core.errors import InvalidInputError, NoDataError, NotFoundError, TooLargeError
 
     cases = [
@@ -199,7 +199,7 @@ def test_planner_errors_name_the_fields(ctx):
         kwargs = {"ra": DEMO_RA, "dec": DEMO_DEC, "sector": 38, **changes}
         ra, dec, sector = kwargs.pop("ra"), kwargs.pop("dec"), kwargs.pop("sector")
         with pytest.raises(error) as exc:
-            plan_lightcurve(ctx, ra, dec, sector, "SPOC", **kwargs)
+            lightcurve_result(ctx, ra, dec, sector, "SPOC", **kwargs)
         assert exc.value.field == field, changes
 
 
@@ -207,10 +207,12 @@ def test_frame_planner_scales_every_frame_alike(ctx):
     """One interval (the median frame's percentiles) for all frames: the same pixel values give
     the same grey in every frame, so frames differ where the flux changed (the synthetic star's
     transit, frames 4-6), and each is that frame's flux through the shared interval."""
+    from app.params.requests import FrameParams
     from app.planning.lightcurve import plan_frame
     from core.cubes.preview import frame_flux
 
-    pngs = [plan_frame(ctx, DEMO_RA, DEMO_DEC, 9, 7, 38, "SPOC", i, "linear").data for i in (0, 1, 5)]
+    pngs = [plan_frame(ctx, FrameParams(ra=DEMO_RA, dec=DEMO_DEC, x=9, y=7, sector=38, frame=i, stretch="linear")).data
+            for i in (0, 1, 5)]
     images = [np.asarray(Image.open(io.BytesIO(p))) for p in pngs]
     assert all(im.shape == (7, 9) for im in images)
     assert np.array_equal(images[0], images[1])  # out of transit: the same picture

@@ -1,4 +1,4 @@
-"""The browser page, its PNG preview and the offline API docs (app.web), against the live server.
+"""The browser page, its PNG preview and the offline API docs (app.routers.web, app.routers.preview), against the live server.
 
 The browser test drives Debian's headless Chromium (``/usr/bin/chromium``) with Playwright and
 saves ``test-artifacts/preview.png``; it skips only when that binary is absent.
@@ -27,10 +27,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def server(live_server):
-    """The session's live server with the web page installed (a no-op once create_app does it)."""
-    from app import web
-
-    web.install(live_server.app)  # routes (not middleware) may be added to a running app
+    """The session's live server (create_app serves the page)."""
     return live_server
 
 
@@ -120,6 +117,7 @@ def test_preview_at_the_cube_edge_warns_of_nothing(spoc_cube):
     import os
     import warnings
 
+    from app.params.requests import PreviewParams
     from app.planning.context import Context
     from app.planning.preview import plan_preview
     from core.catalog.configured import open_catalog
@@ -132,7 +130,7 @@ def test_preview_at_the_cube_edge_warns_of_nothing(spoc_cube):
                   inline_tpf_bytes=1 << 26, band_bytes=1 << 20, work_dir=os.path.dirname(spoc_cube))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        png = plan_preview(ctx, ra, dec, 9, 7, None, "SPOC", "linear").data
+        png = plan_preview(ctx, PreviewParams(ra=ra, dec=dec, x=9, y=7, stretch="linear")).data
     pixels = np.asarray(Image.open(io.BytesIO(png)))
     assert pixels.shape == (7, 9)
     assert pixels[:, :3].max() == 0 and pixels[:, 4:].max() == 255  # off the cube: black

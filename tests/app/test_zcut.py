@@ -168,7 +168,7 @@ def _assert_same_pixels(got: fits.HDUList, want: fits.HDUList) -> None:
 
 
 def test_index_built_at_start_up(zcut_server):
-    index = zcut_server.app.state.surveys.current
+    index = zcut_server.app.state.services.surveys.current
     assert index.surveys() == ["deep_a", "deep_b", "hap"]
     indexed = {e.uri for e in index.entries}
     elsewhere = str(Path(zcut_server.files["hap"][0]).parent / "hst_skycell-p0081x14y15_acs_wfc_f814w_all_drc.fits")
@@ -350,7 +350,7 @@ def test_requests_open_only_the_images_they_cut(zcut_server, zcut, hapcut, monke
         return real_open(uri, *args, **kwargs)
 
     monkeypatch.setattr(range_file, "open_fits", counting)
-    service = zcut_server.app.state.surveys
+    service = zcut_server.app.state.services.surveys
     refreshes = service.refreshes
     assert zcut.get_surveys(COORD) == ["deep_a", "deep_b"]
     with warnings.catch_warnings():
@@ -380,7 +380,7 @@ def test_images_are_confined_to_their_own_survey(zcut_server):
     from core.cutout_size import CutoutSize
     from core.errors import ForbiddenError
 
-    service = zcut_server.app.state.surveys
+    service = zcut_server.app.state.services.surveys
     ctx = zcut_server.app.state.services.context()
     sel = plan.select(service.current, DEMO_RA, DEMO_DEC, CutoutSize(5, 5), surveys=["deep_a"], roots=service.roots)
     stray = plan.SurveyImage("deep_a", zcut_server.files["deep_b"][0], (1,), "deep_a/x.fits")
