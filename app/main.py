@@ -27,7 +27,7 @@ from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, lightcurve, preview, system, tesscut, web, zcut
+from app.routers import images, lightcurve, preview, soda, system, tesscut, web, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
 from app.workers import WorkerPool
@@ -115,6 +115,7 @@ def create_app(
         app.include_router(images.router, prefix=prefix)
         app.include_router(lightcurve.router, prefix=prefix)
     app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
+    app.include_router(soda.router)  # IVOA SODA 1.0 sync, VOSI and DataLink under /soda
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
     app.include_router(preview.router)

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     s3_max_connections: int = Field(
         64, ge=1, description="S3 requests in flight at once, process-wide (a cut issues all its ranges at once)"
     )
+    s3_latency_s: float = Field(
+        0.05, gt=0, description="expected seconds to an S3 ranged GET's first byte (chooses how time windows are read)"
+    )
+    s3_bandwidth_mb_s: float = Field(
+        200.0, gt=0, description="expected S3 throughput, MB/s, all connections (chooses how time windows are read)"
+    )
     log_level: str = "info"
 
     @field_validator("cube_dirs", "image_roots", "cors_origins", mode="before")

@@ -29,6 +29,11 @@ manifest lists the pairs it did not reach as errors, which a rerun then cuts.
 Progress is a tqdm bar when stderr is a terminal, log lines (logger ``core.batch.cutouts``) every
 ``log_every`` tasks and at the end otherwise, driven by :func:`distributed.as_completed`.
 
+A time window and a frame binning (``time_min``, ``time_max``, ``frame_bin``;
+:mod:`core.cubes.frames`) apply to every cut; a cube whose frames miss the window is an ``error``
+row saying so. The window is part of what the manifest's ``size`` column records (so a rerun with
+another window cuts again) and of the file names (:func:`core.tpf.cut.tpf_filename`).
+
 Follows TESScut's batch habit of one TPF per (target, sector/camera/CCD) and its legacy file
 names (:func:`core.tpf.cut.tpf_filename`); astrocut has no batch runner.
 """
@@ -50,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.catalog.snapshot import Catalog
+from core.cubes.frames import TimeWindow
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.storage.atomic import atomic_output
 from core.storage.s3 import S3Config
@@ -270,8 +276,13 @@ def cutout_size_arg(size: Sequence[float], units: str) -> Any:
     return [float(size[0]), float(size[1])] * {"arcsec": u.arcsec, "arcmin": u.arcmin, "deg": u.deg}[units]
 
 
-def _size_text(size: Sequence[float], units: str) -> str:
-    return f"{size[0]:g}x{size[1]:g} {units}"
+def _size_text(size: Sequence[float], units: str, window: TimeWindow | None = None) -> str:
+    text = f"{size[0]:g}x{size[1]:g} {units}"
+    if window is None or window.is_default:
+        return text
+    lo = "" if window.time_min is None else f"{window.time_min!r}"
+    hi = "" if window.time_max is None else f"{window.time_max!r}"
+    return f"{text} BTJD {lo}..{hi} bin {window.frame_bin}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,14 +311,16 @@ def _remove_stale_parts(path: str) -> None:
 
 
 def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: str, product: str,
-               target_dir: str, s3: Mapping[str, Any] | S3Config | None = None) -> dict[str, Any]:
+               target_dir: str, s3: Mapping[str, Any] | S3Config | None = None,
+               window: Sequence[Any] | None = None) -> dict[str, Any]:
     """Cut one target out of one cube into ``target_dir`` (the Dask task of :func:`run_batch`).
 
     The exact output name and size are computed first (the window :func:`core.tpf.cut.locate`
     places, :func:`core.tpf.cut.tpf_filename`, the byte size of that window's TPF for this cube); a
     file already there with that size is kept (``"skipped"``). Otherwise
     ``CutoutFactory().cube_cut`` writes it (temporary name, then rename), after removing what a
-    killed earlier attempt left of its temporary files.
+    killed earlier attempt left of its temporary files. ``window`` is ``(time_min, time_max,
+    frame_bin)`` (:class:`core.cubes.frames.TimeWindow`), None for every frame.
 
     Returns
     -------
@@ -323,11 +336,13 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
         config = _s3_config(s3)
         cutout_size = cutout_size_arg(size, units)
         coordinates = f"{float(ra)!r} {float(dec)!r}"  # the exact floats: RA_OBJ/DEC_OBJ as given
+        wanted = TimeWindow(*window) if window is not None else TimeWindow()
         cube = open_cube(uri, s3=config)
-        win = locate(cube, coordinates, cutout_size).window
-        path = os.path.join(target_dir, tpf_filename(cube.uri, ra, dec, win.nx, win.ny))
+        frames = None if wanted.is_default else wanted.resolve(cube.time)
+        win = locate(cube, coordinates, cutout_size, frames=frames).window
+        path = os.path.join(target_dir, tpf_filename(cube.uri, ra, dec, win.nx, win.ny, frames))
         # the TPF of a window is the cube's layout for that shape, byte for byte (core.tpf.cut)
-        expected = tpf_nbytes(cube, win.nx, win.ny)
+        expected = tpf_nbytes(cube, win.nx, win.ny, frames)
         try:
             if os.stat(path).st_size == expected:
                 return {"status": "skipped", "path": path, "bytes": expected}
@@ -335,7 +350,8 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
             pass
         _remove_stale_parts(path)
         written = CutoutFactory().cube_cut(uri, coordinates, cutout_size, product=product,
-                                           output_path=target_dir, s3=config)
+                                           output_path=target_dir, s3=config, time_min=wanted.time_min,
+                                           time_max=wanted.time_max, frame_bin=wanted.frame_bin)
         return {"status": "ok", "path": os.fspath(written), "bytes": os.path.getsize(written)}
     except Exception as exc:  # noqa: BLE001 - reported in the manifest, the batch goes on
         return {"status": "error", "error": describe_error(exc)}
@@ -647,14 +663,16 @@ class _Task:
 
 
 def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], units: str,
-          sectors: set[int] | None, product: str, out_dir: str, s3: dict | None, previous: dict
-          ) -> tuple[list[ManifestRow], list[_Task]]:
+          sectors: set[int] | None, product: str, out_dir: str, s3: dict | None, previous: dict,
+          window: TimeWindow | None = None) -> tuple[list[ManifestRow], list[_Task]]:
     """Manifest rows for every (target, cube) and the tasks still to run."""
     from core.tpf.cut import tpf_filename
 
     rows: list[ManifestRow] = []
     tasks: dict[tuple, _Task] = {}
-    size_text = _size_text(size, units)
+    size_text = _size_text(size, units, window)
+    window_args = None if window is None or window.is_default else (window.time_min, window.time_max,
+                                                                      window.frame_bin)
     for t in targets:
         if t.error:
             rows.append(ManifestRow(t.index, t.name, t.raw_ra, t.raw_dec, t.sector, size=size_text,
@@ -673,6 +691,11 @@ def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], un
                                               sectors=None if wanted is None else sorted(wanted)))
             if not records:
                 raise NoDataError("no hosted cube contains the position", field="coordinates")
+            if window is not None and not window.is_default:
+                records = [r for r in records if window.overlaps(float(r.tstart), float(r.tstop))]
+                if not records:
+                    raise NoDataError("no hosted cube containing the position has frames in the time window",
+                                      field="time_min")
         except CutoutError as exc:
             rows.append(ManifestRow(**base, sector=t.sector, status="error", error=describe_error(exc)))
             continue
@@ -691,7 +714,7 @@ def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], un
             task = tasks.get(key)
             if task is None:
                 label = f"cutout-{getattr(rec, 'sector_name', '') or rec.sector}-{t.index}"
-                args = (row.cube, t.ra, t.dec, size, units, product, tdir, s3)
+                args = (row.cube, t.ra, t.dec, size, units, product, tdir, s3, window_args)
                 task = tasks[key] = _Task(args, label, [])
             task.rows.append(row)
     return rows, list(tasks.values())
@@ -723,6 +746,9 @@ def run_batch(
     manifest: str | os.PathLike | None = None,
     log_every: int = 100,
     checkpoint_s: float = 10.0,
+    time_min: float | None = None,
+    time_max: float | None = None,
+    frame_bin: int = 1,
 ) -> BatchReport:
     """Cut a target pixel file for every target on every cube that contains it, on Dask.
 
@@ -764,6 +790,10 @@ def run_batch(
     checkpoint_s : float
         Rewrite the manifest at most this often while tasks finish (0: after every batch of
         results that arrives).
+    time_min, time_max : float, optional
+        Keep the frames whose mid-exposure time (BTJD, TDB) lies in this inclusive window.
+    frame_bin : int
+        Average this many frames into each cadence (a trailing partial bin is dropped).
 
     Returns
     -------
@@ -772,8 +802,8 @@ def run_batch(
     Raises
     ------
     InvalidInputError
-        Bad ``size``, ``units``, ``product``, ``sectors``, ``workers``, ``memory_limit``, or a
-        target CSV without ``ra``/``dec`` columns.
+        Bad ``size``, ``units``, ``product``, ``sectors``, ``workers``, ``memory_limit``,
+        ``time_min``/``time_max``/``frame_bin``, or a target CSV without ``ra``/``dec`` columns.
     UnavailableError
         The scheduler cannot be reached.
     KeyboardInterrupt, or what ``progress`` raised
@@ -782,6 +812,7 @@ def run_batch(
     """
     t0 = time.monotonic()
     size_xy, units = _size_values(size, units)
+    window = TimeWindow(time_min, time_max, frame_bin)
     if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
         raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
     product = product.upper()
@@ -799,7 +830,7 @@ def run_batch(
 
     table = read_targets(targets)
     rows, tasks = _plan(table, catalog, size_xy, units, wanted, product, out, config,
-                        _previous_outputs(manifest_path))
+                        _previous_outputs(manifest_path), window)
     report = BatchReport(manifest=manifest_path, rows=rows, tasks=len(tasks))
     report.timings["plan"] = time.monotonic() - t0
     bad = sum(1 for t in table if t.error)
