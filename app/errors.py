@@ -33,6 +33,7 @@ from core.errors import (
     NoDataError,
     NotFoundError,
     NotSupportedError,
+    QuotaError,
     TooLargeError,
     UnavailableError,
 )
@@ -58,6 +59,7 @@ STATUS_BY_ERROR: dict[type[CutoutError], int] = {
     NotFoundError: 404,
     NoDataError: 404,  # the TESScut routes answer 200 + {"msg"} instead, see routers/tesscut.py
     TooLargeError: 413,
+    QuotaError: 429,
     CorruptFileError: 422,
     NotSupportedError: 422,
     UnavailableError: 503,
@@ -75,6 +77,7 @@ _CODES_BY_STATUS = {
     405: "method_not_allowed",
     413: "too_large",
     422: "corrupt_file",
+    429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
     504: "timeout",
@@ -204,7 +207,9 @@ def _scrub(request: Request, text: str) -> str:
 async def _cutout_error_handler(request: Request, exc: CutoutError) -> JSONResponse:
     status = status_for(exc)
     message = truncate(_scrub(request, exc.message), 4 * ECHO_CHARS)
-    return error_response(request, status, message, code=error_code(exc), field=exc.field)
+    retry = getattr(exc, "retry_after_s", None)  # a quota: when to come back
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return error_response(request, status, message, code=error_code(exc), field=exc.field, headers=headers)
 
 
 async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -22,8 +22,9 @@ from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
+from app.jobs import JobService
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, lightcurve, system, tesscut, zcut
+from app.routers import images, jobs, lightcurve, system, tesscut, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
 from app.workers import WorkerPool
@@ -91,9 +92,11 @@ def create_app(
         await anyio.to_thread.run_sync(app.state.surveys.load)
         services.catalog.start()
         app.state.surveys.start()
+        app.state.jobs.start()
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(app.state.jobs.stop)
             app.state.surveys.stop()
             services.catalog.stop()
 
@@ -102,12 +105,14 @@ def create_app(
     app.state.surveys = SurveyService(settings, s3=s3)
     app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
                                           str(settings.work_dir)])
+    app.state.jobs = JobService(settings, lambda: services.catalog.current, s3, app.state.scrub_paths)
     install_error_handlers(app)
 
     for prefix in TESSCUT_PREFIXES:
         app.include_router(tesscut.router, prefix=prefix)
         app.include_router(images.router, prefix=prefix)
         app.include_router(lightcurve.router, prefix=prefix)
+        app.include_router(jobs.router, prefix=prefix)
     app.include_router(lightcurve.preview_router)
     app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
     app.include_router(system.router)
