@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ from core.errors import InvalidInputError, NotFoundError, QuotaError, TooLargeEr
 from core.storage.atomic import write_bytes_atomic
 
 __all__ = ["JobService"]
+
+log = logging.getLogger("app.jobs")
 
 #: seconds a client is told to wait when too many of its jobs are unfinished
 RETRY_ACTIVE_S = 10
@@ -238,7 +241,11 @@ class JobService:
         hit = self._results_cache.get(job_id)
         if hit is not None and hit[0] == mtime:
             return hit[1]
-        files = json.loads(path.read_bytes())
+        try:
+            files = {str(k): int(v) for k, v in json.loads(path.read_bytes()).items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # damaged: no results, not a 500
+            log.error("job %s: unreadable results list (%s)", job_id, exc)
+            return {}
         if len(self._results_cache) > 64:
             self._results_cache.clear()
         self._results_cache[job_id] = (mtime, files)

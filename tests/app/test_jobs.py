@@ -371,3 +371,17 @@ def test_bad_values_on_job_resources_answer_400_or_404(jobs_server):
                         f"{url}/results/..%2F..%2Fjob.json/x"):
             assert c.get(missing).status_code == 404, missing
         assert c.delete(url).status_code == 303
+
+
+def test_a_damaged_results_list_is_no_500(jobs_server):
+    base, server = jobs_server
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+
+    with httpx.Client(timeout=30) as c:
+        url = post_job(base, data={"POS": f"{DEMO_RA} {DEMO_DEC}", "PHASE": "RUN"}, client=c).headers["location"]
+        job = wait_phase(url, client=c)
+        tpf = next(r.href for r in job.results if r.mimetype == "application/fits")
+        assert c.get(tpf).status_code == 200
+        (Path(server.settings.work_dir) / "jobs" / url.rsplit("/", 1)[1] / "results.json").write_bytes(b"{oops")
+        assert c.get(url).status_code == 200 and c.get(f"{url}/results").status_code == 200
+        assert c.get(tpf).status_code == 404  # only what the results list names is served

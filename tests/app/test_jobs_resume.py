@@ -114,3 +114,31 @@ def test_restart_resumes_an_interrupted_job_without_redoing_its_outputs(gated, t
     assert len(tpfs) == ROWS + 1
     assert not [p for p in out.rglob("*.part")]  # no partial file left under a final name or beside one
     assert os.path.getsize(out / rows[-1]["file"]) == int(rows[-1]["bytes"])
+
+
+def test_servers_sharing_a_work_dir_share_jobs_and_one_runs_them(make_server, service_data, tmp_path):
+    """Two services on one work dir (as ``cutout serve --workers 2`` runs): a job created through
+    either is run by the one holding the runner lock and seen by both; when that one stops, the
+    other takes the jobs over."""
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+
+    cubes, _, _ = service_data
+    work = tmp_path / "shared"
+    settings = {"cube_dirs": [str(cubes["spoc38"].parent)], "work_dir": work, "jobs_dask_workers": 1,
+                "jobs_dask_memory_limit": "1GiB"}
+    a = make_server(**settings)
+    b = make_server(**settings)
+    pos = {"POS": f"{DEMO_RA} {DEMO_DEC}", "PHASE": "RUN"}
+    first = post_job(f"{a.url}/api/v0.1/async", data=pos).headers["location"]
+    assert wait_phase(first).phase == "COMPLETED"
+    assert a.app.state.jobs.runner.elected.is_set()
+    second = post_job(f"{b.url}/api/v0.1/async", data=pos).headers["location"]
+    job_id = second.rsplit("/", 1)[1]
+    job = wait_phase(second)  # b's document, b's blocking poll; a's runner did the work
+    assert job.phase == "COMPLETED" and job_info(job, "ok") == 2
+    assert not b.app.state.jobs.runner.elected.is_set()
+    assert parse(httpx.get(f"{a.url}/api/v0.1/async/{job_id}", timeout=30).content).phase == "COMPLETED"
+    a.stop()  # b's runner takes over
+    assert b.app.state.jobs.runner.elected.wait(60), "the runner lock was not taken over"
+    third = post_job(f"{b.url}/api/v0.1/async", data=pos).headers["location"]
+    assert wait_phase(third).phase == "COMPLETED"
