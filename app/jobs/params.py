@@ -39,6 +39,7 @@ __all__ = [
     "parse_timestamp",
     "parse_wait",
     "pos_table",
+    "table_bytes_limit",
 ]
 
 #: parameters a job's creation form (and its parameter updates) may carry, by upper-cased name
@@ -228,6 +229,11 @@ class Upload:
 
     filename: str | None
     data: bytes
+
+
+def table_bytes_limit(max_targets: int) -> int:
+    """The largest target table accepted: 1 KiB a row on average (at least 1 MiB)."""
+    return max(1 << 20, max_targets * 1024)
 
 
 def _table_lines(text: str) -> Iterable[str]:

@@ -26,7 +26,8 @@ from app.planning.answers import ZipAnswer, ZipMember
 from core.batch.cutouts import MANIFEST_COLUMNS, ManifestRow, read_targets
 from core.storage.atomic import write_bytes_atomic
 
-__all__ = ["estimate_results", "finalize", "formula_safe", "manifest_bytes", "result_files", "zip_answer"]
+__all__ = ["estimate_results", "finalize", "formula_safe", "manifest_bytes", "read_manifest", "result_files",
+           "zip_answer"]
 
 #: a cell a spreadsheet would read as a formula
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
@@ -63,6 +64,21 @@ def manifest_bytes(rows: Iterable[ManifestRow], scrub: Callable[[str], str] = la
         cells["error"] = scrub(str(cells["error"]))
         writer.writerow({k: formula_safe(v) for k, v in cells.items()})
     return out.getvalue().encode()
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """The rows of a batch manifest (``out/manifest.csv``), or none when it is missing or unreadable."""
+    def number(text: str) -> int | None:
+        return int(text) if text.strip().lstrip("-").isdigit() else None
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [ManifestRow(index=number(r["index"]) or 0, name=r["name"], ra=r["ra"], dec=r["dec"],
+                                sector=number(r["sector"]), camera=number(r["camera"]), ccd=number(r["ccd"]),
+                                cube=r["cube"], size=r["size"], status=r["status"], file=r["file"],
+                                bytes=number(r["bytes"]), error=r["error"]) for r in csv.DictReader(fh)]
+    except (OSError, KeyError, csv.Error):
+        return []
 
 
 def result_files(rows: Iterable[ManifestRow]) -> dict[str, int]:

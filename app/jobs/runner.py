@@ -485,10 +485,12 @@ class JobRunner:
         self._io.submit(self._write_results, state.job_id, rows, phase, error, ended, progress, elapsed)
 
     def _finish_idle(self, record: JobRecord, phase: Phase, error: str) -> None:
-        """End a job that is not running here (an abort request for a job waiting to resume)."""
+        """End a job that is not running here (an abort request for a job waiting to resume): its
+        results are what its last manifest says it finished."""
         self._queue.pop(record.job_id, None)
         self._finishing.add(record.job_id)
-        self._io.submit(self._write_results, record.job_id, [], phase, error, time.time(), record.progress,
+        rows = results.read_manifest(self.store.path(record.job_id, JobStore.OUT) / "manifest.csv")
+        self._io.submit(self._write_results, record.job_id, rows, phase, error, time.time(), record.progress,
                         record.elapsed_s)
 
     def _write_results(self, job_id: str, rows: list, phase: Phase, error: str | None, ended: float,

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
 from app.dependencies import Services, get_services
-from app.jobs.params import Upload, parse_int, parse_phases, parse_timestamp, parse_wait
+from app.jobs.params import Upload, parse_int, parse_phases, parse_timestamp, parse_wait, table_bytes_limit
 from app.jobs.service import JobService
 from app.jobs.store import Phase
 from app.jobs.uws import (
@@ -35,7 +35,7 @@ from app.jobs.uws import (
 )
 from app.params import ERROR_RESPONSES
 from app.streaming import send
-from core.errors import InvalidInputError, NotFoundError
+from core.errors import InvalidInputError, NotFoundError, TooLargeError
 
 __all__ = ["router"]
 
@@ -97,12 +97,17 @@ def _one_query(request: Request, name: str) -> str | None:
 
 
 async def _form(request: Request, services: Services) -> list[tuple[str, Any]]:
-    """The request's form as (name, value) items; uploads read into :class:`Upload`."""
+    """The request's form as (name, value) items; uploads read into :class:`Upload` (a target
+    table may hold 1 KiB a row on average: a bigger upload is refused before it is read)."""
     limit = services.settings.jobs_max_targets + 32
+    table_bytes = table_bytes_limit(services.settings.jobs_max_targets)
     items: list[tuple[str, Any]] = []
     async with request.form(max_files=2, max_fields=limit) as form:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
+                if value.size is not None and value.size > table_bytes:
+                    raise TooLargeError(f"the uploaded {name[:40]} has {value.size} bytes, more than {table_bytes} "
+                                        f"(1 KiB for each of jobs_max_targets rows)", field=name[:40])
                 items.append((name, Upload(value.filename, await value.read())))
             else:
                 items.append((name, value))

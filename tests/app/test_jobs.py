@@ -385,3 +385,10 @@ def test_a_damaged_results_list_is_no_500(jobs_server):
         (Path(server.settings.work_dir) / "jobs" / url.rsplit("/", 1)[1] / "results.json").write_bytes(b"{oops")
         assert c.get(url).status_code == 200 and c.get(f"{url}/results").status_code == 200
         assert c.get(tpf).status_code == 404  # only what the results list names is served
+
+
+def test_a_target_table_far_bigger_than_its_rows_need_is_refused_unread(jobs_server):
+    base, _ = jobs_server
+    table = b"ra,dec,note\n" + b"1,2," + b"x" * (1200 * 1024) + b"\n"  # one row, 1.2 MB
+    error = post_job(base, files={"targets": ("t.csv", table)}, expect=413).json()["error"]
+    assert error["field"] == "targets" and "jobs_max_targets" in error["message"]

@@ -212,3 +212,14 @@ def test_job_document_reads_back_with_pyvo():
     assert job.errorsummary.message.content == "stopped & gone" and job.errorsummary.has_detail
     assert {p.id_: p.content for p in job.parameters}["targets"] == "http://h/t"
     assert int(job.jobinfo["cutoutsDone"].value) == 3 and int(job.jobinfo["resultBytes"].value) == 9
+
+
+def test_read_manifest_reads_what_write_manifest_wrote(tmp_path):
+    from app.jobs.results import read_manifest
+    from core.batch.cutouts import write_manifest
+
+    rows = [ManifestRow(0, "a", "1.0", "2.0", 38, 2, 2, "c.fits", "5x5 px", "ok", "a/x.fits", 12),
+            ManifestRow(1, "b", "abc", "2", status="error", error="InvalidInputError (ra): no")]
+    write_manifest(tmp_path / "m.csv", rows)
+    assert read_manifest(tmp_path / "m.csv") == rows
+    assert read_manifest(tmp_path / "missing.csv") == []

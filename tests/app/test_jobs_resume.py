@@ -142,3 +142,25 @@ def test_servers_sharing_a_work_dir_share_jobs_and_one_runs_them(make_server, se
     assert b.app.state.jobs.runner.elected.wait(60), "the runner lock was not taken over"
     third = post_job(f"{b.url}/api/v0.1/async", data=pos).headers["location"]
     assert wait_phase(third).phase == "COMPLETED"
+
+
+def test_abort_requested_while_no_runner_keeps_the_finished_results(gated, tmp_path):
+    """An abort recorded while the job waits to resume (the request came through another process,
+    or the runner was down) ends it ABORTED with what its last manifest says it finished."""
+    make, proxy, table = gated
+    work = tmp_path / "work"
+    first = make(work)
+    url = _held(f"{first.url}/api/v0.1/async", proxy, table)
+    job_id = url.rsplit("/", 1)[1]
+    first.stop()
+    record_path = work / "jobs" / job_id / "job.json"
+    record = json.loads(record_path.read_bytes())
+    record["abort_requested"] = True
+    record_path.write_text(json.dumps(record))  # as another process's store.update would leave it
+    proxy.mode = "pass"  # the new service lists the S3 cubes when it starts
+    second = make(work)
+    job = wait_phase(f"{second.url}/api/v0.1/async/{job_id}", deadline_s=60)
+    assert job.phase == "ABORTED"
+    assert len([r for r in job.results if r.mimetype == "application/fits"]) == ROWS
+    rows = manifest_rows(httpx.get(f"{second.url}/api/v0.1/async/{job_id}/results/manifest.csv").text)
+    assert [r["status"] for r in rows].count("ok") == ROWS
