@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     jobs_max_stored_per_client: int = Field(
         200, ge=1, description="Jobs kept (finished ones included, until their destruction) per client address."
     )
+    jobs_max_stored: int = Field(
+        10_000, ge=1, description="Jobs kept, all clients together (the runner scans them every second)."
+    )
     jobs_max_result_bytes: int = Field(20 * GiB, ge=1, description="Result bytes (TPFs) per job.")
     jobs_retention_s: float = Field(
         7 * 86400.0, gt=0, description="A job and its results are destroyed this long after creation (the "

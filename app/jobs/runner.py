@@ -37,6 +37,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,6 +134,8 @@ class JobRunner:
         self._owners = RoundRobin()
         self._jobs_of: dict[str, RoundRobin] = {}
         self._seq = 0
+        #: in every task key: a new runner (a restart) never meets an earlier runner's keys on a scheduler
+        self._token = uuid.uuid4().hex[:8]
         self._next_scan = 0.0
         self._next_reap = 0.0
         #: set once this process holds the runner lock
@@ -188,9 +191,12 @@ class JobRunner:
                     message = self._inbox.get(timeout=max(0.05, self._next_scan - time.monotonic()))
                 except queue.Empty:
                     message = None
-                self._step(message)
-        except Exception:  # the runner must not die silently: log, then stop as on shutdown
-            log.exception("job runner failed")
+                try:
+                    self._step(message)
+                except Exception:  # a disk or cluster fault: logged; the runner goes on after a pause
+                    log.exception("job runner: a step failed")
+                    if self._stopping.wait(1.0):
+                        break
         finally:
             self._shutdown()
 
@@ -353,7 +359,7 @@ class JobRunner:
         keys = []
         for _ in tasks:
             self._seq += 1
-            keys.append(f"job-{state.job_id}-{self._seq}")
+            keys.append(f"job-{state.job_id}-{self._token}-{self._seq}")
         futures = client.map(cut_target, *zip(*(t.args for t in tasks)), key=keys, pure=False)
         for key, task, future in zip(keys, tasks, futures):
             self._inflight[key] = (state.job_id, task, future)

@@ -7,7 +7,8 @@ coroutine that waits on the event loop, never on a thread.
 Limits (``app.settings``): ``jobs_max_targets`` targets and about ``jobs_max_result_bytes`` bytes
 of results per job (413, estimated from the catalog when the table is given); at most
 ``jobs_max_active_per_client`` unfinished jobs per client address and ``jobs_max_active`` in
-all, and ``jobs_max_stored_per_client`` kept jobs per address (429 with ``Retry-After``). Each
+all, ``jobs_max_stored_per_client`` kept jobs per address and ``jobs_max_stored`` in all (429
+with ``Retry-After``). Each
 error message names its setting. A job is destroyed ``jobs_retention_s`` after its creation
 unless its destruction time is set earlier; it may run for ``jobs_max_execution_s``.
 """
@@ -90,6 +91,10 @@ class JobService:
             raise QuotaError(f"this client address has {len(mine)} jobs kept, the most allowed "
                              f"(jobs_max_stored_per_client = {s.jobs_max_stored_per_client}): delete finished "
                              "ones", retry_after_s=int(max(1.0, wait)))
+        if len(records) >= s.jobs_max_stored:
+            wait = min(r.destruction for r in records) - time.time()
+            raise QuotaError(f"the service keeps {len(records)} jobs, the most it keeps "
+                             f"(jobs_max_stored = {s.jobs_max_stored})", retry_after_s=int(max(1.0, wait)))
 
     def _estimate(self, request: JobRequest) -> dict[str, int]:
         if request.table is None:

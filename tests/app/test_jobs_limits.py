@@ -89,3 +89,14 @@ def test_too_many_jobs_answer_429_with_retry_after_naming_the_limit(limited):
         assert int(refused.headers["retry-after"]) > 3600  # when the first one is destroyed
         assert a.delete(jobs[0]).status_code == 303
         post_job(base, data={"POS": "1 2"}, client=a)
+
+
+def test_the_service_keeps_at_most_jobs_max_stored(make_server, service_data):
+    cubes, _, _ = service_data
+    server = make_server(cube_dirs=[str(cubes["spoc38"].parent)], jobs_max_stored=2)
+    base = f"{server.url}/api/v0.1/async"
+    with _client("127.0.0.2") as a, _client("127.0.0.3") as b:
+        post_job(base, data={"POS": "1 2"}, client=a)
+        post_job(base, data={"POS": "1 2"}, client=b)
+        refused = post_job(base, data={"POS": "1 2"}, client=b, expect=429)
+        assert "(jobs_max_stored = 2)" in _error(refused, 429)["message"] and int(refused.headers["retry-after"]) > 3600
