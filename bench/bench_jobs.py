@@ -18,7 +18,8 @@ engine imported on every worker, the cube opened there). Then, every figure for 
             time (MAST allows 10 at once), each answered with a zip of one TPF, to the same
             service (its HTTP worker threads, not Dask).
 
-Each is run ``--repeat`` times, alternated, each into an empty output folder (disk writeback on a
+Each is run ``--repeat`` times, alternated (batch first, then job first, ...), each into an empty
+output folder (disk writeback on a
 shared machine makes single runs vary by 2x). Prints the median targets/s of each and the median
 of the job's time over the batch's (the target is 1.5x at most). ``--quick`` (CI smoke test): a
 64x64 cube of 5 frames, 40 targets, 1 worker, one run.
@@ -179,20 +180,24 @@ def main() -> None:
             run_batch(warm, size=args.cut, out_dir=root / "warm", catalog=OneCube(cube), scheduler=address,
                       progress=False)
             _run_job(server.url, _csv(warm), args.cut)  # the service's runner reaches the cluster
-            for i in range(args.repeat):  # alternated, each from a clean output folder
-                t0 = time.perf_counter()
-                report = run_batch(targets, size=args.cut, out_dir=root / "batch", catalog=OneCube(cube),
-                                   scheduler=address, progress=False)
-                times[BATCH].append(time.perf_counter() - t0)
-                assert report.ok == n, report.errors
-                shutil.rmtree(root / "batch")
-                job_s, tpfs = _run_job(server.url, table, args.cut, delete=True)
-                assert tpfs == n, tpfs
-                times[JOB].append(job_s)
+            for i in range(args.repeat):  # alternated (order too), each into an empty output folder
+                for kind in ((BATCH, JOB) if i % 2 == 0 else (JOB, BATCH)):
+                    if kind == BATCH:
+                        t0 = time.perf_counter()
+                        report = run_batch(targets, size=args.cut, out_dir=root / "batch", catalog=OneCube(cube),
+                                           scheduler=address, progress=False)
+                        times[BATCH].append(time.perf_counter() - t0)
+                        assert report.ok == n, report.errors
+                        shutil.rmtree(root / "batch")
+                    else:
+                        job_s, tpfs = _run_job(server.url, table, args.cut, delete=True)
+                        assert tpfs == n, tpfs
+                        times[JOB].append(job_s)
                 loop_s, got = asyncio.run(_astrocut_loop(server.port, targets, args.cut, args.concurrency))
                 assert got == n, got
                 times[LOOP].append(loop_s)
-                print(f"run {i + 1}: batch {times[BATCH][-1]:.2f} s, job {job_s:.2f} s, /astrocut loop {loop_s:.2f} s")
+                print(f"run {i + 1}: batch {times[BATCH][-1]:.2f} s, job {times[JOB][-1]:.2f} s, "
+                      f"/astrocut loop {loop_s:.2f} s")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
