@@ -1,22 +1,23 @@
-"""What handlers get injected: the one :class:`Services` object kept on ``app.state``."""
+"""What handlers get: the one :class:`Services` object kept on ``app.state`` (``ServicesDep``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from app.budget import Budget
 from app.catalog import CatalogService
 from app.planning.context import Context
 from app.settings import Settings
+from app.surveys import SurveyService
 from app.workers import WorkerPool
 from core.cutout_size import Limits
 from core.errors import NotSupportedError
 
-__all__ = ["EphemerisResolver", "Services", "get_services", "no_resolver"]
+__all__ = ["EphemerisResolver", "Services", "ServicesDep", "get_services", "no_resolver"]
 
 #: ``resolver(obj_id, obj_type) -> {"time": [...], "ra": [...], "dec": [...]}`` (TJD or ISO times)
 EphemerisResolver = Callable[[str, "str | None"], dict[str, list[Any]]]
@@ -35,10 +36,11 @@ def no_resolver(obj_id: str, obj_type: str | None) -> dict[str, list[Any]]:
 
 @dataclass
 class Services:
-    """Settings, catalog, worker pool, budget and pluggable parts shared by every handler."""
+    """Settings, catalog, survey index, worker pool, budget and pluggable parts shared by every handler."""
 
     settings: Settings
     catalog: CatalogService
+    surveys: SurveyService
     pool: WorkerPool
     budget: Budget
     s3: Any = None
@@ -60,6 +62,7 @@ class Services:
             image_s3_prefixes=[r for r in roots if r.lower().startswith("s3://")],
             s3=self.s3,
             resolver=self.resolver,
+            surveys=self.surveys,
         )
 
 
@@ -70,3 +73,7 @@ async def get_services(request: Request) -> Services:
     (and GIL hand-over) per request for a dictionary lookup.
     """
     return request.app.state.services
+
+
+#: what a handler declares to get the :class:`Services`
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -1,8 +1,12 @@
 """The application: wires settings, catalog, worker pool, budget, error handlers and routers together.
 
-``create_app(settings)`` is all there is (``uvicorn --factory app.main:create_app`` builds it from
-the environment). Metrics and access logging (:mod:`app.observability`), the browser page with
-offline docs (:mod:`app.web`) and the middleware (:mod:`app.middleware`) are installed here.
+``create_app(settings)`` builds the service; ``app``, FastAPI's usual module-level name, is the
+service built from the environment's settings (``uvicorn app.main:app``, as does
+``uvicorn --factory app.main:create_app``). ``app`` is made on first use, not at import: building
+reads the environment, sets the process's allocator threshold and the cube cache's size, and starts
+nothing a test or tool importing :func:`create_app` wants. Metrics and access logging
+(:mod:`app.observability`), the browser page with offline docs (:mod:`app.routers.web`) and the middleware
+(:mod:`app.middleware`) are installed here.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from app import observability, web
+from app import observability
 from app.budget import Budget
 from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
@@ -24,13 +28,13 @@ from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
 from app.jobs import JobService
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, jobs, lightcurve, system, tesscut, zcut
+from app.routers import images, jobs, lightcurve, preview, system, tesscut, web, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
 from app.workers import WorkerPool
 from core import __version__
 
-__all__ = ["TESSCUT_PREFIXES", "create_app"]
+__all__ = ["TESSCUT_PREFIXES", "create_app"]  # and app (module __getattr__)
 
 log = logging.getLogger("app")
 
@@ -74,6 +78,7 @@ def create_app(
     services = Services(
         settings=settings,
         catalog=CatalogService(settings, s3=s3),
+        surveys=SurveyService(settings, s3=s3),
         pool=WorkerPool(settings.workers, settings.queue_size, settings.request_timeout_s),
         budget=Budget(settings.memory_budget_bytes, settings.disk_budget_bytes, settings.budget_queue_size,
                       settings.request_timeout_s),
@@ -89,20 +94,21 @@ def create_app(
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_spools(settings.work_dir)
         await anyio.to_thread.run_sync(services.catalog.load)
-        await anyio.to_thread.run_sync(app.state.surveys.load)
+        await anyio.to_thread.run_sync(services.surveys.load)
         services.catalog.start()
-        app.state.surveys.start()
+        services.surveys.start()
         app.state.jobs.start()
         try:
             yield
         finally:
             await anyio.to_thread.run_sync(app.state.jobs.stop)
-            app.state.surveys.stop()
+            services.surveys.stop()
             services.catalog.stop()
 
-    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their assets from a CDN: app.routers.web serves them offline
+    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.services = services
-    app.state.surveys = SurveyService(settings, s3=s3)
     app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
                                           str(settings.work_dir)])
     app.state.jobs = JobService(settings, lambda: services.catalog.current, s3, app.state.scrub_paths)
@@ -113,15 +119,16 @@ def create_app(
         app.include_router(images.router, prefix=prefix)
         app.include_router(lightcurve.router, prefix=prefix)
         app.include_router(jobs.router, prefix=prefix)
-    app.include_router(lightcurve.preview_router)
     app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
+    app.include_router(preview.router)
+    app.include_router(web.router)
+    web.mount(app)
 
     # Innermost first: HEAD is answered inside the access log (which then sees a complete answer)
     app.add_middleware(HeadMiddleware)
     observability.install(app)
-    web.install(app)
     if install is not None:
         install(app)
     if settings.cors_origins:
@@ -133,3 +140,13 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the service built from the environment (:class:`Settings`), made once, on first use."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = globals().get("_app")
+    if built is None:
+        built = globals()["_app"] = create_app()
+    return built

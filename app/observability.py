@@ -1,8 +1,9 @@
-"""Access logging and Prometheus metrics: one structured log line per request, and ``/metrics``.
+"""Access logging and Prometheus metrics: one structured log line per request, and the metrics
+``/metrics`` serves (:mod:`app.routers.system`).
 
 ``install(app)`` adds :class:`AccessLogMiddleware` (a plain ASGI middleware: it wraps ``send`` and
-counts body bytes as they leave, so streamed zips are never buffered) and ``GET /metrics`` in the
-Prometheus text format (``prometheus-client``, one registry per app).
+counts body bytes as they leave, so streamed zips are never buffered) and the app's
+:class:`Metrics` (``prometheus-client``, one registry per app) on ``app.state.metrics``.
 
 One JSON line per request on the ``app.access`` logger, for example::
 
@@ -36,9 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -48,6 +47,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.product import Product
 
 __all__ = ["ACCESS_LOGGER", "METRICS_PATH", "AccessLogMiddleware", "Metrics", "install", "record_cutout"]
 
@@ -118,7 +119,7 @@ class _ServiceCollector(Collector):
         catalog = getattr(services, "catalog", None)
         if catalog is not None and hasattr(catalog, "entries"):
             cubes = GaugeMetricFamily("cutout_catalog_cubes", "Hosted cubes.", labels=["product"])
-            for product in ("SPOC", "TICA"):
+            for product in Product:
                 cubes.add_metric([product], len(catalog.entries(product)))
             yield cubes
             refreshes = CounterMetricFamily("cutout_catalog_refreshes", "Catalog snapshots published.")
@@ -312,7 +313,7 @@ def _ensure_handler(logger: logging.Logger) -> None:
 
 
 def install(app: FastAPI) -> Metrics:
-    """Add the access-log middleware and ``GET /metrics`` to ``app`` (idempotent); return the metrics.
+    """Add the access-log middleware and the metrics to ``app`` (idempotent); return the metrics.
 
     Call before the app starts (middleware cannot be added later). In :func:`app.main.create_app`
     it runs inside the request-id and body-limit middleware, so it sees their request id and
@@ -326,10 +327,4 @@ def install(app: FastAPI) -> Metrics:
     logger = logging.getLogger(ACCESS_LOGGER)
     _ensure_handler(logger)
     app.add_middleware(AccessLogMiddleware, metrics=metrics, logger=logger)
-
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    app.add_api_route(METRICS_PATH, prometheus_metrics, methods=["GET"], include_in_schema=False,
-                      summary="Prometheus metrics")
     return metrics

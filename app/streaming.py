@@ -142,10 +142,13 @@ def content_disposition(filename: str, *, inline: bool = False) -> str:
     return f'{kind}; filename="{safe_name(filename, limit=200)}"'
 
 
-def file_response(data: bytes, media_type: str, filename: str, *, inline: bool = False) -> Response:
-    """A whole small file (one FITS, one PNG/JPEG, a small zip) with its name."""
-    return Response(content=data, media_type=media_type,
-                    headers={"Content-Disposition": content_disposition(filename, inline=inline)})
+def file_response(data: bytes, media_type: str, filename: str | None, *, inline: bool = False,
+                  headers: dict[str, str] | None = None) -> Response:
+    """A whole small file (one FITS, one PNG/JPEG, a small zip, a JSON or CSV body) with its name."""
+    hdrs = dict(headers or {})
+    if filename is not None:
+        hdrs["Content-Disposition"] = content_disposition(filename, inline=inline)
+    return Response(content=data, media_type=media_type, headers=hdrs)
 
 
 class ZipStreamResponse(StreamingResponse):
@@ -180,21 +183,27 @@ def zip_response(pool: WorkerPool, members: Sequence[ZipMember], filename: str,
     return ZipStreamResponse(pool, members, filename, ticket)
 
 
-def no_data(answer: NoData, hosted: Sequence[int]) -> JSONResponse:
-    """The TESScut "no data" answer: HTTP 200, ``msg``, empty ``results``, the hosted sectors."""
-    listing = ", ".join(str(s) for s in hosted) or "none"
+def no_data(answer: NoData) -> JSONResponse:
+    """The "no data" answer TESScut, Zcut and Hapcut clients expect: HTTP 200, ``msg``, empty
+    ``results`` (and on the TESScut routes the hosted sectors)."""
+    if answer.hosted is None:
+        return JSONResponse({"msg": answer.message, "results": []})
+    listing = ", ".join(str(s) for s in answer.hosted) or "none"
     return JSONResponse({"msg": f"{answer.message} Hosted {answer.product} sectors: {listing}.", "results": [],
-                         "hosted_sectors": list(hosted)})
+                         "hosted_sectors": list(answer.hosted)})
 
 
-async def send(answer: NoData | FileAnswer | ZipAnswer, *, pool: WorkerPool, budget: Any,
-               hosted: Sequence[int] = ()) -> Response:
-    """The response for a planner's answer. A zip is admitted against the budget first (its biggest
-    member's memory and disk), then built whole when small or streamed."""
+async def send(answer: Any, *, pool: WorkerPool, budget: Any) -> Any:
+    """The response for a planner's answer. A zip is admitted against the budget first (what making
+    its members takes), then built whole when small or streamed. Anything else (JSON-able data) is
+    returned as it is, for the route's response model."""
     if isinstance(answer, NoData):
-        return no_data(answer, hosted)
+        return no_data(answer)
     if isinstance(answer, FileAnswer):
-        return file_response(answer.data, answer.media_type, answer.filename, inline=answer.inline)
+        return file_response(answer.data, answer.media_type, answer.filename, inline=answer.inline,
+                             headers=answer.headers)
+    if not isinstance(answer, ZipAnswer):
+        return answer
     ticket = await budget.admit(answer.memory_bytes, answer.disk_bytes)
     try:
         if _small(answer):

@@ -7,8 +7,7 @@ a refresh re-opens only new or changed files. Each refresh builds a new
 :class:`core.images.index.ImageIndex` and swaps it in with one assignment, so a request uses the
 snapshot it started with and no request ever opens files to find images.
 
-The service lives on ``app.state.surveys`` (not on :class:`app.dependencies.Services`); handlers
-get it with the :func:`get_surveys` dependency.
+The service is :attr:`app.dependencies.Services.surveys`.
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ import logging
 import threading
 from typing import Any
 
-from fastapi import Request
-
 from app.refresher import Refresher
 from core.images.index import ImageIndex, split_locations
 
-__all__ = ["HAP_SURVEY", "SurveyService", "get_surveys"]
+__all__ = ["HAP_SURVEY", "SurveyService"]
 
 log = logging.getLogger("app.surveys")
 
@@ -53,6 +50,9 @@ class SurveyService:
     # -- keeping it current ------------------------------------------------------------------------
     def load(self) -> int:
         """Start-up: index every survey; the number of images indexed."""
+        if not self.locations:
+            log.info("no Zcut/Hapcut surveys are served: CUTOUT_SURVEYS ('{\"name\": [\"folder or s3://prefix\"]}'; "
+                     "'hap' for Hapcut) enables them")
         self.refresh()
         return len(self.current)
 
@@ -90,8 +90,3 @@ class SurveyService:
         out = self.current.summary()
         out["refreshes"] = self.refreshes
         return out
-
-
-async def get_surveys(request: Request) -> SurveyService:
-    """FastAPI dependency: the application's :class:`SurveyService` (``async``: no thread hop)."""
-    return request.app.state.surveys

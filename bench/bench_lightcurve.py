@@ -8,7 +8,7 @@ region a hole: reads return zeros without disk I/O, as from a warm page cache). 
 3x3 and 11x11 pixels at the middle of the science pixels it times
 
 - ours: :func:`core.cubes.lightcurve.aperture_lightcurve` (reads only the aperture's pixels), and the
-  planner's whole JSON answer (:func:`app.planning.lightcurve.plan_lightcurve` + ``to_json``);
+  planner's whole JSON answer (:func:`app.planning.lightcurve.plan_lightcurve`);
 - astrocut 1.4.0's ``cube_cut`` of the aperture (in memory) then lightkurve's
   ``to_lightcurve(aperture_mask="all")``, the way a client gets the same numbers today;
 - our own TPF (``CutoutFactory.cube_cut``) then lightkurve, to separate the two costs;
@@ -51,6 +51,7 @@ def _row(path: Path, ctx, side: int, runs: int) -> tuple[float, float, float, fl
     import lightkurve as lk
     from astrocut import CutoutFactory as AstrocutFactory
 
+    from app.params.requests import LightCurveParams
     from app.planning.lightcurve import plan_lightcurve
 
     cube = cube_mod.open_cube(path)
@@ -63,7 +64,7 @@ def _row(path: Path, ctx, side: int, runs: int) -> tuple[float, float, float, fl
         return aperture_lightcurve(cube, ra, dec, mask)
 
     def ours_json():
-        return plan_lightcurve(ctx, ra, dec, None, "SPOC", aperture=side).to_json()
+        return plan_lightcurve(ctx, LightCurveParams(ra=ra, dec=dec, aperture=side)).data
 
     def astrocut_lk():
         hdul = AstrocutFactory().cube_cut(str(path), coord, side, memory_only=True)

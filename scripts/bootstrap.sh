@@ -10,8 +10,10 @@ if [ -z "$PY" ]; then
     if command -v "$candidate" >/dev/null 2>&1; then PY="$candidate"; break; fi
   done
 fi
-[ -n "$PY" ] || { echo "bootstrap: no python3 found (Python 3.11 is required)" >&2; exit 1; }
+[ -n "$PY" ] || { echo "bootstrap: no python3 found (Python 3.11.5 or later is required)" >&2; exit 1; }
 if [ ! -x .venv/bin/python ]; then
+  "$PY" -c 'import sys; sys.exit(sys.version_info[:3] < (3, 11, 5))' \
+    || { echo "bootstrap: $("$PY" -V 2>&1) is too old: the pinned constraints need Python 3.11.5 or later" >&2; exit 1; }
   echo "bootstrap: creating .venv with $($PY --version 2>&1)" >&2
   "$PY" -m venv .venv
 fi

@@ -230,3 +230,55 @@ class NginxBalancer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class HangingAddress:
+    """A 127.0.0.1 port whose connects hang, as to a host that left the network.
+
+    When a container stops, its address leaves the network: a SYN sent there is never answered, so
+    ``connect()`` hangs until the caller's timeout rather than being refused. Here the same happens on
+    loopback without root or a firewall rule: a listening socket whose accept queue (backlog 0) is
+    filled by one connection that is never accepted, so the kernel drops every further SYN.
+    ``port`` may be one just freed by a stopped process (the socket sets SO_REUSEADDR), so the
+    address that worked a moment ago is the one that now hangs. :meth:`hangs` checks that the
+    kernel behaves so (a caller skips when it does not). Close with :meth:`close` or ``with``.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
+        self._queued: list[socket.socket] = []
+        # fill the accept queue: the first connection is queued (completed, never accepted); once
+        # the queue is full, connects that are still pending stay so
+        for _ in range(2):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", self.port))
+            self._queued.append(client)
+
+    def hangs(self, timeout: float = 0.5) -> bool:
+        """True when a connect to the address neither completes nor fails within ``timeout``."""
+        with socket.socket() as probe:
+            probe.settimeout(timeout)
+            try:
+                probe.connect(("127.0.0.1", self.port))
+            except TimeoutError:
+                return True
+            except OSError:
+                return False
+            return False
+
+    def close(self) -> None:
+        for client in self._queued:
+            client.close()
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,17 +1,58 @@
-"""The answers a planner returns: no data, one file, or a zip of members made later.
+"""What a route's planner is, and the answers it returns: no data, one file, or a zip of members
+made later.
 
-A :class:`ZipAnswer` holds no bytes yet: each :class:`ZipMember` says how big it will be and how to
-make it (on a worker thread, while the response streams), and the answer says how much memory and
-temporary disk making its biggest member takes, which is what the server-wide budget admits.
+A :class:`Planner` says what planning a request costs before anything is read (:class:`Cost`) and
+how it is planned. A :class:`ZipAnswer` holds no bytes yet: each :class:`ZipMember` says how big it
+will be and how to make it (on a worker thread, while the response streams), and the answer says
+how much memory and temporary disk making its members takes, which is what the server-wide budget
+admits before the first byte is made.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["CutoutStats", "FileAnswer", "NoData", "ZipAnswer", "ZipMember"]
+from core.product import Product
+
+__all__ = ["NO_COST", "Cost", "CutoutStats", "FileAnswer", "NoData", "Planner", "ZipAnswer", "ZipMember"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What planning a request may hold at most: memory and temporary disk, in bytes, and the
+    parameter a 413 names when that is more than the whole budget."""
+
+    memory: int = 0
+    disk: int = 0
+    field: str = "x"
+
+
+#: a planner that holds nothing worth admitting while it plans (it only looks things up)
+NO_COST = Cost()
+
+
+def _no_cost(ctx: Any, params: Any, **extra: Any) -> Cost:
+    return NO_COST
+
+
+@dataclass(frozen=True)
+class Planner:
+    """A route's work.
+
+    Attributes
+    ----------
+    plan : ``plan(ctx, params, **extra) -> answer``, run on the worker pool; the answer is one of
+        this module's types, or JSON-able data for the route's response model.
+    cost : ``cost(ctx, params, **extra) -> Cost``, run on the event loop before planning:
+        constant time, from the typed parameters and the settings only (it may raise a 4xx for
+        parameters beyond the server's limits).
+    """
+
+    plan: Callable[..., Any]
+    cost: Callable[..., Cost] = _no_cost
 
 
 @dataclass(frozen=True)
@@ -34,7 +75,9 @@ class NoData:
     """A valid request with nothing to cut (TESScut's HTTP 200 ``{"msg", "results": []}``)."""
 
     message: str
-    product: str = "SPOC"
+    product: Product = Product.SPOC
+    #: the hosted sectors, listed in the answer (TESScut routes); None leaves them out (Zcut, Hapcut)
+    hosted: Sequence[int] | None = None
 
 
 @dataclass
@@ -43,9 +86,11 @@ class FileAnswer:
 
     data: bytes
     media_type: str
-    filename: str
+    #: the name a download gets (``Content-Disposition``); None sends none (a JSON answer)
+    filename: str | None
     inline: bool = False
     stats: CutoutStats | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 #: ``build(cancel)`` -> the member's bytes, or an iterator of its pieces (a streamed TPF); ``cancel``

@@ -32,6 +32,7 @@ class Context:
     image_roots, image_s3_prefixes : where image inputs may come from.
     s3 : the engine's S3 configuration (or None).
     resolver : moving targets' ``obj_id -> ephemeris`` resolver.
+    surveys : the Zcut/Hapcut survey registry and its index (:class:`app.surveys.SurveyService`).
     """
 
     catalog: Catalog
@@ -45,6 +46,7 @@ class Context:
     image_s3_prefixes: list[str] = field(default_factory=list)
     s3: Any = None
     resolver: Any = None
+    surveys: Any = None
 
 
 @contextmanager

@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from app.planning.answers import CutoutStats, FileAnswer, ZipAnswer, ZipMember
+from app.params.requests import CombineParams, FitsCutParams, ImgCutParams
+from app.planning.answers import Cost, CutoutStats, FileAnswer, Planner, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, safe_name
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, TooLargeError
 
-__all__ = ["IMAGE_FIELDS", "ImageInputs", "plan_combine", "plan_fits_cut", "plan_img_cut"]
+__all__ = ["COMBINE", "FITS_CUT", "IMAGE_FIELDS", "IMG_CUT", "ImageInputs", "plan_combine", "plan_fits_cut",
+           "plan_img_cut"]
 
 #: the engine's parameter names -> the API's
 IMAGE_FIELDS = {
@@ -129,13 +131,24 @@ def _stats(cuts: Sequence[Any]) -> CutoutStats:
     return CutoutStats(int(nx), int(ny), 1, len(cuts))
 
 
-def plan_fits_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size: CutoutSize,
-                  extension: Any = None, single_outfile: bool = True) -> FileAnswer | ZipAnswer:
+def _inputs(ctx: Context, p: Any, files: Sequence[Any]) -> ImageInputs:
+    return ImageInputs.check(ctx, p.image_names, [Upload(f.filename, f.file) for f in files])
+
+
+def _image_cost(ctx: Context, p: Any, files: Sequence[Any] = ()) -> Cost:
+    """What cutting the request's images holds: checked (count, presence) before anything is read."""
+    inputs = _inputs(ctx, p, files)
+    return Cost(image_memory(ctx, p.size, inputs.count))
+
+
+def plan_fits_cut(ctx: Context, p: FitsCutParams, files: Sequence[Any] = ()) -> FileAnswer | ZipAnswer:
     """FITS cutouts of the inputs: one file, or a zip of one per input (``single_outfile=False``)."""
     from astropy.io import fits
 
     from core.images.cutouts import cut_images, primary_hdu
 
+    inputs = _inputs(ctx, p, files)
+    ra, dec, size, extension, single_outfile = p.ra, p.dec, p.size, p.extension_value, p.single_outfile
     label = _label(ra, dec, size)
     try:
         with api_fields(IMAGE_FIELDS, inputs.shown, files_field="images"):
@@ -156,12 +169,12 @@ def plan_fits_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size
     return _files_answer(files, "application/fits", f"fits_cut_{label}.zip", _stats(cuts))
 
 
-def plan_img_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size: CutoutSize, *,
-                 stretch: str = "asinh", minmax_percent: Any = None, minmax_value: Any = None,
-                 invert: bool = False, img_format: str = "png", colorize: bool = False) -> FileAnswer | ZipAnswer:
+def plan_img_cut(ctx: Context, p: ImgCutParams, files: Sequence[Any] = ()) -> FileAnswer | ZipAnswer:
     """PNG/JPEG cutouts: one image answers with the image itself (usable in ``<img>``), more a zip."""
     from core.images.render import img_cut
 
+    inputs = _inputs(ctx, p, files)
+    ra, dec, size, img_format, colorize = p.ra, p.dec, p.size, p.img_format, p.colorize
     if colorize and inputs.count != 3:
         raise InvalidInputError(f"colorize combines exactly 3 images (R, G, B); got {inputs.count}", field="images")
     fmt = "jpg" if img_format in ("jpg", "jpeg") else "png"
@@ -170,9 +183,8 @@ def plan_img_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size:
     try:
         with api_fields(IMAGE_FIELDS, inputs.shown, files_field="images"):
             paths = inputs.resolve(ctx)
-            images = img_cut(paths, f"{ra % 360.0!r} {dec!r}", size, stretch=stretch, minmax_percent=minmax_percent,
-                             minmax_value=minmax_value, invert=invert, img_format=fmt, colorize=colorize,
-                             memory_only=True, s3=ctx.s3, limits=ctx.limits)
+            images = img_cut(paths, f"{ra % 360.0!r} {dec!r}", size, **p.render_options(), img_format=fmt,
+                             colorize=colorize, memory_only=True, s3=ctx.s3, limits=ctx.limits)
     finally:
         inputs.cleanup()
     if not isinstance(images, list):
@@ -188,12 +200,13 @@ def plan_img_cut(ctx: Context, inputs: ImageInputs, ra: float, dec: float, size:
     return _files_answer(files, media, f"img_cut_{label}.zip", stats, inline=True)
 
 
-def plan_combine(ctx: Context, inputs: ImageInputs, ra: float | None, dec: float | None,
-                 size: CutoutSize) -> FileAnswer:
+def plan_combine(ctx: Context, p: CombineParams, files: Sequence[Any] = ()) -> FileAnswer:
     """Cut the same window from each image (or take uploaded cutouts) and combine them into one FITS."""
     from core.images.combine import CutoutsCombiner
     from core.images.cutouts import fits_cut
 
+    inputs = _inputs(ctx, p, files)
+    ra, dec, size = p.ra, p.dec, p.size
     if inputs.images and (ra is None or dec is None):
         raise InvalidInputError("ra and dec are needed to cut images before combining", field="ra")
     try:
@@ -215,3 +228,8 @@ def plan_combine(ctx: Context, inputs: ImageInputs, ra: float | None, dec: float
     label = _label(ra, dec, size) if ra is not None else size.label()
     return FileAnswer(data, "application/fits", f"combined_{label}_astrocut.fits",
                       stats=CutoutStats(int(shape[-1]), int(shape[-2]), 1, len(cutouts)))
+
+
+FITS_CUT = Planner(plan_fits_cut, _image_cost)
+IMG_CUT = Planner(plan_img_cut, _image_cost)
+COMBINE = Planner(plan_combine, _image_cost)

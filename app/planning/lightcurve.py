@@ -21,16 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from app.planning.answers import CutoutStats, FileAnswer
+from app.params.requests import FrameParams, LightCurveParams
+from app.planning.answers import Cost, CutoutStats, FileAnswer, Planner
 from app.planning.context import Context, api_fields
-from app.planning.preview import PREVIEW_PERCENT
+from app.planning.preview import PREVIEW_PERCENT, preview_cost
 from app.planning.tesscut import TESSCUT_FIELDS, sector_result
 from core.catalog.snapshot import CubeRecord
 from core.cubes.lightcurve import ApertureLightCurve
 from core.cutout_size import CutoutSize
-from core.errors import NoDataError, NotFoundError
+from core.errors import NoDataError, NotFoundError, TooLargeError
+from core.product import Product
 
-__all__ = ["CSV_COLUMNS", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
+__all__ = ["CSV_COLUMNS", "FRAME", "LIGHTCURVE", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
 
 #: the CSV's header line, one column per per-cadence array
 CSV_COLUMNS = ("time", "flux", "flux_err", "quality")
@@ -71,7 +73,7 @@ class LightCurveResult:
     Attributes
     ----------
     ra, dec : the requested position (ICRS degrees, RA in 0..360).
-    product : "SPOC" or "TICA".
+    product : the cube product.
     record : the hosted cube the light curve is from.
     lightcurve : the per-cadence arrays, the aperture's box and mask.
     sectors : every hosted sector/camera/CCD holding the position, as the TESScut ``sector``
@@ -139,8 +141,8 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
-def plan_lightcurve(ctx: Context, ra: float, dec: float, sector: int | None, product: str, *,
-                    aperture: int = 3, mask: str | None = None) -> LightCurveResult:
+def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, product: str, *,
+                      aperture: int = 3, mask: str | None = None) -> LightCurveResult:
     """The simple-aperture light curve of a target on one hosted cube (``sector``, else the first).
 
     Parameters
@@ -151,7 +153,7 @@ def plan_lightcurve(ctx: Context, ra: float, dec: float, sector: int | None, pro
     sector : int or None
         The sector (default: the first hosted one holding the position).
     product : str
-        "SPOC" or "TICA".
+        The cube product.
     aperture : int
         Side of the square of pixels summed, centred on the position as a cutout of that size is
         (``x=aperture`` on the ``astrocut`` route cuts exactly those pixels).
@@ -171,13 +173,18 @@ def plan_lightcurve(ctx: Context, ra: float, dec: float, sector: int | None, pro
     from core.cubes.lightcurve import aperture_lightcurve, parse_mask, square_mask
 
     name = "mask" if mask is not None else "aperture"
+    side = ctx.limits.max_side
+    if mask is not None and side is not None and len(mask) > (side + 1) * side:
+        # what the widest allowed mask takes, checked before reading it
+        raise TooLargeError(f"a mask of {len(mask)} characters has more than {side} rows or columns "
+                            "(max_cutout_side)", field="mask")
     with api_fields({**TESSCUT_FIELDS, "cutout_size": name, "cutout_size.y": name}):
         pixels = parse_mask(mask) if mask is not None else square_mask(aperture)
         record = pick_cube(ctx, ra, dec, sector, product)
         cube = ctx.catalog.open(record)
         lc = aperture_lightcurve(cube, ra, dec, pixels, limits=ctx.limits, band_bytes=ctx.band_bytes)
         sectors = [sector_result(r) for r in ctx.catalog.containing(ra % 360.0, dec, product=product)]
-    unit = "e-/s" if product == "SPOC" else "e-"  # the TPF's TUNIT (TICA: astrocut 0.11.1's e-)
+    unit = Product.parse(product).flux_unit  # the TPF's TUNIT
     return LightCurveResult(ra % 360.0, dec, product, record, lc, sectors, unit)
 
 
@@ -202,8 +209,7 @@ def _frame_limits(cube: Any, window: Any, band_bytes: int, percent: Sequence[flo
     return cube.memo.get_or_make("frame_limits", key, make)
 
 
-def plan_frame(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: int | None, product: str,
-               frame: int, stretch: str = "asinh", invert: bool = False) -> FileAnswer:
+def plan_frame(ctx: Context, p: FrameParams) -> FileAnswer:
     """A PNG of frame ``frame`` (0-based cadence index) of the ``nx`` x ``ny`` cutout the
     ``astrocut`` route would cut, flipped north-up as the preview is, and scaled with one interval
     for every frame of the cutout (the median frame's percentiles, :data:`PREVIEW_PERCENT`), so
@@ -225,6 +231,8 @@ def plan_frame(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: in
     from core.images.render import normalize_img
     from core.tpf.cut import locate
 
+    ra, dec, nx, ny, sector, product, frame = p.ra, p.dec, p.x, p.ny, p.sector, p.product, p.frame
+    stretch, invert = p.stretch, p.invert
     with api_fields(TESSCUT_FIELDS):
         record = pick_cube(ctx, ra, dec, sector, product)
         cube = ctx.catalog.open(record)
@@ -243,3 +251,28 @@ def plan_frame(ctx: Context, ra: float, dec: float, nx: int, ny: int, sector: in
     name = f"frame_{ra % 360.0:.6f}_{dec:.6f}_{nx}x{ny}_s{record.sector:04d}_{frame:05d}.png"
     return FileAnswer(buf.getvalue(), "image/png", name, inline=True,
                       stats=CutoutStats(geo.window.nx, geo.window.ny, 1, 1))
+
+
+#: the JSON answer's own size beyond the band being read: ~100 bytes a cadence for 20,000 cadences
+_ANSWER_BYTES = 4 * 1024 * 1024
+
+
+def lightcurve_cost(ctx: Context, p: LightCurveParams) -> Cost:
+    """A light curve reads the aperture's pixels a chunk of frames at a time: one band and the
+    answer. The aperture's box is held to the side limit before its mask is built."""
+    name = "mask" if p.mask is not None else "aperture"
+    nx, ny = p.aperture_shape
+    ctx.limits.check(nx, ny, 1, field_x=name, field_y=name)
+    return Cost(2 * ctx.band_bytes + _ANSWER_BYTES + nx * ny, field=name)
+
+
+def plan_lightcurve(ctx: Context, p: LightCurveParams) -> FileAnswer:
+    """The light curve as the route answers it: JSON, or CSV as a download."""
+    result = lightcurve_result(ctx, p.ra, p.dec, p.sector, p.product, aperture=p.aperture, mask=p.mask)
+    if p.format == "csv":
+        return FileAnswer(result.to_csv(), "text/csv; charset=utf-8", result.filename("csv"), stats=result.stats)
+    return FileAnswer(result.to_json(), "application/json", None, stats=result.stats)
+
+
+LIGHTCURVE = Planner(plan_lightcurve, lightcurve_cost)
+FRAME = Planner(plan_frame, preview_cost)

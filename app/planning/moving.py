@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
+from app.params.requests import MovingTargetCutParams, MovingTargetSectorParams
+from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, safe_name
 from core.catalog.snapshot import CubeRecord
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError
 
-__all__ = ["MOVING_FIELDS", "covering", "parse_path", "plan_moving_astrocut", "plan_moving_sector"]
+__all__ = ["MOVING_ASTROCUT", "MOVING_FIELDS", "MOVING_SECTOR", "covering", "parse_path", "plan_moving_astrocut",
+           "plan_moving_sector"]
 
 #: the engine's parameter names -> the API's
 MOVING_FIELDS = {"path": "ephemeris", "coordinates": "ephemeris", "cutout_size": "x", "cutout_size.y": "y",
@@ -104,14 +106,16 @@ def _resolve(ctx: Context, obj_id: str | None, obj_type: str | None, ephemeris: 
     return parse_path(ctx.resolver(obj_id or "", obj_type))
 
 
-def plan_moving_sector(ctx: Context, obj_id: str | None, obj_type: str | None, ephemeris: dict | None,
-                       product: str) -> list[dict[str, str]]:
+def plan_moving_sector(ctx: Context, p: MovingTargetSectorParams) -> dict[str, Any]:
     """The hosted sectors whose cubes the path crosses."""
     from app.planning.tesscut import sector_result
 
     with api_fields(MOVING_FIELDS):
-        path = _resolve(ctx, obj_id, obj_type, ephemeris)
-        return [sector_result(r) for r, _ in covering(ctx, path, product, [])]
+        path = _resolve(ctx, p.obj_id, p.obj_type, p.ephemeris)
+        results = [sector_result(r) for r, _ in covering(ctx, path, p.product, [])]
+    if not results:
+        return {"results": [], "msg": "The path crosses no hosted cube."}
+    return {"results": results}
 
 
 def object_card(obj_id: str | None) -> str | None:
@@ -162,15 +166,17 @@ def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
     return name, tpf_bytes(out)
 
 
-def plan_moving_astrocut(ctx: Context, obj_id: str | None, obj_type: str | None, ephemeris: dict | None,
-                         size: CutoutSize, product: str, sectors: Sequence[int], label: str) -> NoData | ZipAnswer:
+def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | ZipAnswer:
     """TPFs centred on a moving target's path, one per hosted cube it crosses, in a zip."""
+    from app.planning.tesscut import no_data
+
+    obj_id, product, sectors, size = p.obj_id, p.product, p.sectors, p.size
     with api_fields(MOVING_FIELDS):
-        path = _resolve(ctx, obj_id, obj_type, ephemeris)
+        path = _resolve(ctx, obj_id, p.obj_type, p.ephemeris)
         crossed = covering(ctx, path, product, sectors)
         if not crossed:
-            return NoData("The path crosses no hosted cube" + (" in the requested sectors." if sectors else "."),
-                          product)
+            return no_data(ctx, "The path crosses no hosted cube" + (" in the requested sectors." if sectors else "."),
+                           product)
         target = object_card(obj_id)
         made: list[tuple[str, bytes]] = []
         frames = 0
@@ -181,8 +187,17 @@ def plan_moving_astrocut(ctx: Context, obj_id: str | None, obj_type: str | None,
             frames += record.nframes
             made.append(member)
     if not made:
-        return NoData("The path has no data on any hosted cube.", product)
+        return no_data(ctx, "The path has no data on any hosted cube.", product)
     px = size.whole_pixels() or (0, 0)
     members = [ZipMember(name, (lambda cancel, d=data: d), len(data), memory_bytes=len(data)) for name, data in made]
     name = safe_name(obj_id or "path")
-    return ZipAnswer(f"astrocut_{name}_{label}.zip", members, CutoutStats(px[0], px[1], frames, len(members)))
+    return ZipAnswer(f"astrocut_{name}_{p.size_label}.zip", members, CutoutStats(px[0], px[1], frames, len(members)))
+
+
+def _moving_cost(ctx: Context, p: MovingTargetCutParams) -> Cost:
+    # the footprint TPFs are cut in memory while planning: admitted first, at the in-memory bound
+    return Cost(2 * ctx.inline_tpf_bytes)
+
+
+MOVING_SECTOR = Planner(plan_moving_sector)
+MOVING_ASTROCUT = Planner(plan_moving_astrocut, _moving_cost)

@@ -38,15 +38,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
+from app.params.surveys import HapcutParams, SurveyListParams, ZcutParams
+from app.params.values import first_values
+from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, safe_name
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, NotFoundError
 from core.images.index import ImageIndex, file_stem
 
 __all__ = [
+    "HAPCUT",
     "HAP_NO_DATA",
+    "SURVEY_NAMES",
     "ZCUT_FIELDS",
+    "ZCUT_FITS",
+    "ZCUT_IMAGES",
     "Selection",
     "SurveyImage",
     "hap_cutout_name",
@@ -67,6 +73,9 @@ ZCUT_FIELDS = {
 
 #: what MAST's Hapcut says when no HAP image holds the position (astroquery's tests match it)
 HAP_NO_DATA = "Missing HAP files for input target. Cutout not performed."
+#: what Zcut and Hapcut say on a server that hosts nothing for them: nowhere else to look
+NO_SURVEYS = "This server hosts no surveys for Zcut (its CUTOUT_SURVEYS setting configures none)."
+NO_HAP = "This server hosts no HAP images for Hapcut (its CUTOUT_SURVEYS setting has no survey named 'hap')."
 
 Roots = tuple[list[str], list[str]]
 
@@ -121,12 +130,19 @@ def _shown_name(survey: str, uri: str, roots: Roots) -> str:
     return f"{survey}/{os.path.basename(uri)}"
 
 
-def plan_survey_names(index: ImageIndex, ra: float, dec: float, radius_deg: float,
-                      exclude: Sequence[str] = ()) -> list[str]:
+def survey_names(index: ImageIndex, ra: float, dec: float, radius_deg: float,
+                 exclude: Sequence[str] = ()) -> list[str]:
     """The surveys with an image whose footprint (grown by ``radius_deg``) holds the position, in
     registry order (Zcut's ``survey`` answer)."""
     names = dict.fromkeys(e.survey for e in index.containing(ra, dec, radius_deg) if e.survey not in exclude)
     return list(names)
+
+
+def plan_survey_names(ctx: Context, p: SurveyListParams) -> dict[str, list[str]]:
+    """Zcut's ``survey`` answer for the request (Hapcut's survey is not listed)."""
+    from app.surveys import HAP_SURVEY
+
+    return {"surveys": survey_names(ctx.surveys.current, p.ra, p.dec, p.radius_deg, (HAP_SURVEY,))}
 
 
 def select(index: ImageIndex, ra: float, dec: float, size: CutoutSize, *, surveys: Sequence[str],
@@ -147,19 +163,21 @@ def select(index: ImageIndex, ra: float, dec: float, size: CutoutSize, *, survey
     if only is not None:
         wanted = [only] if only in hosted else []
         if not wanted:
-            return NoData(HAP_NO_DATA)
+            return NoData(NO_HAP)
+    elif not hosted:
+        return NoData(NO_SURVEYS)
     elif surveys:
         wanted = [name for name in dict.fromkeys(surveys) if name in hosted]
         if not wanted:
-            listed = ", ".join(s[:100] for s in dict.fromkeys(surveys))
-            return NoData(f"Survey {listed} is not hosted on this server; hosted surveys: {', '.join(hosted) or 'none'}.")
+            return NoData(f"Survey {first_values(dict.fromkeys(surveys))} is not hosted on this server; hosted "
+                          f"surveys: {first_values(hosted, 20) or 'none'}.")
     else:
         wanted = hosted
     entries = index.containing(ra, dec, 0.0, surveys=wanted)
     if not entries:
         if only is not None:
             return NoData(HAP_NO_DATA)
-        where = f" of survey {', '.join(wanted)}" if surveys else " of the hosted surveys"
+        where = f" of survey {first_values(wanted)}" if surveys else " of the hosted surveys"
         return NoData(f"The position RA {ra % 360.0:.6f} Dec {dec:.6f} is on no image{where}.")
     grouped: dict[tuple[str, str], list[int]] = {}
     for entry in entries:
@@ -300,7 +318,7 @@ def _no_cut_data(sel: Selection) -> NoData:
     return NoData(f"The cutout at RA {sel.ra % 360.0:.6f} Dec {sel.dec:.6f} has no valid pixels in any survey image.")
 
 
-def plan_zcut_fits(ctx: Context, sel: Selection) -> ZipAnswer | NoData:
+def plan_zcut_fits(ctx: Context, sel: Selection, options: ZcutParams | None = None) -> ZipAnswer | NoData:
     """Zcut's FITS answer: one file per survey with a CUTOUT HDU per image (module docstring)."""
     from core.geometry import parse_coordinates
 
@@ -320,14 +338,13 @@ def plan_zcut_fits(ctx: Context, sel: Selection) -> ZipAnswer | NoData:
     return _zip(files, _zip_name("zcut", sel), CutoutStats(int(nx), int(ny), 1, count))
 
 
-def plan_zcut_images(ctx: Context, sel: Selection, *, img_format: str = "jpg", stretch: str = "asinh",
-                     minmax_percent: Sequence[float] | None = None, minmax_value: Sequence[float] | None = None,
-                     invert: bool = False) -> ZipAnswer | NoData:
+def plan_zcut_images(ctx: Context, sel: Selection, options: ZcutParams) -> ZipAnswer | NoData:
     """Zcut's JPEG/PNG answer: one image per survey image (:func:`core.images.render.img_cut` with its
     defaults: ``minmax_percent`` [0.5, 99.5] unless an interval is given)."""
     from core.images.render import img_cut
 
-    fmt = "jpg" if img_format in ("jpg", "jpeg") else "png"
+    fmt = options.output_format
+    render = options.render_options()
     pil_format = "JPEG" if fmt == "jpg" else "PNG"
     label = f"{_position_label(sel.ra, sel.dec)}_{size_label(sel.size)}"
     files: list[tuple[str, bytes]] = []
@@ -336,8 +353,7 @@ def plan_zcut_images(ctx: Context, sel: Selection, *, img_format: str = "jpg", s
         for image in sel.images:
             def cut(image: SurveyImage = image) -> list[Any]:
                 path = _open_path(ctx, sel, image)
-                return img_cut([path], sel.coordinates, sel.size, stretch=stretch, minmax_percent=minmax_percent,
-                               minmax_value=minmax_value, invert=invert, img_format=fmt, memory_only=True,
+                return img_cut([path], sel.coordinates, sel.size, **render, img_format=fmt, memory_only=True,
                                s3=ctx.s3, limits=ctx.limits, extension=list(image.exts[:1]))
 
             for img in _attempt(sel, image, cut, []):
@@ -352,7 +368,7 @@ def plan_zcut_images(ctx: Context, sel: Selection, *, img_format: str = "jpg", s
     return _zip(files, _zip_name("zcut", sel), CutoutStats(first.width, first.height, 1, len(files)))
 
 
-def plan_hapcut(ctx: Context, sel: Selection) -> ZipAnswer | NoData:
+def plan_hapcut(ctx: Context, sel: Selection, options: HapcutParams | None = None) -> ZipAnswer | NoData:
     """Hapcut's answer: one FITS per HAP image, every image HDU at the position cut (module docstring)."""
     from core.geometry import parse_coordinates
 
@@ -374,3 +390,16 @@ def plan_hapcut(ctx: Context, sel: Selection) -> ZipAnswer | NoData:
     if not files or shape is None:
         return NoData(HAP_NO_DATA)
     return _zip(files, _zip_name("hapcut", sel), CutoutStats(int(shape[-1]), int(shape[-2]), 1, count))
+
+
+def selection_cost(ctx: Context, sel: Selection, options: Any = None) -> Cost:
+    """What cutting the selected images holds at most (each image's cutout, made whole)."""
+    from app.planning.images import image_memory
+
+    return Cost(image_memory(ctx, sel.size, sel.count))
+
+
+SURVEY_NAMES = Planner(plan_survey_names)
+ZCUT_FITS = Planner(plan_zcut_fits, selection_cost)
+ZCUT_IMAGES = Planner(plan_zcut_images, selection_cost)
+HAPCUT = Planner(plan_hapcut, selection_cost)

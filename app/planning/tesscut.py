@@ -11,14 +11,29 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from app.planning.answers import CutoutStats, NoData, ZipAnswer, ZipMember
+from app.params.requests import AstrocutParams, FfiWcsParams, SectorParams
+from app.params.values import first_values
+from app.planning.answers import CutoutStats, NoData, Planner, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields
 from core.catalog.snapshot import CubeRecord
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError
+from core.product import Product
 from core.tpf.cut import cut_bytes, locate, tpf_filename, tpf_nbytes
 
-__all__ = ["TESSCUT_FIELDS", "cutout_members", "plan_astrocut", "plan_ffi_wcs", "plan_sector", "select", "zip_name"]
+__all__ = [
+    "ASTROCUT",
+    "FFI_WCS",
+    "SECTOR",
+    "TESSCUT_FIELDS",
+    "cutout_members",
+    "no_data",
+    "plan_astrocut",
+    "plan_ffi_wcs",
+    "plan_sector",
+    "select",
+    "zip_name",
+]
 
 #: the engine's parameter names -> the TESScut API's
 TESSCUT_FIELDS = {"coordinates": "ra", "cutout_size": "x", "cutout_size.y": "y"}
@@ -32,26 +47,34 @@ def sector_result(record: CubeRecord) -> dict[str, str]:
             "ccd": str(record.ccd)}
 
 
-def plan_sector(ctx: Context, ra: float, dec: float, radius_deg: float, product: str) -> list[dict[str, str]]:
-    """The hosted sectors/cameras/CCDs whose pixels (grown by ``radius_deg``) contain the position."""
-    return [sector_result(r) for r in ctx.catalog.containing(ra, dec, radius_deg, product=product)]
+def plan_sector(ctx: Context, p: SectorParams) -> dict[str, Any]:
+    """The hosted sectors/cameras/CCDs whose pixels (grown by the radius) contain the position."""
+    results = [sector_result(r) for r in ctx.catalog.containing(p.ra360, p.dec, p.radius_deg, product=p.product)]
+    if not results:
+        return {"results": [], "msg": "The position is on no hosted cube."}
+    return {"results": results}
 
 
-def select(ctx: Context, ra: float, dec: float, product: str, sectors: Sequence[int]) -> list[CubeRecord] | NoData:
+def no_data(ctx: Context, message: str, product: Product) -> NoData:
+    """TESScut's "no data" answer, listing the sectors hosted for ``product``."""
+    return NoData(message, product, hosted=ctx.catalog.sectors(product))
+
+
+def select(ctx: Context, ra: float, dec: float, product: Product, sectors: Sequence[int]) -> list[CubeRecord] | NoData:
     """The hosted cubes of ``product`` containing ICRS (ra, dec) degrees (in ``sectors`` if given),
-    or why there are none."""
+    or why there are none (naming a few of the sectors asked for, then how many more)."""
     catalog = ctx.catalog
     if sectors:
         hosted = set(catalog.sectors(product))
-        missing = [s for s in sectors if s not in hosted]
-        if len(missing) == len(sectors):
-            listed = ", ".join(str(s) for s in missing)
-            return NoData(f"Sector {listed} is not hosted on this server for product {product}.", product)
+        if not any(s in hosted for s in sectors):
+            return no_data(ctx, f"Sector {first_values(sectors)} is not hosted on this server for product "
+                                f"{product}.", product)
     ra = ra % 360.0
     records = catalog.containing(ra, dec, 0.0, product=product, sectors=sectors or None)
     if not records:
-        where = f" in sector {', '.join(str(s) for s in sectors)}" if sectors else ""
-        return NoData(f"The position RA {ra:.6f} Dec {dec:.6f} is on no hosted {product} cube{where}.", product)
+        where = f" in sector {first_values(sectors)}" if sectors else ""
+        return no_data(ctx, f"The position RA {ra:.6f} Dec {dec:.6f} is on no hosted {product} cube{where}.",
+                       product)
     return records
 
 
@@ -111,23 +134,23 @@ def zip_name(ra: float, dec: float, label: str) -> str:
     return f"astrocut_{ra % 360.0:.6f}_{dec:.6f}_{label}.zip"
 
 
-def plan_astrocut(ctx: Context, ra: float, dec: float, size: CutoutSize, product: str, sectors: Sequence[int],
-                  label: str | None = None) -> NoData | ZipAnswer:
+def plan_astrocut(ctx: Context, p: AstrocutParams) -> NoData | ZipAnswer:
     """TPFs around a position, one per hosted sector/camera/CCD containing it, as a zip."""
     with api_fields(TESSCUT_FIELDS):
-        selected = select(ctx, ra, dec, product, sectors)
+        selected = select(ctx, p.ra, p.dec, p.product, p.sectors)
         if isinstance(selected, NoData):
             return selected
-        members, stats = cutout_members(ctx, selected, ra, dec, size)
+        members, stats = cutout_members(ctx, selected, p.ra, p.dec, p.size)
     if not members:
-        return NoData("The cutout has no data on any hosted cube.", product)
-    return ZipAnswer(zip_name(ra, dec, label or size.label()), members, stats)
+        return no_data(ctx, "The cutout has no data on any hosted cube.", p.product)
+    return ZipAnswer(zip_name(p.ra, p.dec, p.size_label), members, stats)
 
 
-def plan_ffi_wcs(ctx: Context, sector: int, camera: int, ccd: int, product: str) -> dict[str, Any]:
+def plan_ffi_wcs(ctx: Context, p: FfiWcsParams) -> dict[str, Any]:
     """The reference WCS of a sector/camera/CCD: the hosted cube's, else tesswcs' archived
     solution, else 404 naming ``sector``."""
-    record = ctx.catalog.get(sector, camera, ccd, product)
+    sector, camera, ccd = p.sector, p.camera, p.ccd
+    record = ctx.catalog.get(sector, camera, ccd, p.product)
     if record is not None:
         header = ctx.catalog.geometry(record).wcs.to_header(relax=True)
         source = "cube"
@@ -151,3 +174,8 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     return str(value)
+
+
+SECTOR = Planner(plan_sector)
+ASTROCUT = Planner(plan_astrocut)
+FFI_WCS = Planner(plan_ffi_wcs)

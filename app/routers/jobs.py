@@ -15,13 +15,13 @@ touches the disk) and answer; a blocking poll (``WAIT``) waits on the event loop
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
-from app.dependencies import Services, get_services
+from app.dependencies import Services, ServicesDep
 from app.jobs.params import Upload, parse_int, parse_phases, parse_timestamp, parse_wait, table_bytes_limit
 from app.jobs.service import JobService
 from app.jobs.store import Phase
@@ -33,16 +33,15 @@ from app.jobs.uws import (
     parameters_document,
     results_document,
 )
-from app.params import ERROR_RESPONSES
+from app.params.responses import ERROR_RESPONSES
 from app.streaming import send
 from core.errors import InvalidInputError, NotFoundError, TooLargeError
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["Async jobs (UWS)"], responses={**ERROR_RESPONSES, 429: {
-    "model": ERROR_RESPONSES[400]["model"], "description": "Too many jobs (Retry-After; the limit is named)"}})
+    **ERROR_RESPONSES[429], "description": "Too many jobs of this client or in all (Retry-After; the limit is named)"}})
 
-ServicesDep = Annotated[Services, Depends(get_services)]
 XML = "application/xml"
 
 _FORM_FIELDS = {

@@ -1,22 +1,31 @@
-"""Service routes: ``/health`` and ``/version``."""
+"""Service routes: ``/health``, ``/version`` and Prometheus ``/metrics``."""
 
 from __future__ import annotations
 
 import os
 import platform
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.dependencies import Services, get_services
+from app.dependencies import ServicesDep
+from app.observability import METRICS_PATH
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["system"])
 
 
+@router.get(METRICS_PATH, include_in_schema=False, summary="Prometheus metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    """Every metric, in the Prometheus text format (:class:`app.observability.Metrics`)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/health")
-async def health(services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+async def health(services: ServicesDep) -> dict[str, Any]:
     """Liveness and a summary: the answering process, hosted cubes, worker pool load, the cutout
     budget, opened cubes."""
     from core.cubes.cache import default_cache

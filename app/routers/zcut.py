@@ -19,26 +19,24 @@ this a zip?" and otherwise warns with ``msg`` and returns an empty result. Bad p
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Form, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
-from app.dependencies import Services, get_services
-from app.observability import record_cutout
-from app.params import ERROR_RESPONSES
-from app.planning import images
-from app.planning import surveys as plan
-from app.planning.answers import NoData
-from app.streaming import planned, send
-from app.survey_params import (
+from app.params.responses import ERROR_RESPONSES, zip_or_no_data
+from app.params.surveys import (
     HapcutParams,
     SurveyListParams,
     SurveyListResponse,
     ZcutNoDataResponse,
     ZcutParams,
 )
-from app.surveys import HAP_SURVEY, SurveyService, get_surveys
+from app.pipeline import get_and_post, serve
+from app.planning import surveys as plan
+from app.planning.answers import NoData
+from app.streaming import no_data
+from app.surveys import HAP_SURVEY
 
 __all__ = ["HAPCUT_PREFIX", "ZCUT_PREFIX", "router"]
 
@@ -48,109 +46,45 @@ HAPCUT_PREFIX = "/hapcut/api/v0.1"
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-SurveysDep = Annotated[SurveyService, Depends(get_surveys)]
-
-_ZIP_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "A zip of cutouts, or JSON `{msg, results: []}` when there is no data.",
-        "content": {
-            "application/zip": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": ZcutNoDataResponse.model_json_schema()},
-        },
-    }
-}
+_ZIP = zip_or_no_data("A zip of cutouts, or JSON `{msg, results: []}` when there is no data.", ZcutNoDataResponse)
 
 
-def no_data(answer: NoData) -> JSONResponse:
-    """The "no data" answer astroquery's Zcut and Hapcut expect: HTTP 200, ``msg``, empty ``results``."""
-    return JSONResponse({"msg": answer.message, "results": []})
-
-
-async def _cutouts(request: Request, services: Services, surveys: SurveyService, p: HapcutParams,
-                   planner: Any, *, hap: bool, **options: Any) -> Response:
-    """Find the images in the index, admit the request's memory, cut on the pool, send."""
-    ctx = services.context()
-    size = p.cutout_size()
-    wanted = p.surveys() if isinstance(p, ZcutParams) else []
-    selection = plan.select(surveys.current, p.ra, p.dec, size, surveys=wanted, roots=surveys.roots,
-                            exclude=() if hap else (HAP_SURVEY,), only=HAP_SURVEY if hap else None,
-                            on_missing=surveys.file_missing)
+async def _cutouts(request: Request, p: HapcutParams, *, hap: bool) -> Any:
+    """Find the images in the survey index (in memory, nothing opened), then cut them as
+    :func:`app.pipeline.serve` runs every route, admitted by what the selected images take."""
+    surveys = request.app.state.services.surveys
+    selection = plan.select(surveys.current, p.ra, p.dec, p.size, surveys=() if hap else p.survey,
+                            roots=surveys.roots, exclude=() if hap else (HAP_SURVEY,),
+                            only=HAP_SURVEY if hap else None, on_missing=surveys.file_missing)
     if isinstance(selection, NoData):
         return no_data(selection)
-    ticket = await services.budget.admit(images.image_memory(ctx, size, selection.count))
-    try:
-        answer = await services.pool.run(planned, services.budget, planner, ctx, selection, **options)
-    finally:
-        ticket.release()
-    if isinstance(answer, NoData):
-        return no_data(answer)
-    if answer.stats is not None:
-        record_cutout(request, answer.stats)
-    return await send(answer, pool=services.pool, budget=services.budget)
+    if hap:
+        planner = plan.HAPCUT
+    else:
+        planner = plan.ZCUT_FITS if p.output_format == "fits" else plan.ZCUT_IMAGES
+    return await serve(request, planner, selection, options=p)
 
 
-# ------------------------------------------------------------------------------------------
-# Zcut
-# ------------------------------------------------------------------------------------------
+async def _zcut(request: Request, p: ZcutParams) -> Any:
+    return await _cutouts(request, p, hap=False)
 
 
-async def _survey_list(services: Services, surveys: SurveyService, p: SurveyListParams) -> dict[str, list[str]]:
-    names = await services.pool.run(plan.plan_survey_names, surveys.current, p.ra, p.dec, p.radius_deg(),
-                                    (HAP_SURVEY,))
-    return {"surveys": names}
+async def _hapcut(request: Request, p: HapcutParams) -> Any:
+    return await _cutouts(request, p, hap=True)
 
 
-@router.get(f"{ZCUT_PREFIX}/survey", tags=["Zcut"], response_model=SurveyListResponse)
-async def survey_get(p: Annotated[SurveyListParams, Query()], services: ServicesDep, surveys: SurveysDep) -> Any:
-    """The hosted surveys with an image at the position (grown by `radius`); `{"surveys": []}` if none."""
-    return await _survey_list(services, surveys, p)
-
-
-@router.post(f"{ZCUT_PREFIX}/survey", tags=["Zcut"], response_model=SurveyListResponse)
-async def survey_post(p: Annotated[SurveyListParams, Form()], services: ServicesDep, surveys: SurveysDep) -> Any:
-    """As GET, with a form body (what astroquery's `Zcut.get_surveys` sends)."""
-    return await _survey_list(services, surveys, p)
-
-
-async def _zcut(request: Request, services: Services, surveys: SurveyService, p: ZcutParams) -> Response:
-    fmt = p.output_format()
-    if fmt == "fits":
-        return await _cutouts(request, services, surveys, p, plan.plan_zcut_fits, hap=False)
-    return await _cutouts(request, services, surveys, p, plan.plan_zcut_images, hap=False, img_format=fmt,
-                          stretch=p.stretch, minmax_percent=p.percent(), minmax_value=p.values(), invert=p.invert)
-
-
-@router.get(f"{ZCUT_PREFIX}/astrocut", tags=["Zcut"], response_class=JSONResponse, responses=_ZIP_RESPONSES)
-async def zcut_get(request: Request, p: Annotated[ZcutParams, Query()], services: ServicesDep,
-                   surveys: SurveysDep) -> Response:
-    """Cutouts of the survey images at a position: a zip of FITS files (one per survey, a CUTOUT
-    HDU per image) or of JPEG/PNG images (one per image), as `Zcut.download_cutouts` asks."""
-    return await _zcut(request, services, surveys, p)
-
-
-@router.post(f"{ZCUT_PREFIX}/astrocut", tags=["Zcut"], response_class=JSONResponse, responses=_ZIP_RESPONSES)
-async def zcut_post(request: Request, p: Annotated[ZcutParams, Form()], services: ServicesDep,
-                    surveys: SurveysDep) -> Response:
-    """As GET, with a form body (what `Zcut.get_cutouts` sends)."""
-    return await _zcut(request, services, surveys, p)
-
-
-# ------------------------------------------------------------------------------------------
-# Hapcut
-# ------------------------------------------------------------------------------------------
-
-
-@router.get(f"{HAPCUT_PREFIX}/astrocut", tags=["Hapcut"], response_class=JSONResponse, responses=_ZIP_RESPONSES)
-async def hapcut_get(request: Request, p: Annotated[HapcutParams, Query()], services: ServicesDep,
-                     surveys: SurveysDep) -> Response:
-    """FITS cutouts of the HAP images (survey `hap`) at a position, one per image, in a zip (what
-    `Hapcut.download_cutouts` asks)."""
-    return await _cutouts(request, services, surveys, p, plan.plan_hapcut, hap=True)
-
-
-@router.post(f"{HAPCUT_PREFIX}/astrocut", tags=["Hapcut"], response_class=JSONResponse, responses=_ZIP_RESPONSES)
-async def hapcut_post(request: Request, p: Annotated[HapcutParams, Body()], services: ServicesDep,
-                      surveys: SurveysDep) -> Response:
-    """As GET, with a JSON body (what `Hapcut.get_cutouts` sends)."""
-    return await _cutouts(request, services, surveys, p, plan.plan_hapcut, hap=True)
+get_and_post(router, f"{ZCUT_PREFIX}/survey", SurveyListParams, plan.SURVEY_NAMES, name="zcut_survey", tags=["Zcut"],
+             description="The hosted surveys with an image at the position (grown by `radius`); `{\"surveys\": []}` "
+                         "if none.",
+             post_description="As GET, with a form body (what astroquery's `Zcut.get_surveys` sends).",
+             response_model=SurveyListResponse)
+get_and_post(router, f"{ZCUT_PREFIX}/astrocut", ZcutParams, _zcut, name="zcut", tags=["Zcut"],
+             description="Cutouts of the survey images at a position: a zip of FITS files (one per survey, a CUTOUT "
+                         "HDU per image) or of JPEG/PNG images (one per image), as `Zcut.download_cutouts` asks.",
+             post_description="As GET, with a form body (what `Zcut.get_cutouts` sends).",
+             response_class=JSONResponse, responses=_ZIP)
+get_and_post(router, f"{HAPCUT_PREFIX}/astrocut", HapcutParams, _hapcut, name="hapcut", tags=["Hapcut"], post="json",
+             description="FITS cutouts of the HAP images (survey `hap`) at a position, one per image, in a zip (what "
+                         "`Hapcut.download_cutouts` asks).",
+             post_description="As GET, with a JSON body (what `Hapcut.get_cutouts` sends).",
+             response_class=JSONResponse, responses=_ZIP)

@@ -1,10 +1,20 @@
-"""Dockerfile and docker-compose.yml agree with the app: command, port, health check, CUTOUT_* names."""
+"""Dockerfile, docker-compose.yml, deploy/nginx.conf and requirements/runtime.txt agree with the app.
+
+Command, port, health check, CUTOUT_* names (each a real setting with a valid value), the uid the
+image runs as, the one-shot jobs, pinned images, the packages the image installs (the service's
+whole import closure, nothing of tesswcs's plotting stack) and the Python version it needs. None of
+these needs Docker; tests/app/test_docker.py builds and runs the image where Docker runs.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,15 +73,10 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def service_routes() -> set[str]:
-    from app import observability, web
     from app.main import create_app
     from app.settings import Settings
 
-    def install(app):
-        observability.install(app)
-        web.install(app)
-
-    app = create_app(Settings(), install=install)
+    app = create_app(Settings())
     return {getattr(r, "path", None) for r in app.routes} | {
         path for path in app.openapi()["paths"]
     }
@@ -188,11 +193,252 @@ def test_compose_one_shot_jobs_are_valid_commands(compose):
 def test_compose_healthcheck_if_any_hits_a_real_route(compose, service_routes):
     for svc in compose["services"].values():
         check = svc.get("healthcheck")
-        if not check:
+        if not check or check.get("disable"):
             continue
         text = " ".join(check["test"]) if isinstance(check["test"], list) else check["test"]
         for path in re.findall(r"https?://[^/'\"\s]+(/[A-Za-z0-9_./-]*)", text):
             assert path in service_routes
+
+
+def _settings_from_env(env: dict[str, str]):
+    """Settings built from the CUTOUT_* variables of ``env`` (raises when a value does not validate)."""
+    from app.settings import Settings
+
+    return Settings(**{k[len("CUTOUT_"):].lower(): str(v) for k, v in _cutout_env(env).items()})
+
+
+def _check_compose_settings(services: dict) -> None:
+    """Every CUTOUT_* variable of every service is a Settings field, and its value validates."""
+    from app.settings import Settings
+
+    fields = {f"CUTOUT_{name.upper()}" for name in Settings.model_fields}
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if isinstance(env, list):  # the KEY=value list form
+            env = dict(item.split("=", 1) for item in env)
+        unknown = set(_cutout_env(env)) - fields
+        assert not unknown, f"service {name} sets CUTOUT_* names that are not settings: {sorted(unknown)}"
+        _settings_from_env(env)  # pydantic raises on a value the service would refuse at start
+
+
+def test_compose_cutout_variables_are_settings(compose):
+    _check_compose_settings(compose["services"])
+    # and the check can fail: a misspelt name, a bad value
+    with pytest.raises(AssertionError, match="CUTOUT_CUBE_DIR"):
+        _check_compose_settings({"x": {"environment": {"CUTOUT_CUBE_DIR": "/data"}}})
+    with pytest.raises(ValueError, match="port"):
+        _check_compose_settings({"x": {"environment": {"CUTOUT_PORT": "eighty"}}})
+
+
+def _compose_command() -> list[str] | None:
+    """``docker compose`` (v2 plugin) or ``docker-compose`` (v1), whichever runs here, else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=60,
+                               check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return [shutil.which("docker-compose")] if shutil.which("docker-compose") else None
+
+
+def test_docker_compose_config_against_the_settings():
+    """``docker compose config`` (the file as Compose resolves it: anchors, merges, variables) is valid,
+    and its CUTOUT_* variables are settings with valid values. Needs no Docker daemon."""
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither 'docker compose' nor 'docker-compose' is installed")
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
+                            timeout=120, check=False, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert set(resolved) == set(yaml.safe_load(COMPOSE.read_text())["services"])
+    _check_compose_settings(resolved)
+    for name in REPLICAS:
+        assert _settings_from_env(resolved[name]["environment"]).index == "s3://tess-cubes/index.sqlite"
+
+
+#: services that run once and exit (other services wait for them to complete)
+ONE_SHOT = ["s3-init", "demo-cube", "index"]
+
+
+def test_compose_one_shot_jobs_have_no_health_check(compose):
+    services = compose["services"]
+    waited_for = {dep for svc in services.values() for dep, cond in _depends(svc).items()
+                  if cond == "service_completed_successfully"}
+    assert waited_for <= set(ONE_SHOT)
+    for name in ONE_SHOT:
+        svc = services[name]
+        assert svc.get("restart") == "no"
+        # the image's HEALTHCHECK would call a finished job, or a long index build, "unhealthy"
+        assert svc.get("healthcheck") == {"disable": True}, name
+    for name in REPLICAS:  # the long-running replicas keep the image's check
+        assert "healthcheck" not in services[name]
+
+
+def _depends(svc: dict) -> dict[str, str | None]:
+    """depends_on as {service: condition} (the list form has no condition)."""
+    deps = svc.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps)
+    return {name: (spec or {}).get("condition") for name, spec in deps.items()}
+
+
+def test_compose_images_are_pinned_and_maintained(compose):
+    for name, svc in compose["services"].items():
+        image = svc.get("image")
+        assert image, f"{name} names no image"
+        if svc.get("build"):
+            continue  # built here
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest" and "/" not in tag, f"{name}: {image} is not pinned"
+        # MinIO's community images are no longer published or maintained (README, "Deploying")
+        assert not repo.startswith(("minio/", "quay.io/minio/")), f"{name}: {image}"
+    # the service image's base is a build argument that defaults to a Python 3.11 image
+    [build] = {json.dumps(svc["build"], sort_keys=True) for svc in compose["services"].values() if svc.get("build")}
+    assert "PYTHON_BASE" in json.loads(build)["args"]
+
+
+# --- the image: uid, base, build context ---
+
+
+def _stages(text: str) -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each the list of its instructions from its FROM on."""
+    stages: list[list[tuple[str, str]]] = []
+    for word, args in _instructions(text):
+        if word == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word, args))
+    return stages
+
+
+def test_dockerfile_base_is_a_build_argument():
+    text = DOCKERFILE.read_text()
+    args = [a for w, a in _instructions(text) if w == "ARG"]
+    assert any(a.startswith("PYTHON_BASE=python:3.11") for a in args)
+    stages = _stages(text)
+    names = {a.split()[-1] for w, a in (s[0] for s in stages) if " AS " in a.upper()}
+    for stage in stages:
+        base = stage[0][1].split()[0]
+        assert base in ("${PYTHON_BASE}", "$PYTHON_BASE") or base in names, f"FROM {base}"
+    final = stages[-1]
+    assert final[0][1].split()[0] == "${PYTHON_BASE}"  # the image is the base plus what we copy in
+    # the service runs as a numeric non-root uid in group 0 (OpenShift, Kubernetes runAsNonRoot)
+    [user] = [a for w, a in final if w == "USER"]
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) != 0 and gid == "0"
+    run = " ".join(a for w, a in final if w == "RUN")
+    for folder in ("/srv/work", "/srv/demo-data", "/data"):
+        assert folder in run.split("chmod -R g=u", 1)[1], f"{folder} is not made group-writable"
+
+
+def test_dockerignore_admits_only_what_the_dockerfile_copies():
+    """The build context is an allow-list: everything the Dockerfile COPYs from it, nothing else (no
+    .git, .venv, build/, *.egg-info, test-artifacts/)."""
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "**"
+    admitted = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    copied = set()
+    for word, args in _instructions(DOCKERFILE.read_text()):
+        if word == "COPY" and not args.startswith("--from"):
+            copied |= {src.rstrip("/") for src in args.split()[:-1] if not src.startswith("--")}
+    assert copied == admitted
+    assert "**/*.egg-info" in patterns and "**/__pycache__" in patterns
+
+
+# --- what the image installs (requirements/runtime.txt) and the Python it needs ---
+
+RUNTIME = ROOT / "requirements" / "runtime.txt"
+
+
+def _runtime_tools():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import runtime_requirements
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return runtime_requirements
+
+
+def _runtime_pins() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(line.split("==")[0]): line.split("==")[1]
+            for line in RUNTIME.read_text().splitlines() if "==" in line and not line.startswith("#")}
+
+
+def test_runtime_requirements_are_current():
+    """requirements/runtime.txt is what scripts/runtime_requirements.py makes of pyproject.toml and the
+    constraints (re-run it after changing either), pinned at the constraints' versions."""
+    tools = _runtime_tools()
+    assert RUNTIME.read_text() == tools.runtime_text(), "stale: run python scripts/runtime_requirements.py"
+    pins = _runtime_pins()
+    constraints = tools.pinned_versions()
+    assert all(constraints[name] == version for name, version in pins.items())
+    assert "tesswcs" in pins  # for its data files
+    assert not {"matplotlib", "pandas", "astroquery"} & set(pins)  # its plotting stack is not installed
+    # the closure walk follows extras and stops at data-only packages
+    closure = tools.runtime_closure(["dask[distributed]", "tesswcs"])
+    assert "distributed" in closure and "tornado" in closure and "pandas" not in closure
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level modules imported anywhere in core/ and app/ that are neither stdlib nor the project's,
+    each with the files importing it (every import statement, lazy ones inside functions included)."""
+    found: dict[str, set[str]] = {}
+    for path in [*(ROOT / "core").rglob("*.py"), *(ROOT / "app").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in {"core", "app", "__future__"}:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+#: imported only where their absence is handled (system.py reports astrocut's version if present)
+OPTIONAL_IMPORTS = {"astrocut"}
+
+
+def test_runtime_requirements_cover_every_import_of_the_service():
+    """Each third-party module core/ and app/ import comes from a package the image installs; tesswcs
+    is never imported (only its data files are read), since importing it needs matplotlib."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    pins = _runtime_pins()
+    providers = packages_distributions()
+    imports = _third_party_imports()
+    assert "tesswcs" not in imports, f"tesswcs is imported in {imports.get('tesswcs')}"
+    assert {"numpy", "astropy", "fastapi", "distributed", "scipy"} <= set(imports)  # the scan sees imports
+    missing = {}
+    for module, files in imports.items():
+        if module in OPTIONAL_IMPORTS:
+            continue
+        dists = {canonicalize_name(d) for d in providers.get(module, [])}
+        if not dists & set(pins):
+            missing[module] = sorted(files)
+    assert not missing, f"imported but not in requirements/runtime.txt: {missing}"
+
+
+def test_python_version_is_stated_consistently():
+    """The constraints need Python 3.11.5 or later; pyproject.toml and the README say so."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        spec = SpecifierSet(tomllib.load(f)["project"]["requires-python"])
+    assert "3.11.5" in spec and "3.11.12" in spec and "3.11.4" not in spec and "3.11.2" not in spec
+    readme = (ROOT / "README.md").read_text()
+    assert "Python 3.11.5" in readme
+    assert "Needs Python 3.11 " not in readme  # the old, looser wording
 
 
 # --- nginx in front of the replicas (deploy/nginx.conf) ---
@@ -276,6 +522,13 @@ def test_nginx_conf_rules():
     [idle] = _directives("keepalive_timeout", upstream)
     assert _seconds(idle) < 5  # nginx drops idle upstream sockets before uvicorn does (5 s default)
     assert _directives("proxy_buffering") == ["off"]
+    # a stopped replica's address leaves the network (connects hang): nginx must give up on it fast,
+    # and take it out after few failures (tests/app/test_topology.py stops one)
+    [connect] = _directives("proxy_connect_timeout")
+    assert 0 < _seconds(connect) <= 1
+    for args in servers:
+        params = dict(p.split("=", 1) for p in args.split()[1:])
+        assert int(params["max_fails"]) <= 3 and _seconds(params["fail_timeout"]) <= 10
     assert _size(_directives("client_max_body_size")[0]) == defaults.max_upload_bytes
     assert _seconds(_directives("proxy_read_timeout")[0]) >= defaults.request_timeout_s
     for name in ("client_header_timeout", "client_body_timeout"):

@@ -43,8 +43,7 @@ def access_lines():
 
 @pytest.fixture(scope="module")
 def client(service_data, tmp_path_factory):
-    """The real app (create_app) with observability and the web page installed, in-process."""
-    from app import web
+    """The real app (create_app, observability and the web page included), in-process."""
     from app.main import create_app
     from app.settings import Settings
 
@@ -53,11 +52,7 @@ def client(service_data, tmp_path_factory):
                         work_dir=tmp_path_factory.mktemp("obs-work"), max_cutout_side=50,
                         max_cutout_volume=20 * 20 * 10, workers=2, queue_size=4)
 
-    def install(app):
-        observability.install(app)
-        web.install(app)
-
-    app = create_app(settings, install=install)
+    app = create_app(settings, install=observability.install)
     with TestClient(app) as c:
         yield c
 
@@ -148,7 +143,8 @@ def test_metrics_endpoint(client):
 def test_install_is_idempotent(client):
     app = client.app
     assert observability.install(app) is app.state.metrics
-    assert sum(1 for r in app.routes if getattr(r, "path", None) == "/metrics") == 1
+    assert sum(1 for m in app.user_middleware if m.cls is observability.AccessLogMiddleware) == 1
+    assert client.get("/metrics").status_code == 200
 
 
 def test_streaming_bytes_are_counted_without_buffering():

@@ -10,6 +10,8 @@ rendered for loopback (tests/nginx.py). Checked through nginx only:
 - SIGKILL of one replica in the middle of a 500-request GET load loses no request: every answer is
   a 200 with a valid body;
 - the killed replica, restarted on its port, gets requests again once nginx's fail_timeout is over.
+- a replica stopped gracefully whose address then vanishes (connects hang, as after ``docker stop``)
+  costs only nginx's short connect timeout, on at most max_fails requests per fail_timeout.
 
 And one replica of several processes (``cutout serve --workers 2``, no nginx): both processes
 answer on the one port, with the same cutouts, and SIGTERM stops them all.
@@ -43,12 +45,13 @@ import numpy as np
 import pytest
 
 try:
-    from tests.nginx import NginxBalancer, ensure_nginx, free_port
+    from tests.nginx import HangingAddress, NginxBalancer, ensure_nginx, free_port
 except ImportError:  # pragma: no cover - tests/ itself on sys.path
-    from nginx import NginxBalancer, ensure_nginx, free_port
+    from nginx import HangingAddress, NginxBalancer, ensure_nginx, free_port
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180),
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, loopback")]
 
@@ -496,6 +499,94 @@ def test_restarted_replica_rejoins(topology, killed_under_load):
         restart_to_ready_s=round(ready - restarted, 2), ready_to_rejoined_s=round(rejoined - ready, 2),
         kill_to_rejoined_s=round(rejoined - killed_under_load.kill_time, 2),
         requests_while_waiting=len(answers))
+
+
+def _nginx_setting(pattern: str) -> str:
+    """The first match of ``pattern`` (one group) in deploy/nginx.conf, comments dropped."""
+    text = "\n".join(line.split("#", 1)[0] for line in (ROOT / "deploy" / "nginx.conf").read_text().splitlines())
+    match = re.search(pattern, text)
+    assert match, f"deploy/nginx.conf has no {pattern!r}"
+    return match.group(1)
+
+
+def _nginx_seconds(value: str) -> float:
+    """An nginx time ("500ms", "5s", "2m", "3") in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m)?", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0}[unit]
+
+
+#: the connect timeout deploy/nginx.conf used to have, which a stopped replica cost every request sent to it
+OLD_CONNECT_TIMEOUT_S = 3.0
+
+
+def test_stopped_replica_whose_connects_hang_costs_no_long_wait(topology, tmp_path):
+    """A replica stopped as ``docker stop`` stops one: it shuts down gracefully, then its address
+    leaves the network, so connects to it hang (no refusal). Every request still succeeds on the
+    other replica; those that met the stopped one waited nginx's short proxy_connect_timeout on it,
+    not a dead-host timeout; and after max_fails such waits the passive health check keeps it out."""
+    connect_timeout = _nginx_seconds(_nginx_setting(r"proxy_connect_timeout\s+(\w+);"))
+    max_fails = int(_nginx_setting(r"server\s+cutout-1:\d+\s[^;]*max_fails=(\d+)"))
+    fail_timeout = _nginx_seconds(_nginx_setting(r"server\s+cutout-1:\d+\s[^;]*fail_timeout=(\w+)"))
+    root = tmp_path
+    c = Replica("c", free_port(), topology.cubes["spoc38"].parent, root / "work-c", root / "c.log")
+    c.work_dir.mkdir()
+    c.start()
+    lb = hung = None
+    try:
+        c.wait_ready()
+        a = topology.a  # up again after the kill tests (or never killed when run alone)
+        if a.proc is None or a.proc.poll() is not None:
+            a.start()
+        a.wait_ready()
+        lb = NginxBalancer([a.addr, c.addr], root / "nginx-stop").start()  # production max_fails/fail_timeout
+        query = f"{ASTROCUT}?ra={DEMO_RA}&dec={DEMO_DEC}&x=5&y=5&units=px&sector=38"
+        warm = [_answered_by(_get(lb.port, query)[1])[-1] for _ in range(4)]
+        assert set(warm) == {a.addr, c.addr}, "both replicas answer before the stop"
+        c.stop()  # SIGTERM: a graceful stop, as docker stop sends
+        hung = HangingAddress(c.port)  # ... then the address goes: connects to it now hang
+        if not hung.hangs():
+            pytest.skip("cannot make connects to a loopback port hang here (a full accept queue is refused "
+                        "or answered instead of dropped), so a vanished replica cannot be imitated")
+        started = time.monotonic()
+        results = []
+        for i in range(12):
+            status, headers, body = _get(lb.port, query, headers={"X-Request-ID": f"stop-{i}"}, timeout=60)
+            results.append((status, _answered_by(headers), body))
+        elapsed = time.monotonic() - started
+    finally:
+        if lb is not None:
+            lb.stop()
+        if hung is not None:
+            hung.close()
+        c.stop()
+    # every request answered by the running replica, with a whole zip
+    for status, tried, body in results:
+        assert status == 200 and tried[-1] == a.addr, (status, tried, body[:200])
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            assert zf.testzip() is None
+    # the stopped replica was met (so the case was exercised) and then left out: at most max_fails
+    # requests per fail_timeout window tried it
+    met = [tried for _s, tried, _b in results if c.addr in tried]
+    assert met and all(tried == [c.addr, a.addr] for tried in met)
+    assert len(met) <= max_fails * (1 + int(elapsed // fail_timeout)), (len(met), elapsed)
+    # nginx gave up on it by its connect timeout: its error log says so, and its access log has no
+    # completed connect to it and a time spent on it below the old 3 s timeout
+    assert "upstream timed out (110: Connection timed out) while connecting to upstream" in lb.errors()
+    assert "upstream server temporarily disabled" in lb.errors()
+    log = {e["rid"]: e for e in lb.access_log() if e.get("rid", "").startswith("stop-")}
+    assert len(log) == len(results)
+    waits = []
+    for entry in log.values():
+        addrs = [x.strip() for x in entry["upstream"].split(",")]
+        if c.addr in addrs:
+            spent = [x.strip() for x in entry["urt"].split(",")][addrs.index(c.addr)]
+            connected = [x.strip() for x in entry["uct"].split(",")][addrs.index(c.addr)]
+            assert connected == "-", entry  # the connect never completed
+            waits.append(float(spent))
+    assert len(waits) == len(met)
+    assert all(w < OLD_CONNECT_TIMEOUT_S and w <= connect_timeout + 1.0 for w in waits), waits
+    topology.figures.update(stopped_replica_met=len(met), stopped_replica_waits_s=waits,
+                            requests_after_stop=len(results), after_stop_s=round(elapsed, 2))
 
 
 # ------------------------------------------------------------------------------------------

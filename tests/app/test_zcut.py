@@ -168,7 +168,7 @@ def _assert_same_pixels(got: fits.HDUList, want: fits.HDUList) -> None:
 
 
 def test_index_built_at_start_up(zcut_server):
-    index = zcut_server.app.state.surveys.current
+    index = zcut_server.app.state.services.surveys.current
     assert index.surveys() == ["deep_a", "deep_b", "hap"]
     indexed = {e.uri for e in index.entries}
     elsewhere = str(Path(zcut_server.files["hap"][0]).parent / "hst_skycell-p0081x14y15_acs_wfc_f814w_all_drc.fits")
@@ -293,6 +293,34 @@ def test_hapcut_no_data(hapcut, tmp_path):
         assert len(hapcut.download_cutouts(COORD, path=str(tmp_path))) == 0  # Zcut's position, no HAP image
 
 
+def test_a_server_without_surveys_says_so(make_server, caplog):
+    """Zcut and Hapcut on a server that hosts no survey: say that, not "no image at the position"."""
+    import logging
+
+    from astroquery.exceptions import NoResultsWarning
+    from astroquery.mast import Hapcut, Zcut
+    from astroquery.mast.services import ServiceAPI
+
+    with caplog.at_level(logging.INFO, logger="app.surveys"):
+        server = make_server(cube_dirs=[], image_roots=[])
+    # the server's log names the setting that enables them
+    assert any("CUTOUT_SURVEYS" in r.getMessage() for r in caplog.records if r.name == "app.surveys")
+    params = {"ra": DEMO_RA, "dec": DEMO_DEC, "x": 5, "y": 5}
+    for path, words in (("/zcut/api/v0.1/astrocut", "hosts no surveys"), ("/hapcut/api/v0.1/astrocut", "no HAP images")):
+        r = httpx.get(server.url + path, params=params, timeout=30)
+        assert r.status_code == 200 and words in r.json()["msg"] and "CUTOUT_SURVEYS" in r.json()["msg"]
+    saved = ServiceAPI.SERVICE_URL
+    ServiceAPI.SERVICE_URL = server.url
+    try:
+        zcut, hapcut = type(Zcut)(), type(Hapcut)()
+        with pytest.warns(NoResultsWarning, match="This server hosts no surveys"):
+            assert zcut.get_cutouts(COORD, size=5) == []
+        with pytest.warns(NoResultsWarning, match="This server hosts no HAP images"):
+            assert hapcut.get_cutouts(COORD) == []
+    finally:
+        ServiceAPI.SERVICE_URL = saved
+
+
 # ------------------------------------------------------------------------------------------
 # errors, and what a request costs the index
 # ------------------------------------------------------------------------------------------
@@ -350,7 +378,7 @@ def test_requests_open_only_the_images_they_cut(zcut_server, zcut, hapcut, monke
         return real_open(uri, *args, **kwargs)
 
     monkeypatch.setattr(range_file, "open_fits", counting)
-    service = zcut_server.app.state.surveys
+    service = zcut_server.app.state.services.surveys
     refreshes = service.refreshes
     assert zcut.get_surveys(COORD) == ["deep_a", "deep_b"]
     with warnings.catch_warnings():
@@ -380,7 +408,7 @@ def test_images_are_confined_to_their_own_survey(zcut_server):
     from core.cutout_size import CutoutSize
     from core.errors import ForbiddenError
 
-    service = zcut_server.app.state.surveys
+    service = zcut_server.app.state.services.surveys
     ctx = zcut_server.app.state.services.context()
     sel = plan.select(service.current, DEMO_RA, DEMO_DEC, CutoutSize(5, 5), surveys=["deep_a"], roots=service.roots)
     stray = plan.SurveyImage("deep_a", zcut_server.files["deep_b"][0], (1,), "deep_a/x.fits")
