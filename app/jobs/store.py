@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import enum
 import fcntl
@@ -214,7 +215,7 @@ class JobStore:
         with self._cache_lock:
             hit = self._cache.get(job_id)
         if hit is not None and hit[0] == key:
-            return dataclasses.replace(hit[1])
+            return copy.deepcopy(hit[1])  # callers may change their copy; the cached one stays
         try:
             record = JobRecord.from_json(path.read_bytes())
         except (OSError, ValueError, TypeError) as exc:
@@ -222,7 +223,7 @@ class JobStore:
             return None
         with self._cache_lock:
             self._cache[job_id] = (key, record)
-        return dataclasses.replace(record)
+        return copy.deepcopy(record)
 
     def require(self, job_id: str) -> JobRecord:
         """The job's record; ``NotFoundError`` (404) when there is none."""
