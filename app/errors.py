@@ -38,6 +38,7 @@ from core.errors import (
     NoDataError,
     NotFoundError,
     NotSupportedError,
+    QuotaError,
     TooLargeError,
     UnavailableError,
 )
@@ -66,6 +67,7 @@ STATUS_BY_ERROR: dict[type[CutoutError], int] = {
     MissingInputError: 404,  # also an InvalidInputError (astrocut's type): a missing file is still a 404
     NoDataError: 404,  # the TESScut routes answer 200 + {"msg"} instead, see routers/tesscut.py
     TooLargeError: 413,
+    QuotaError: 429,
     CorruptFileError: 422,
     NotSupportedError: 422,
     UnavailableError: 503,
@@ -91,6 +93,7 @@ _CODES_BY_STATUS = {
     405: "method_not_allowed",
     413: "too_large",
     422: "corrupt_file",
+    429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
     504: "timeout",
@@ -226,7 +229,9 @@ def _scrub(request: Request, text: str) -> str:
 async def _cutout_error_handler(request: Request, exc: CutoutError) -> Response:
     status = status_for(exc)
     message = truncate(_scrub(request, exc.message), 4 * ECHO_CHARS)
-    return error_response(request, status, message, code=error_code(exc), field=exc.field,
+    retry = getattr(exc, "retry_after_s", None)  # a quota: when to come back
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return error_response(request, status, message, code=error_code(exc), field=exc.field, headers=headers,
                           dali_name=getattr(exc, "dali_name", None))
 
 

@@ -452,3 +452,27 @@ def test_cli_batch_and_make_cubes(targets_csv, cubes, cluster, ffi_dir, tmp_path
 
     with pytest.raises(SystemExit):
         _parser().parse_args(["batch", str(targets_csv), "--size", "3", "--out", "x", "--sectors", "a,b"])
+
+
+def test_plan_batch_hands_limits_to_every_task(cubes, tmp_path):
+    """plan_batch (what the service's job runner uses) plans as run_batch does, and the limits it is
+    given bound each task's window: a cutout beyond them is an error row naming the limit."""
+    from core.batch.cutouts import cut_target, plan_batch, record_result
+    from core.errors import InvalidInputError
+
+    catalog = RecordingCatalog.from_files(cubes)
+    ra, dec = _positions(cubes[0])[3]
+    rows = [(ra, dec, "A"), ("abc", dec, "bad")]
+    plan = plan_batch(rows, size=6, out_dir=tmp_path / "big", catalog=catalog, limits={"max_side": 5})
+    assert plan.targets == 2 and plan.bad == 1 and len(plan.tasks) == 2 and len(plan.rows) == 3
+    assert plan.manifest == str(tmp_path / "big" / "manifest.csv")
+    result = cut_target(*plan.tasks[0].args)
+    assert result["status"] == "error" and result["error"].startswith("TooLargeError")
+    assert record_result(plan.tasks[0], result, plan.out_dir) == "error"
+    assert plan.tasks[0].rows[0].error == result["error"]
+    plan = plan_batch(rows, size=5, out_dir=tmp_path / "fits", catalog=catalog, limits={"max_side": 5})
+    result = cut_target(*plan.tasks[0].args)
+    assert result["status"] == "ok" and os.path.getsize(result["path"]) == result["bytes"]
+    with pytest.raises(InvalidInputError) as err:
+        plan_batch(rows, size=5, out_dir=tmp_path, catalog=catalog, limits={"max_sides": 5})
+    assert err.value.field == "limits"
