@@ -39,7 +39,8 @@ async def serve(request: Request, planner: Planner, params: Any, **extra: Any) -
     if cost.memory or cost.disk:
         ticket = await services.budget.admit(cost.memory, cost.disk, field=cost.field)
     try:
-        answer = await services.pool.run(planned, services.budget, planner.plan, ctx, params, **extra)
+        answer = await services.pool.run(planned, services.pool, services.budget, planner.plan, ctx, params,
+                                         **extra)
     finally:
         if ticket is not None:
             ticket.release()

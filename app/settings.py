@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=_default_workers, ge=1, description="threads running engine calls")
     queue_size: int = Field(64, ge=0, description="requests allowed to wait for a worker thread")
     read_threads: int = Field(4, ge=1, description="threads reading one local cutout's rows")
+    zip_concurrency: int = Field(
+        12, ge=1, description="members of one zip (one per sector) cut at once, ahead of the writer; each made "
+        "ahead is admitted against memory_budget_bytes"
+    )
+    zip_readahead_bytes: int = Field(
+        256 * MiB, ge=0, description="memory one zip's members made ahead and not yet sent may hold (at least one "
+        "member): what a slow client can keep waiting"
+    )
+    member_threads: int = Field(
+        default_factory=lambda: 4 * _default_workers(), ge=1,
+        description="threads cutting zip members, all requests together (they mostly wait on storage)"
+    )
     # -- the HTTP server -------------------------------------------------------------------------
     processes: int = Field(1, ge=1, description="server processes sharing the port (cutout serve --workers)")
     header_timeout_s: float = Field(

@@ -1,13 +1,16 @@
-"""Sending answers: one file, a zip built whole (small), or a zip streamed a member at a time.
+"""Sending answers: one file, a zip built whole (small), or a zip streamed member by member.
 
-A streamed zip is produced by :func:`stream_zip.stream_zip` from the answer's members, each made
-on the worker pool only when the client has taken the bytes before it: the server holds one
-member (or one band of a streamed TPF) and one chunk per response, never the archive. Members
-made whole are stored (TPF floats hardly compress); a streamed TPF, whose CRC is known only at its
+A streamed zip is produced by :func:`stream_zip.stream_zip` from the answer's members, in order,
+its first bytes sent as soon as its first member is made. The members are made ahead of the
+writer on the worker pool's member threads (:mod:`app.readahead`): several at once (the pool's
+``zip_concurrency``), each made ahead admitted against the server's budget, and at most the pool's
+``zip_readahead_bytes`` of them made and not yet sent; the member the writer needs next is made
+under the zip's own admitted share, so the server holds a bounded read-ahead (or one band of a
+streamed TPF) and one chunk per response, never the archive. Members made whole are stored (TPF floats hardly compress); a streamed TPF, whose CRC is known only at its
 end, is written with deflate at level 0 and a data descriptor (stored blocks: no compression
 cost). Whatever ends the response (the last byte, an error, the client going away), the makers are
 told to stop, the zip generator is closed (removing any pixel spool) once no worker is inside it,
-and only then is the request's budget given back.
+the makers still running are waited for, and only then is the request's budget given back.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from __future__ import annotations
 import logging
 import stat
 import threading
-import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zi
 from app.budget import Ticket
 from app.planning.answers import FileAnswer, FileStreamAnswer, NoData, ZipAnswer, ZipMember
 from app.planning.context import safe_name
+from app.readahead import Made, MemberMaker
 from app.workers import WorkerPool
 
 __all__ = ["built_when_small", "content_disposition", "file_chunks", "file_response", "no_data", "planned",
@@ -42,37 +46,66 @@ _ZIP32_LIMIT = 0xFFFFFFFF - 64 * 1024
 INLINE_ZIP_BYTES = 8 * 1024 * 1024
 
 
-def _member_files(members: Sequence[ZipMember], cancel: threading.Event) -> Iterator[tuple[Any, ...]]:
+def _member_files(maker: MemberMaker) -> Iterator[tuple[Any, ...]]:
+    """The zip's members for :func:`stream_zip`, in order, as ``maker`` makes them."""
     modified = datetime.now(UTC).replace(tzinfo=None)
     offset = 0
     mode = stat.S_IFREG | 0o644
-    for member in members:
-        if cancel.is_set():
+    for i, member in enumerate(maker.members):
+        if maker.cancel.is_set():
             return
-        made = member.build(cancel)
-        if made is None:  # the maker found no data for this member: leave it out
-            continue
-        if isinstance(made, (bytes, bytearray, memoryview)):
-            size = memoryview(made).nbytes
-            big = offset + size + 1024 > _ZIP32_LIMIT
-            method = (NO_COMPRESSION_64 if big else NO_COMPRESSION_32)(size, zlib.crc32(made))
-            offset += size + 128 + 2 * len(member.name.encode())
-            yield member.name, modified, mode, method, (made,)
-        else:  # the pieces of a streamed TPF: CRC known at the end (data descriptor)
-            offset += member.nbytes + member.nbytes // 16000 + 256
-            yield member.name, modified, mode, ZIP_AUTO(member.nbytes, level=0), made
-        del made
+        made = maker.take(i)
+        try:
+            if made is None:  # the maker found no data for this member: leave it out
+                continue
+            if isinstance(made, Made):
+                size = made.nbytes
+                big = offset + size + 1024 > _ZIP32_LIMIT
+                method = (NO_COMPRESSION_64 if big else NO_COMPRESSION_32)(size, made.crc32)
+                offset += size + 128 + 2 * len(member.name.encode())
+                yield member.name, modified, mode, method, (made.data,)
+            else:  # the pieces of a streamed TPF: CRC known at the end (data descriptor)
+                offset += member.nbytes + member.nbytes // 16000 + 256
+                yield member.name, modified, mode, ZIP_AUTO(member.nbytes, level=0), made
+        finally:
+            close = getattr(made, "close", None)  # a streamed TPF's generator removes its spool
+            if close is not None:
+                close()
+            del made
+            maker.sent(i)
+
+
+def member_maker(members: Sequence[ZipMember], pool: WorkerPool | None, budget: Any = None,
+                 cancel: threading.Event | None = None) -> MemberMaker:
+    """A :class:`MemberMaker` for ``members`` on ``pool``'s member threads, with its concurrency and
+    read-ahead bound (one member at a time, on the calling thread, without a pool)."""
+    cancel = cancel or threading.Event()
+    if pool is None:
+        return MemberMaker(members, submit=_run_here, cancel=cancel)
+    return MemberMaker(members, submit=pool.submit_member, cancel=cancel, budget=budget,
+                       concurrency=pool.zip_concurrency, readahead_bytes=pool.zip_readahead_bytes)
+
+
+def _run_here(fn: Any, *args: Any) -> Future:
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - handed to the writer, as a thread's would be
+        future.set_exception(exc)
+    return future
 
 
 async def zip_chunks(pool: WorkerPool, members: Sequence[ZipMember], ticket: Ticket | None = None, *,
-                     chunk_size: int = CHUNK_SIZE, started: threading.Event | None = None) -> AsyncIterator[bytes]:
-    """Yield the bytes of a zip whose members are made one at a time on ``pool``; see the module
-    docstring for what happens when the response ends. ``started`` is set once the generator runs
-    (from then on it gives the ``ticket`` back itself)."""
+                     budget: Any = None, chunk_size: int = CHUNK_SIZE,
+                     started: threading.Event | None = None) -> AsyncIterator[bytes]:
+    """Yield the bytes of a zip of ``members``, written in order on ``pool`` while its members
+    are made ahead (:mod:`app.readahead`: concurrently, bounded, each made ahead admitted against
+    ``budget``); see the module docstring for what happens when the response ends. ``started`` is
+    set once the generator runs (from then on it gives the ``ticket`` back itself)."""
     if started is not None:
         started.set()
-    cancel = threading.Event()
-    gen = stream_zip(_member_files(members, cancel), chunk_size=chunk_size)
+    maker = member_maker(members, pool, budget)
+    gen = stream_zip(_member_files(maker), chunk_size=chunk_size)
     inside = threading.Lock()  # held while a worker advances the generator
 
     def step() -> bytes | None:
@@ -80,6 +113,7 @@ async def zip_chunks(pool: WorkerPool, members: Sequence[ZipMember], ticket: Tic
             return next(gen, None)
 
     try:
+        maker.fill()  # the first members are being made before the first step asks for them
         while True:
             chunk = await pool.run(step, admitted=True)
             if chunk is None:
@@ -89,7 +123,7 @@ async def zip_chunks(pool: WorkerPool, members: Sequence[ZipMember], ticket: Tic
         log.exception("zip stream aborted")
         raise
     finally:
-        cancel.set()
+        maker.cancel.set()
 
         def finish() -> None:
             with inside:  # a worker still inside stops at its next check; then close
@@ -97,6 +131,7 @@ async def zip_chunks(pool: WorkerPool, members: Sequence[ZipMember], ticket: Tic
                     gen.close()
                 except Exception:
                     log.debug("closing the zip stream failed", exc_info=True)
+            maker.close()  # the makers still running end; every member's share goes back
             if ticket is not None:
                 ticket.release()
 
@@ -104,9 +139,14 @@ async def zip_chunks(pool: WorkerPool, members: Sequence[ZipMember], ticket: Tic
             await anyio.to_thread.run_sync(finish)
 
 
-def zip_bytes(members: Sequence[ZipMember]) -> bytes:
-    """The whole zip (members as :func:`zip_chunks` writes them) in memory, built on this thread."""
-    return b"".join(stream_zip(_member_files(members, threading.Event()), chunk_size=CHUNK_SIZE))
+def zip_bytes(members: Sequence[ZipMember], pool: WorkerPool | None = None, budget: Any = None) -> bytes:
+    """The whole zip (members as :func:`zip_chunks` writes them) in memory, written on this
+    thread, its members made on ``pool``'s member threads (on this thread without a pool)."""
+    maker = member_maker(members, pool, budget)
+    try:
+        return b"".join(stream_zip(_member_files(maker), chunk_size=CHUNK_SIZE))
+    finally:
+        maker.close()
 
 
 def _small(answer: ZipAnswer) -> bool:
@@ -114,25 +154,26 @@ def _small(answer: ZipAnswer) -> bool:
     return bool(total) and total <= INLINE_ZIP_BYTES and not any(m.streamed for m in answer.members)
 
 
-def built_when_small(answer: Any, budget: Any) -> Any:
+def built_when_small(answer: Any, budget: Any, pool: WorkerPool | None = None) -> Any:
     """On the worker thread that planned it: a small zip (at most ``INLINE_ZIP_BYTES``, no streamed
-    member) is built at once when the budget has room now, sparing the request a second trip
-    through the pool; any other answer comes back as it was, for :func:`send`."""
+    member) is built at once when the budget has room now (its members made on ``pool``'s member
+    threads), sparing the request a second trip through the pool; any other answer comes back as
+    it was, for :func:`send`."""
     if not isinstance(answer, ZipAnswer) or not _small(answer):
         return answer
     ticket = budget.try_admit(answer.memory_bytes, answer.disk_bytes)
     if ticket is None:
         return answer
     try:
-        data = zip_bytes(answer.members)
+        data = zip_bytes(answer.members, pool, budget)
     finally:
         ticket.release()
     return FileAnswer(data, "application/zip", answer.filename, stats=answer.stats)
 
 
-def planned(budget: Any, planner: Any, *args: Any, **kwargs: Any) -> Any:
+def planned(pool: WorkerPool | None, budget: Any, planner: Any, *args: Any, **kwargs: Any) -> Any:
     """``planner(*args, **kwargs)``, then :func:`built_when_small` (one job on the pool)."""
-    return built_when_small(planner(*args, **kwargs), budget)
+    return built_when_small(planner(*args, **kwargs), budget, pool)
 
 
 def content_disposition(filename: str, *, inline: bool = False) -> str:
@@ -161,11 +202,11 @@ class ZipStreamResponse(StreamingResponse):
     """
 
     def __init__(self, pool: WorkerPool, members: Sequence[ZipMember], filename: str,
-                 ticket: Ticket | None = None) -> None:
+                 ticket: Ticket | None = None, budget: Any = None) -> None:
         self._ticket = ticket
         self._started = threading.Event()
-        super().__init__(zip_chunks(pool, members, ticket, started=self._started), media_type="application/zip",
-                         headers={"Content-Disposition": content_disposition(filename)})
+        super().__init__(zip_chunks(pool, members, ticket, budget=budget, started=self._started),
+                         media_type="application/zip", headers={"Content-Disposition": content_disposition(filename)})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -178,9 +219,10 @@ class ZipStreamResponse(StreamingResponse):
 
 
 def zip_response(pool: WorkerPool, members: Sequence[ZipMember], filename: str,
-                 ticket: Ticket | None = None) -> StreamingResponse:
-    """A streamed zip of ``members`` (see :class:`ZipStreamResponse`)."""
-    return ZipStreamResponse(pool, members, filename, ticket)
+                 ticket: Ticket | None = None, budget: Any = None) -> StreamingResponse:
+    """A streamed zip of ``members`` (see :class:`ZipStreamResponse`); members made ahead are
+    admitted against ``budget``."""
+    return ZipStreamResponse(pool, members, filename, ticket, budget)
 
 
 async def file_chunks(pool: WorkerPool, member: ZipMember, ticket: Ticket | None = None, *,
@@ -282,10 +324,10 @@ async def send(answer: Any, *, pool: WorkerPool, budget: Any) -> Any:
     ticket = await budget.admit(answer.memory_bytes, answer.disk_bytes)
     try:
         if _small(answer):
-            data = await pool.run(zip_bytes, answer.members)
+            data = await pool.run(zip_bytes, answer.members, pool, budget)
             ticket.release()
             return file_response(data, "application/zip", answer.filename)
-        return zip_response(pool, answer.members, answer.filename, ticket)
+        return zip_response(pool, answer.members, answer.filename, ticket, budget)
     except BaseException:
         ticket.release()
         raise

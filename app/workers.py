@@ -6,6 +6,12 @@ pool refuses at once with :class:`~core.errors.UnavailableError` (HTTP 503 + ``R
 Each call has a deadline (``request_timeout_s``): past it the caller gets
 :class:`~core.errors.CutoutTimeoutError` (HTTP 504). A thread cannot be killed, so a timed-out call
 keeps its slot until its thread really ends: the number of busy threads never exceeds ``workers``.
+
+A zip's members are made on the pool's member threads (:meth:`WorkerPool.submit_member`, at most
+``member_threads`` at once, all requests together), ahead of the worker that writes the zip: a
+member's cut spends most of its time waiting on storage (S3 round trips), which a worker slot
+should not. Each zip makes at most ``zip_concurrency`` members at once and holds at most
+``zip_readahead_bytes`` of members made and not yet sent (:mod:`app.readahead`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import anyio
@@ -36,17 +43,40 @@ class WorkerPool:
         Calls that may wait for a free worker; one more is refused with ``UnavailableError``.
     timeout_s : float
         Default deadline of a call (waiting included).
+    member_threads : int
+        Threads making zip members ahead of their writers, all requests together (default
+        ``2 * workers``).
+    zip_concurrency : int
+        Members of one zip made at once.
+    zip_readahead_bytes : int
+        Memory one zip's members made ahead and not yet sent may hold (at least one member).
     """
 
-    def __init__(self, workers: int, queue_size: int, timeout_s: float) -> None:
+    def __init__(self, workers: int, queue_size: int, timeout_s: float, *, member_threads: int | None = None,
+                 zip_concurrency: int = 8, zip_readahead_bytes: int = 256 * 1024 * 1024) -> None:
         self.workers = workers
         self.queue_size = queue_size
         self.timeout_s = timeout_s
+        self.member_threads = max(1, int(member_threads or 2 * workers))
+        self.zip_concurrency = max(1, int(zip_concurrency))
+        self.zip_readahead_bytes = max(0, int(zip_readahead_bytes))
+        self._members: ThreadPoolExecutor | None = None
+        self._members_lock = threading.Lock()
         self._slots = anyio.CapacityLimiter(workers)
         self._threads = anyio.CapacityLimiter(workers)
         self.running = 0
         self.timeouts = 0
         self.refused = 0
+
+    def submit_member(self, fn: Callable[..., T], *args: Any) -> Future:
+        """Run ``fn(*args)`` on one of the member threads (made on first use); a Future of its result."""
+        executor = self._members
+        if executor is None:
+            with self._members_lock:
+                executor = self._members
+                if executor is None:
+                    executor = self._members = ThreadPoolExecutor(self.member_threads, thread_name_prefix="member")
+        return executor.submit(fn, *args)
 
     def stats(self) -> dict[str, int]:
         """Counters for /health and metrics."""

@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import signal
 import threading
 import time
 from typing import Self
 
-__all__ = ["LatencyProxy"]
+__all__ = ["GatedProxy", "LatencyProxy"]
 
 
 class LatencyProxy:
@@ -223,6 +224,74 @@ class LatencyProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_REQUEST = re.compile(rb"(?:^|\r\n)(GET|HEAD|PUT|POST|DELETE) /")
+
+
+class GatedProxy(LatencyProxy):
+    """A proxy that holds requests at a gate: once :meth:`arm`-ed with ``expect``, each request is
+    held until ``expect`` requests are held at once (then all go on), or until ``hold_s`` has passed.
+
+    A client that issues its requests together opens the gate; one that waits for each answer
+    before sending the next holds one request at a time. :attr:`max_held` (requests held at
+    once, at most) then tells which: how concurrent a client is, without timing anything.
+    ``requests`` counts the requests seen (GET, HEAD...), gated or not.
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, hold_s: float = 10.0, **kwargs: object) -> None:
+        super().__init__(target_host, target_port, delay_s=0.0, **kwargs)  # type: ignore[arg-type]
+        self.hold_s = float(hold_s)
+        self.expect = 0
+        self.held = 0
+        self.max_held = 0
+        self.requests = 0
+        self._open: asyncio.Event | None = None
+
+    def arm(self, expect: int) -> None:
+        """Hold the next requests until ``expect`` of them wait at once (``max_held`` restarts)."""
+        done = threading.Event()
+
+        def reset() -> None:
+            self.expect, self.max_held = int(expect), 0
+            self._open = asyncio.Event()
+            done.set()
+
+        assert self._loop is not None, "start the proxy first"
+        self._loop.call_soon_threadsafe(reset)
+        done.wait(10)
+
+    async def _client_to_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await super()._client_to_server(_GatedReader(reader, self), writer)  # type: ignore[arg-type]
+
+    async def _hold(self) -> None:
+        self.requests += 1
+        gate = self._open
+        if gate is None or gate.is_set():
+            return
+        self.held += 1
+        self.max_held = max(self.max_held, self.held)
+        if self.held >= self.expect:
+            gate.set()
+        try:
+            await asyncio.wait_for(gate.wait(), self.hold_s)
+        except TimeoutError:
+            pass
+        finally:
+            self.held -= 1
+
+
+class _GatedReader:
+    """A client's stream as :class:`GatedProxy` reads it: a chunk that starts a request waits at the gate."""
+
+    def __init__(self, reader: asyncio.StreamReader, proxy: GatedProxy) -> None:
+        self.reader, self.proxy = reader, proxy
+
+    async def read(self, n: int) -> bytes:
+        data = await self.reader.read(n)
+        for _ in _REQUEST.finditer(data[:4096]):
+            await self.proxy._hold()
+        return data
 
 
 def main(argv: list[str] | None = None) -> None:

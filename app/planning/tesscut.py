@@ -109,8 +109,9 @@ def cutout_members(ctx: Context, records: Sequence[CubeRecord], ra: float, dec: 
     nframes = 0
     first: tuple[int, int] | None = None
     coordinates = f"{ra % 360.0!r} {dec!r}"
-    for record in records:
-        cube = ctx.catalog.open(record)
+    for record, cube in zip(records, ctx.catalog.open_many(records)):  # opened concurrently
+        if isinstance(cube, BaseException):
+            raise cube  # the first failure, in sector order, as when the cubes were opened in turn
         try:
             frames = None if window is None or window.is_default else window.resolve(cube.time)
             geo = locate(cube, coordinates, size, limits=ctx.limits, frames=frames)

@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Any
 
 from core.catalog.scan import read_many
-from core.cubes.cache import open_cube
+from core.cubes.cache import open_cube, open_many
 from core.cubes.cube import Cube, CubeGeometry
 from core.cubes.info import CubeInfo, angular_distance
 from core.sky_polygon import gnomonic, plane_polygon, side_of_polygon
@@ -302,6 +302,13 @@ class Catalog:
         if geo is not None and cube.geometry is not geo and geo.info.identity == cube.info.identity:
             cube.geometry = geo  # share the WCS copies and pixel cache built for routing
         return cube
+
+
+    def open_many(self, records: Sequence[CubeRecord]) -> list[Cube | BaseException]:
+        """:meth:`open` of every record, concurrently (:func:`core.cubes.cache.open_many`): each
+        cube, or the exception opening it raised, in order. A request over many sectors then waits
+        for its slowest open, not for their sum."""
+        return open_many([lambda r=r: self.open(r) for r in records])
 
 
 def infos_getter(infos: Sequence[CubeInfo]) -> Callable[[str], CubeInfo]:

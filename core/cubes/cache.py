@@ -10,6 +10,11 @@ which must match what that path opened last time; S3 objects are re-checked by H
 seconds) and every GET carries ``If-Match``. Evicted cubes are not closed (a cut in another thread
 may still use one); their descriptors close when the last user drops them.
 
+The first open of an S3 cube the index knows costs one round trip: its table (the per-frame
+columns a TPF copies, at the offset the index recorded) is read beside the HEAD that checks the
+object is still the one indexed, instead of after it. :func:`open_many` opens the cubes a request
+needs concurrently, on a small shared pool (each open mostly waits on storage).
+
 astrocut 1.4.0 re-opens the cube and parses its whole table on every cut.
 """
 
@@ -19,13 +24,18 @@ import os
 import resource
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from core.cubes.cube import Cube
 from core.cubes.info import CubeInfo, read_cube_info
 from core.errors import NotFoundError
 
-__all__ = ["CACHE_STATS", "CubeCache", "clear_cache", "configure", "default_cache", "open_cube"]
+__all__ = ["CACHE_STATS", "OPEN_THREADS", "CubeCache", "clear_cache", "configure", "default_cache", "open_cube",
+           "open_many"]
+
+T = TypeVar("T")
 
 #: default bound of the bytes opened cubes hold
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -33,6 +43,10 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 CACHE_STATS = {"parses": 0, "hits": 0}
 #: a hit re-checks the byte bound every this many calls (a miss always does)
 _CHECK_EVERY = 256
+#: cubes :func:`open_many` opens at once, all callers together (an open mostly waits on storage)
+OPEN_THREADS = 16
+#: tables read beside a first open's HEAD at once, all callers together
+_TABLE_THREADS = 16
 
 
 def _default_max_open() -> int:
@@ -106,6 +120,7 @@ class CubeCache:
                 if check:
                     self._evict()
                 return cube
+        table = self._read_table_ahead(uri, s3, info)
         source = self._source(uri, s3)
         config = getattr(source, "config", None)
         # S3: also key on the connection settings, so a cube opened through one endpoint/credentials
@@ -123,6 +138,8 @@ class CubeCache:
                 elif info.uri != uri:
                     info = _with_uri(info, uri)
                 cube = Cube(info, source)
+                if table is not None and tuple(info.identity) == table[0]:
+                    cube.use_table(table[1].result())
             except BaseException:
                 source.close()
                 raise
@@ -147,6 +164,30 @@ class CubeCache:
                 while len(self._aliases) > 4 * self.max_open:
                     self._aliases.popitem(last=False)
         return cube
+
+    def _read_table_ahead(self, uri: str, s3: Any, info: CubeInfo | None) -> tuple[tuple, Future] | None:
+        """For an S3 cube the index knows and the cache does not hold: its table's rows, being read
+        (``If-Match`` the indexed ETag) while the caller HEADs the object; None otherwise."""
+        identity = tuple(info.identity) if info is not None else ()
+        if s3 is None or len(identity) != 4 or identity[0] != "s3" or info.table_bytes <= 0:
+            return None
+        with self._lock:
+            if (*identity, s3.key()) in self._cubes:
+                return None  # opened already: the HEAD alone decides
+        from core.storage.sources import S3Source
+
+        try:
+            probe = S3Source(uri, s3, known=(info.size, identity[3]))
+        except Exception:  # noqa: BLE001 - the ordinary open says what is wrong
+            return None
+
+        def read() -> bytes:
+            try:
+                return probe.read_range(info.table_data_offset, info.table_bytes)
+            finally:
+                probe.close()
+
+        return identity, _table_pool().submit(read)
 
     @staticmethod
     def _source(uri: str, s3: Any) -> Any:
@@ -237,6 +278,47 @@ def configure(max_bytes: int | None = None, max_open: int | None = None) -> Cube
         cache.max_open = int(max_open)
     cache._evict()
     return cache
+
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pool_threads = threading.local()
+
+
+def _shared_pool(name: str, threads: int) -> ThreadPoolExecutor:
+    pool = _pools.get(name)
+    if pool is None:
+        with _default_lock:
+            pool = _pools.get(name)
+            if pool is None:
+                pool = _pools[name] = ThreadPoolExecutor(threads, thread_name_prefix=name,
+                                                         initializer=_mark_pool_thread)
+    return pool
+
+
+def _mark_pool_thread() -> None:
+    _pool_threads.inside = True
+
+
+def _table_pool() -> ThreadPoolExecutor:
+    return _shared_pool("cube-table", _TABLE_THREADS)
+
+
+def open_many(openers: Sequence[Callable[[], T]]) -> list[T | BaseException]:
+    """Call every ``opener`` (e.g. ``lambda: catalog.open(record)``) concurrently on a shared pool of
+    :data:`OPEN_THREADS` threads; their results, or the exceptions they raised, in order. One
+    opener, or a call from inside that pool, runs on this thread."""
+    if len(openers) <= 1 or getattr(_pool_threads, "inside", False):
+        return [_outcome(fn) for fn in openers]
+    pool = _shared_pool("cube-open", OPEN_THREADS)
+    futures = [pool.submit(_outcome, fn) for fn in openers]
+    return [f.result() for f in futures]
+
+
+def _outcome(fn: Callable[[], T]) -> T | BaseException:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, in order
+        return exc
 
 
 def open_cube(uri: Any, *, s3: Any = None, info: CubeInfo | None = None) -> Cube:

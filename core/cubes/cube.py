@@ -337,9 +337,19 @@ class Cube(_Lazy):
     def ffi_file(self) -> np.ndarray:
         return self.frames.ffi_file
 
+    def use_table(self, raw: bytes) -> None:
+        """Take the table's rows, read already (the first open of an indexed cube reads them beside
+        its HEAD), as the source of the per-frame columns."""
+        self._once("frames", lambda: self._parse_frames(raw))
+
     def _read_frames(self) -> FrameColumns:
         info = self.info
-        raw = self.source.read_range(info.table_data_offset, info.table_bytes)
+        return self._parse_frames(self.source.read_range(info.table_data_offset, info.table_bytes))
+
+    def _parse_frames(self, raw: bytes) -> FrameColumns:
+        info = self.info
+        if len(raw) != info.table_bytes:
+            raise CorruptFileError(f"{self.uri}: short read of the cube table", field="cube_file")
         names = list(info.columns)
         try:
             values = column_values(raw, info.columns, names, info.table_row_bytes, info.nframes)

@@ -456,7 +456,9 @@ class S3Source(ByteSource):
     """An S3 object read with ranged GETs through a shared boto3 client.
 
     One HEAD (cached ``HEAD_TTL`` s per URI) gives size and ETag; every GET carries
-    ``If-Match: <etag>`` so that a replaced object is never mixed with cached headers.
+    ``If-Match: <etag>`` so that a replaced object is never mixed with cached headers. ``known``
+    (size, ETag), e.g. from the catalog index, spares the HEAD: a GET then fails (412) if the
+    object is no longer that one.
     """
 
     default_coalesce_gap = S3_COALESCE_GAP
@@ -480,14 +482,14 @@ class S3Source(ByteSource):
     def _pool(self) -> ThreadPoolExecutor:
         return _io_pool(("s3", self.config.key()), self.config.max_connections)
 
-    def __init__(self, uri: str, s3: S3Config | None = None) -> None:
+    def __init__(self, uri: str, s3: S3Config | None = None, *, known: tuple[int, str] | None = None) -> None:
         bucket, key = parse_s3_uri(uri)
         self.config = s3 if s3 is not None else S3Config.from_env()
         self.bucket = bucket
         self.key = key
         self.uri = f"s3://{bucket}/{key}"
         self._client = client(self.config)
-        self.size, self.etag = head(self.config, bucket, key)
+        self.size, self.etag = (int(known[0]), str(known[1])) if known is not None else head(self.config, bucket, key)
         self.identity = ("s3", bucket, key, self.etag)
         self.stats = ReadStats()
 

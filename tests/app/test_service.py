@@ -166,29 +166,49 @@ def test_pool_refuses_beyond_queue_and_times_out():
     anyio.run(main)
 
 
-def test_zip_members_are_built_one_at_a_time():
-    """The first bytes leave before later members are built (nothing holds the whole archive)."""
-    built: list[int] = []
-    size = 3 * 1024 * 1024
+def test_zip_first_bytes_leave_before_later_members_are_made():
+    """The zip streams as soon as its first member is made, while the later ones are still being
+    made (several at once), and its members come out in order."""
+    import io
+    import threading
+    import time
+    import zipfile
 
     from app.planning.answers import ZipMember
 
+    size = 3 * 1024 * 1024
+    gates = [threading.Event() for _ in range(5)]
+    running: set[int] = set()
+    lock = threading.Lock()
+
     def maker(i):
         def make(cancel):
-            built.append(i)
+            with lock:
+                running.add(i)
+            assert gates[i].wait(30), f"member {i} was never released"
             return bytes([i]) * size
-        return ZipMember(f"m{i}.bin", make, size)
+        return ZipMember(f"m{i}.bin", make, size, memory_bytes=size)
 
     async def main():
-        pool = WorkerPool(workers=1, queue_size=0, timeout_s=30)
-        stream = zip_chunks(pool, [maker(i) for i in range(5)])
-        first = await stream.__anext__()
+        pool = WorkerPool(workers=1, queue_size=0, timeout_s=60, member_threads=4, zip_concurrency=3,
+                          zip_readahead_bytes=8 * size)
+        stream = zip_chunks(pool, [maker(i) for i in reversed(range(5))])  # member 0 last
+        gates[4].set()  # only the first member (m4) can be made
+        with anyio.fail_after(30):
+            first = await stream.__anext__()
         assert first[:4] == b"PK\x03\x04"
-        assert built == [0]  # only the first member exists so far
-        total = len(first)
+        deadline = time.monotonic() + 30
+        while not {3, 2, 1} <= running and time.monotonic() < deadline:  # made ahead, 3 at once
+            await anyio.sleep(0.01)
+        with lock:
+            assert {3, 2, 1} <= running and 0 not in running  # the last waits for a free maker
+        for gate in gates:
+            gate.set()
+        data = first
         async for chunk in stream:
-            total += len(chunk)
-            assert len(chunk) <= 1024 * 1024
-        assert built == [0, 1, 2, 3, 4] and total > 5 * size
+            data += chunk
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert zf.namelist() == [f"m{i}.bin" for i in reversed(range(5))]
+            assert all(zf.read(f"m{i}.bin") == bytes([i]) * size for i in range(5))
 
     anyio.run(main)
