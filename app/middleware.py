@@ -74,14 +74,21 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        framed = False  # a body is framed by Content-Length or Transfer-Encoding, or there is none
         for name, value in scope.get("headers", []):
             if name == b"content-length":
+                framed = True
                 try:
                     if int(value) > self.max_bytes:
                         await self._refuse(scope, receive, send)
                         return
                 except ValueError:
                     pass
+            elif name == b"transfer-encoding":
+                framed = True
+        if not framed:  # no body can follow (RFC 9112 6.3): nothing to count
+            await self.app(scope, receive, send)
+            return
         seen = 0
         overflow = False
         started = False

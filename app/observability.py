@@ -222,6 +222,18 @@ class AccessLogMiddleware:
         self.app = app
         self.metrics = metrics
         self.log = logger or logging.getLogger(ACCESS_LOGGER)
+        # the labelled metric children of each (method, route, status), made once (labels() checks
+        # and locks on every call); bounded as the labels are (route templates, not paths)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def _metrics_of(self, method: str, route: str, status: int) -> tuple[Any, Any, Any]:
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:
+            m = self.metrics
+            found = self._children[key] = (m.requests.labels(method, route, str(status)),
+                                           m.duration.labels(method, route), m.response_bytes.labels(route))
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -257,16 +269,27 @@ class AccessLogMiddleware:
         route = _route_of(scope)
         method = scope.get("method", "")
         state = scope.get("state") or {}
+        m = self.metrics
+        requests, duration, sent = self._metrics_of(method, route, status)
+        requests.inc()
+        duration.observe(elapsed)
+        sent.inc(info["bytes"])
+        size = state.get("cutout_size")
+        frames = state.get("cutout_frames")
+        if size is not None and 200 <= status < 300:
+            nx, ny = state.get("cutout_nx"), state.get("cutout_ny")
+            m.cutouts.labels(route).inc(int(state.get("cutout_count") or 1))
+            if nx and ny and frames:
+                m.pixel_frames.labels(route).inc(int(nx) * int(ny) * int(frames))
+        level = logging.ERROR if error is not None or status >= 500 else logging.INFO
+        if not self.log.isEnabledFor(level):
+            return  # the line would be dropped: not built
         rid = (
             state.get("request_id")
             or info["response_rid"]
             or _header(scope.get("headers"), b"x-request-id")
             or uuid.uuid4().hex
         )
-        m = self.metrics
-        m.requests.labels(method, route, str(status)).inc()
-        m.duration.labels(method, route).observe(elapsed)
-        m.response_bytes.labels(route).inc(info["bytes"])
         record: dict[str, Any] = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": "request",
@@ -281,22 +304,14 @@ class AccessLogMiddleware:
         client = scope.get("client")
         if client:
             record["client"] = client[0]
-        size = state.get("cutout_size")
         if size is not None:
             record["cutout_size"] = size
-        frames = state.get("cutout_frames")
         if frames is not None:
             record["frames"] = frames
-        nx, ny = state.get("cutout_nx"), state.get("cutout_ny")
-        if size is not None and 200 <= status < 300:
-            m.cutouts.labels(route).inc(int(state.get("cutout_count") or 1))
-            if nx and ny and frames:
-                m.pixel_frames.labels(route).inc(int(nx) * int(ny) * int(frames))
         if error is not None:
             record["error"] = error
         elif info["status"] is not None and not info["complete"]:
             record["incomplete"] = True  # the client went away, or a stream was cut short
-        level = logging.ERROR if error is not None or status >= 500 else logging.INFO
         self.log.log(level, json.dumps(record, separators=(",", ":")))
 
 

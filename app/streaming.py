@@ -78,9 +78,9 @@ def _member_files(maker: MemberMaker) -> Iterator[tuple[Any, ...]]:
 def member_maker(members: Sequence[ZipMember], pool: WorkerPool | None, budget: Any = None,
                  cancel: threading.Event | None = None) -> MemberMaker:
     """A :class:`MemberMaker` for ``members`` on ``pool``'s member threads, with its concurrency and
-    read-ahead bound (one member at a time, on the calling thread, without a pool)."""
+    read-ahead bound (without a pool, or for one member: made on the calling thread)."""
     cancel = cancel or threading.Event()
-    if pool is None:
+    if pool is None or len(members) <= 1:  # one member: made on this thread (a hop costs more than it saves)
         return MemberMaker(members, submit=_run_here, cancel=cancel)
     return MemberMaker(members, submit=pool.submit_member, cancel=cancel, budget=budget,
                        concurrency=pool.zip_concurrency, readahead_bytes=pool.zip_readahead_bytes)

@@ -8,8 +8,12 @@ Two apps:
   ``CutoutFactory().cube_cut(cube, coord, size, memory_only=True)`` on the cube named by
   ``BASELINE_CUBE`` and answers the TPF zipped (stored, in memory) — the obvious way to serve
   astrocut over HTTP, to compare against.
+- ``floor``: the framework's floor: a minimal FastAPI app whose ``/tesscut/api/v0.1/astrocut``
+  takes the same query parameters (validated as numbers and strings by FastAPI) and answers a
+  prepared zip of one member of ``FLOOR_MEMBER_BYTES`` bytes named ``FLOOR_MEMBER_NAME`` (no cut,
+  no middleware): what FastAPI and uvicorn alone cost per request for an answer of our size.
 
-``python bench/_server.py {ours,baseline} --port P [--profile OUT]`` runs one in the foreground;
+``python bench/_server.py {ours,baseline,floor} --port P [--profile OUT]`` runs one in the foreground;
 :class:`ServerProcess` starts one as a subprocess and reads its RSS from ``/proc/<pid>/status``.
 ``--profile OUT`` profiles the server with cProfile: every call run through
 ``anyio.to_thread.run_sync`` (the worker pool, FastAPI's thread pool) into ``OUT`` and the
@@ -412,12 +416,12 @@ class CutoutServe:
 
 
 class ServerProcess:
-    """A uvicorn server (``kind`` 'ours' or 'baseline') in a subprocess; a context manager.
+    """A uvicorn server (``kind`` 'ours', 'baseline' or 'floor') in a subprocess; a context manager.
 
     Parameters
     ----------
     kind : str
-        ``"ours"`` or ``"baseline"``.
+        ``"ours"``, ``"baseline"`` or ``"floor"``.
     env : dict
         Extra environment (``CUTOUT_*`` settings for ours, ``BASELINE_CUBE`` for the baseline).
     profile : str, optional
@@ -528,6 +532,34 @@ def baseline_app() -> Any:
     return app
 
 
+def floor_app() -> Any:
+    """FastAPI app: ``GET /tesscut/api/v0.1/astrocut`` with /astrocut's query parameters, answering
+    a prepared zip of one ``FLOOR_MEMBER_BYTES`` member (see the module docstring)."""
+    from fastapi import FastAPI, Query
+    from fastapi.responses import Response
+
+    size = int(os.environ.get("FLOOR_MEMBER_BYTES", "65536"))
+    name = os.environ.get("FLOOR_MEMBER_NAME", "tess-s0038-2-2_0.000000_0.000000_5x5_astrocut.fits")
+    member = b"SIMPLE  =" + bytes(max(0, size - 9))  # a member of our TPF's size, named alike
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(name, member)
+    payload = buf.getvalue()
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/tesscut/api/v0.1/astrocut")
+    async def astrocut(ra: float, dec: float, x: float = 5, y: float | None = None, units: str = "px",
+                       sector: list[int] = Query(default=[]), product: str = "SPOC") -> Response:  # noqa: B008
+        return Response(payload, media_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="astrocut.zip"'})
+
+    return app
+
+
 # ------------------------------------------------------------------------------------------
 # profiling of worker threads
 # ------------------------------------------------------------------------------------------
@@ -579,7 +611,7 @@ def _install_thread_profiler(out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="run one bench server in the foreground")
-    ap.add_argument("kind", choices=["ours", "baseline"])
+    ap.add_argument("kind", choices=["ours", "baseline", "floor"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--profile", default=None, help="write cProfile stats of worker threads here")
     args = ap.parse_args(argv)
@@ -593,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         from app.settings import Settings
 
         app = create_app(Settings())
+    elif args.kind == "floor":
+        app = floor_app()
     else:
         app = baseline_app()
     # uvicorn picks uvloop/httptools when installed ("auto"); BENCH_UVICORN_PLAIN=1 forces the

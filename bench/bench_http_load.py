@@ -1,8 +1,8 @@
 """HTTP load bench: 5x5 TESScut cutouts against the real service and an astrocut 1.4.0 baseline.
 
 Usage: bench/bench_http_load.py [--quick] [--requests N] [--concurrency C [C ...]] [--cube PATH]
-                                [--size 5] [--no-baseline] [--client raw|httpx] [--profile OUT]
-                                [--workers N [N ...]]
+                                [--size 5] [--no-baseline] [--no-floor] [--client raw|httpx]
+                                [--profile OUT] [--workers N [N ...]]
 
 Starts (as uvicorn subprocesses on free 127.0.0.1 ports, see ``bench/_server.py``):
 
@@ -22,8 +22,14 @@ the server's CPU time per request (``/proc/<pid>/stat``: robust to other load on
 RSS (``VmRSS``) before and after, and ours/baseline ratios. uvicorn uses uvloop and httptools when
 installed (``BENCH_UVICORN_PLAIN=1`` forces asyncio + h11 to compare).
 
-Targets (issues 9 and 7): ours at concurrency 8 on 2 cores >= 100 req/s with p99 < 250 ms and zero
-errors; 1,000 requests at concurrency 16 with zero errors and RSS growth < 100 MiB.
+The floor: the same requests against a bare FastAPI app on the same uvicorn (``bench/_server.py``
+``floor``: the same query parameters, a prepared zip of one member of our TPF's size and name), so
+that our server CPU per request is printed beside what FastAPI and uvicorn alone cost
+(``--no-floor`` skips it).
+
+Targets: ours at concurrency 8 on 2 cores >= 100 req/s with p99 < 250 ms and zero errors; 1,000
+requests at concurrency 16 with zero errors and RSS growth < 100 MiB; server CPU per request at
+most 2.5x the floor's, measured in the same run.
 
 ``--workers N`` (server processes) runs the real ``cutout serve`` instead (``bench/_server.py``
 :class:`CutoutServe`; ``--workers N`` of the command: the supervisor and N processes sharing
@@ -60,6 +66,8 @@ DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
 API = "/tesscut/api/v0.1/astrocut"
 #: RSS growth allowed over a 1,000-request run (no leak under load)
 RSS_GROWTH_LIMIT_MB = 100
+#: our server CPU per request, at most this many times the bare-FastAPI floor's
+FLOOR_RATIO = 2.5
 
 
 @dataclass
@@ -252,6 +260,17 @@ def run_load(server: ServerProcess, name: str, coords: list[tuple[float, float]]
     return result
 
 
+def one_member(server: ServerProcess, coord: tuple[float, float], size: int) -> tuple[str, bytes]:
+    """The name and bytes of the one TPF in our answer for ``coord`` (the floor answers its size)."""
+    from urllib.parse import urlencode
+
+    q = urlencode({"ra": f"{coord[0]:.7f}", "dec": f"{coord[1]:.7f}", "x": size, "y": size, "units": "px"})
+    r = httpx.get(f"{server.url}{API}?{q}", timeout=60)
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        (name,) = zf.namelist()
+        return name, zf.read(name)
+
+
 def quick_cube() -> Path:
     """A 256 x 256, 20-frame synthetic cube under /tmp/bench-data (built once)."""
     out = DATA / "quick-256-20" / "tess-s0038-2-2-cube.fits"
@@ -327,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cube", default=None, help="cube file (default: the full-size synthetic one)")
     ap.add_argument("--size", type=int, default=5, help="cutout side, pixels")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-floor", action="store_true", help="skip the bare-FastAPI floor")
     ap.add_argument("--baseline-requests", type=int, default=None,
                     help="requests per baseline run (default 200, 50 with --quick: astrocut serves ~4 req/s)")
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
@@ -364,11 +384,24 @@ def main(argv: list[str] | None = None) -> int:
     ours_env = {"CUTOUT_CUBE_DIRS": str(cube_dir), "CUTOUT_WORK_DIR": str(work), "CUTOUT_LOG_LEVEL": "warning"}
     results: dict[tuple[str, int], LoadResult] = {}
     with ServerProcess("ours", ours_env, profile=args.profile) as ours:
+        member = one_member(ours, coords[0], args.size)
         for c in args.concurrency:
             res = results[("ours", c)] = run_load(ours, "ours", coords, c, args.size, args.client)
             print(res.line(), flush=True)
             for e in res.errors[:5]:
                 print("   error:", e)
+    if not args.no_floor:
+        floor_env = {"FLOOR_MEMBER_BYTES": str(len(member[1])), "FLOOR_MEMBER_NAME": member[0]}
+        with ServerProcess("floor", floor_env) as floor:
+            for c in args.concurrency:
+                res = results[("floor", c)] = run_load(floor, "floor", coords, c, args.size, args.client)
+                print(res.line(), "(bare FastAPI, same parameters, a zip of our size)", flush=True)
+        for c in args.concurrency:
+            o, f = results[("ours", c)], results[("floor", c)]
+            ratio = (o.server_cpu_s / o.requests) / (f.server_cpu_s / f.requests)
+            print(f"ratio c={c}: server CPU per request ours/floor {ratio:.2f}x "
+                  f"({o.server_cpu_s / o.requests * 1e3:.2f} vs {f.server_cpu_s / f.requests * 1e3:.2f} ms); "
+                  f"throughput ours/floor {o.rps / f.rps:.2f}x")
     if not args.no_baseline:
         with ServerProcess("baseline", {"BASELINE_CUBE": str(cube)}) as base:
             for c in args.concurrency:
@@ -383,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"p50 astrocut/ours {b.pct(50) / o.pct(50):.1f}x; p99 astrocut/ours {b.pct(99) / o.pct(99):.1f}x")
 
     verdicts = []
+    for c in args.concurrency:
+        if ("floor", c) in results:
+            o, f = results[("ours", c)], results[("floor", c)]
+            ratio = (o.server_cpu_s / o.requests) / (f.server_cpu_s / f.requests)
+            verdicts.append((f"c={c}: server CPU per request <= {FLOOR_RATIO:g}x the bare-FastAPI floor ({ratio:.2f}x)",
+                             ratio <= FLOOR_RATIO))
     if ("ours", 8) in results:
         r = results[("ours", 8)]
         verdicts.append(("c=8 >= 100 req/s, p99 < 250 ms, 0 errors",
