@@ -189,6 +189,7 @@ def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | Zip
             return no_data(ctx, "The path crosses no hosted cube" + (" in the requested sectors." if sectors else "."),
                            product)
         target = object_card(obj_id)
+        ctx.catalog.open_many([r for r, _ in crossed])  # the path's cubes opened together (errors: below, in turn)
         made: list[tuple[str, bytes]] = []
         frames = 0
         for record, part in crossed:

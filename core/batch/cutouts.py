@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "MANIFEST_COLUMNS",
+    "TARGET_CONCURRENCY",
     "WORKER_SATURATION",
     "BatchPlan",
     "BatchReport",
@@ -76,6 +77,7 @@ __all__ = [
     "Target",
     "check_cluster_options",
     "cut_target",
+    "cut_target_cubes",
     "cutout_size_arg",
     "dask_client",
     "describe_error",
@@ -95,8 +97,10 @@ DEFAULT_MEMORY_LIMIT = "2GiB"
 #: the manifest's columns, in order
 MANIFEST_COLUMNS = ("index", "name", "ra", "dec", "sector", "camera", "ccd", "cube", "size", "status",
                     "file", "bytes", "error")
-#: at most this many tasks are submitted and not yet finished (bounds client and scheduler memory)
+#: at most this many cutouts are submitted and not yet finished (bounds client and scheduler memory)
 MAX_IN_FLIGHT = 2000
+#: cubes of one target cut at once inside its task (an S3 cut mostly waits on its round trip)
+TARGET_CONCURRENCY = 8
 #: tasks given to the scheduler in one ``client.map``
 SUBMIT_CHUNK = 500
 #: tasks a LocalCluster's scheduler hands each worker thread ahead (Dask's default, 1.1, makes
@@ -366,6 +370,27 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
         return {"status": "ok", "path": os.fspath(written), "bytes": os.path.getsize(written)}
     except Exception as exc:  # noqa: BLE001 - reported in the manifest, the batch goes on
         return {"status": "error", "error": describe_error(exc)}
+
+
+def cut_target_cubes(calls: Sequence[Sequence[Any]], concurrency: int = TARGET_CONCURRENCY) -> list[dict[str, Any]]:
+    """:func:`cut_target` of one target on each of its cubes (``calls``: their arguments), at most
+    ``concurrency`` at once on threads (the Dask task of :func:`run_batch`: a target's sectors are
+    cut together, as the service cuts a many-sector request); the results in order."""
+    calls = [tuple(c) for c in calls]
+    if len(calls) <= 1 or concurrency <= 1:
+        return [cut_target(*c) for c in calls]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(int(concurrency), len(calls)), thread_name_prefix="target") as pool:
+        return list(pool.map(lambda c: cut_target(*c), calls))
+
+
+def _by_target(tasks: Sequence[BatchTask]) -> list[list[BatchTask]]:
+    """The tasks grouped by target (their output folder), each group in plan order."""
+    groups: dict[str, list[BatchTask]] = {}
+    for task in tasks:
+        groups.setdefault(str(task.args[6]), []).append(task)
+    return list(groups.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -975,9 +1000,10 @@ def record_result(task: BatchTask, result: Any, out_dir: str) -> str:
 
 def _run(client: Client, tasks: list[BatchTask], display: ProgressDisplay, out_dir: str, manifest_path: str,
          rows: list[ManifestRow], checkpoint_s: float) -> None:
-    """Submit the tasks in chunks (at most :data:`MAX_IN_FLIGHT` unfinished at a time) and record
-    each result as it arrives; rewrite the manifest every ``checkpoint_s`` seconds. On any
-    exception (an interruption) the unfinished tasks are cancelled before it propagates.
+    """Submit the tasks, one Dask task per target (:func:`cut_target_cubes`: its cubes cut together),
+    in chunks (at most :data:`MAX_IN_FLIGHT` cutouts unfinished at a time) and record each result
+    as it arrives; rewrite the manifest every ``checkpoint_s`` seconds. On any exception (an
+    interruption) the unfinished tasks are cancelled before it propagates.
 
     ``client.map`` of a chunk and ``as_completed(with_results=True).batches()`` cost the client
     about half what one ``submit`` and one ``result()`` per task do (measured: 1000 trivial
@@ -985,31 +1011,42 @@ def _run(client: Client, tasks: list[BatchTask], display: ProgressDisplay, out_d
     from distributed import as_completed
 
     run = uuid.uuid4().hex[:8]  # keys unique per run: a rerun never reuses an old run's result
-    inflight: dict[str, tuple[Any, BatchTask]] = {}  # key -> (future, task)
+    groups = _by_target(tasks)
+    inflight: dict[str, tuple[Any, list[BatchTask]]] = {}  # key -> (future, the target's tasks)
     done = as_completed(with_results=True, raise_errors=False)
-    chunk = max(1, min(SUBMIT_CHUNK, MAX_IN_FLIGHT))
+    chunk = max(1, min(SUBMIT_CHUNK, MAX_IN_FLIGHT))  # targets per client.map
     submitted = 0
+    cutouts = 0  # cutouts submitted and not yet finished
 
-    def submit_chunk() -> None:
-        nonlocal submitted
-        part = tasks[submitted : submitted + chunk]
-        keys = [f"{t.label}-{run}-{submitted + i}" for i, t in enumerate(part)]  # unique even for twins
-        futures = client.map(cut_target, *zip(*(t.args for t in part)), key=keys, pure=False)
-        for future, task in zip(futures, part):
-            inflight[future.key] = (future, task)
+    def submit_chunk() -> bool:
+        """Submit the next chunk of targets when its cutouts fit beside those in flight (or none is)."""
+        nonlocal submitted, cutouts
+        part = groups[submitted : submitted + chunk]
+        size = sum(len(g) for g in part)
+        if not part or (cutouts and cutouts + size > MAX_IN_FLIGHT):
+            return False
+        keys = [f"{g[0].label}-{run}-{submitted + i}" for i, g in enumerate(part)]  # unique even for twins
+        futures = client.map(cut_target_cubes, [[t.args for t in g] for g in part], key=keys, pure=False)
+        for future, group in zip(futures, part):
+            inflight[future.key] = (future, group)
         submitted += len(part)
+        cutouts += size
         done.update(futures)
+        return True
 
     last = time.monotonic()
     try:
-        while submitted < len(tasks) and len(inflight) + chunk <= MAX_IN_FLIGHT:
-            submit_chunk()
+        while submit_chunk():
+            pass
         for batch in done.batches():
             for future, result in batch:
-                status = record_result(inflight.pop(future.key)[1], result, out_dir)
-                display.update(status)
-            while submitted < len(tasks) and len(inflight) + chunk <= MAX_IN_FLIGHT:
-                submit_chunk()
+                group = inflight.pop(future.key)[1]
+                cutouts -= len(group)
+                results = result if isinstance(result, list) and len(result) == len(group) else [result] * len(group)
+                for task, one in zip(group, results):
+                    display.update(record_result(task, one, out_dir))
+            while submit_chunk():
+                pass
             if time.monotonic() - last >= checkpoint_s:
                 write_manifest(manifest_path, [r for r in rows if r.status])
                 last = time.monotonic()

@@ -181,3 +181,25 @@ def test_all_sectors_have_every_members_rows_in_flight_at_once(s3_cubes, gate, m
     for sector, (name, data) in zip([s for s, _, _ in REAL], again):
         (alone,) = _members(httpx.get(url, params={**params, "sector": sector}, timeout=60))
         assert (name, data) == alone
+
+
+def test_a_batch_target_cuts_its_cubes_together(s3_cubes, gate, tmp_path):
+    """Guards against: ``cutout batch`` cutting one target's sectors one after another (its task
+    waits a round trip per cube); the files are those of each cube's own cut."""
+    from core.batch.cutouts import cut_target, cut_target_cubes
+
+    _server, infos = s3_cubes
+    proxy, cfg = gate
+    s3 = dataclasses.asdict(cfg)
+    calls = [(i.uri, DEMO_RA, DEMO_DEC, (5, 5), "px", "SPOC", str(tmp_path / "together"), s3) for i in infos]
+    storage.clear_caches(clients=False)
+    cube_cache.clear_cache()
+    proxy.arm(len(infos))
+    results = cut_target_cubes(calls, concurrency=8)
+    assert proxy.max_held >= len(infos)  # every cube's first request in flight at once
+    assert [r["status"] for r in results] == ["ok"] * len(infos)
+    for call, result in zip(calls, results):
+        alone = cut_target(*call[:6], str(tmp_path / "alone"), s3)
+        assert alone["status"] == "ok"
+        with open(result["path"], "rb") as a, open(alone["path"], "rb") as b:
+            assert a.read() == b.read()
