@@ -18,16 +18,20 @@ received and checked as it arrives (every member's CRC recomputed, :class:`_clie
 
 S3      the cubes on s3rver behind a proxy adding ``--delay-ms`` to every request (one round trip per
         GET; ``tests/latency_proxy.py``), the catalog index built at start-up: warm medians of one
-        sector and of all sectors (taken in turn), and the first all-sectors request of a server just
-        started (no cube opened yet; the index file kept from an earlier start, as a restarted
-        service has it), median of ``--runs`` restarts; GETs counted at the proxy.
-local   the same cubes on local disk: warm medians of all sectors and of one.
+        sector and of all sectors, and the first all-sectors request of a server just started (no
+        cube opened yet; the index file kept from the first start, as a restarted service has it),
+        median of ``--runs`` restarts; GETs counted at the proxy. Beside them the floor: the row
+        ranges of one cut, and of all 12, read with every range in flight at once
+        (``core.storage.sources``, bytes only, in this process through the same proxy).
+local   the same cubes on local disk, the same figures.
 
 Each figure is taken for this checkout ("ours") and, with ``--prev-root``, for another checkout of
 the service ("prev": today's design, e.g. ``git worktree add /work/wt-prev <commit>``) run with this
-interpreter, in the same run. The zips' members must be byte-identical between the two (names, CRC-32
-and sizes compared). The anchor: astrocut 1.4.0 ``CutoutFactory().cube_cut(..., threads=8)`` looping
-over the 12 cubes (local files; and on S3 through s3fs, through the same proxy).
+interpreter, in the same run: both servers run side by side and are asked in turn, so that a busy
+moment of this shared machine weighs on both. The zips' members must be byte-identical between
+the two (names, CRC-32 and sizes compared). The anchor: astrocut 1.4.0
+``CutoutFactory().cube_cut(..., threads=8)`` looping over the 12 cubes (local files; and on S3
+through s3fs, through the same proxy).
 
 The issue's targets, printed as met or not: S3 warm all-sectors <= 2x a warm single-sector request,
 first all-sectors request <= 4x; local all-sectors at least 1.5x faster than prev's.
@@ -171,52 +175,61 @@ class Figures:
         return []
 
 
-def warm(srv: CutoutServe, fig: Figures, runs: int, counter: Any = None) -> None:
-    """Warm medians of one sector and of all sectors, taken in turn."""
-    one, every = target(ONE_SECTOR), target(None)
-    fetch(srv, one, counter)
-    fetch(srv, every, counter)  # every cube opened, every layout cached
-    for _ in range(runs):
-        fig.warm_one.append(fetch(srv, one, counter))
-        fig.warm_all.append(fetch(srv, every, counter))
-    for rows in (fig.warm_one, fig.warm_all):
-        if any(g.members != rows[0].members for g in rows):
-            raise RuntimeError(f"{fig.who}: repeated answers differ")
-
-
 def serve(root: Path | None, env: dict[str, str]) -> CutoutServe:
     return CutoutServe({**env, "CUTOUT_LOG_LEVEL": "warning"}, root=root, python=sys.executable)
+
+
+def measure(checkouts: list[tuple[str, Path | None]], env_of: Any, runs: int, counter: Any = None
+            ) -> dict[str, Figures]:
+    """Warm medians of one sector and of all sectors, then the first all-sectors request of a
+    server just started (its index file kept from the first start), for every checkout, the
+    checkouts' servers running side by side and taken in turn (a busy moment of this shared
+    machine weighs on all of them alike)."""
+    figs = {who: Figures(who) for who, _ in checkouts}
+    one, every = target(ONE_SECTOR), target(None)
+    servers = [(who, serve(where, env_of(who)).start()) for who, where in checkouts]
+    try:
+        for _who, srv in servers:
+            fetch(srv, one, counter)
+            fetch(srv, every, counter)  # every cube opened, every layout cached
+        for _ in range(runs):
+            for who, srv in servers:
+                figs[who].warm_one.append(fetch(srv, one, counter))
+            for who, srv in servers:
+                figs[who].warm_all.append(fetch(srv, every, counter))
+    finally:
+        for _who, srv in servers:
+            srv.stop()
+    for _ in range(runs):  # no cube opened yet
+        for who, where in checkouts:
+            with serve(where, env_of(who)) as srv:
+                figs[who].first_all.append(fetch(srv, every, counter))
+    for fig in figs.values():
+        for rows in (fig.warm_one, fig.warm_all, fig.first_all):
+            if any(g.members != rows[0].members for g in rows):
+                raise RuntimeError(f"{fig.who}: repeated answers differ")
+    return figs
 
 
 # ------------------------------------------------------------------------------------------------
 # the runs
 
 
-def local_run(who: str, root: Path | None, paths: list[Path], work: Path, runs: int) -> Figures:
-    fig = Figures(who)
-    env = {"CUTOUT_CUBE_DIRS": str(paths[0].parent), "CUTOUT_WORK_DIR": str(work / f"local-{who}"),
-           "CUTOUT_INDEX": str(work / f"local-{who}.sqlite"), "CUTOUT_INDEX_REFRESH_S": "0"}
-    with serve(root, env) as srv:
-        warm(srv, fig, runs)
-    for _ in range(runs):  # a server just started: no cube opened yet (its index kept)
-        with serve(root, env) as srv:
-            fig.first_all.append(fetch(srv, target(None)))
-    return fig
+def local_env(paths: list[Path], work: Path) -> Any:
+    def env(who: str) -> dict[str, str]:
+        return {"CUTOUT_CUBE_DIRS": str(paths[0].parent), "CUTOUT_WORK_DIR": str(work / f"local-{who}"),
+                "CUTOUT_INDEX": str(work / f"local-{who}.sqlite"), "CUTOUT_INDEX_REFRESH_S": "0"}
+    return env
 
 
-def s3_run(who: str, root: Path | None, s3r: Any, prefix: str, proxy: Any, work: Path, runs: int) -> Figures:
-    fig = Figures(who)
-    env = {"CUTOUT_CUBE_DIRS": f"s3://tess/{prefix}", "CUTOUT_WORK_DIR": str(work / f"s3-{who}"),
-           "CUTOUT_INDEX": str(work / f"s3-{who}.sqlite"), "CUTOUT_INDEX_WRITER": "true",
-           "CUTOUT_INDEX_REFRESH_S": "0", "CUTOUT_S3_ENDPOINT_URL": proxy.url,
-           "CUTOUT_S3_ACCESS_KEY_ID": s3r.ACCESS_KEY, "CUTOUT_S3_SECRET_ACCESS_KEY": s3r.SECRET_KEY,
-           "CUTOUT_S3_ANONYMOUS": "false", "CUTOUT_S3_REGION": "us-east-1"}
-    with serve(root, env) as srv:  # builds the index (kept for the restarts below)
-        warm(srv, fig, runs, proxy)
-    for _ in range(runs):
-        with serve(root, env) as srv:
-            fig.first_all.append(fetch(srv, target(None), proxy))
-    return fig
+def s3_env(s3r: Any, prefix: str, proxy: Any, work: Path) -> Any:
+    def env(who: str) -> dict[str, str]:
+        return {"CUTOUT_CUBE_DIRS": f"s3://tess/{prefix}", "CUTOUT_WORK_DIR": str(work / f"s3-{who}"),
+                "CUTOUT_INDEX": str(work / f"s3-{who}.sqlite"), "CUTOUT_INDEX_WRITER": "true",
+                "CUTOUT_INDEX_REFRESH_S": "0", "CUTOUT_S3_ENDPOINT_URL": proxy.url,
+                "CUTOUT_S3_ACCESS_KEY_ID": s3r.ACCESS_KEY, "CUTOUT_S3_SECRET_ACCESS_KEY": s3r.SECRET_KEY,
+                "CUTOUT_S3_ANONYMOUS": "false", "CUTOUT_S3_REGION": "us-east-1"}
+    return env
 
 
 def read_floor(uris: list[str], cfg: Any, runs: int) -> tuple[float, float, int]:
@@ -315,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], Figures] = {}
     try:
         if not args.no_local:
-            for who, where in checkouts:
-                results[("local", who)] = local_run(who, where, paths, work, runs)
+            for who, fig in measure(checkouts, local_env(paths, work), runs).items():
+                results[("local", who)] = fig
             anchor = None
             if not args.no_astrocut:
                 anchor, _ = astrocut_loop([str(p) for p in paths], max(1, min(runs, 2)))
@@ -368,8 +381,8 @@ def s3_part(args: argparse.Namespace, checkouts: list[tuple[str, Path | None]], 
         prefix = f"multisector-{paths[0].parent.name}"
         uris = place(s3r, paths, prefix)
         with CountingLatencyProxy("127.0.0.1", s3r.port, delay_s=delay / 1e3) as proxy:
-            for who, where in checkouts:
-                results[("s3", who)] = s3_run(who, where, s3r, prefix, proxy, work, runs)
+            for who, fig in measure(checkouts, s3_env(s3r, prefix, proxy, work), runs, proxy).items():
+                results[("s3", who)] = fig
             cfg = s3r.with_config(endpoint_url=proxy.url, max_connections=64, read_timeout_s=60)
             floor_one, floor_all, floor_gets = read_floor(uris, cfg, runs)
             anchor = None

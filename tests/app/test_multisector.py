@@ -203,3 +203,21 @@ def test_a_batch_target_cuts_its_cubes_together(s3_cubes, gate, tmp_path):
         assert alone["status"] == "ok"
         with open(result["path"], "rb") as a, open(alone["path"], "rb") as b:
             assert a.read() == b.read()
+
+
+def test_reading_a_cubes_headers_from_s3_takes_few_gets(s3_cubes, gate):
+    """Guards against: reading a cube's info (a scan, a cube the index does not know) costing a GET
+    per header and per row, one after another (7 here): its first 64 KiB hold the primary and
+    image headers, then the table header (with the first rows), then the rows it still needs,
+    together (merged here: 40 rows are 44 kB)."""
+    from core.cubes.info import read_cube_info
+    from core.storage.sources import open_source
+
+    _server, infos = s3_cubes
+    proxy, cfg = gate
+    storage.clear_caches(clients=False)
+    with open_source(infos[2].uri, s3=cfg) as source:  # its HEAD
+        before = proxy.requests
+        info = read_cube_info(source)
+    assert proxy.requests - before <= 3
+    assert info == infos[2]
