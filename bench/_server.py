@@ -13,7 +13,12 @@ Two apps:
   prepared zip of one member of ``FLOOR_MEMBER_BYTES`` bytes named ``FLOOR_MEMBER_NAME`` (no cut,
   no middleware): what FastAPI and uvicorn alone cost per request for an answer of our size.
 
-``python bench/_server.py {ours,baseline,floor} --port P [--profile OUT]`` runs one in the foreground;
+- ``zipfloor``: the transfer's floor: a bare FastAPI app whose ``/tesscut/api/v0.1/astrocut``
+  streams, with ``stream-zip`` in 1 MiB chunks as the service does, a zip of members of the sizes
+  listed in ``ZIPFLOOR_SIZES`` (comma-separated bytes) held in memory: what sending that many
+  bytes through uvicorn costs, with no cutting.
+
+``python bench/_server.py {ours,baseline,floor,zipfloor} --port P [--profile OUT]`` runs one in the foreground;
 :class:`ServerProcess` starts one as a subprocess and reads its RSS from ``/proc/<pid>/status``.
 ``--profile OUT`` profiles the server with cProfile: every call run through
 ``anyio.to_thread.run_sync`` (the worker pool, FastAPI's thread pool) into ``OUT`` and the
@@ -560,6 +565,40 @@ def floor_app() -> Any:
     return app
 
 
+def zipfloor_app() -> Any:
+    """FastAPI app streaming a prepared zip (see the module docstring)."""
+    import stat
+    import zlib
+    from datetime import UTC, datetime
+
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from stream_zip import NO_COMPRESSION_32, stream_zip
+
+    sizes = [int(v) for v in os.environ.get("ZIPFLOOR_SIZES", "1048576").split(",") if v]
+    blobs = {n: bytes(n) for n in set(sizes)}
+    crcs = {n: zlib.crc32(b) for n, b in blobs.items()}
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/tesscut/api/v0.1/astrocut")
+    async def astrocut() -> StreamingResponse:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        files = [(f"m{i}.fits", now, stat.S_IFREG | 0o644, NO_COMPRESSION_32(n, crcs[n]), (blobs[n],))
+                 for i, n in enumerate(sizes)]
+
+        async def chunks() -> Any:
+            for chunk in stream_zip(files, chunk_size=1024 * 1024):
+                yield chunk
+
+        return StreamingResponse(chunks(), media_type="application/zip")
+
+    return app
+
+
 # ------------------------------------------------------------------------------------------
 # profiling of worker threads
 # ------------------------------------------------------------------------------------------
@@ -611,7 +650,7 @@ def _install_thread_profiler(out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="run one bench server in the foreground")
-    ap.add_argument("kind", choices=["ours", "baseline", "floor"])
+    ap.add_argument("kind", choices=["ours", "baseline", "floor", "zipfloor"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--profile", default=None, help="write cProfile stats of worker threads here")
     args = ap.parse_args(argv)
@@ -627,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(Settings())
     elif args.kind == "floor":
         app = floor_app()
+    elif args.kind == "zipfloor":
+        app = zipfloor_app()
     else:
         app = baseline_app()
     # uvicorn picks uvloop/httptools when installed ("auto"); BENCH_UVICORN_PLAIN=1 forces the

@@ -23,7 +23,9 @@ S3      the cubes on s3rver behind a proxy adding ``--delay-ms`` to every reques
         median of ``--runs`` restarts; GETs counted at the proxy. Beside them the floor: the row
         ranges of one cut, and of all 12, read with every range in flight at once
         (``core.storage.sources``, bytes only, in this process through the same proxy).
-local   the same cubes on local disk, the same figures.
+local   the same cubes on local disk, the same figures; beside them the transfer's floor: a zip of
+        the same members' sizes streamed from memory by a bare FastAPI app on the same uvicorn, to
+        the same client (sending 282 MB to a client on the same 2 cores is most of the time).
 
 Each figure is taken for this checkout ("ours") and, with ``--prev-root``, for another checkout of
 the service ("prev": today's design, e.g. ``git worktree add /work/wt-prev <commit>``) run with this
@@ -265,6 +267,17 @@ def read_floor(uris: list[str], cfg: Any, runs: int) -> tuple[float, float, int]
     return statistics.median(ones), statistics.median(alls), sum(len(j[1]) for j in jobs)
 
 
+def transfer_floor(sizes: list[int], runs: int) -> float:
+    """Median ms of a zip of members of ``sizes`` streamed from memory by a bare FastAPI app on the
+    same uvicorn, to the same client (``bench/_server.py`` ``zipfloor``): what sending the bytes
+    costs on this machine, with no cutting."""
+    from _server import ServerProcess
+
+    with ServerProcess("zipfloor", {"ZIPFLOOR_SIZES": ",".join(map(str, sizes))}) as srv:
+        fetch(srv, target(None))  # type: ignore[arg-type]
+        return statistics.median(fetch(srv, target(None)).total_s for _ in range(runs)) * 1e3  # type: ignore[arg-type]
+
+
 def astrocut_loop(uris: list[str], runs: int) -> tuple[float, list[tuple[int, int, int]]]:
     """Median ms of astrocut 1.4.0's 30x30 ``cube_cut(threads=8)`` over every cube, one after
     another (as a user loops over sectors), and the FLUX shapes."""
@@ -335,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                 anchor, _ = astrocut_loop([str(p) for p in paths], max(1, min(runs, 2)))
             table("local disk (HTTP, whole zip received)", [results[("local", w)] for w, _ in checkouts], anchor,
                   False)
+            sizes = [size for _name, _crc, size in results[("local", "ours")].members]
+            pipe = transfer_floor(sizes, runs)
+            print(f"  {'floor: the same zip streamed from memory by a bare FastAPI app (no cut)':58} {pipe:9.1f}ms")
         if not args.no_s3:
             s3_part(args, checkouts, paths, work, runs, delay, results)
     finally:
