@@ -326,7 +326,7 @@ def find_cube(ctx: Context, dataset_id: str) -> CubeRecord:
     m = _ID.match(dataset_id.strip())
     if m:
         qualifier, prefix, sector, camera, ccd = m.groups()
-        product = Product.TICA if prefix.lower() == "tica" else Product.SPOC
+        product = next(p for p in Product if p.prefix == prefix.lower())
         if qualifier is None or Product.parse(qualifier) is product:
             record = ctx.catalog.get(int(sector), int(camera), int(ccd), product)
             if record is not None:

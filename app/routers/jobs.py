@@ -36,6 +36,7 @@ from app.jobs.uws import (
 from app.params.responses import ERROR_RESPONSES
 from app.streaming import send
 from core.errors import InvalidInputError, NotFoundError, TooLargeError
+from core.product import Product
 
 __all__ = ["router"]
 
@@ -53,7 +54,7 @@ _FORM_FIELDS = {
     "y": {"type": "number", "description": "Cutout height in `units` (default: x)."},
     "units": {"type": "string", "description": "px (default), d (deg), m (arcmin) or s (arcsec)."},
     "sector": {"type": "array", "items": {"type": "string"}, "description": "Only these sectors (repeat, or 28,68)."},
-    "product": {"type": "string", "enum": ["SPOC", "TICA"], "description": "Cube product (default SPOC)."},
+    "product": {"type": "string", "enum": Product.names(), "description": f"Cube product (default {Product.default()})."},
     "RUNID": {"type": "string", "description": "A label of the client's, returned as the job's runId."},
     "PHASE": {"type": "string", "enum": ["RUN"], "description": "RUN: start the job at once."},
 }

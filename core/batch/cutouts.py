@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from core.catalog.snapshot import Catalog
 from core.cubes.frames import TimeWindow
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
+from core.product import Product
 from core.storage.atomic import atomic_output
 from core.storage.s3 import S3Config
 
@@ -780,7 +781,7 @@ def plan_batch(
     sectors: Iterable[int] | None = None,
     out_dir: str | os.PathLike,
     catalog: Catalog,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     s3: S3Config | Mapping[str, Any] | None = None,
     manifest: str | os.PathLike | None = None,
     limits: Mapping[str, Any] | None = None,
@@ -804,7 +805,6 @@ def plan_batch(
     NotFoundError
         The target CSV does not exist.
     """
-    from core.product import Product
 
     size_xy, units = _size_values(size, units)
     window = TimeWindow(time_min, time_max, frame_bin)
@@ -842,7 +842,7 @@ def run_batch(
     catalog: Catalog,
     scheduler: str | Client | None = None,
     workers: int | None = None,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     progress: bool | Callable[[int, int], Any] | None = None,
     memory_limit: str | float = DEFAULT_MEMORY_LIMIT,
     s3: S3Config | Mapping[str, Any] | None = None,
@@ -875,7 +875,7 @@ def run_batch(
         A running scheduler's address (or a client). Default: a new LocalCluster for this run.
     workers : int, optional
         LocalCluster worker processes, one thread each (default: the CPU count, at most one per task).
-    product : {"SPOC", "TICA"}
+    product : {SPOC, TICA}
         Which cubes.
     progress : bool or callable, optional
         None/True: a bar on a terminal, log lines otherwise; False: neither. A callable is called as

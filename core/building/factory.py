@@ -1,6 +1,6 @@
 """Building TESS image cubes (the astrocut/MAST cube layout) from full-frame images.
 
-:class:`CubeFactory` turns a list of SPOC FFIs (or TICA FFIs with ``product="TICA"`` /
+:class:`CubeFactory` turns a list of SPOC FFIs (or TICA FFIs with ``product=Product.TICA`` /
 :class:`TicaCubeFactory`) into one cube file that cutouts read quickly: each CCD row of the cube
 holds, for every column, the whole time series of flux and error.
 
@@ -84,6 +84,7 @@ from core.errors import (
     UnavailableError,
 )
 from core.fitsio.cards import TooFewHdus, card_values, padded, raw_hdus
+from core.product import Product
 
 __all__ = ["CubeFactory", "TicaCubeFactory"]
 
@@ -111,8 +112,9 @@ class _Product:
 
 
 _PRODUCTS = {
-    "SPOC": _Product("SPOC", 1, (1, 2), "TSTART", ("DATE-END", "TSTOP"), ("CAMERA", "CCD"), {"WCSAXES": 2}),
-    "TICA": _Product("TICA", 0, (0,), "STARTTJD", ("ENDTJD",), ("CAMNUM", "CCDNUM"), {"NAXIS": 2}),
+    Product.SPOC: _Product(Product.SPOC, 1, (1, 2), "TSTART", ("DATE-END", "TSTOP"), ("CAMERA", "CCD"),
+                           {"WCSAXES": 2}),
+    Product.TICA: _Product(Product.TICA, 0, (0,), "STARTTJD", ("ENDTJD",), ("CAMNUM", "CCDNUM"), {"NAXIS": 2}),
 }
 
 
@@ -358,15 +360,13 @@ class CubeFactory:
     max_memory : float
         Memory in GB (1e9 bytes) available for the cube data being assembled.
     product : str
-        ``"SPOC"`` (default) or ``"TICA"``.
+        ``SPOC`` (default) or ``TICA``.
     """
 
-    def __init__(self, max_memory: float = 50, product: str = "SPOC") -> None:
+    def __init__(self, max_memory: float = 50, product: str = Product.SPOC) -> None:
         self._max_memory = self._check_memory(max_memory)
-        key = str(product).upper() if isinstance(product, str) else None
-        if key not in _PRODUCTS:
-            raise InvalidInputError(f"Unknown product {product!r}; use 'SPOC' or 'TICA'.", field="product")
-        self.product = key
+        key = Product.parse(product)
+        self.product = key.value
         self._spec = _PRODUCTS[key]
 
     # ------------------------------------------------------------------ public
@@ -551,7 +551,7 @@ class CubeFactory:
         cols: list[_Column] = []
         pending: list[tuple[int, fits.Header]] = []
         shape = None
-        bad = (f"is not a {spec.name} FFI" + (" (needs image extensions 1 and 2)." if spec.name == "SPOC"
+        bad = (f"is not a {spec.name} FFI" + (" (needs image extensions 1 and 2)." if spec.name == Product.SPOC
                                               else " (needs a 2-D image in the primary HDU)."))
         nhdus = max(spec.plane_exts) + 1
         t_file = time.monotonic()
@@ -758,7 +758,7 @@ class CubeFactory:
             header["SECTOR"] = (sector, "Observing sector")
         self._last_file_cards(header, frames[-1])
         header["EXTNAME"] = "PRIMARY"
-        if spec.name == "TICA":  # departure: one reader for both products
+        if spec.name == Product.TICA:  # departure: one reader for both products
             for src, dst, cmt in (("CAMNUM", "CAMERA", "Camera number"), ("CCDNUM", "CCD", "CCD chip number")):
                 if dst not in header:
                     header[dst] = (header[src], cmt)
@@ -972,10 +972,10 @@ class CubeFactory:
 
 
 class TicaCubeFactory(CubeFactory):
-    """:class:`CubeFactory` for TICA FFIs (``product="TICA"``), as astrocut 0.11.1 ``TicaCubeFactory``.
+    """:class:`CubeFactory` for TICA FFIs (``product=Product.TICA``), as astrocut 0.11.1 ``TicaCubeFactory``.
 
     TICA cubes have one plane (flux; TICA FFIs carry no error image).
     """
 
-    def __init__(self, max_memory: float = 50, product: str = "TICA") -> None:
+    def __init__(self, max_memory: float = 50, product: str = Product.TICA) -> None:
         super().__init__(max_memory=max_memory, product=product)

@@ -33,6 +33,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from core.cubes.info import CubeInfo, column_values
 from core.errors import CorruptFileError
+from core.product import Product
 from core.quiet import quiet
 
 __all__ = ["Cube", "CubeGeometry", "CubeMemo", "FrameColumns"]
@@ -285,7 +286,7 @@ class Cube(_Lazy):
         :class:`~core.cubes.info.CubeInfo`.
     ny, nx, nframes, nplanes : the data dimensions (rows, columns, frames, planes).
     data_offset : byte offset of HDU 1's data.
-    sector, camera, ccd : ints; product : "SPOC" or "TICA".
+    sector, camera, ccd : ints; product : SPOC or TICA.
     wcs_row : the table row the reference WCS comes from (the middle one, searching forward for a
         TAN-SIP row and wrapping, as astrocut does).
     is_icrs : whether the reference WCS is ICRS (TESS cubes are).
@@ -345,7 +346,7 @@ class Cube(_Lazy):
             values = column_values(raw, info.columns, names, info.table_row_bytes, info.nframes)
         except ValueError as exc:
             raise CorruptFileError(f"{self.uri}: unreadable per-frame column ({exc})", field="cube_file") from None
-        if self.product == "SPOC":
+        if self.product == Product.SPOC:
             start, stop, qual = values["TSTART"], values["TSTOP"], values["DQUALITY"]
             timecorr = np.asarray(values["BARYCORR"], dtype=">f4")
             cadence = np.zeros(self.nframes, dtype=">i4")

@@ -42,6 +42,7 @@ from astropy.wcs import WCS
 from erfa import ErfaWarning
 
 from core.errors import InvalidInputError
+from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
 from core.synthetic.ffis import (
@@ -82,19 +83,18 @@ _TABLE_STRUCTURAL = ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT"
 _CHECKSUM_ALPHABET = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", np.uint8)
 
 
-def cube_name(sector: int, camera: int, ccd: int, product: str = "SPOC") -> str:
+def cube_name(sector: int, camera: int, ccd: int, product: str = Product.SPOC) -> str:
     """MAST's cube file name: ``tess-s0001-1-1-cube.fits`` (SPOC), ``tica-s0001-1-1-cube.fits`` (TICA)."""
-    prefix = "tica" if product.upper() == "TICA" else "tess"
-    return f"{prefix}-s{int(sector):04d}-{int(camera)}-{int(ccd)}-cube.fits"
+    return Product.parse(product).cube_name(sector, camera, ccd)
 
 
 def _padded(n: int) -> int:
     return -(-n // _BLOCK) * _BLOCK
 
 
-def cube_size(frames: int, product: str = "SPOC") -> int:
+def cube_size(frames: int, product: str = Product.SPOC) -> int:
     """Apparent size in bytes of a full-frame cube's data region (the hole) for ``frames`` frames."""
-    planes = 1 if product.upper() == "TICA" else 2
+    planes = 1 if Product.parse(product) is Product.TICA else 2
     return _padded(FULL_SHAPE[0] * FULL_SHAPE[1] * frames * planes * 4)
 
 
@@ -373,7 +373,7 @@ class _Plan:
 
     @property
     def nplanes(self) -> int:
-        return 1 if self.product == "TICA" else 2
+        return 1 if self.product == Product.TICA else 2
 
 
 def _quality(rng: np.random.Generator, frames: int) -> np.ndarray:
@@ -402,7 +402,7 @@ def _plan(sector: int, frames: int, product: str, seed: int = 0) -> _Plan:
     # The template FFI header (camera 1 / CCD 1), as the FFI file carries it: structural cards,
     # the product's cards, CHECKSUM/DATASUM (astropy's checksum=True).
     wcs_hdr = _wcs_header(archive_wcs(sector, 1, 1), 1, 1)
-    if product == "SPOC":
+    if product == Product.SPOC:
         iso = "2000-01-01T00:00:00.000Z"
         body = _spoc_image_header("cal", 1, 1, cad_s, t0, t1, iso, iso, wcs_hdr, 0.0, 0)
         head = [("XTENSION", "IMAGE", "Image extension"), ("BITPIX", -32, "array data type"),
@@ -428,7 +428,7 @@ def _plan(sector: int, frames: int, product: str, seed: int = 0) -> _Plan:
         if c.name != "FFI_FILE":
             _set(base, c, template[c.name])
     # per-frame values that do not depend on the camera/CCD
-    if product == "SPOC":
+    if product == Product.SPOC:
         per_frame = {"TSTART": times.tstart, "TSTOP": times.tstop, "DQUALITY": quality}
         stamps = _spoc_stamps(_unix_ms(times.tstart + times.utc_minus_tdb))
         names = np.char.add(np.char.add(b"tess", stamps), f"-s{sector:04d}-1-1-{_scid(sector):04d}-s_ffic.fits".encode())
@@ -464,7 +464,7 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
     with quiet(ErfaWarning):
         built = Time(t1_last + _BTJD0 + 1, format="jd", scale="tdb").utc.to_value("iso", subfmt="date")
     obs, end = date_obs.decode(), date_end.decode()
-    if plan.product == "SPOC":
+    if plan.product == Product.SPOC:
         h = fits.PrimaryHDU(header=_spoc_primary(plan.sector, camera, ccd, t0, t1_first, obs, obs, built,
                                                  int(plan.cadence_no[0]))).header
         h.remove("CHECKSUM", ignore_missing=True)
@@ -490,7 +490,7 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
         h["ENDTJD"] = (t1_last, "[d] end of exposure in TJD")
     h["EXTNAME"] = "PRIMARY"
     h.set("EXTEND", True, after="NAXIS")  # astropy adds it when CubeFactory writes the HDU
-    if plan.product == "TICA":
+    if plan.product == Product.TICA:
         h["CAMERA"] = (camera, "Camera number")
         h["CCD"] = (ccd, "CCD chip number")
     return h
@@ -538,7 +538,7 @@ def _cube_bytes(plan: _Plan, camera: int, ccd: int) -> _CubeBytes:
     raw[:, name_at + plan.name_pos[0]] = ord("0") + camera
     raw[:, name_at + plan.name_pos[1]] = ord("0") + ccd
     times = plan.times
-    if plan.product == "SPOC":
+    if plan.product == Product.SPOC:
         rec["CAMERA"], rec["CCD"] = camera, ccd
         _set(rec, by_name["EXTNAME"], f"CAMERA.CCD {camera}.{ccd} cal")
         with quiet():
@@ -586,13 +586,11 @@ def _check(sector: object, camera: object, ccd: object, frames: object, product:
                             ("frames", frames, 1, 10**6)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
             raise InvalidInputError(f"{name} must be an integer {lo}..{hi}, got {v!r}.", field=name)
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be 'SPOC' or 'TICA', got {product!r}.", field="product")
-    return product.upper()
+    return Product.parse(product).value
 
 
 def write_sparse_cube(path: str | os.PathLike, *, sector: int, camera: int, ccd: int, frames: int = 3705,
-                      product: str = "SPOC", seed: int = 0) -> pathlib.Path:
+                      product: str = Product.SPOC, seed: int = 0) -> pathlib.Path:
     """Write one sparse full-size cube of a sector/camera/CCD.
 
     Parameters
@@ -603,7 +601,7 @@ def write_sparse_cube(path: str | os.PathLike, *, sector: int, camera: int, ccd:
         Which detector: the table's WCS columns hold its real TAN-SIP WCS (:func:`archive_wcs`).
     frames : int
         Rows of the table (NAXIS2 of HDU 1): 3,705 is a 10-min sector, ~12,000 a 200-s one.
-    product : "SPOC" or "TICA"
+    product : SPOC or TICA
         SPOC: 2 planes and SPOC FFI columns; TICA: 1 plane and TICA columns.
     seed : int
         Seeds the DQUALITY flags and the CHECKSUM/DATASUM strings.
@@ -620,7 +618,7 @@ def write_sparse_cube(path: str | os.PathLike, *, sector: int, camera: int, ccd:
 
 
 def write_archive(out_dir: str | os.PathLike, n: int, *, frames: int = 3705, first_sector: int = 1,
-                  product: str = "SPOC", seed: int = 0,
+                  product: str = Product.SPOC, seed: int = 0,
                   progress: Callable[[int, int], object] | None = None) -> list[pathlib.Path]:
     """Write ``n`` sparse cubes, 16 per sector (cameras 1-4 x CCDs 1-4), from ``first_sector`` on.
 
@@ -693,7 +691,7 @@ def _main() -> None:  # pragma: no cover - a command-line convenience
     ap.add_argument("n", type=int)
     ap.add_argument("--frames", type=int, default=3705)
     ap.add_argument("--first-sector", type=int, default=1)
-    ap.add_argument("--product", default="SPOC")
+    ap.add_argument("--product", default=Product.SPOC)
     args = ap.parse_args()
     t0 = time.perf_counter()
     paths = write_archive(args.out_dir, args.n, frames=args.frames, first_sector=args.first_sector,

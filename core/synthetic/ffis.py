@@ -37,6 +37,7 @@ from erfa import ErfaWarning
 from scipy.special import erf
 
 from core.errors import InvalidInputError, NoDataError
+from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
 from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
@@ -445,8 +446,7 @@ def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, produc
         ny = _int(ny, "size", 1, FULL_SHAPE[0])
         nx = _int(nx, "size", 1, FULL_SHAPE[1])
         shape = (ny, nx)
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be 'SPOC' or 'TICA', got {product!r}.", field="product")
+    product = Product.parse(product)
     cad: float | None = None
     if cadence_minutes is not None:
         try:
@@ -460,7 +460,7 @@ def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, produc
 
 
 def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 2, ccd: int = 2,
-                 frames: int = 10, size: str | tuple[int, int] = "full", product: str = "SPOC",
+                 frames: int = 10, size: str | tuple[int, int] = "full", product: str = Product.SPOC,
                  center: tuple[float, float] | None = None, seed: int = 0, n_stars: int = 20,
                  quality_frames: list[int] | None = None,
                  cadence_minutes: float | None = None) -> SyntheticSector:
@@ -480,7 +480,7 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     size : "full" or (ny, nx)
         "full" is the real 2078 x 2136 FFI (virtual columns/rows included); a pair cuts a window out
         of the full frame centred on ``center``.
-    product : "SPOC" or "TICA"
+    product : SPOC or TICA
     center : (ra, dec) in degrees, optional
         Sky position of the window centre and of the transit star. Default: the CCD centre.
     seed : int
@@ -627,7 +627,7 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
             sy, sx, data = transit_stamp
             img[sy, sx] -= depth * data
         cadence_no = int(np.rint(tstart[i] * 86400.0 / cadence_s))
-        if product == "SPOC":
+        if product == Product.SPOC:
             name = spoc_ffi_name(sector, camera, ccd, tstart[i])
             prim = fits.PrimaryHDU(header=_spoc_primary(sector, camera, ccd, float(tstart[i]),
                                                         float(tstop[i]), obs_iso[i], end_iso[i], file_date,

@@ -49,6 +49,7 @@ from core.cutout_size import CutoutSize, Limits
 from core.errors import InvalidInputError, NoDataError
 from core.fitsio._astropy_io import header_modified, lazy_hdulist
 from core.geometry import CutoutGeometry, centered_window, parse_coordinates
+from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
 from core.storage.range_file import RangeFile
@@ -392,7 +393,7 @@ class CutoutFactory:
         cube_file: str | os.PathLike,
         coordinates: Any,
         cutout_size: Any,
-        product: str = "SPOC",
+        product: str = Product.SPOC,
         target_pixel_file: str | None = None,
         output_path: str | os.PathLike = ".",
         memory_only: bool = False,
@@ -409,7 +410,7 @@ class CutoutFactory:
 
         Follows astrocut 1.4.0's ``CutoutFactory.cube_cut``: ``coordinates`` is a SkyCoord or an
         "ra dec" string in degrees; ``cutout_size`` an int, ``[nx, ny]`` (x first, as astrocut
-        behaves) or an angular/pixel Quantity. ``product`` ("SPOC" or "TICA", astrocut 0.11.1's
+        behaves) or an angular/pixel Quantity. ``product`` (SPOC or TICA, astrocut 0.11.1's
         fourth parameter) is validated, but the cube's own layout (its table columns) decides how
         it is read. Returns the written path, or the HDUList when ``memory_only``. Files are
         written to a temporary name and renamed, big ones in bounded pieces. ``verbose`` prints
@@ -446,8 +447,7 @@ class CutoutFactory:
             The output cannot be written (``field="output_path"``).
         """
         t_start = time.perf_counter()
-        if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-            raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
+        Product.parse(product)  # validated; the cube's own table decides how it is read
         if not isinstance(cube_file, (str, os.PathLike)):
             raise InvalidInputError(
                 f"cube_file must be a path or s3:// URI, not {type(cube_file).__name__}", field="cube_file"
@@ -522,7 +522,7 @@ def cube_cut(
     verbose: bool = False,
     legacy_filenames: bool = True,
     *,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     s3: Any = None,
     time_min: float | None = None,
     time_max: float | None = None,

@@ -28,6 +28,7 @@ import core
 from core.cubes.cube import Cube
 from core.cubes.frames import FrameSelection, cadence_columns
 from core.fitsio.cards import card, card_images, header_block
+from core.product import Product
 from core.quiet import quiet
 
 __all__ = ["CREATOR", "ShapeHeaders", "Template", "pixels_dtype", "shape_headers", "template"]
@@ -116,7 +117,7 @@ _NP = {"D": ">f8", "E": ">f4", "J": ">i4", "38A": "S38"}
 
 
 def _columns(product: str) -> list[tuple[str, str, str | None, int | None, str | None]]:
-    if product == "SPOC":
+    if product == Product.SPOC:
         return _SPOC_COLUMNS
     # TICA (astrocut 0.11.1): no TIMECORR, pixel units e-.
     return [
@@ -143,7 +144,7 @@ def _primary_template(cube: Cube) -> fits.Header:
     if "EXTEND" not in h:
         h.insert("NAXIS", ("EXTEND", True), after=True)  # a primary followed by extensions
     h["EXTEND"] = True
-    spoc = cube.product == "SPOC"
+    spoc = cube.product == Product.SPOC
     h.update(
         {
             "CREATOR": (CREATOR, "software used to produce this file"),

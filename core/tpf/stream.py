@@ -32,6 +32,7 @@ import numpy as np
 
 from core.cubes.cube import Cube
 from core.cubes.frames import FrameSelection, read_cadences
+from core.product import Product
 from core.storage.atomic import output_error
 from core.tpf.layout import cached_fit, fill_rows, fill_slots, layout
 
@@ -230,7 +231,7 @@ class TpfStream:
         fill_rows(rec, cube, t0, t1, pixels=False, frames=self.frames)
         win, ins = geo.window, geo.inside
         partial = ins.nx != win.nx or ins.ny != win.ny
-        with_err = cube.product == "SPOC" and cube.nplanes > 1
+        with_err = cube.product == Product.SPOC and cube.nplanes > 1
         if partial:  # astrocut pads with its fill value, NaN
             rec["FLUX"] = np.nan
             rec["FLUX_ERR"] = np.nan
