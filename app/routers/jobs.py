@@ -72,7 +72,7 @@ def _query(*names: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _jobs(request: Request) -> JobService:
-    return request.app.state.jobs
+    return request.app.state.services.jobs
 
 
 def _owner(request: Request) -> str:
