@@ -55,6 +55,9 @@ _FORM_FIELDS = {
     "units": {"type": "string", "description": "px (default), d (deg), m (arcmin) or s (arcsec)."},
     "sector": {"type": "array", "items": {"type": "string"}, "description": "Only these sectors (repeat, or 28,68)."},
     "product": {"type": "string", "enum": Product.names(), "description": f"Cube product (default {Product.default()})."},
+    "time_min": {"type": "number", "description": "Keep frames from this mid-exposure time (BTJD, TDB), inclusive."},
+    "time_max": {"type": "number", "description": "Keep frames up to this mid-exposure time (BTJD, TDB), inclusive."},
+    "frame_bin": {"type": "integer", "minimum": 1, "description": "Average this many frames into each cadence."},
     "RUNID": {"type": "string", "description": "A label of the client's, returned as the job's runId."},
     "PHASE": {"type": "string", "enum": ["RUN"], "description": "RUN: start the job at once."},
 }
