@@ -42,6 +42,7 @@ from astropy.wcs import WCS
 from erfa import ErfaWarning
 
 from core.errors import InvalidInputError
+from core.fitsio.cards import BLOCK, padded
 from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
@@ -69,7 +70,6 @@ __all__ = [
 #: cubes of one sector: cameras 1-4 x CCDs 1-4
 CUBES_PER_SECTOR = 16
 
-_BLOCK = 2880
 _BTJD0 = 2457000.0
 _UNIX_EPOCH_BTJD = 2440587.5 - _BTJD0  # 1970-01-01T00:00 as BTJD (negative)
 _MJD_UNIX_EPOCH = 40587.0
@@ -88,14 +88,10 @@ def cube_name(sector: int, camera: int, ccd: int, product: str = Product.SPOC) -
     return Product.parse(product).cube_name(sector, camera, ccd)
 
 
-def _padded(n: int) -> int:
-    return -(-n // _BLOCK) * _BLOCK
-
-
 def cube_size(frames: int, product: str = Product.SPOC) -> int:
     """Apparent size in bytes of a full-frame cube's data region (the hole) for ``frames`` frames."""
     planes = 1 if Product.parse(product) is Product.TICA else 2
-    return _padded(FULL_SHAPE[0] * FULL_SHAPE[1] * frames * planes * 4)
+    return padded(FULL_SHAPE[0] * FULL_SHAPE[1] * frames * planes * 4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -557,9 +553,9 @@ def _cube_bytes(plan: _Plan, camera: int, ccd: int) -> _CubeBytes:
     primary = _primary_header(plan, camera, ccd, w, date_obs, date_end).tostring().encode("ascii")
     head = primary + _image_header(frames, plan.nplanes)
     data_bytes = FULL_SHAPE[0] * FULL_SHAPE[1] * frames * plan.nplanes * 4
-    t_off = len(head) + _padded(data_bytes)
+    t_off = len(head) + padded(data_bytes)
     table = plan.table_header + rec.tobytes()
-    return _CubeBytes(head, table, t_off, t_off + _padded(len(table)))
+    return _CubeBytes(head, table, t_off, t_off + padded(len(table)))
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -668,7 +664,7 @@ def _complete(path: pathlib.Path, frames: int, product: str) -> bool:
         return False
     # headers (< 30 KB) + data region + table (~1.1 KB a frame): a wrong frame count cannot match
     hole = cube_size(frames, product)
-    return hole < size < hole + 64 * _BLOCK + 2048 * frames
+    return hole < size < hole + 64 * BLOCK + 2048 * frames
 
 
 def place_in_s3rver(server: object, paths: list[pathlib.Path], bucket: str, prefix: str = "") -> list[str]:
