@@ -45,7 +45,7 @@ from core.errors import InvalidInputError
 from core.fitsio.cards import BLOCK, padded
 from core.product import Product
 from core.quiet import quiet
-from core.storage.atomic import atomic_output
+from core.storage.atomic import atomic_output, pwrite_all
 from core.synthetic.ffis import (
     _default_cadence_minutes,
     _scid,
@@ -558,20 +558,13 @@ def _cube_bytes(plan: _Plan, camera: int, ccd: int) -> _CubeBytes:
     return _CubeBytes(head, table, t_off, t_off + padded(len(table)))
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
 def _write(path: pathlib.Path, parts: _CubeBytes) -> None:
     """Write a cube atomically: temp name beside it, two pwrites, ftruncate for the hole, rename."""
     with atomic_output(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY)
         try:
-            _pwrite_all(fd, parts.head, 0)
-            _pwrite_all(fd, parts.table, parts.table_offset)
+            pwrite_all(fd, parts.head, 0)
+            pwrite_all(fd, parts.table, parts.table_offset)
             os.ftruncate(fd, parts.size)  # the data region stays a hole; the table's padding is zeros
         finally:
             os.close(fd)
