@@ -40,7 +40,19 @@ from core.errors import InvalidInputError, NoDataError
 from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
-from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
+from core.synthetic.headers import (
+    BTJD0,
+    DEMO_DEC,
+    DEMO_RA,
+    default_cadence_minutes,
+    sector_start_btjd,
+    sector_wcs_header,
+    spacecraft_config_id,
+    spoc_image_header,
+    spoc_primary_header,
+    tica_header,
+)
+from core.tess_wcs import FULL_SHAPE, full_frame_wcs
 
 __all__ = [
     "DEMO_DEC",
@@ -54,20 +66,11 @@ __all__ = [
     "write_sector",
 ]
 
-#: A position on camera 2 / CCD 2 in sectors 11 and 38 (used by fixtures and demos).
-DEMO_RA, DEMO_DEC = 217.42893801, -62.67949189
-
 _VIRTUAL_COLS_LEFT = 44
 _SCIENCE = 2048  # science rows/columns
-_BTJD0 = 2457000.0
 _PSF_SIGMA = 0.9  # pixels
 _STAMP_RADIUS = 6  # pixels; the Gaussian is < 1e-9 of the flux beyond this
 _SPEED_OF_LIGHT_AU_PER_DAY = 173.1446326846693
-
-# Spacecraft configuration ids seen in real SPOC file names (others are interpolated).
-_SCID = {1: 120, 2: 121, 3: 123, 4: 124, 5: 125, 6: 126, 7: 131, 8: 136, 9: 139, 10: 140, 11: 143,
-         12: 144, 13: 146, 38: 209}
-
 
 @dataclass
 class Star:
@@ -109,76 +112,7 @@ class SyntheticSector:
 
 
 # ----------------------------------------------------------------------------------------------
-# WCS
-
-
-def sector_wcs_header(sector: int, camera: int, ccd: int, *, origin: tuple[int, int] = (0, 0),
-                      fallback_center: tuple[float, float] | None = None) -> fits.Header:
-    """WCS header cards (celestial TAN-SIP with a CD matrix, plus the physical RAWX/RAWY WCS 'P').
-
-    Parameters
-    ----------
-    sector, camera, ccd : int
-        Which solution (``tesswcs.WCS.from_sector`` numbers for archived sectors).
-    origin : (y0, x0)
-        0-based full-FFI pixel of the image's first pixel; CRPIX and the physical WCS are shifted.
-    fallback_center : (ra, dec), optional
-        Pointing used when tesswcs has no solution for the sector.
-    """
-    w = full_frame_wcs(sector, camera, ccd, fallback_center)
-    y0, x0 = origin
-    with quiet():
-        full = w.to_header(relax=True)
-    hdr = fits.Header()
-    hdr["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
-    hdr["EQUINOX"] = (2000.0, "equinox of celestial coordinate system")
-    hdr["WCSAXES"] = (2, "number of World Coordinate System axes")
-    hdr["CTYPE1"] = ("RA---TAN-SIP", "Gnomonic projection + SIP distortions")
-    hdr["CTYPE2"] = ("DEC--TAN-SIP", "Gnomonic projection + SIP distortions")
-    hdr["CRVAL1"] = (float(w.wcs.crval[0]), "RA at CRPIX1, CRPIX2")
-    hdr["CRVAL2"] = (float(w.wcs.crval[1]), "DEC at CRPIX1, CRPIX2")
-    hdr["CRPIX1"] = (float(w.wcs.crpix[0]) - x0, "X reference pixel")
-    hdr["CRPIX2"] = (float(w.wcs.crpix[1]) - y0, "Y reference pixel")
-    cd = w.wcs.cd if w.wcs.has_cd() else w.wcs.get_pc() * w.wcs.cdelt[:, None]
-    for i in range(2):
-        for j in range(2):
-            hdr[f"CD{i + 1}_{j + 1}"] = (float(cd[i, j]), "Transformation matrix")
-    for card in full.cards:
-        if card.keyword[:2] in ("A_", "B_") or card.keyword[:3] in ("AP_", "BP_"):
-            hdr[card.keyword] = (card.value, card.comment)
-    hdr["WCSNAMEP"] = ("PHYSICAL", "name of world coordinate system alternate P")
-    hdr["WCSAXESP"] = (2, "number of WCS physical axes")
-    hdr["CTYPE1P"] = ("RAWX", "physical WCS axis 1 type CCD col")
-    hdr["CUNIT1P"] = ("PIXEL", "physical WCS axis 1 unit")
-    hdr["CRPIX1P"] = (1, "reference CCD column")
-    hdr["CRVAL1P"] = (x0 + 1, "value at reference CCD column")
-    hdr["CDELT1P"] = (1.0, "physical WCS axis 1 step")
-    hdr["CTYPE2P"] = ("RAWY", "physical WCS axis 2 type CCD row")
-    hdr["CUNIT2P"] = ("PIXEL", "physical WCS axis 2 units")
-    hdr["CRPIX2P"] = (1, "reference CCD row")
-    hdr["CRVAL2P"] = (y0 + 1, "value at reference CCD row")
-    hdr["CDELT2P"] = (1.0, "physical WCS axis 2 step")
-    return hdr
-
-
-# ----------------------------------------------------------------------------------------------
 # Times and names
-
-
-def _default_cadence_minutes(sector: int) -> float:
-    if sector >= 56:
-        return 200.0 / 60.0
-    if sector >= 27:
-        return 10.0
-    return 30.0
-
-
-def _sector_start_btjd(sector: int) -> float:
-    """A plausible first-cadence BTJD: the sector's start in tesswcs's pointings, else extrapolated."""
-    p = pointings().get(sector)
-    if p is not None and p["start"] > _BTJD0:
-        return p["start"] - _BTJD0 + 0.75
-    return 1325.29 + (sector - 1) * 27.4
 
 
 def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
@@ -187,7 +121,7 @@ def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
     The Earth's barycentric position (astropy's built-in ephemeris) projected on the line of sight;
     TESS is ~0.001 au from the Earth, which is below what these synthetic data need.
     """
-    t = Time(np.asarray(btjd, dtype=float) + _BTJD0, format="jd", scale="tdb")
+    t = Time(np.asarray(btjd, dtype=float) + BTJD0, format="jd", scale="tdb")
     earth = get_body_barycentric("earth", t).xyz.to_value(u.au)  # (3, n)
     ra_r, dec_r = math.radians(ra), math.radians(dec)
     n = np.array([math.cos(dec_r) * math.cos(ra_r), math.cos(dec_r) * math.sin(ra_r), math.sin(dec_r)])
@@ -197,23 +131,9 @@ def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
 def _utc_iso(btjd: np.ndarray, barycorr: np.ndarray) -> list[str]:
     """ISO UTC strings ('...Z', ms precision) of spacecraft times BTJD - BARYCORR (TDB -> UTC)."""
     with quiet(ErfaWarning):  # "dubious year": future sectors, no leap-second table
-        t = Time(np.asarray(btjd) - np.asarray(barycorr) + _BTJD0, format="jd", scale="tdb").utc
+        t = Time(np.asarray(btjd) - np.asarray(barycorr) + BTJD0, format="jd", scale="tdb").utc
         t.precision = 3
         return [v + "Z" for v in np.atleast_1d(t.isot)]
-
-
-def _iso_to_mjd(iso: str) -> float:
-    """MJD of an ISO calendar string, read in its own scale (what wcslib's datfix computes)."""
-    with quiet(ErfaWarning):
-        return float(Time(iso.rstrip("Z"), format="isot", scale="utc").mjd)
-
-
-def _scid(sector: int) -> int:
-    if sector in _SCID:
-        return _SCID[sector]
-    known = sorted(_SCID)
-    lo = max([s for s in known if s < sector], default=known[0])
-    return _SCID[lo] + 2 * (sector - lo)
 
 
 def spoc_ffi_name(sector: int, camera: int, ccd: int, tstart: float) -> str:
@@ -223,8 +143,8 @@ def spoc_ffi_name(sector: int, camera: int, ccd: int, tstart: float) -> str:
     real SPOC names stamp a time near the end of the exposure, which no reader relies on.
     """
     with quiet(ErfaWarning):  # "dubious year" for future sectors
-        stamp = Time(float(tstart) + _BTJD0, format="jd", scale="tdb").utc.strftime("%Y%j%H%M%S")
-    return f"tess{stamp}-s{sector:04d}-{camera}-{ccd}-{_scid(sector):04d}-s_ffic.fits"
+        stamp = Time(float(tstart) + BTJD0, format="jd", scale="tdb").utc.strftime("%Y%j%H%M%S")
+    return f"tess{stamp}-s{sector:04d}-{camera}-{ccd}-{spacecraft_config_id(sector):04d}-s_ffic.fits"
 
 
 def tica_ffi_name(sector: int, camera: int, ccd: int, cadence: int, orbit: int = 1) -> str:
@@ -280,134 +200,6 @@ def _science_box(origin: tuple[int, int], shape: tuple[int, int], margin: int) -
     sy0 = max(-y0, 0) + margin
     sy1 = min(_SCIENCE - y0, ny) - 1 - margin
     return sx0, sx1, sy0, sy1
-
-
-# ----------------------------------------------------------------------------------------------
-# Headers
-
-
-def _spoc_primary(sector: int, camera: int, ccd: int, t0: float, t1: float, date_obs: str,
-                  date_end: str, date: str, ffiindex: int) -> fits.Header:
-    p = pointings().get(sector, {"ra": DEMO_RA, "dec": DEMO_DEC, "roll": 0.0})
-    h = fits.Header()
-    h["NEXTEND"] = (2, "number of standard extensions")
-    h["EXTNAME"] = ("PRIMARY", "name of extension")
-    h["EXTVER"] = (1, "extension version number (not format version)")
-    h["SIMDATA"] = (False, "file is based on simulated data")
-    h["ORIGIN"] = ("NASA/Ames", "institution responsible for creating this file")
-    h["DATE"] = (date, "file creation date.")
-    h["TSTART"] = (t0, "observation start time in TJD")
-    h["TSTOP"] = (t1, "observation stop time in TJD")
-    h["DATE-OBS"] = (date_obs, "TSTART as UTC calendar date")
-    h["DATE-END"] = (date_end, "TSTOP as UTC calendar date")
-    h["CREATOR"] = ("12345 FfiExporter", "pipeline job and program used to produce")
-    h["PROCVER"] = ("spoc-5.0.40-20210505", "SW version")
-    h["FILEVER"] = ("1.0", "file format version")
-    h["TIMVERSN"] = ("OGIP/93-003", "OGIP memo number for file format")
-    h["TELESCOP"] = ("TESS", "telescope")
-    h["INSTRUME"] = ("TESS Photometer", "detector type")
-    h["DATA_REL"] = (max(1, sector), "data release version number")
-    h["SECTOR"] = (sector, "Observing sector")
-    h["CAMERA"] = (camera, "Camera number")
-    h["CCD"] = (ccd, "CCD chip number")
-    h["PXTABLE"] = (129, "pixel table id")
-    h["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
-    h["RA_NOM"] = (p["ra"], "[deg] RA of camera boresight")
-    h["DEC_NOM"] = (p["dec"], "[deg] DEC of camera boresight")
-    h["ROLL_NOM"] = (p["roll"], "[deg] roll angle of camera")
-    h["CRMITEN"] = (True, "spacecraft cosmic ray mitigation enabled")
-    h["CRBLKSZ"] = (10, "[exposures] s/c cosmic ray mitigation block siz")
-    h["CRSPOC"] = (False, "SPOC cosmic ray cleaning enabled")
-    h["FFIINDEX"] = (ffiindex, "number of FFI cadence interval")
-    return h
-
-
-def _timing_cards(h: fits.Header, cadence_s: float, t0: float, t1: float, date_obs: str,
-                  date_end: str) -> None:
-    telapse = t1 - t0
-    deadc = 0.792
-    num_frm = int(np.rint(cadence_s / 2.0))
-    h["TIMEREF"] = ("SOLARSYSTEM", "barycentric correction applied to times")
-    h["TASSIGN"] = ("SPACECRAFT", "where time is assigned")
-    h["TIMESYS"] = ("TDB", "time system is Barycentric Dynamical Time (TDB)")
-    h["BJDREFI"] = (2457000, "integer part of BTJD reference date")
-    h["BJDREFF"] = (0.0, "fraction of the day in BTJD reference date")
-    h["TIMEUNIT"] = ("d", "time unit for TIME, TSTART and TSTOP")
-    h["TELAPSE"] = (telapse, "[d] TSTOP - TSTART")
-    h["LIVETIME"] = (telapse * deadc, "[d] TELAPSE multiplied by DEADC")
-    h["TSTART"] = (t0, "observation start time in BTJD")
-    h["TSTOP"] = (t1, "observation stop time in BTJD")
-    h["DATE-OBS"] = (date_obs, "TSTART as UTC calendar date")
-    h["DATE-END"] = (date_end, "TSTOP as UTC calendar date")
-    # MJD-OBS/MJD-END restate DATE-OBS/DATE-END (same calendar, same scale) so that wcslib's
-    # 'datfix' has nothing to add: astropy's WCS() then reads the header without FITSFixedWarning.
-    h["MJD-OBS"] = (_iso_to_mjd(date_obs), "DATE-OBS as MJD")
-    h["MJD-END"] = (_iso_to_mjd(date_end), "DATE-END as MJD")
-    h["DEADC"] = (deadc, "deadtime correction")
-    h["TIMEPIXR"] = (0.5, "bin time beginning=0 middle=0.5 end=1")
-    h["TIERRELA"] = (1.16e-05, "[d] relative time error")
-    h["INT_TIME"] = (1.98, "[s] photon accumulation time per frame")
-    h["READTIME"] = (0.02, "[s] readout time per frame")
-    h["FRAMETIM"] = (2.0, "[s] frame time (INT_TIME + READTIME)")
-    h["NUM_FRM"] = (num_frm, "number of frames per time stamp")
-    h["TIMEDEL"] = (cadence_s / 86400.0, "[d] time resolution of data")
-
-
-def _spoc_image_header(kind: str, camera: int, ccd: int, cadence_s: float, t0: float, t1: float,
-                       date_obs: str, date_end: str, wcs_hdr: fits.Header, barycorr: float,
-                       dquality: int) -> fits.Header:
-    h = fits.Header()
-    h["INHERIT"] = (True, "inherit the primary header")
-    h["EXTNAME"] = (f"CAMERA.CCD {camera}.{ccd} {kind}", "extension name")
-    h["EXTVER"] = (1 if kind == "cal" else 2, "extension version number (not format version)")
-    h["TELESCOP"] = ("TESS", "telescope")
-    h["INSTRUME"] = ("TESS Photometer", "detector type")
-    h["CAMERA"] = (camera, "Camera number")
-    h["CCD"] = (ccd, "CCD chip number")
-    _timing_cards(h, cadence_s, t0, t1, date_obs, date_end)
-    h["BUNIT"] = ("electrons/s", "physical units of image data")
-    h["BACKAPP"] = (False, "background is subtracted")
-    h["DEADAPP"] = (True, "deadtime applied")
-    h["VIGNAPP"] = (True, "vignetting or collimator correction applied")
-    for ch, g, rn, bl in zip("ABCD", (5.22, 5.21, 5.21, 5.26), (9.45, 9.31, 9.30, 9.84),
-                             (6534.5, 6522.1, 6581.9, 6558.3)):
-        h[f"GAIN{ch}"] = (g, f"[electrons/count] CCD output {ch} gain")
-    for ch, rn in zip("ABCD", (9.45, 9.31, 9.30, 9.84)):
-        h[f"READNOI{ch}"] = (rn, f"[electrons] read noise CCD output {ch}")
-    h["NREADOUT"] = (48, "number of read per cadence")
-    h["FXDOFF"] = (209715, "compression fixed offset")
-    for ch, bl in zip("ABCD", (6534.5, 6522.1, 6581.9, 6558.3)):
-        h[f"MEANBLC{ch}"] = (bl, f"[count] FSW mean black level CCD output {ch}")
-    h.extend(wcs_hdr.cards)
-    h["BARYCORR"] = (float(barycorr), "[d] barycentric time correction")
-    h["DQUALITY"] = (int(dquality), "data quality flags")
-    h["IMAGTYPE"] = (kind, "FFI image type: raw, cal, uncert")
-    return h
-
-
-def _tica_header(sector: int, camera: int, ccd: int, cadence_s: float, t0: float, t1: float,
-                 cadence_no: int, wcs_hdr: fits.Header, qual: int) -> fits.Header:
-    h = fits.Header()
-    h["TICAVER"] = ("0.4.4", "TICA software version")
-    h["CALIBRAT"] = (True, "calibrated image")
-    h["TELESCOP"] = ("TESS", "telescope")
-    h["INSTRUME"] = ("TESS Photometer", "detector type")
-    h["SECTOR"] = (sector, "Observing sector")
-    h["ORBIT"] = (0, "orbit number")  # overwritten by the caller
-    h["CAMNUM"] = (camera, "Camera number")
-    h["CCDNUM"] = (ccd, "CCD number")
-    h["CADENCE"] = (cadence_no, "spacecraft cadence number")
-    h["TJD_ZERO"] = (_BTJD0, "JD zero point of TJD times")
-    h["STARTTJD"] = (t0, "[d] start of exposure in TJD")
-    h["MIDTJD"] = (0.5 * (t0 + t1), "[d] mid of exposure in TJD")
-    h["ENDTJD"] = (t1, "[d] end of exposure in TJD")
-    h["INT_TIME"] = (1.98, "[s] photon accumulation time per frame")
-    h["EXPTIME"] = (cadence_s * 0.8 * 0.99, "[s] total exposure time (cosmic-ray mitigated)")
-    h["NUM_FRM"] = (int(np.rint(cadence_s / 2.0)), "number of frames per cadence")
-    h["QUAL_BIT"] = (int(qual), "quality bit flags")
-    h["BUNIT"] = ("electrons/s", "physical units of image data")
-    h.extend(wcs_hdr.cards)
-    return h
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,9 +362,9 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
             stars.append(Star(ra=float(ra), dec=float(dec), x=x, y=y, flux=float(f)))
 
     # --- times
-    cadence_s = (cad if cad is not None else _default_cadence_minutes(sector)) * 60.0
+    cadence_s = (cad if cad is not None else default_cadence_minutes(sector)) * 60.0
     cad_d = cadence_s / 86400.0
-    t_first = _sector_start_btjd(sector)
+    t_first = sector_start_btjd(sector)
     tstart = t_first + cad_d * np.arange(frames)
     tstop = tstart + cad_d
     mid = 0.5 * (tstart + tstop)
@@ -629,18 +421,18 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
         cadence_no = int(np.rint(tstart[i] * 86400.0 / cadence_s))
         if product == Product.SPOC:
             name = spoc_ffi_name(sector, camera, ccd, tstart[i])
-            prim = fits.PrimaryHDU(header=_spoc_primary(sector, camera, ccd, float(tstart[i]),
+            prim = fits.PrimaryHDU(header=spoc_primary_header(sector, camera, ccd, float(tstart[i]),
                                                         float(tstop[i]), obs_iso[i], end_iso[i], file_date,
                                                         cadence_no))
-            cal_h = _spoc_image_header("cal", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
+            cal_h = spoc_image_header("cal", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
                                        obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
-            unc_h = _spoc_image_header("uncert", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
+            unc_h = spoc_image_header("uncert", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
                                        obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
             hdul = fits.HDUList([prim, fits.ImageHDU(img, header=cal_h), fits.ImageHDU(sigma, header=unc_h)])
         else:
             orbit = 1 if i < (frames + 1) // 2 else 2
             name = tica_ffi_name(sector, camera, ccd, cadence_no, orbit=orbit)
-            h = _tica_header(sector, camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]), cadence_no,
+            h = tica_header(sector, camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]), cadence_no,
                              wcs_hdr, qflags[i])
             h["ORBIT"] = orbit
             hdul = fits.HDUList([fits.PrimaryHDU(img, header=h)])
