@@ -61,9 +61,9 @@ from core.tpf.wcs_fit import LinearFit
 __all__ = [
     "CREATOR",
     "INLINE_TPF_BYTES",
-    "CutResult",
     "CutoutFactory",
     "CutoutGeometry",
+    "InMemoryTpf",
     "TpfHDUList",
     "astrocut_filename",
     "build_tpf",
@@ -173,8 +173,9 @@ def locate(
 
 
 @dataclass
-class CutResult:
-    """A cut as FITS bytes plus what was learned on the way (for verbose output and callers)."""
+class InMemoryTpf:
+    """A TPF made whole in memory (:func:`cut_bytes`): its FITS bytes, plus what was learned on the
+    way (where the cut landed, the WCS fit, timings; for verbose output and callers)."""
 
     data: memoryview  # the FITS file (bytes-like, over a numpy buffer: no copy)
     geometry: CutoutGeometry
@@ -183,7 +184,7 @@ class CutResult:
 
 
 def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int | None = None,
-              frames: FrameSelection | None = None) -> CutResult:
+              frames: FrameSelection | None = None) -> InMemoryTpf:
     """Assemble the TPF for a located cut as FITS bytes, whole in memory (the fast path).
 
     The file is one buffer: a copy of the cutout shape's cached prototype (small cutouts) or its
@@ -208,7 +209,7 @@ def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int | None = None,
     fill_pixels(buf, lay, cube, geo, threads, prefilled=proto is not None, rows_done=proto is not None)
     t3 = time.perf_counter()
     timings = {"layout_and_fit": t1 - t0, "headers": t2 - t1, "pixels": t3 - t2}
-    return CutResult(data=memoryview(buf), geometry=geo, fit=fit, timings=timings)
+    return InMemoryTpf(data=memoryview(buf), geometry=geo, fit=fit, timings=timings)
 
 
 class TpfHDUList(fits.HDUList):
