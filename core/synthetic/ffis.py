@@ -251,6 +251,206 @@ def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, produc
     return sector, camera, ccd, frames, shape, product.upper(), n_stars, cad
 
 
+def _check_center(center: Any) -> tuple[float, float] | None:
+    """``center`` as (ra in [0, 360), dec) degrees, or None."""
+    if center is None:
+        return None
+    try:
+        cra, cdec = (float(v) for v in center)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.",
+                                field="center") from None
+    if not (math.isfinite(cra) and math.isfinite(cdec) and -90 <= cdec <= 90):
+        raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.", field="center")
+    return (cra % 360.0, cdec)
+
+
+def _check_quality_frames(quality_frames: Any, frames: int) -> list[int] | None:
+    """The flagged frames' indices, sorted and once each, or None (picked from the seed later)."""
+    if quality_frames is None:
+        return None
+    qf = []
+    for q in quality_frames:
+        if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= q < frames:
+            raise InvalidInputError(f"quality_frames must hold frame indices 0..{frames - 1}, got {q!r}.",
+                                    field="quality_frames")
+        qf.append(int(q))
+    return sorted(set(qf))
+
+
+@dataclass
+class _Geometry:
+    """Where the image lies: its origin in the full frame, its WCS (cards and object), and the
+    transit star's pixel and sky position."""
+
+    origin: tuple[int, int]
+    wcs_hdr: fits.Header
+    wcs: WCS
+    tx: float
+    ty: float
+    tra: float
+    tdec: float
+
+
+def _geometry(sector: int, camera: int, ccd: int, shape: tuple[int, int],
+              center: tuple[float, float] | None) -> _Geometry:
+    """The image's place on the CCD: a window of ``shape`` centred on ``center`` (default the
+    CCD's centre, where the transit star goes); NoDataError when ``center`` is off the CCD."""
+    full = full_frame_wcs(sector, camera, ccd, center)
+    if center is not None:
+        with quiet():
+            fx, fy = (float(v) for v in full.all_world2pix([[center[0], center[1]]], 0, tolerance=1e-10,
+                                                           quiet=True)[0])
+        on_ccd = (math.isfinite(fx) and math.isfinite(fy) and -0.5 <= fx < FULL_SHAPE[1] - 0.5
+                  and -0.5 <= fy < FULL_SHAPE[0] - 0.5)
+        if not on_ccd:
+            raise NoDataError(f"center {center} is not on sector {sector} camera {camera} CCD {ccd}.",
+                              field="center")
+    else:
+        fx = _VIRTUAL_COLS_LEFT + _SCIENCE / 2.0
+        fy = _SCIENCE / 2.0
+    ny, nx = shape
+    origin = (0, 0) if shape == FULL_SHAPE else (int(np.rint(fy)) - ny // 2, int(np.rint(fx)) - nx // 2)
+    wcs_hdr = sector_wcs_header(sector, camera, ccd, origin=origin, fallback_center=center)
+    with quiet():
+        img_wcs = WCS(wcs_hdr)
+    tx, ty = fx - origin[1], fy - origin[0]
+    if center is None:
+        center_radec = img_wcs.all_pix2world([[tx, ty]], 0)[0]
+        tra, tdec = float(center_radec[0]), float(center_radec[1])
+    else:
+        tra, tdec = center
+    return _Geometry(origin, wcs_hdr, img_wcs, tx, ty, tra, tdec)
+
+
+def _stars(rng: np.random.Generator, geo: _Geometry, shape: tuple[int, int], n_stars: int) -> list[Star]:
+    """The transit star at the window's centre, then up to ``n_stars - 1`` others in the science area."""
+    box = _science_box(geo.origin, shape, margin=3)
+    positions = _place_stars(rng, n_stars - 1, box, [(geo.tx, geo.ty)])
+    fluxes = np.exp(rng.uniform(np.log(3e3), np.log(2e5), size=len(positions)))
+    stars = [Star(ra=geo.tra, dec=geo.tdec, x=geo.tx, y=geo.ty, flux=5.0e4, transit=True)]
+    if positions:
+        world = geo.wcs.all_pix2world(np.asarray(positions), 0)
+        for (x, y), (ra, dec), f in zip(positions, world, fluxes):
+            stars.append(Star(ra=float(ra), dec=float(dec), x=x, y=y, flux=float(f)))
+    return stars
+
+
+@dataclass
+class _Cadences:
+    """Every frame's times (BTJD start/stop, UTC strings, barycentric correction), the transit and
+    the quality flags."""
+
+    cadence_s: float
+    tstart: np.ndarray
+    tstop: np.ndarray
+    obs_iso: list[str]
+    end_iso: list[str]
+    barycorr: np.ndarray
+    transit_t0: float
+    transit_duration: float
+    transit_depth: float
+    in_transit: np.ndarray
+    quality: list[int]
+    qflags: np.ndarray
+
+
+def _cadences(rng: np.random.Generator, sector: int, frames: int, cadence_minutes: float | None,
+              ra: float, dec: float, quality: list[int] | None) -> _Cadences:
+    """Consecutive cadences from the sector's start, a box transit of a seeded depth over the
+    middle ~30% (or the last frame), BARYCORR toward (ra, dec), and 1-2 seeded flagged frames
+    unless ``quality`` names them."""
+    cadence_s = (cadence_minutes if cadence_minutes is not None else default_cadence_minutes(sector)) * 60.0
+    cad_d = cadence_s / 86400.0
+    tstart = sector_start_btjd(sector) + cad_d * np.arange(frames)
+    tstop = tstart + cad_d
+    mid = 0.5 * (tstart + tstop)
+    span = tstop[-1] - tstart[0]
+    depth = float(rng.uniform(0.01, 0.05))
+    if frames >= 3:
+        duration = max(0.3 * span, 1.01 * cad_d)
+        t0 = float(mid[frames // 2])
+    else:
+        duration = 0.5 * cad_d
+        t0 = float(mid[-1])
+    barycorr = _barycorr_days(mid, ra, dec)
+    if quality is None:
+        n_q = 0 if frames < 2 else (1 if frames < 6 else 2)
+        quality = sorted(int(i) for i in rng.choice(frames, size=n_q, replace=False))
+    qflags = np.zeros(frames, dtype=int)
+    for i in quality:
+        qflags[i] = int(rng.choice([32, 128]))
+    return _Cadences(cadence_s, tstart, tstop, _utc_iso(tstart, barycorr), _utc_iso(tstop, barycorr), barycorr,
+                     t0, float(duration), depth, np.abs(mid - t0) < 0.5 * duration, quality, qflags)
+
+
+@dataclass
+class _Scene:
+    """The static image (background and stars), the transit star's stamp, and the noise: a
+    per-pixel sigma and a pool of unit deviates that frame ``i`` reads from ``offsets[i]``."""
+
+    image: np.ndarray
+    transit_stamp: tuple[slice, slice, np.ndarray] | None
+    sigma: np.ndarray
+    pool: np.ndarray
+    offsets: np.ndarray
+
+
+def _scene(rng: np.random.Generator, stars: list[Star], origin: tuple[int, int], shape: tuple[int, int],
+           cadence_s: float, frames: int) -> _Scene:
+    """A sloped background on the science pixels (virtual ones are 0), the stars, and the noise model."""
+    ny, nx = shape
+    yy = np.arange(ny, dtype=np.float32)[:, None] + origin[0]
+    xx = np.arange(nx, dtype=np.float32)[None, :] + origin[1]
+    bkg = (80.0 + 20.0 * (xx / FULL_SHAPE[1]) + 15.0 * (yy / FULL_SHAPE[0])).astype(np.float32)
+    science = ((xx >= _VIRTUAL_COLS_LEFT) & (xx < _VIRTUAL_COLS_LEFT + _SCIENCE) & (yy < _SCIENCE))
+    scene = np.where(science, bkg, np.float32(0.0)).astype(np.float32)
+    stamps = []
+    for s in stars:
+        st = _psf_stamp(s.x, s.y, s.flux, ny, nx)
+        if st is not None:
+            scene[st[0], st[1]] += st[2]
+            stamps.append(st)
+    transit_stamp = stamps[0] if stamps and stars[0].transit else None
+    exptime = cadence_s * 0.792
+    read_e = 9.5
+    # Per-pixel 1-sigma noise in e-/s: shot noise of the scene plus read noise of the co-adds.
+    sigma = (np.sqrt(np.maximum(scene, 0.0) * exptime + read_e**2 * (cadence_s / 2.0)) / exptime)
+    sigma = sigma.astype(np.float32)
+    # One pool of unit normal deviates; frame i reads it at a seeded offset (cheap for full frames).
+    npix = ny * nx
+    stride = max(1, min(npix, 7919))
+    pool = rng.standard_normal(npix + stride * frames, dtype=np.float32)
+    offsets = rng.permutation(frames) * stride
+    return _Scene(scene, transit_stamp, sigma, pool, offsets)
+
+
+def _ffi(i: int, product: str, sector: int, camera: int, ccd: int, scene: _Scene, times: _Cadences,
+         wcs_hdr: fits.Header, file_date: str) -> tuple[str, fits.HDUList]:
+    """Frame ``i``'s file name and HDUList: the scene plus its noise, less the transit when in it."""
+    ny, nx = scene.image.shape
+    img = scene.image + scene.sigma * scene.pool[scene.offsets[i]:scene.offsets[i] + ny * nx].reshape(ny, nx)
+    if times.in_transit[i] and scene.transit_stamp is not None:
+        sy, sx, data = scene.transit_stamp
+        img[sy, sx] -= times.transit_depth * data
+    t0, t1 = float(times.tstart[i]), float(times.tstop[i])
+    cadence_no = int(np.rint(times.tstart[i] * 86400.0 / times.cadence_s))
+    if product == Product.SPOC:
+        name = spoc_ffi_name(sector, camera, ccd, times.tstart[i])
+        obs, end = times.obs_iso[i], times.end_iso[i]
+        prim = fits.PrimaryHDU(header=spoc_primary_header(sector, camera, ccd, t0, t1, obs, end, file_date,
+                                                          cadence_no))
+        cal_h, unc_h = (spoc_image_header(kind, camera, ccd, times.cadence_s, t0, t1, obs, end, wcs_hdr,
+                                          times.barycorr[i], times.qflags[i]) for kind in ("cal", "uncert"))
+        return name, fits.HDUList([prim, fits.ImageHDU(img, header=cal_h), fits.ImageHDU(scene.sigma, header=unc_h)])
+    frames = len(times.tstart)
+    orbit = 1 if i < (frames + 1) // 2 else 2
+    name = tica_ffi_name(sector, camera, ccd, cadence_no, orbit=orbit)
+    h = tica_header(sector, camera, ccd, times.cadence_s, t0, t1, cadence_no, wcs_hdr, times.qflags[i])
+    h["ORBIT"] = orbit
+    return name, fits.HDUList([fits.PrimaryHDU(img, header=h)])
+
+
 def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 2, ccd: int = 2,
                  frames: int = 10, size: str | tuple[int, int] = "full", product: str = Product.SPOC,
                  center: tuple[float, float] | None = None, seed: int = 0, n_stars: int = 20,
@@ -297,153 +497,28 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     """
     sector, camera, ccd, frames, shape, product, n_stars, cad = _validate(
         sector, camera, ccd, frames, size, product, n_stars, cadence_minutes)
-    if center is not None:
-        try:
-            cra, cdec = (float(v) for v in center)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.",
-                                    field="center") from None
-        if not (math.isfinite(cra) and math.isfinite(cdec) and -90 <= cdec <= 90):
-            raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.", field="center")
-        center = (cra % 360.0, cdec)
-    if quality_frames is not None:
-        qf = []
-        for q in quality_frames:
-            if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= q < frames:
-                raise InvalidInputError(f"quality_frames must hold frame indices 0..{frames - 1}, got {q!r}.",
-                                        field="quality_frames")
-            qf.append(int(q))
-        quality = sorted(set(qf))
-    else:
-        quality = None
-
+    center = _check_center(center)
+    quality = _check_quality_frames(quality_frames, frames)
     rng = np.random.default_rng(seed)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ny, nx = shape
-
-    # --- geometry: full-frame WCS, window origin, transit-star pixel
-    full = full_frame_wcs(sector, camera, ccd, center)
-    if center is not None:
-        with quiet():
-            fx, fy = (float(v) for v in full.all_world2pix([[center[0], center[1]]], 0, tolerance=1e-10,
-                                                           quiet=True)[0])
-        on_ccd = (math.isfinite(fx) and math.isfinite(fy) and -0.5 <= fx < FULL_SHAPE[1] - 0.5
-                  and -0.5 <= fy < FULL_SHAPE[0] - 0.5)
-        if not on_ccd:
-            raise NoDataError(f"center {center} is not on sector {sector} camera {camera} CCD {ccd}.",
-                              field="center")
-    else:
-        fx = _VIRTUAL_COLS_LEFT + _SCIENCE / 2.0
-        fy = _SCIENCE / 2.0
-    if shape == FULL_SHAPE:
-        origin = (0, 0)
-    else:
-        origin = (int(np.rint(fy)) - ny // 2, int(np.rint(fx)) - nx // 2)
-    wcs_hdr = sector_wcs_header(sector, camera, ccd, origin=origin, fallback_center=center)
-    with quiet():
-        img_wcs = WCS(wcs_hdr)
-    tx, ty = fx - origin[1], fy - origin[0]
-    if center is None:
-        center_radec = img_wcs.all_pix2world([[tx, ty]], 0)[0]
-        tra, tdec = float(center_radec[0]), float(center_radec[1])
-    else:
-        tra, tdec = center
-
-    # --- stars
-    box = _science_box(origin, shape, margin=3)
-    positions = _place_stars(rng, n_stars - 1, box, [(tx, ty)])
-    fluxes = np.exp(rng.uniform(np.log(3e3), np.log(2e5), size=len(positions)))
-    transit_star = Star(ra=tra, dec=tdec, x=tx, y=ty, flux=5.0e4, transit=True)
-    stars = [transit_star]
-    if positions:
-        world = img_wcs.all_pix2world(np.asarray(positions), 0)
-        for (x, y), (ra, dec), f in zip(positions, world, fluxes):
-            stars.append(Star(ra=float(ra), dec=float(dec), x=x, y=y, flux=float(f)))
-
-    # --- times
-    cadence_s = (cad if cad is not None else default_cadence_minutes(sector)) * 60.0
-    cad_d = cadence_s / 86400.0
-    t_first = sector_start_btjd(sector)
-    tstart = t_first + cad_d * np.arange(frames)
-    tstop = tstart + cad_d
-    mid = 0.5 * (tstart + tstop)
-    span = tstop[-1] - tstart[0]
-    depth = float(rng.uniform(0.01, 0.05))
-    if frames >= 3:
-        duration = max(0.3 * span, 1.01 * cad_d)
-        t0 = float(mid[frames // 2])
-    else:
-        duration = 0.5 * cad_d
-        t0 = float(mid[-1])
-    in_transit = np.abs(mid - t0) < 0.5 * duration
-    barycorr = _barycorr_days(mid, tra, tdec)
-    obs_iso = _utc_iso(tstart, barycorr)
-    end_iso = _utc_iso(tstop, barycorr)
-    if quality is None:
-        n_q = 0 if frames < 2 else (1 if frames < 6 else 2)
-        quality = sorted(int(i) for i in rng.choice(frames, size=n_q, replace=False))
-    qflags = np.zeros(frames, dtype=int)
-    for i in quality:
-        qflags[i] = int(rng.choice([32, 128]))
-
-    # --- static scene and noise model (computed once; frames add noise and the transit)
-    yy = np.arange(ny, dtype=np.float32)[:, None] + origin[0]
-    xx = np.arange(nx, dtype=np.float32)[None, :] + origin[1]
-    bkg = (80.0 + 20.0 * (xx / FULL_SHAPE[1]) + 15.0 * (yy / FULL_SHAPE[0])).astype(np.float32)
-    science = ((xx >= _VIRTUAL_COLS_LEFT) & (xx < _VIRTUAL_COLS_LEFT + _SCIENCE) & (yy < _SCIENCE))
-    scene = np.where(science, bkg, np.float32(0.0)).astype(np.float32)
-    stamps = []
-    for s in stars:
-        st = _psf_stamp(s.x, s.y, s.flux, ny, nx)
-        if st is not None:
-            scene[st[0], st[1]] += st[2]
-            stamps.append(st)
-    transit_stamp = stamps[0] if stamps and stars[0].transit else None
-    exptime = cadence_s * 0.792
-    read_e = 9.5
-    # Per-pixel 1-sigma noise in e-/s: shot noise of the scene plus read noise of the co-adds.
-    sigma = (np.sqrt(np.maximum(scene, 0.0) * exptime + read_e**2 * (cadence_s / 2.0)) / exptime)
-    sigma = sigma.astype(np.float32)
-    # One pool of unit normal deviates; frame i reads it at a seeded offset (cheap for full frames).
-    npix = ny * nx
-    stride = max(1, min(npix, 7919))
-    pool = rng.standard_normal(npix + stride * frames, dtype=np.float32)
-    offsets = rng.permutation(frames) * stride
-
+    # the seeded draws, in this order: stars, the transit, flagged frames, noise
+    geo = _geometry(sector, camera, ccd, shape, center)
+    stars = _stars(rng, geo, shape, n_stars)
+    times = _cadences(rng, sector, frames, cad, geo.tra, geo.tdec, quality)
+    scene = _scene(rng, stars, geo.origin, shape, times.cadence_s, frames)
     files: list[pathlib.Path] = []
-    file_date = obs_iso[-1][:10]
+    file_date = times.obs_iso[-1][:10]
     for i in range(frames):
-        img = scene + sigma * pool[offsets[i]:offsets[i] + npix].reshape(ny, nx)
-        if in_transit[i] and transit_stamp is not None:
-            sy, sx, data = transit_stamp
-            img[sy, sx] -= depth * data
-        cadence_no = int(np.rint(tstart[i] * 86400.0 / cadence_s))
-        if product == Product.SPOC:
-            name = spoc_ffi_name(sector, camera, ccd, tstart[i])
-            prim = fits.PrimaryHDU(header=spoc_primary_header(sector, camera, ccd, float(tstart[i]),
-                                                        float(tstop[i]), obs_iso[i], end_iso[i], file_date,
-                                                        cadence_no))
-            cal_h = spoc_image_header("cal", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
-                                       obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
-            unc_h = spoc_image_header("uncert", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
-                                       obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
-            hdul = fits.HDUList([prim, fits.ImageHDU(img, header=cal_h), fits.ImageHDU(sigma, header=unc_h)])
-        else:
-            orbit = 1 if i < (frames + 1) // 2 else 2
-            name = tica_ffi_name(sector, camera, ccd, cadence_no, orbit=orbit)
-            h = tica_header(sector, camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]), cadence_no,
-                             wcs_hdr, qflags[i])
-            h["ORBIT"] = orbit
-            hdul = fits.HDUList([fits.PrimaryHDU(img, header=h)])
+        name, hdul = _ffi(i, product, sector, camera, ccd, scene, times, geo.wcs_hdr, file_date)
         path = out / name
         _atomic_write(hdul, path)
         files.append(path)
 
-    order = np.argsort(tstart)  # already in time order; kept explicit for readers of the code
+    order = np.argsort(times.tstart)  # already in time order; kept explicit for readers of the code
     return SyntheticSector(
-        ffi_files=[files[j] for j in order], stars=stars, transit_star=transit_star, transit_t0=t0,
-        transit_duration=float(duration), transit_depth=depth, quality_frames=list(quality),
-        tstart=tstart, tstop=tstop, sector=sector, camera=camera, ccd=ccd, product=product, shape=shape,
-        origin=origin,
+        ffi_files=[files[j] for j in order], stars=stars, transit_star=stars[0], transit_t0=times.transit_t0,
+        transit_duration=times.transit_duration, transit_depth=times.transit_depth,
+        quality_frames=list(times.quality), tstart=times.tstart, tstop=times.tstop, sector=sector, camera=camera,
+        ccd=ccd, product=product, shape=shape, origin=geo.origin,
     )
