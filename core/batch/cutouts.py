@@ -826,6 +826,7 @@ def plan_batch(
                      manifest=manifest_path, out_dir=out)
 
 
+# long: the docstring documents its 18 parameters; the work is done by plan_batch, dask_client and _run
 def run_batch(
     targets: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]],
     *,

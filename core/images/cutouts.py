@@ -575,6 +575,7 @@ def input_stem(name: str) -> str:
     return Path(name.rstrip("/")).stem
 
 
+# long: the docstring documents astrocut 1.4.0's 13 parameters and this package's s3, drop_after and limits
 def fits_cut(
     input_files: Any,
     coordinates: Any,
