@@ -46,16 +46,7 @@ from core.fitsio.cards import BLOCK, padded
 from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output, pwrite_all
-from core.synthetic.headers import (
-    BTJD0,
-    default_cadence_minutes,
-    sector_start_btjd,
-    sector_wcs_header,
-    spacecraft_config_id,
-    spoc_image_header,
-    spoc_primary_header,
-    tica_header,
-)
+from core.synthetic import headers
 from core.tess_wcs import FULL_SHAPE, archived_tables, full_frame_wcs, pointings
 
 __all__ = [
@@ -71,7 +62,7 @@ __all__ = [
 #: cubes of one sector: cameras 1-4 x CCDs 1-4
 CUBES_PER_SECTOR = 16
 
-_UNIX_EPOCH_BTJD = 2440587.5 - BTJD0  # 1970-01-01T00:00 as BTJD (negative)
+_UNIX_EPOCH_BTJD = 2440587.5 - headers.BTJD0  # 1970-01-01T00:00 as BTJD (negative)
 _MJD_UNIX_EPOCH = 40587.0
 _MS_PER_DAY = 86_400_000
 _C_AU_PER_DAY = 173.1446326846693
@@ -178,7 +169,7 @@ def archive_wcs(sector: int, camera: int, ccd: int) -> WCS:
 @functools.lru_cache(maxsize=16)
 def _wcs_cards(camera: int, ccd: int) -> fits.Header:
     """core.synthetic.headers's WCS cards (keywords, order, comments) for a camera/CCD, values to replace."""
-    return sector_wcs_header(1, camera, ccd)
+    return headers.sector_wcs_header(1, camera, ccd)
 
 
 def _wcs_header(w: WCS, camera: int, ccd: int) -> fits.Header:
@@ -252,22 +243,22 @@ def _sector_times(sector: int, frames: int) -> _Times:
     The product's nominal cadence (30/10/3.33 min) when ``frames`` fit in the sector, else the
     cadence shrinks so that they do (e.g. 3,705 frames in a 30-min sector).
     """
-    start = sector_start_btjd(sector)
+    start = headers.sector_start_btjd(sector)
     p = pointings().get(sector)
-    end = p["end"] - BTJD0 - 0.25 if p is not None and p["end"] - BTJD0 - 0.25 > start + 2 else start + 26.5
+    end = p["end"] - headers.BTJD0 - 0.25 if p is not None and p["end"] - headers.BTJD0 - 0.25 > start + 2 else start + 26.5
     gap = _ORBIT_GAP_DAYS if frames >= 2 else 0.0
-    cad_d = min(default_cadence_minutes(sector) / 1440.0, (end - start - gap) / frames)
+    cad_d = min(headers.default_cadence_minutes(sector) / 1440.0, (end - start - gap) / frames)
     i = np.arange(frames)
     tstart = start + cad_d * i + np.where(i >= (frames + 1) // 2, gap, 0.0)
     tstop = tstart + cad_d
     mid = 0.5 * (float(tstart[0]) + float(tstop[-1]))
     with quiet(ErfaWarning):  # "dubious year" for future sectors
-        t = Time(mid + BTJD0, format="jd", scale="tdb")
+        t = Time(mid + headers.BTJD0, format="jd", scale="tdb")
         utc = t.utc
         offset = (utc.jd1 - t.jd1) + (utc.jd2 - t.jd2)
     # the Earth's barycentric position every 0.05 d, interpolated per frame (linear error < 0.1 ms)
     et = np.arange(float(tstart[0]) - 0.05, float(tstop[-1]) + 0.1, 0.05)
-    xyz = get_body_barycentric("earth", Time(et + BTJD0, format="jd", scale="tdb")).xyz.to_value(u.au)
+    xyz = get_body_barycentric("earth", Time(et + headers.BTJD0, format="jd", scale="tdb")).xyz.to_value(u.au)
     return _Times(tstart, tstop, cad_d * 86400.0, float(offset), et, np.asarray(xyz))
 
 
@@ -400,14 +391,14 @@ def _plan(sector: int, frames: int, product: str, seed: int = 0) -> _Plan:
     wcs_hdr = _wcs_header(archive_wcs(sector, 1, 1), 1, 1)
     if product == Product.SPOC:
         iso = "2000-01-01T00:00:00.000Z"
-        body = spoc_image_header("cal", 1, 1, cad_s, t0, t1, iso, iso, wcs_hdr, 0.0, 0)
+        body = headers.spoc_image_header("cal", 1, 1, cad_s, t0, t1, iso, iso, wcs_hdr, 0.0, 0)
         head = [("XTENSION", "IMAGE", "Image extension"), ("BITPIX", -32, "array data type"),
                 ("NAXIS", 2, "number of array dimensions"), ("NAXIS1", FULL_SHAPE[1], ""),
                 ("NAXIS2", FULL_SHAPE[0], ""), ("PCOUNT", 0, "number of parameters"),
                 ("GCOUNT", 1, "number of groups")]
-        name0 = f"tess{'0' * 13}-s{sector:04d}-1-1-{spacecraft_config_id(sector):04d}-s_ffic.fits"
+        name0 = f"tess{'0' * 13}-s{sector:04d}-1-1-{headers.spacecraft_config_id(sector):04d}-s_ffic.fits"
     else:
-        body = tica_header(sector, 1, 1, cad_s, t0, t1, int(cadence_no[0]), wcs_hdr, 0)
+        body = headers.tica_header(sector, 1, 1, cad_s, t0, t1, int(cadence_no[0]), wcs_hdr, 0)
         body["ORBIT"] = 1
         head = [("SIMPLE", True, "conforms to FITS standard"), ("BITPIX", -32, "array data type"),
                 ("NAXIS", 2, "number of array dimensions"), ("NAXIS1", FULL_SHAPE[1], ""),
@@ -427,7 +418,7 @@ def _plan(sector: int, frames: int, product: str, seed: int = 0) -> _Plan:
     if product == Product.SPOC:
         per_frame = {"TSTART": times.tstart, "TSTOP": times.tstop, "DQUALITY": quality}
         stamps = _spoc_stamps(_unix_ms(times.tstart + times.utc_minus_tdb))
-        names = np.char.add(np.char.add(b"tess", stamps), f"-s{sector:04d}-1-1-{spacecraft_config_id(sector):04d}-s_ffic.fits".encode())
+        names = np.char.add(np.char.add(b"tess", stamps), f"-s{sector:04d}-1-1-{headers.spacecraft_config_id(sector):04d}-s_ffic.fits".encode())
         pos = (24, 26)
     else:
         per_frame = {"STARTTJD": times.tstart, "ENDTJD": times.tstop,
@@ -458,11 +449,12 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
     t0, t1_first, t1_last = float(times.tstart[0]), float(times.tstop[0]), float(times.tstop[-1])
     # deterministic DATE (the day after the sector ends) so rebuilt cubes have identical bytes
     with quiet(ErfaWarning):
-        built = Time(t1_last + BTJD0 + 1, format="jd", scale="tdb").utc.to_value("iso", subfmt="date")
+        built = Time(t1_last + headers.BTJD0 + 1, format="jd", scale="tdb").utc.to_value("iso", subfmt="date")
     obs, end = date_obs.decode(), date_end.decode()
     if plan.product == Product.SPOC:
-        h = fits.PrimaryHDU(header=spoc_primary_header(plan.sector, camera, ccd, t0, t1_first, obs, obs, built,
-                                                 int(plan.cadence_no[0]))).header
+        prim = headers.spoc_primary_header(plan.sector, camera, ccd, t0, t1_first, obs, obs, built,
+                                           int(plan.cadence_no[0]))
+        h = fits.PrimaryHDU(header=prim).header
         h.remove("CHECKSUM", ignore_missing=True)
         h["ORIGIN"] = "STScI/MAST"
         h["DATE"] = str(built)
@@ -473,8 +465,8 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
         h["DATE-END"] = (end, "TSTOP as UTC calendar date")
         h["TSTOP"] = (t1_last, "observation stop time in BTJD")
     else:
-        body = tica_header(plan.sector, camera, ccd, times.cadence_s, t0, t1_first, int(plan.cadence_no[0]),
-                            _wcs_header(w, camera, ccd), 0)
+        body = headers.tica_header(plan.sector, camera, ccd, times.cadence_s, t0, t1_first,
+                                   int(plan.cadence_no[0]), _wcs_header(w, camera, ccd), 0)
         body["ORBIT"] = 1
         h = fits.PrimaryHDU(header=body).header
         h["DATASUM"] = ("0", "data unit checksum")
