@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.host import physical_memory
 from core.storage.locations import read_list
 from core.storage.s3 import S3Config
 
@@ -35,16 +36,9 @@ def _default_workers() -> int:
     return max(2, 2 * (os.cpu_count() or 1))
 
 
-def _physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 8 * GiB
-
-
 def _default_memory_budget() -> int:
     """A quarter of this host's memory, at least 512 MB: what cutouts in flight may hold at once."""
-    return max(512 * MiB, _physical_memory() // 4)
+    return max(512 * MiB, physical_memory() // 4)
 
 
 def _default_work_dir() -> Path:

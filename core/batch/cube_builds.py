@@ -311,13 +311,7 @@ def make_cubes(
     """
     t0 = time.monotonic()
     product = Product.parse(product).value
-    try:
-        mem = float(max_memory)
-    except (TypeError, ValueError):
-        mem = float("nan")
-    if not (mem > 0 and mem != float("inf")):
-        raise InvalidInputError(f"max_memory must be a positive number of GB, got {max_memory!r}",
-                                field="max_memory")
+    mem = _check_max_memory(max_memory)
     limit = memory_limit if memory_limit is not None else int((mem + _WORKER_OVERHEAD_GB) * 1e9)
     workers, limit = check_cluster_options(scheduler, workers, limit)
     ProgressDisplay(0, label="cubes", progress=progress)  # checks progress before any work
@@ -325,7 +319,34 @@ def make_cubes(
     groups, ignored = find_ffis(ffi_dir, product=product, exclude=out)
     for path, reason in ignored:
         logger.info("ignored %s: %s", path, reason)
+    builds, todo = _plan_builds(groups, out)
+    report = CubeBuildReport(builds, ignored, tasks=len(todo))
+    report.timings["scan"] = time.monotonic() - t0
+    logger.info("make-cubes: %d cubes under %s (%d complete already), %d files ignored; %d to build",
+                len(builds), ffi_dir, report.skipped, len(ignored), len(todo))
+    if todo:
+        os.makedirs(out, exist_ok=True)
+        n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(todo))
+        _build_on_cluster(todo, scheduler, n_workers, limit, mem, product, progress)
+    report.timings["total"] = time.monotonic() - t0
+    return report
 
+
+def _check_max_memory(max_memory: Any) -> float:
+    """``max_memory`` as a positive, finite number of GB."""
+    try:
+        mem = float(max_memory)
+    except (TypeError, ValueError):
+        mem = float("nan")
+    if not (mem > 0 and mem != float("inf")):
+        raise InvalidInputError(f"max_memory must be a positive number of GB, got {max_memory!r}",
+                                field="max_memory")
+    return mem
+
+
+def _plan_builds(groups: list[FfiGroup], out: str) -> tuple[list[CubeBuild], list[tuple[CubeBuild, FfiGroup]]]:
+    """A build per group of FFIs (its cube under ``out``), and those still to run: a complete cube
+    there already is ``skipped``."""
     builds: list[CubeBuild] = []
     todo: list[tuple[CubeBuild, FfiGroup]] = []
     for g in groups:
@@ -336,28 +357,27 @@ def make_cubes(
             b.status, b.bytes = "skipped", os.path.getsize(path)
         else:
             todo.append((b, g))
-    report = CubeBuildReport(builds, ignored, tasks=len(todo))
-    report.timings["scan"] = time.monotonic() - t0
-    logger.info("make-cubes: %d cubes under %s (%d complete already), %d files ignored; %d to build",
-                len(builds), ffi_dir, report.skipped, len(ignored), len(todo))
-    if todo:
-        os.makedirs(out, exist_ok=True)
-        display = None
-        n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(todo))
-        try:
-            with dask_client(scheduler, workers=n_workers, memory_limit=limit) as client:
-                display = ProgressDisplay(len(todo), label="cubes", progress=progress, log_every=1, log=logger)
-                _run_builds(client, todo, mem, product, display)
-        except BaseException:
-            for b, _ in todo:
-                if not b.status:
-                    b.status, b.error = "error", "not built: the run was interrupted"
-            raise
-        finally:
-            if display is not None:
-                display.close()
-    report.timings["total"] = time.monotonic() - t0
-    return report
+    return builds, todo
+
+
+def _build_on_cluster(todo: list[tuple[CubeBuild, FfiGroup]], scheduler: str | Client | None,
+                      n_workers: int | None, memory_limit: Any, max_memory: float, product: str,
+                      progress: bool | Callable[[int, int], Any] | None) -> None:
+    """Run the builds on Dask (``scheduler``, or a LocalCluster of ``n_workers``), showing progress;
+    when interrupted, the builds not finished are marked so before the interruption propagates."""
+    display = None
+    try:
+        with dask_client(scheduler, workers=n_workers, memory_limit=memory_limit) as client:
+            display = ProgressDisplay(len(todo), label="cubes", progress=progress, log_every=1, log=logger)
+            _run_builds(client, todo, max_memory, product, display)
+    except BaseException:
+        for b, _ in todo:
+            if not b.status:
+                b.status, b.error = "error", "not built: the run was interrupted"
+        raise
+    finally:
+        if display is not None:
+            display.close()
 
 
 def _run_builds(client: Client, todo: list[tuple[CubeBuild, FfiGroup]], max_memory: float, product: str,

@@ -58,7 +58,7 @@ from core.catalog.snapshot import Catalog
 from core.cubes.frames import TimeWindow
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.product import Product
-from core.storage.atomic import atomic_output
+from core.storage.atomic import atomic_output, remove_stale_temporaries
 from core.storage.s3 import S3Config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -302,17 +302,11 @@ def _s3_config(s3: Mapping[str, Any] | S3Config | None) -> S3Config | None:
 
 
 def _remove_stale_parts(path: str) -> None:
-    """Remove the temporary files an earlier, killed attempt at ``path`` left beside it
-    (:func:`core.storage.atomic.atomic_output` names them ``.{name}.{random}.part``). Within a run one
-    task writes each path, so any such file is stale."""
-    import glob
-
+    """Remove the temporary files an earlier, killed attempt at ``path`` left beside it (named as
+    :func:`core.storage.atomic.atomic_output` names them). Within a run one task writes each path,
+    so any such file is stale, whichever process made it."""
     directory, name = os.path.split(path)
-    for part in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.part")):
-        try:
-            os.unlink(part)
-        except OSError:
-            pass
+    remove_stale_temporaries(directory, f".{name}.", ".part", any_owner=True)
 
 
 def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: str, product: str,
@@ -832,6 +826,7 @@ def plan_batch(
                      manifest=manifest_path, out_dir=out)
 
 
+# long: the docstring documents its 18 parameters; the work is done by plan_batch, dask_client and _run
 def run_batch(
     targets: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]],
     *,

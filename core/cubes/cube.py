@@ -33,6 +33,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from core.cubes.info import CubeInfo, column_values
 from core.errors import CorruptFileError
+from core.fitsio.cards import padded
 from core.product import Product
 from core.quiet import quiet
 
@@ -367,10 +368,10 @@ class Cube(_Lazy):
     def table(self) -> fits.FITS_rec:
         """The whole frame table, parsed by astropy on every access (for inspection: nothing keeps it)."""
         info = self.info
-        start = info.data_offset + _padded(info.ny * info.nx * info.nframes * info.nplanes * 4)
+        start = info.data_offset + padded(info.ny * info.nx * info.nframes * info.nplanes * 4)
         raw = self.source.read_range(start, info.table_data_offset - start + info.table_bytes)
         with quiet():
-            return fits.BinTableHDU.fromstring(raw + bytes(-len(raw) % 2880)).data
+            return fits.BinTableHDU.fromstring(raw + bytes(padded(len(raw)) - len(raw))).data
 
     @property
     def nbytes(self) -> int:
@@ -530,10 +531,6 @@ class Cube(_Lazy):
             f"<Cube {self.uri} {self.product} s{self.sector} {self.camera}-{self.ccd} "
             f"{self.ny}x{self.nx}x{self.nframes}x{self.nplanes}>"
         )
-
-
-def _padded(n: int) -> int:
-    return -(-n // 2880) * 2880
 
 
 def _parse_header(text: str) -> fits.Header:
