@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import time
 import zipfile
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 
 from app.budget import Budget
 from core.errors import TooLargeError, UnavailableError
+from tests.polling import async_wait_until, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,8 +39,8 @@ def test_budget_admits_queues_refuses_and_releases():
             await budget.admit(1, 11)
         assert "disk_budget_bytes" in info.value.message
         waiting = asyncio.create_task(budget.admit(60, 5))  # does not fit beside a: waits
-        await asyncio.sleep(0.05)
-        assert budget.stats()["waiting"] == 1
+        await async_wait_until(lambda: budget.stats()["waiting"] == 1, message="the second admit waits")
+        assert not waiting.done()
         with pytest.raises(UnavailableError):  # the queue (1) is full
             await budget.admit(60)
         a.release()
@@ -63,11 +63,12 @@ def test_a_waiter_that_gives_up_leaves_nothing_taken():
         budget = Budget(memory_bytes=10, disk_bytes=0, queue_size=4, timeout_s=5.0)
         held = await budget.admit(10)
         gave_up = asyncio.create_task(budget.admit(10))
-        await asyncio.sleep(0.02)
+        await async_wait_until(lambda: budget.stats()["waiting"] == 1, message="the second admit waits")
         gave_up.cancel()
         held.release()  # may be handed to the cancelled waiter: it must come back
-        await asyncio.sleep(0.05)
-        assert budget.stats()["memory_in_use"] == 0 and budget.stats()["waiting"] == 0
+        await asyncio.gather(gave_up, return_exceptions=True)
+        await async_wait_until(lambda: budget.stats()["memory_in_use"] == 0 and budget.stats()["waiting"] == 0,
+                               message=f"nothing taken: {budget.stats()}")
 
     asyncio.run(main())
 
@@ -79,7 +80,7 @@ def test_try_admit_takes_only_free_room_and_never_jumps_the_queue():
         assert first is not None and budget.stats()["memory_in_use"] == 6
         assert budget.try_admit(5) is None  # no room: the caller waits through admit instead
         waiter = asyncio.create_task(budget.admit(5))
-        await asyncio.sleep(0.02)
+        await async_wait_until(lambda: budget.stats()["waiting"] == 1, message="the admit waits")
         assert budget.try_admit(1) is None  # room, but somebody is waiting: no overtaking
         first.release()
         (await waiter).release()
@@ -129,18 +130,19 @@ def _astrocut(server, size: int) -> str:
             "&units=px&sector=38")
 
 
-def _idle(server, timeout: float = 15.0) -> dict:
+def _idle(server, timeout: float = 30.0) -> dict:
     """Wait until the server holds no budget, runs no worker and keeps no spool; its /health."""
-    deadline = time.monotonic() + timeout
-    while True:
+    seen: dict = {}
+
+    def idle() -> dict | None:
         health = httpx.get(server.url + "/health", timeout=10).json()
         spools = [p for p in os.listdir(server.work) if p.startswith("tpf-spool-")]
         busy = (health["budget"]["memory_in_use"], health["budget"]["disk_in_use"], health["pool"]["running"])
-        if busy == (0, 0, 0) and not spools:
-            return health
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still held: budget/disk/workers {busy}, spools {spools}")
-        time.sleep(0.1)
+        seen.update(busy=busy, spools=spools)
+        return health if busy == (0, 0, 0) and not spools else None
+
+    return wait_until(idle, timeout=timeout, interval=0.1,
+                      message=lambda: f"still held: budget/disk/workers {seen['busy']}, spools {seen['spools']}")
 
 
 def test_a_streamed_tpf_is_the_engines_bytes(big_server):

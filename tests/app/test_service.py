@@ -15,6 +15,7 @@ from app.settings import Settings
 from app.streaming import zip_chunks
 from app.workers import WorkerPool
 from core import errors as E
+from tests.polling import async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,28 +65,36 @@ def test_committed_openapi_is_current(live_server):
 
 
 def test_pool_refuses_beyond_queue_and_times_out():
-    import time
+    import threading
 
     async def main():
-        pool = WorkerPool(workers=1, queue_size=1, timeout_s=5)
+        pool = WorkerPool(workers=1, queue_size=1, timeout_s=30)
         outcomes: list[str] = []
+        gate = threading.Event()  # the calls run until the test lets them finish
 
-        async def one(delay):
+        async def one():
             try:
-                await pool.run(time.sleep, delay)
+                await pool.run(gate.wait, 30)
                 outcomes.append("ok")
             except E.UnavailableError:
                 outcomes.append("busy")
 
         async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(one, 0.2)
-                await anyio.sleep(0.01)
+            tg.start_soon(one)  # runs
+            await async_wait_until(lambda: pool.stats()["running"] == 1, message="the first call runs")
+            tg.start_soon(one)  # waits for the worker
+            await async_wait_until(lambda: pool.stats()["waiting"] == 1, message="the second call waits")
+            tg.start_soon(one)  # the queue (1) is full: refused at once
+            await async_wait_until(lambda: outcomes == ["busy"], message="the third call is refused")
+            gate.set()
         assert sorted(outcomes) == ["busy", "ok", "ok"]
+        stuck = threading.Event()
         with pytest.raises(E.CutoutTimeoutError):
-            await pool.run(time.sleep, 0.5, timeout_s=0.05)
+            await pool.run(stuck.wait, 30, timeout_s=0.05)
         # the timed-out thread keeps its slot until it ends, then the pool works again
-        assert await pool.run(lambda: 7, timeout_s=5) == 7
+        assert pool.stats()["running"] == 1 and pool.stats()["timeouts"] == 1
+        stuck.set()
+        assert await pool.run(lambda: 7, timeout_s=30) == 7
         assert pool.stats()["running"] == 0
 
     anyio.run(main)
