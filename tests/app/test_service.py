@@ -1,4 +1,4 @@
-"""Service plumbing: error shape, request ids, health/version, OpenAPI, worker pool, streaming."""
+"""Service plumbing: error shape, request ids, health/version, OpenAPI, HEAD, CORS, worker pool, streaming."""
 
 from __future__ import annotations
 
@@ -62,6 +62,27 @@ def test_committed_openapi_is_current(live_server):
     committed = (ROOT / "openapi" / "openapi.json").read_text()
     assert committed == openapi_text(), "run scripts/export_openapi.py"
     assert json.loads(committed) == json.loads(json.dumps(live_server.app.openapi()))
+
+
+@pytest.mark.parametrize("path", ["/health", "/version", "/", "/api/v0.1/sector?ra=217.42893801&dec=-62.67949189",
+                                  "/api/v0.1/astrocut?ra=217.42893801&dec=-62.67949189&x=5&sector=38"])
+def test_head_answers_every_get_route(live_server, path):
+    get = httpx.get(live_server.url + path, timeout=30)
+    head = httpx.head(live_server.url + path, timeout=30)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_cors_is_off_by_default_and_on_when_configured(live_server, make_server, service_data):
+    cubes, _root, _images = service_data
+    configured = make_server(cube_dirs=[str(cubes["spoc38"].parent)], cors_origins=["https://pages.example.org"])
+    origin = {"Origin": "https://pages.example.org"}
+    plain = httpx.get(live_server.url + "/health", headers=origin, timeout=10)
+    assert "access-control-allow-origin" not in plain.headers
+    allowed = httpx.get(configured.url + "/health", headers=origin, timeout=10)
+    assert allowed.headers["access-control-allow-origin"] == "https://pages.example.org"
+    other = httpx.get(configured.url + "/health", headers={"Origin": "https://evil.example"}, timeout=10)
+    assert "access-control-allow-origin" not in other.headers
 
 
 def test_pool_refuses_beyond_queue_and_times_out():
