@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from core.catalog.snapshot import Catalog
-from core.cutout_size import Limits
+from core.cutout_size import CutoutSize, Limits
 from core.errors import CorruptFileError, CutoutError, ForbiddenError, NotFoundError
 
-__all__ = ["Context", "api_fields", "safe_name"]
+__all__ = ["Context", "api_fields", "check_pixel_size", "safe_name"]
 
 
 @dataclass
@@ -47,6 +47,16 @@ class Context:
     s3: Any = None
     resolver: Any = None
     surveys: Any = None
+
+
+def check_pixel_size(ctx: Context, size: CutoutSize, *, field_x: str = "x", field_y: str = "y") -> None:
+    """Refuse a size in whole pixels past the side limit, or past the pixel-frame limit at one frame,
+    from the parameters alone: what a planner's cost checks before anything is read. Planning
+    checks the window as cut again, with its frames; sizes in angles need a WCS, so only planning
+    can check those."""
+    whole = size.whole_pixels()
+    if whole is not None:
+        ctx.limits.check(whole[0], whole[1], 1, field_x=field_x, field_y=field_y)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 
 from app.params.requests import MovingTargetCutParams, MovingTargetSectorParams
 from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
-from app.planning.context import Context, api_fields, safe_name
+from app.planning.context import Context, api_fields, check_pixel_size, safe_name
 from core.catalog.snapshot import CubeRecord
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError
@@ -196,6 +196,7 @@ def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | Zip
 
 def _moving_cost(ctx: Context, p: MovingTargetCutParams) -> Cost:
     # the footprint TPFs are cut in memory while planning: admitted first, at the in-memory bound
+    check_pixel_size(ctx, p.size)
     return Cost(2 * ctx.inline_tpf_bytes)
 
 

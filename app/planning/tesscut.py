@@ -13,8 +13,8 @@ from typing import Any
 
 from app.params.requests import AstrocutParams, FfiWcsParams, SectorParams
 from app.params.values import first_values
-from app.planning.answers import CutoutStats, NoData, Planner, ZipAnswer, ZipMember
-from app.planning.context import Context, api_fields
+from app.planning.answers import NO_COST, Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
+from app.planning.context import Context, api_fields, check_pixel_size
 from core.catalog.snapshot import CubeRecord
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError
@@ -176,6 +176,12 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def _astrocut_cost(ctx: Context, p: AstrocutParams) -> Cost:
+    # the TPFs are made while the zip is sent, each admitted then; planning holds nothing big
+    check_pixel_size(ctx, p.size)
+    return NO_COST
+
+
 SECTOR = Planner(plan_sector)
-ASTROCUT = Planner(plan_astrocut)
+ASTROCUT = Planner(plan_astrocut, _astrocut_cost)
 FFI_WCS = Planner(plan_ffi_wcs)
