@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from app.refresher import Refresher
 from core.catalog.index import CatalogIndex, IndexReport
 from core.catalog.snapshot import Catalog, CubeRecord
+from core.product import Product
+from core.storage.s3 import is_s3_uri
 
 __all__ = ["CatalogService"]
 
@@ -44,6 +47,8 @@ class CatalogService:
         self.current: Catalog = Catalog([], s3=s3)
         self.last_report: IndexReport | None = None
         self.refreshes = 0
+        self.built_at: float | None = None  # when the index in use was written (epoch seconds)
+        self.checked_at: float | None = None  # when it was last brought up to date or reloaded
         self._refresh_lock = threading.Lock()
         self._refresher = Refresher(self.refresh, self.refresh_s, name="catalog-refresh", log=log)
 
@@ -62,6 +67,9 @@ class CatalogService:
                 self.last_report = report
             snapshot = self.index.catalog()
             snapshot.on_stale = self._on_stale
+            reader = self.index.reader()
+            self.built_at = reader.meta().get("built_at") if reader is not None else None
+            self.checked_at = time.time()
             self.current = snapshot  # the swap: one assignment
             self.refreshes += 1
             return report
@@ -84,7 +92,7 @@ class CatalogService:
     def entries(self, product: str | None = None) -> list[CubeRecord]:
         return self.current.entries(product)
 
-    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = "SPOC",
+    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = Product.SPOC,
                    sectors: Iterable[int] | None = None) -> list[CubeRecord]:
         return self.current.containing(ra, dec, radius_deg, product=product, sectors=sectors)
 
@@ -96,8 +104,18 @@ class CatalogService:
         return len(self.current)
 
     def summary(self) -> dict[str, Any]:
+        """For ``/health``: the cubes, where the index is kept (local or S3) and its age, how many
+        cube locations of each kind; never a server path (answers show none)."""
         out = self.current.summary()
-        out["index"] = self.index.location
+        built = self.built_at
+        out["index"] = {
+            "storage": "s3" if self.index.remote else "local",
+            "built_at": None if built is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(built)),
+            "age_s": None if built is None else round(max(0.0, time.time() - built), 1),
+            "checked_s_ago": None if self.checked_at is None else round(time.time() - self.checked_at, 1),
+        }
+        remote = sum(is_s3_uri(loc) for loc in self.cube_dirs)
+        out["locations"] = {"local": len(self.cube_dirs) - remote, "s3": remote}
         out["refreshes"] = self.refreshes
         if self.last_report is not None:
             out["last_update"] = self.last_report.as_dict()

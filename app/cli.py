@@ -1,8 +1,10 @@
 """The ``cutout`` command line: serve the API, index cubes, build cubes, cut cubes and images, batch
 cutouts and cube builds on Dask, write demo data.
 
-Every sub-command has ``--help``. Errors print one line (``cutout: error: ...``) and exit non-zero;
-no traceback unless ``CUTOUT_DEBUG=1``.
+Every sub-command has ``--help``. Every command reads the service's settings (the ``CUTOUT_*``
+environment: ``CUTOUT_CUBE_DIRS``, ``CUTOUT_INDEX``, ``CUTOUT_S3_*``...), its flags overriding them.
+Errors print one line (``cutout: error: ...``) and exit non-zero; no traceback unless
+``CUTOUT_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from core.product import Product
 
 DEFAULT_DEMO_DIR = "demo-data"
 
@@ -44,6 +48,15 @@ def _cutout_size(values: Sequence[str], units: str) -> Any:
         raise InvalidInputError(f"--size takes numbers, got {' '.join(values)!r}", field="size") from None
     return CutoutSize.from_numbers(numbers[0], numbers[1] if len(numbers) > 1 else None, units, field="size",
                                    field_y="size")
+
+
+def service_settings(**flags: Any) -> Any:
+    """The service's settings (:class:`app.settings.Settings`: the ``CUTOUT_*`` environment) with
+    the command's flags that were given (not None, not empty) over them: every command reads what
+    ``cutout serve`` reads."""
+    from app.settings import Settings
+
+    return Settings(**{name: value for name, value in flags.items() if value is not None and value != []})
 
 
 def write_demo_data(out: Path, *, frames: int = 20, size: Any = (256, 256), sectors: Sequence[int] = (38, 11),
@@ -130,20 +143,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from core.catalog.index import CatalogIndex
+    from core.errors import InvalidInputError
 
-    s3 = None
-    if any(loc.lower().startswith("s3://") for loc in [*args.locations, args.index]):
-        from core.storage.s3 import S3Config
-
-        s3 = S3Config.from_env()
-    index = CatalogIndex(args.index, s3=s3)
-    report = index.update(args.locations, threads=args.threads, full=args.full)
+    settings = service_settings(cube_dirs=args.locations, index=args.index)
+    if not settings.cube_dirs:
+        raise InvalidInputError("no cube locations: give folders or s3:// prefixes, or set CUTOUT_CUBE_DIRS "
+                                "(as for cutout serve)", field="locations")
+    where = settings.index_location
+    index = CatalogIndex(where, s3=settings.s3_config(), work_dir=settings.work_dir / "index")
+    report = index.update(settings.cube_dirs, threads=args.threads, full=args.full)
     for uri, why in report.failed:
         print(f"skipped {uri}: {why}", file=sys.stderr)
-    print(f"{args.index}: {report.cubes} cubes ({report.read} read, {report.reused} unchanged, {report.removed} "
+    print(f"{where}: {report.cubes} cubes ({report.read} read, {report.reused} unchanged, {report.removed} "
           f"removed, {len(report.failed)} not cubes) in {report.seconds:.2f} s; {report.gets} reads, "
           f"{report.bytes_read / 1e6:.2f} MB")
-    return 0
+    for location, why in report.unreadable:
+        print(f"cutout: error (locations): cannot read {location}: {why}; the index keeps what it knew of it",
+              file=sys.stderr)
+    return 1 if report.unreadable else 0
 
 
 def _cmd_make_cube(args: argparse.Namespace) -> int:
@@ -163,7 +180,7 @@ def _cmd_cube_cut(args: argparse.Namespace) -> int:
     path = CutoutFactory().cube_cut(
         args.cube, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units), product=args.product,
         target_pixel_file=args.output_file, output_path=args.output_dir, threads=args.threads,
-        verbose=args.verbose)
+        verbose=args.verbose, s3=service_settings().s3_config())
     print(path)
     return 0
 
@@ -176,7 +193,7 @@ def _cmd_fits_cut(args: argparse.Namespace) -> int:
         extension = [int(e) for e in extension.split(",")]
     result = fits_cut(args.files, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units),
                       extension=extension, single_outfile=not args.per_file, output_dir=args.output_dir,
-                      verbose=args.verbose)
+                      verbose=args.verbose, s3=service_settings().s3_config())
     for path in [result] if isinstance(result, str) else result:
         print(path)
     return 0
@@ -189,7 +206,7 @@ def _cmd_img_cut(args: argparse.Namespace) -> int:
     result = img_cut(args.files, f"{args.ra} {args.dec}", _cutout_size(args.size, args.units),
                      stretch=args.stretch, minmax_percent=minmax_percent, minmax_value=args.minmax_value,
                      invert=args.invert, img_format=args.format, colorize=args.colorize,
-                     output_dir=args.output_dir, verbose=args.verbose)
+                     output_dir=args.output_dir, verbose=args.verbose, s3=service_settings().s3_config())
     for path in [result] if isinstance(result, str) else result:
         print(path)
     return 0
@@ -222,9 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="the catalog index: a path or s3://bucket/key (default <work_dir>/index/catalog.sqlite)")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("index", help="build or update the catalog index of cube locations (incremental)")
-    p.add_argument("locations", nargs="+", help="folders and/or s3://bucket/prefix holding cubes")
-    p.add_argument("--index", required=True, help="where the index goes: a path or s3://bucket/key")
+    p = sub.add_parser("index", help="build or update the catalog index of cube locations (incremental)",
+                       description="Build or update the catalog index; exits 1 when a location cannot be read.")
+    p.add_argument("locations", nargs="*",
+                   help="folders and/or s3://bucket/prefix holding cubes (default: CUTOUT_CUBE_DIRS)")
+    p.add_argument("--index", help="where the index goes: a path or s3://bucket/key (default: CUTOUT_INDEX, "
+                                   "else <work_dir>/index/catalog.sqlite, as cutout serve)")
     p.add_argument("--threads", type=int, default=8, help="cubes read at once (default 8)")
     p.add_argument("--full", action="store_true", help="read every cube again, not only new or changed ones")
     p.set_defaults(func=_cmd_index)
@@ -240,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-cube", help="build an image cube from a sector's FFIs")
     p.add_argument("files", nargs="+", type=Path, help="FFI files (SPOC or TICA)")
     p.add_argument("-o", "--output", default="img-cube.fits", help="cube file to write")
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--sector", type=int)
     p.add_argument("--max-memory", type=float, default=50, help="GB of memory for the cube data (default 50)")
     p.add_argument("--update", action="store_true", help="add the files to an existing cube")
@@ -250,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cube-cut", help="cut a target pixel file out of a cube")
     p.add_argument("cube", help="cube file or s3:// URI")
     _add_position(p)
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--output-file", help="file name of the TPF (default: the TESScut name)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_cube_cut)
@@ -279,11 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """A warning as one line for a person (``cutout: warning: ...``), without Python's source lines."""
+    print(f"cutout: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cutout`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not os.environ.get("CUTOUT_DEBUG"):
+        import warnings
+
+        warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

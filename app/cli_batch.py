@@ -9,7 +9,8 @@ Examples::
 
     cutout batch targets.csv --size 15 --out tpfs --cube-dir /data/cubes
     cutout batch targets.csv --size 2 3 --units arcmin --sectors 38,39 --out tpfs \\
-        --scheduler tcp://10.0.0.5:8786 --index /data/cubes/index.json
+        --scheduler tcp://10.0.0.5:8786 --index /data/cubes/catalog.sqlite
+    CUTOUT_CUBE_DIRS=/data/cubes cutout batch targets.csv --size 15 --out tpfs
     cutout make-cubes /data/ffis --out /data/cubes --workers 2 --max-memory 8
 """
 
@@ -19,6 +20,7 @@ import argparse
 from typing import Any
 
 from core.errors import InvalidInputError
+from core.product import Product
 
 __all__ = ["add_commands"]
 
@@ -45,15 +47,25 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
+    from app.cli import service_settings
     from core.batch.cutouts import run_batch
     from core.catalog.configured import open_catalog
-    from core.storage.s3 import S3Config
+    from core.errors import NoDataError
 
     if len(args.size) > 2:
         raise InvalidInputError(f"--size takes one or two numbers (x then y), got {len(args.size)}",
                                 field="size")
-    s3 = S3Config.from_env()
-    catalog = open_catalog(cube_dirs=args.cube_dir or [], index=args.index, s3=s3)
+    # the cubes cutout serve would host: CUTOUT_CUBE_DIRS / CUTOUT_INDEX, the flags over them
+    settings = service_settings(cube_dirs=args.cube_dir, index=args.index)
+    if not settings.cube_dirs and not settings.index:
+        raise InvalidInputError("no cubes to cut from: pass --cube-dir DIR (or --index PATH), or set "
+                                "CUTOUT_CUBE_DIRS (or CUTOUT_INDEX) as for cutout serve", field="cube_dir")
+    s3 = settings.s3_config()
+    catalog = open_catalog(cube_dirs=settings.cube_dirs, index=settings.index, s3=s3,
+                           refresh=settings.writes_index)
+    if not len(catalog):
+        where = ", ".join(settings.cube_dirs) or str(settings.index)
+        raise NoDataError(f"no cubes found in {where}", field="cube_dir")
     report = run_batch(args.targets, size=args.size, units=args.units, sectors=args.sectors,
                        out_dir=args.out, catalog=catalog, scheduler=args.scheduler, workers=args.workers,
                        product=args.product, memory_limit=args.memory_limit, s3=s3)
@@ -100,9 +112,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (TPFs and manifest.csv)")
     _add_cluster(p)
     p.add_argument("--cube-dir", action="extend", nargs="+", metavar="DIR",
-                   help="folder or s3://bucket/prefix of cubes (repeatable)")
-    p.add_argument("--index", metavar="PATH", help="a cube index file for the catalog")
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+                   help="folder or s3://bucket/prefix of cubes (repeatable; default: CUTOUT_CUBE_DIRS)")
+    p.add_argument("--index", metavar="PATH", help="a cube index file for the catalog (default: CUTOUT_INDEX)")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
                    help=f"memory per local worker (default {DEFAULT_MEMORY_LIMIT})")
     p.set_defaults(func=_cmd_batch)
@@ -116,5 +128,5 @@ def add_commands(subparsers: Any) -> None:
     _add_cluster(p)
     p.add_argument("--max-memory", type=float, default=4.0, metavar="GB",
                    help="GB of cube data each build may hold (default 4)")
-    p.add_argument("--product", choices=["SPOC", "TICA"], default="SPOC")
+    p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.set_defaults(func=_cmd_make_cubes)

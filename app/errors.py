@@ -30,6 +30,7 @@ from core.errors import (
     CutoutTimeoutError,
     ForbiddenError,
     InvalidInputError,
+    MissingInputError,
     NoDataError,
     NotFoundError,
     NotSupportedError,
@@ -56,6 +57,7 @@ STATUS_BY_ERROR: dict[type[CutoutError], int] = {
     InvalidInputError: 400,
     ForbiddenError: 403,
     NotFoundError: 404,
+    MissingInputError: 404,  # also an InvalidInputError (astrocut's type): a missing file is still a 404
     NoDataError: 404,  # the TESScut routes answer 200 + {"msg"} instead, see routers/tesscut.py
     TooLargeError: 413,
     CorruptFileError: 422,

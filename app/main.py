@@ -1,8 +1,12 @@
 """The application: wires settings, catalog, worker pool, budget, error handlers and routers together.
 
-``create_app(settings)`` is all there is (``uvicorn --factory app.main:create_app`` builds it from
-the environment). Metrics and access logging (:mod:`app.observability`), the browser page with
-offline docs (:mod:`app.routers.web`) and the middleware (:mod:`app.middleware`) are installed here.
+``create_app(settings)`` builds the service; ``app``, FastAPI's usual module-level name, is the
+service built from the environment's settings (``uvicorn app.main:app``, as does
+``uvicorn --factory app.main:create_app``). ``app`` is made on first use, not at import: building
+reads the environment, sets the process's allocator threshold and the cube cache's size, and starts
+nothing a test or tool importing :func:`create_app` wants. Metrics and access logging
+(:mod:`app.observability`), the browser page with offline docs (:mod:`app.routers.web`) and the middleware
+(:mod:`app.middleware`) are installed here.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from app.surveys import SurveyService
 from app.workers import WorkerPool
 from core import __version__
 
-__all__ = ["TESSCUT_PREFIXES", "create_app"]
+__all__ = ["TESSCUT_PREFIXES", "create_app"]  # and app (module __getattr__)
 
 log = logging.getLogger("app")
 
@@ -131,3 +135,13 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the service built from the environment (:class:`Settings`), made once, on first use."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = globals().get("_app")
+    if built is None:
+        built = globals()["_app"] = create_app()
+    return built

@@ -48,6 +48,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.product import Product
+
 __all__ = ["ACCESS_LOGGER", "METRICS_PATH", "AccessLogMiddleware", "Metrics", "install", "record_cutout"]
 
 #: where the Prometheus text is served
@@ -117,7 +119,7 @@ class _ServiceCollector(Collector):
         catalog = getattr(services, "catalog", None)
         if catalog is not None and hasattr(catalog, "entries"):
             cubes = GaugeMetricFamily("cutout_catalog_cubes", "Hosted cubes.", labels=["product"])
-            for product in ("SPOC", "TICA"):
+            for product in Product:
                 cubes.add_metric([product], len(catalog.entries(product)))
             yield cubes
             refreshes = CounterMetricFamily("cutout_catalog_refreshes", "Catalog snapshots published.")

@@ -147,6 +147,9 @@ def _serve_child(settings: Any) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops gracefully
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a spawned process starts with logging unconfigured: the service's start-up lines (settings,
+    # catalog, surveys) would be lost; the same format as the cutout command's
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from app.main import create_app
 
     sock = _reuse_port_socket(settings.host, settings.port, listen=True)

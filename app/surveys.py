@@ -50,6 +50,9 @@ class SurveyService:
     # -- keeping it current ------------------------------------------------------------------------
     def load(self) -> int:
         """Start-up: index every survey; the number of images indexed."""
+        if not self.locations:
+            log.info("no Zcut/Hapcut surveys are served: CUTOUT_SURVEYS ('{\"name\": [\"folder or s3://prefix\"]}'; "
+                     "'hap' for Hapcut) enables them")
         self.refresh()
         return len(self.current)
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import InvalidInputError, TooLargeError
+from core.errors import InputWarning, InvalidInputError, TooLargeError
 
-__all__ = ["PIXEL_UNITS", "UNIT_DEGREES", "CutoutSize", "Limits"]
+__all__ = ["PIXEL_UNITS", "UNIT_DEGREES", "CutoutSize", "Limits", "first_two"]
 
 #: unit names for pixels
 PIXEL_UNITS = ("px", "pix", "pixel", "pixels")
@@ -34,6 +35,17 @@ UNIT_DEGREES: dict[str, float] = {
     **dict.fromkeys(("m", "arcmin"), 1.0 / 60.0),
     **dict.fromkeys(("s", "arcsec"), 1.0 / 3600.0),
 }
+
+
+def first_two(values: Any) -> Any:
+    """The first two elements of a cutout size, warning as astrocut does when there are more
+    (:class:`~core.errors.InputWarning`, "Too many dimensions in cutout size, only the first two
+    will be used."); fewer are returned as they are."""
+    if len(values) > 2:
+        warnings.warn("Too many dimensions in cutout size, only the first two will be used.", InputWarning,
+                      stacklevel=3)
+        return values[:2]
+    return values
 
 
 def _number(value: Any, field: str) -> float:
@@ -87,11 +99,14 @@ class CutoutSize:
         """Read an astrocut ``cutout_size``: an int or float (pixels), ``[x, y]``, an angular or
         pixel Quantity (scalar or two elements), or a pair of Quantities.
 
+        As astrocut: a size of more than two elements warns (:class:`~core.errors.InputWarning`)
+        and its first two are used.
+
         Raises
         ------
         InvalidInputError
             Non-numeric, non-finite or non-positive values, units that are neither angular nor
-            pixels, more than two elements, or a pair mixing pixels and angles.
+            pixels, no elements, or a pair mixing pixels and angles.
         """
         if isinstance(value, CutoutSize):
             return value
@@ -101,8 +116,9 @@ class CutoutSize:
             u = None
         if u is not None and isinstance(value, u.Quantity):
             flat = np.atleast_1d(value)
-            if flat.ndim != 1 or flat.size not in (1, 2):
+            if flat.ndim != 1 or flat.size == 0:
                 raise InvalidInputError("a cutout size has one or two elements", field=field)
+            flat = first_two(flat)
             parts = [_quantity(flat[0], field), _quantity(flat[-1], field)]
         elif np.isscalar(value) and not isinstance(value, (str, bytes)):
             number = _number(value, field)
@@ -116,8 +132,9 @@ class CutoutSize:
                 raise InvalidInputError(f"cannot read {value!r} as a cutout size", field=field) from None
             if len(items) == 1:
                 items = items * 2
-            if len(items) != 2:
+            if len(items) < 2:
                 raise InvalidInputError("a cutout size has one or two elements", field=field)
+            items = first_two(items)
             parts = [
                 _quantity(v, field) if u is not None and isinstance(v, u.Quantity) else (_number(v, field), "pix")
                 for v in items

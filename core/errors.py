@@ -37,6 +37,12 @@ class NotFoundError(CutoutError, FileNotFoundError):
     """A file, object or cube that was asked for does not exist."""
 
 
+class MissingInputError(NotFoundError, InvalidInputError):
+    """A file named as an input does not exist. Both a :class:`NotFoundError` (the engine's
+    family, HTTP 404) and an :class:`InvalidInputError` (what astrocut raises for a missing cube
+    in ``update_cube``, so code written for astrocut catches it)."""
+
+
 class NoDataError(CutoutError):
     """The request is valid but there is no data for it (position off every CCD/image)."""
 
@@ -66,12 +72,25 @@ class CutoutTimeoutError(CutoutError, TimeoutError):
     """An operation took longer than its allowed time."""
 
 
+class InputWarning(UserWarning):
+    """An input was ignored or adjusted and the call went on (astrocut's ``InputWarning``): e.g. a
+    cutout size with more than two elements, of which the first two are used."""
+
+
+class DataWarning(UserWarning):
+    """An input (file, extension, frame) was skipped or has no usable data (astrocut's
+    ``DataWarning``)."""
+
+
 __all__ = [
     "CorruptFileError",
     "CutoutError",
     "CutoutTimeoutError",
+    "DataWarning",
     "ForbiddenError",
+    "InputWarning",
     "InvalidInputError",
+    "MissingInputError",
     "NoDataError",
     "NotFoundError",
     "NotSupportedError",

@@ -265,8 +265,8 @@ class ApertureGroup(Group):
                         "description": "Instead of `aperture`: the pixels summed, as rows of 0/1 separated by commas "
                                        "(`010,111,010`), in array order (the first row is the lowest cube row, the "
                                        "bottom of a north-up image; as lightkurve's `aperture_mask`), placed as a "
-                                       "cutout of the mask's shape is. Empty means none. Send long masks in a POST "
-                                       "body."}),
+                                       "cutout of the mask's shape is. At most `max_cutout_side` rows and columns "
+                                       "(413 beyond); a big mask does not fit in a URL: POST it. Empty means none."}),
     ] = None
 
     @property

@@ -29,7 +29,8 @@ from app.planning.tesscut import TESSCUT_FIELDS, sector_result
 from core.catalog.snapshot import CubeRecord
 from core.cubes.lightcurve import ApertureLightCurve
 from core.cutout_size import CutoutSize
-from core.errors import NoDataError, NotFoundError
+from core.errors import NoDataError, NotFoundError, TooLargeError
+from core.product import Product
 
 __all__ = ["CSV_COLUMNS", "FRAME", "LIGHTCURVE", "LightCurveResult", "pick_cube", "plan_frame", "plan_lightcurve"]
 
@@ -72,7 +73,7 @@ class LightCurveResult:
     Attributes
     ----------
     ra, dec : the requested position (ICRS degrees, RA in 0..360).
-    product : "SPOC" or "TICA".
+    product : the cube product.
     record : the hosted cube the light curve is from.
     lightcurve : the per-cadence arrays, the aperture's box and mask.
     sectors : every hosted sector/camera/CCD holding the position, as the TESScut ``sector``
@@ -152,7 +153,7 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
     sector : int or None
         The sector (default: the first hosted one holding the position).
     product : str
-        "SPOC" or "TICA".
+        The cube product.
     aperture : int
         Side of the square of pixels summed, centred on the position as a cutout of that size is
         (``x=aperture`` on the ``astrocut`` route cuts exactly those pixels).
@@ -172,13 +173,18 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
     from core.cubes.lightcurve import aperture_lightcurve, parse_mask, square_mask
 
     name = "mask" if mask is not None else "aperture"
+    side = ctx.limits.max_side
+    if mask is not None and side is not None and len(mask) > (side + 1) * side:
+        # what the widest allowed mask takes, checked before reading it
+        raise TooLargeError(f"a mask of {len(mask)} characters has more than {side} rows or columns "
+                            "(max_cutout_side)", field="mask")
     with api_fields({**TESSCUT_FIELDS, "cutout_size": name, "cutout_size.y": name}):
         pixels = parse_mask(mask) if mask is not None else square_mask(aperture)
         record = pick_cube(ctx, ra, dec, sector, product)
         cube = ctx.catalog.open(record)
         lc = aperture_lightcurve(cube, ra, dec, pixels, limits=ctx.limits, band_bytes=ctx.band_bytes)
         sectors = [sector_result(r) for r in ctx.catalog.containing(ra % 360.0, dec, product=product)]
-    unit = "e-/s" if product == "SPOC" else "e-"  # the TPF's TUNIT (TICA: astrocut 0.11.1's e-)
+    unit = Product.parse(product).flux_unit  # the TPF's TUNIT
     return LightCurveResult(ra % 360.0, dec, product, record, lc, sectors, unit)
 
 

@@ -73,6 +73,9 @@ ZCUT_FIELDS = {
 
 #: what MAST's Hapcut says when no HAP image holds the position (astroquery's tests match it)
 HAP_NO_DATA = "Missing HAP files for input target. Cutout not performed."
+#: what Zcut and Hapcut say on a server that hosts nothing for them: nowhere else to look
+NO_SURVEYS = "This server hosts no surveys for Zcut (its CUTOUT_SURVEYS setting configures none)."
+NO_HAP = "This server hosts no HAP images for Hapcut (its CUTOUT_SURVEYS setting has no survey named 'hap')."
 
 Roots = tuple[list[str], list[str]]
 
@@ -160,7 +163,9 @@ def select(index: ImageIndex, ra: float, dec: float, size: CutoutSize, *, survey
     if only is not None:
         wanted = [only] if only in hosted else []
         if not wanted:
-            return NoData(HAP_NO_DATA)
+            return NoData(NO_HAP)
+    elif not hosted:
+        return NoData(NO_SURVEYS)
     elif surveys:
         wanted = [name for name in dict.fromkeys(surveys) if name in hosted]
         if not wanted:

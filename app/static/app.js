@@ -25,6 +25,12 @@
     return absolute(".").replace(/\/$/, "");
   }
 
+  function hidePreview() {
+    // No image, and no caption describing one (an old caption would describe another cutout).
+    preview.hidden = true;
+    $("preview-caption").textContent = "";
+  }
+
   function setStatus(text, isError) {
     statusLine.textContent = text || "";
     statusLine.className = isError ? "error" : "";
@@ -117,7 +123,7 @@
     if (!updateTexts()) return;
     const v = values();
     if (!v.sector) {
-      preview.hidden = true;
+      hidePreview();
       lightcurveView.hide();
       return;
     }
@@ -130,14 +136,13 @@
     setStatus("Rendering the preview ...");
     preview.onload = () => {
       preview.hidden = false;
-      preview.style.width = `${preview.naturalWidth * scale}px`;
-      preview.style.height = `${preview.naturalHeight * scale}px`;
+      preview.style.width = `${preview.naturalWidth * scale}px`;  // CSS: at most the box, height follows
       $("preview-caption").textContent =
         `Sector ${v.sector} ${v.product}: median frame, ${preview.naturalWidth} x ${preview.naturalHeight} px, ${v.stretch}`;
       setStatus("");
     };
     preview.onerror = () => {
-      preview.hidden = true;
+      hidePreview();
       // The <img> does not expose the error body: ask again to show the server's message.
       fetch(url).then((r) => r.json()).then((body) => {
         setStatus(body.msg || "The preview could not be made.", true);
@@ -179,7 +184,7 @@
       fields.sector.appendChild(opt);
       setStatus(body.msg || "No hosted sector contains this position.", true);
       updateTexts();
-      preview.hidden = true;
+      hidePreview();
       lightcurveView.hide();
       return;
     }

@@ -21,6 +21,7 @@ window.lightcurveView = (function () {
   const FRAME_SCALE_MIN = 240;              // CSS pixels: small cutouts are shown enlarged
   const PLAY_DELAY_MS = 150;                // pause between frames while playing
   const BOX = { w: 720, h: 300, left: 90, right: 16, top: 14, bottom: 48 };  // the plot's viewBox
+  const MAX_LINK_URL = 8000;                // longer GET URLs fail in servers and proxies: POST instead
 
   let target = null;      // what app.js shows: {ra, dec, x, y, sector, product, stretch, invert}
   let mask = null;        // the aperture: target.y rows of target.x booleans, row 0 the lowest cube row
@@ -34,6 +35,7 @@ window.lightcurveView = (function () {
   let playing = false;
   let playTimer = null;
   let editTimer = null;
+  let jsonBlobUrl = "";   // the light curve's JSON as a blob: URL, when its GET URL would be too long
 
   function absolute(relative) {
     return new URL(relative, document.baseURI).href;
@@ -88,6 +90,7 @@ window.lightcurveView = (function () {
     if (!target || !mask) return;
     const nx = target.x, ny = target.y;
     overlay.setAttribute("viewBox", `0 0 ${nx} ${ny}`);
+    overlay.setAttribute("preserveAspectRatio", "none");  // the overlay has the frame's shape
     for (let r = 0; r < ny; r++) {
       for (let c = 0; c < nx; c++) {
         if (!mask[r][c]) continue;
@@ -245,6 +248,56 @@ window.lightcurveView = (function () {
              product: target.product !== "SPOC" ? target.product : "", mask: maskText() };
   }
 
+  function postCurve(key) {
+    // The aperture goes in a form body: a big cutout's mask (a million characters at 1000 px) does
+    // not fit in a URL.
+    return fetch(absolute(API + "lightcurve"), {
+      method: "POST", body: key, headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    });
+  }
+
+  function apertureText(aperture) {
+    // Where the aperture's pixels are on the cube (1-based columns and rows): the box around the
+    // pixels set in the mask, not the corner of the cutout it was drawn on.
+    let c0 = Infinity, c1 = -Infinity, r0 = Infinity, r1 = -Infinity;
+    aperture.mask.forEach((row, r) => {
+      const first = row.indexOf("1");
+      if (first < 0) return;
+      r0 = Math.min(r0, r); r1 = Math.max(r1, r);
+      c0 = Math.min(c0, first); c1 = Math.max(c1, row.lastIndexOf("1"));
+    });
+    const span = (lo, hi, one, many) => (lo === hi ? `${one} ${lo}` : `${many} ${lo}-${hi}`);
+    return `${span(aperture.column + c0, aperture.column + c1, "column", "columns")}, ` +
+      `${span(aperture.row + r0, aperture.row + r1, "row", "rows")}`;
+  }
+
+  function setLinks(key, text, body) {
+    // GET links while the URL is short; beyond, the JSON as it was answered and a CSV fetched by POST.
+    const json = $("lc-json"), csv = $("lc-csv");
+    const name = `lightcurve_s${body.sector}_${target.ra}_${target.dec}.csv`;
+    if (jsonBlobUrl) { URL.revokeObjectURL(jsonBlobUrl); jsonBlobUrl = ""; }
+    csv.setAttribute("download", name);
+    const url = absolute(API + "lightcurve?" + key);
+    if (url.length + "&format=csv".length <= MAX_LINK_URL) {
+      json.href = url;
+      csv.href = url + "&format=csv";
+      csv.onclick = null;
+      return;
+    }
+    jsonBlobUrl = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    json.href = jsonBlobUrl;
+    csv.href = "#";
+    csv.onclick = async (ev) => {
+      ev.preventDefault();
+      const r = await postCurve(key + "&format=csv");
+      const save = document.createElement("a");
+      save.href = URL.createObjectURL(await r.blob());
+      save.download = r.ok ? name : "lightcurve_error.json";
+      save.click();
+      setTimeout(() => URL.revokeObjectURL(save.href), 60000);
+    };
+  }
+
   async function loadCurve() {
     if (!target) return;
     if (!maskPixels()) {
@@ -257,10 +310,11 @@ window.lightcurveView = (function () {
     const mine = ++curveRequest;
     caption.textContent = "Summing the aperture ...";
     caption.className = "caption";
-    let body;
+    let body, text;
     try {
-      const r = await fetch(absolute(API + "lightcurve?" + key));
-      body = await r.json();
+      const r = await postCurve(key);
+      text = await r.text();
+      body = JSON.parse(text);
       if (!r.ok) throw new Error(body.msg || `HTTP ${r.status}`);
     } catch (err) {
       if (mine === curveRequest) {
@@ -282,13 +336,11 @@ window.lightcurveView = (function () {
     curveKey = key;
     section.hidden = false;
     $("lc-title").textContent = `sector ${body.sector}, camera ${body.camera}, CCD ${body.ccd}`;
-    $("lc-json").href = absolute(API + "lightcurve?" + key);
-    $("lc-csv").href = absolute(API + "lightcurve?" + key + "&format=csv");
-    $("lc-csv").setAttribute("download", `lightcurve_s${body.sector}_${target.ra}_${target.dec}.csv`);
+    setLinks(key, text, body);
     const nan = body.flux.filter((v) => v === null).length;
     caption.textContent = `${body.cadences} cadences, ${body.flagged} with a quality flag` +
       (nan ? `, ${nan} without data` : "") +
-      `; aperture of ${body.aperture.pixels} px (column ${body.aperture.column}, row ${body.aperture.row}).`;
+      `; aperture of ${body.aperture.pixels} px (${apertureText(body.aperture)}).`;
     drawSectors();
     drawPlot();
     slider.max = String(Math.max(0, body.cadences - 1));
@@ -315,11 +367,11 @@ window.lightcurveView = (function () {
   }
 
   function sizeFrame() {
-    // The frame and the aperture over it, enlarged as the preview is (whole screen pixels per pixel).
+    // The frame enlarged as the preview is (whole screen pixels per pixel), never wider than its
+    // box (CSS max-width; the height follows); the aperture's overlay covers the frame (CSS).
     const scale = Math.max(1, Math.floor(FRAME_SCALE_MIN / Math.max(target.x, target.y)));
-    const w = `${target.x * scale}px`, h = `${target.y * scale}px`;
-    frameImg.style.width = w; frameImg.style.height = h;
-    overlay.style.width = w; overlay.style.height = h;
+    frameImg.style.width = `${target.x * scale}px`;
+    frameImg.style.aspectRatio = `${target.x} / ${target.y}`;
   }
 
   function requestFrame(i) {

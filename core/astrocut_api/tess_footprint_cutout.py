@@ -43,6 +43,7 @@ from core.astrocut_api.fits_cutout import cutout_parameters
 from core.astrocut_api.tess_cube_cutout import TessCubeCutout, check_product
 from core.catalog.configured import default_catalog
 from core.catalog.snapshot import Catalog, CubeRecord
+from core.cutout_size import first_two
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.geometry import parse_coordinates
 from core.images.cutouts import parse_size
@@ -102,8 +103,9 @@ def footprint_radius_deg(cutout_size: Any, allow_zero: bool = False) -> float:
             raise InvalidInputError(f"cannot read {cutout_size!r} as a cutout size", field="cutout_size") from None
         if len(pair) == 1:
             pair = pair * 2
-        if len(pair) != 2:
+        if len(pair) < 2:
             raise InvalidInputError("a cutout size has one or two elements", field="cutout_size")
+        pair = first_two(pair)
     arcsec = []
     for value in pair:
         if isinstance(value, u.Quantity):

@@ -63,6 +63,7 @@ import re
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
@@ -76,7 +77,9 @@ from astropy.io import fits
 from core.errors import (
     CorruptFileError,
     CutoutError,
+    DataWarning,
     InvalidInputError,
+    MissingInputError,
     NotFoundError,
     UnavailableError,
 )
@@ -406,9 +409,11 @@ class CubeFactory:
         ------
         InvalidInputError
             Empty list, mixed sectors/cameras/CCDs/image shapes, bad ``sector``/``max_memory``,
-            nothing new to add in update mode.
+            nothing new to add in update mode (after a :class:`~core.errors.DataWarning`
+            "Removed duplicate file: ..." per file already in the cube, as astrocut warns).
         NotFoundError
-            An FFI (or, with ``update``, the cube) does not exist.
+            An FFI does not exist; with ``update``, a missing cube is a
+            :class:`~core.errors.MissingInputError` (also an ``InvalidInputError``, as astrocut's).
         CorruptFileError
             An input is not a readable FFI of the factory's product (or not a cube).
         UnavailableError
@@ -429,15 +434,16 @@ class CubeFactory:
         old = None
         if update:
             if not os.path.isfile(cube_file):
-                raise NotFoundError(f"Cube file {cube_file} does not exist; cannot update it.",
-                                    field="cube_file")
+                raise MissingInputError(f"Cube file {cube_file} does not exist; cannot update it.",
+                                        field="cube_file")
             old = self._read_old_cube(cube_file)
             known = set(old.names)
             kept, seen = [], set()
             for f in files:
                 name = os.path.basename(f)
                 if name in known or name in seen:
-                    logger.debug("Skipping %s: already in the cube", name)
+                    # astrocut's warning, word for word
+                    warnings.warn(f"Removed duplicate file: {name}", DataWarning, stacklevel=2)
                     continue
                 seen.add(name)
                 kept.append(f)
@@ -502,8 +508,10 @@ class CubeFactory:
         verbose: bool = True,
     ) -> str:
         """Add FFIs to an existing cube (astrocut's ``CubeFactory.update_cube``): ``make_cube`` with
-        ``update=True``; frames already in the cube (same ``FFI_FILE``) are skipped, old and new
-        frames are merged in time order (astrocut appends new frames at the end)."""
+        ``update=True``; frames already in the cube (same ``FFI_FILE``) are skipped with a
+        ``DataWarning`` as in astrocut, old and new frames are merged in time order (astrocut
+        appends new frames at the end). A missing cube raises ``MissingInputError``, both a
+        ``NotFoundError`` and astrocut's ``InvalidInputError``."""
         return self.make_cube(file_list, cube_file, sector=sector, max_memory=max_memory, verbose=verbose,
                               update=True)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.catalog.scan import list_cubes, read_many
+from core.catalog.scan import list_cubes, read_many, under
 from core.catalog.snapshot import Catalog, CubeRecord
 from core.cubes.info import CubeInfo
 from core.errors import NotFoundError
@@ -57,6 +57,8 @@ class IndexReport:
     read: int = 0
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: (location, why) of each location that could not be listed; the index keeps what it knew of it
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     gets: int = 0
     bytes_read: int = 0
@@ -64,7 +66,8 @@ class IndexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"cubes": self.cubes, "reused": self.reused, "read": self.read, "removed": self.removed,
-                "failed": len(self.failed), "seconds": round(self.seconds, 3), "gets": self.gets,
+                "failed": len(self.failed), "unreadable": len(self.unreadable),
+                "seconds": round(self.seconds, 3), "gets": self.gets,
                 "bytes_read": self.bytes_read, "changed": self.changed}
 
 
@@ -243,9 +246,15 @@ class CatalogIndex:
 
         t0 = time.monotonic()
         gets0, bytes0 = GLOBAL_STATS.snapshot()
-        listed = list_cubes(locations, s3=self.s3)
+        unreadable: list[tuple[str, str]] = []
+        listed = list_cubes(locations, s3=self.s3, unreadable=unreadable)
         reader = None if full else self.reader()
         old = reader.identities() if reader is not None else {}
+        for uri, ident in old.items():
+            # a location that could not be listed (an S3 outage, an unmounted disk) keeps the cubes
+            # the index knew there: not being able to look is not finding them gone
+            if uri not in listed and any(under(uri, loc) for loc, _ in unreadable):
+                listed[uri] = ident
         # files that were not cubes keep failing until they change: not read again
         old_failed = {u: (reason, tuple(ident)) for u, reason, ident in
                       (reader.meta().get("failed", []) if reader is not None else [])}
@@ -255,7 +264,8 @@ class CatalogIndex:
         todo = sorted(u for u, ident in listed.items()
                       if old.get(u) != ident and not (u in old_failed and old_failed[u][1] == ident))
         removed = [u for u in old if u not in listed]
-        report = IndexReport(reused=len(keep), removed=len(removed), failed=list(still_failed))
+        report = IndexReport(reused=len(keep), removed=len(removed), failed=list(still_failed),
+                             unreadable=unreadable)
         if reader is not None and not todo and not removed and len(still_failed) == len(old_failed):
             report.cubes = len(keep)
             report.seconds = time.monotonic() - t0

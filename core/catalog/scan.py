@@ -16,7 +16,7 @@ from core.errors import CutoutError
 from core.storage.s3 import ObjectInfo, S3Config, is_s3_uri, list_objects, parse_s3_uri, remember_head
 from core.storage.sources import open_source
 
-__all__ = ["CUBE_NAME", "list_cubes", "read_many", "scan"]
+__all__ = ["CUBE_NAME", "list_cubes", "read_many", "scan", "under"]
 
 log = logging.getLogger("core.catalog")
 
@@ -38,17 +38,20 @@ def _local_identity(path: str) -> tuple | None:
     return ("file", real, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
 
 
-def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None) -> dict[str, tuple]:
+def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None,
+               unreadable: list[tuple[str, str]] | None = None) -> dict[str, tuple]:
     """Every cube file (MAST names) under ``locations``: ``{uri: identity}``. Local folders are
-    walked (symlinks followed); ``s3://`` prefixes listed. A location that cannot be read is logged
-    and skipped."""
+    walked (symlinks followed); ``s3://`` prefixes listed. A location that cannot be read is logged,
+    skipped and, when ``unreadable`` is given, appended to it as ``(location, why)``."""
     found: dict[str, tuple] = {}
+    problems = unreadable if unreadable is not None else []
     for location in locations:
         if is_s3_uri(location):
             try:
                 objects: list[ObjectInfo] = list_objects(location, s3=s3)
             except CutoutError as exc:
                 log.error("cannot list %s: %s", location, exc)
+                problems.append((location, str(exc)))
                 continue
             cfg = s3 or S3Config.from_env()
             for obj in objects:
@@ -60,6 +63,7 @@ def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None) -> dict[
         root = Path(location)
         if not root.is_dir():
             log.warning("cube folder %s does not exist", location)
+            problems.append((location, "no such folder"))
             continue
         for dirpath, _dirs, files in os.walk(root, followlinks=True):
             for name in files:
@@ -69,6 +73,12 @@ def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None) -> dict[
                     if identity is not None:
                         found[path] = identity
     return found
+
+
+def under(uri: str, location: str) -> bool:
+    """Whether ``uri`` was listed under ``location`` (a folder or an ``s3://`` prefix)."""
+    prefix = location.rstrip("/")
+    return uri == prefix or uri.startswith(prefix + "/")
 
 
 def _read_info(uri: str, s3: S3Config | None) -> CubeInfo | tuple[str, str]:

@@ -174,7 +174,11 @@ class CubeGeometry(_Lazy):
     def _master_wcs(self) -> WCS:
         def make() -> WCS:
             with quiet(FITSFixedWarning):
-                return WCS(self.info.celestial_header(), relax=True)
+                wcs = WCS(self.info.celestial_header(), relax=True)
+            # the image size, as astrocut's table WCS has it (its FFI's NAXIS1/2): callers such as
+            # path_to_footprints and center_on_path(img_wcs=) need it
+            wcs.pixel_shape = (self.info.nx, self.info.ny)
+            return wcs
 
         return self._once("wcs", make)
 

@@ -36,7 +36,7 @@ from astropy.wcs import WCS, NoConvergence
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from core.cutout_size import CutoutSize, Limits
-from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
+from core.errors import CorruptFileError, CutoutError, DataWarning, InvalidInputError, NoDataError
 from core.geometry import parse_coordinates
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
@@ -48,10 +48,6 @@ ORIGIN = "STScI/MAST"
 _ROUNDING = {"round": np.round, "ceil": np.ceil, "floor": np.floor}
 _ARCHAIC_MATRIX = re.compile(r"^(PC|CD)(\d{3})(\d{3})$")
 _SIP_PREFIXES = ("A_", "B_", "AP_", "BP_")
-
-
-class DataWarning(UserWarning):
-    """An input (file or extension) was skipped or has no usable data."""
 
 
 def software_version() -> str:
@@ -66,17 +62,18 @@ def software_version() -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _size_pair(cutout_size: Any) -> list[Any]:
-    """The two size elements as the caller wrote them, x first (astrocut names files after them)."""
+def size_pair(cutout_size: Any) -> list[Any]:
+    """The two size elements as the caller wrote them, x first (astrocut names files after them);
+    of more than two, the first two (:meth:`CutoutSize.parse` warns of those)."""
     if isinstance(cutout_size, CutoutSize):
         return cutout_size.as_astrocut()
     if isinstance(cutout_size, u.Quantity):
         values = np.atleast_1d(cutout_size)
-        return [values[0], values[-1]]
+        return [values[0], values[min(1, len(values) - 1)]]
     if np.isscalar(cutout_size):
         return [cutout_size, cutout_size]
     values = list(cutout_size)
-    return values * 2 if len(values) == 1 else values
+    return values * 2 if len(values) == 1 else values[:2]
 
 
 def parse_size(cutout_size: Any) -> list[Any]:
@@ -84,7 +81,7 @@ def parse_size(cutout_size: Any) -> list[Any]:
     caller wrote them, x first (astrocut names files after them). Angular sizes are converted per
     image, with the image's own pixel scale, exactly as astrocut does."""
     CutoutSize.parse(cutout_size)
-    return _size_pair(cutout_size)
+    return size_pair(cutout_size)
 
 
 def size_label(pair: Sequence[Any]) -> str:
@@ -496,7 +493,7 @@ def cut_images(
     files = list(dict.fromkeys(_input_list(input_files)))  # a repeated input counts once, as in astrocut
     coord = parse_coordinates(coordinates)
     size = CutoutSize.parse(cutout_size)
-    label = _size_pair(cutout_size)
+    label = size_pair(cutout_size)
     ext = parse_extension(extension)
     limits = Limits.engine_default() if limits is None else limits
     rounding = check_rounding(limit_rounding_method)

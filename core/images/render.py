@@ -34,7 +34,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from core.errors import InvalidInputError
+from core.errors import InputWarning, InvalidInputError
 from core.images.cutouts import (
     ORIGIN,
     ImageCut,
@@ -59,10 +59,6 @@ STRETCHES = {
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
            ".gif": "GIF"}
 DEFAULT_PERCENT = (0.5, 99.5)
-
-
-class InputWarning(UserWarning):
-    """A parameter was ignored in favour of another."""
 
 
 def _pair(value: Any, field: str) -> tuple[float, float]:

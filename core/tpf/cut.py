@@ -60,7 +60,9 @@ __all__ = [
     "CutoutFactory",
     "CutoutGeometry",
     "TpfHDUList",
+    "astrocut_filename",
     "build_tpf",
+    "cube_cut",
     "cut_bytes",
     "estimate_tpf_bytes",
     "locate",
@@ -272,10 +274,22 @@ def tpf_filename(cube_uri: str, ra: float, dec: float, nx: int, ny: int) -> str:
     The stem is the cube's file name without ``.fits`` and without a trailing ``-cube`` suffix
     (astrocut's ``rstrip('-cube')`` strips characters instead).
     """
+    return f"{_stem(cube_uri)}_{float(ra):.6f}_{float(dec):.6f}_{int(nx)}x{int(ny)}_astrocut.fits"
+
+
+def _stem(cube_uri: str) -> str:
     name = os.path.basename(str(cube_uri).rstrip("/"))
     stem = name[: -len(".fits")] if name.lower().endswith(".fits") else Path(name).stem
-    stem = _STEM_RE.sub("", stem)
-    return f"{stem}_{float(ra):.6f}_{float(dec):.6f}_{int(nx)}x{int(ny)}_astrocut.fits"
+    return _STEM_RE.sub("", stem)
+
+
+def astrocut_filename(cube_uri: str, ra: float, dec: float, cutout_size: Any) -> str:
+    """astrocut 1.4.0's default file name: ``{stem}_{ra:.7f}_{dec:.7f}_{s0}-x-{s1}_astrocut.fits``,
+    the size's two elements as the caller gave them (``5-x-3``, ``5.0pix-x-7.0pix``,
+    ``3.0arcmin-x-5.0arcmin``); the stem as :func:`tpf_filename`'s."""
+    from core.images.cutouts import size_label, size_pair
+
+    return f"{_stem(cube_uri)}_{float(ra):.7f}_{float(dec):.7f}_{size_label(size_pair(cutout_size))}_astrocut.fits"
 
 
 def write_tpf(cube: Cube, geo: CutoutGeometry, path: str | os.PathLike, *, threads: int | None = None,
@@ -320,9 +334,22 @@ class CutoutFactory:
         self.limits = limits
         self.max_side = limits.max_side
         self.max_volume = limits.max_volume
-        self.cube_wcs = None
+        self._cube: Cube | None = None
+        self._cube_wcs: Any = None
         self._fit: LinearFit | None = None
         self._geo: CutoutGeometry | None = None
+
+    @property
+    def cube_wcs(self) -> Any:
+        """The last cut cube's TAN-SIP WCS with its image size (``pixel_shape`` = (columns, rows)),
+        as astrocut's attribute; a copy made on first use (the cube's cached WCS stays untouched)."""
+        if self._cube_wcs is None and self._cube is not None:
+            self._cube_wcs = self._cube.wcs.deepcopy()
+        return self._cube_wcs
+
+    @cube_wcs.setter
+    def cube_wcs(self, value: Any) -> None:
+        self._cube_wcs = value
 
     @property
     def center_coord(self) -> SkyCoord | None:
@@ -354,18 +381,27 @@ class CutoutFactory:
         threads: int | str = 1,
         verbose: bool = False,
         s3: Any = None,
+        legacy_filenames: bool = True,
     ) -> str | fits.HDUList:
         """Cut a target pixel file of ``cutout_size`` around ``coordinates`` from ``cube_file``.
 
         Follows astrocut 1.4.0's ``CutoutFactory.cube_cut``: ``coordinates`` is a SkyCoord or an
         "ra dec" string in degrees; ``cutout_size`` an int, ``[nx, ny]`` (x first, as astrocut
-        behaves) or an angular/pixel Quantity. ``product`` ("SPOC" or "TICA") is validated, but
-        the cube's own layout (its table columns) decides how it is read. Returns the written
-        path, or the HDUList when ``memory_only``. The default file name is the legacy TESScut
-        form (:func:`tpf_filename`); files are written to a temporary name and renamed, big ones
-        in bounded pieces. ``verbose`` prints the steps and timings as astrocut 0.x did.
-        ``threads`` reads a local cube's rows on that many threads; an S3 cube's rows are always
-        all requested at once (astrocut reads them ``threads`` at a time).
+        behaves) or an angular/pixel Quantity. ``product`` ("SPOC" or "TICA", astrocut 0.11.1's
+        fourth parameter) is validated, but the cube's own layout (its table columns) decides how
+        it is read. Returns the written path, or the HDUList when ``memory_only``. Files are
+        written to a temporary name and renamed, big ones in bounded pieces. ``verbose`` prints
+        the steps and timings as astrocut 0.x did. ``threads`` reads a local cube's rows on that
+        many threads; an S3 cube's rows are always all requested at once (astrocut reads them
+        ``threads`` at a time).
+
+        The file name (without ``target_pixel_file``): by default (``legacy_filenames=True``) the
+        TESScut form, ``tess-s0038-2-2_217.428938_-62.679492_30x30_astrocut.fits``
+        (:func:`tpf_filename`: 6 decimals, the window's width x height); with
+        ``legacy_filenames=False`` astrocut 1.4.0's default form,
+        ``tess-s0038-2-2_217.4289380_-62.6794919_30-x-30_astrocut.fits`` (7 decimals, the size as
+        given, units included: ``5.0pix-x-7.0pix``). astrocut 1.4.0's default is ``False``; this
+        package keeps the TESScut name, the one its service and lightkurve's cache use.
 
         Raises
         ------
@@ -397,7 +433,7 @@ class CutoutFactory:
         t_open = time.perf_counter()
         geo = locate(cube, coordinates, cutout_size, limits=self.limits)
         win = geo.window
-        self.cube_wcs = cube.wcs
+        self._cube, self._cube_wcs = cube, None
         self._geo = geo
         if memory_only:
             if layout(cube, win.nx, win.ny).nbytes > INLINE_TPF_BYTES and verbose:
@@ -408,7 +444,12 @@ class CutoutFactory:
                 self._report(cube, geo, result.fit, t_open - t_start)
                 print(f"Total time: {time.perf_counter() - t_start:.2f} sec", flush=True)
             return TpfHDUList.from_bytes(result.data)
-        name = target_pixel_file or tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny)
+        if target_pixel_file:
+            name = target_pixel_file
+        elif legacy_filenames:
+            name = tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny)
+        else:
+            name = astrocut_filename(cube.uri, geo.ra, geo.dec, cutout_size)
         out_dir = Path(output_path)
         t_write = time.perf_counter()
         path, self._fit = write_tpf(cube, geo, out_dir / name, threads=threads)
@@ -437,3 +478,28 @@ class CutoutFactory:
             f"Cube opened in {open_s:.3f} sec",
         ]
         print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def cube_cut(
+    cube_file: str | os.PathLike,
+    coordinates: Any,
+    cutout_size: Any,
+    target_pixel_file: str | None = None,
+    output_path: str | os.PathLike = ".",
+    memory_only: bool = False,
+    threads: int | str = 1,
+    verbose: bool = False,
+    legacy_filenames: bool = True,
+    *,
+    product: str = "SPOC",
+    s3: Any = None,
+) -> str | fits.HDUList:
+    """astrocut 1.4.0's module-level ``cube_cut``: :meth:`CutoutFactory.cube_cut` with astrocut
+    1.4.0's parameter order (``product`` and ``s3`` keyword-only). The default file name is the
+    TESScut form (``legacy_filenames=True``; astrocut's default is ``False``), as
+    :meth:`CutoutFactory.cube_cut` explains."""
+    return CutoutFactory().cube_cut(
+        cube_file, coordinates, cutout_size, product=product, target_pixel_file=target_pixel_file,
+        output_path=output_path, memory_only=memory_only, threads=threads, verbose=verbose, s3=s3,
+        legacy_filenames=legacy_filenames,
+    )

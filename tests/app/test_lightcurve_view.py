@@ -326,6 +326,11 @@ def test_lightcurve_page_in_chromium(browser, live_server, http):
     assert expected["aperture"]["pixels"] == 9
     caption = page.inner_text("#lc-caption")
     assert f"10 cadences, {len(flagged_frames)} with a quality flag" in caption and "9 px" in caption
+    # where the aperture is: the central 3x3 of the 9x7 cutout, not the cutout's corner
+    col, row = expected["aperture"]["column"], expected["aperture"]["row"]
+    where = f"(columns {col + 3}-{col + 5}, rows {row + 2}-{row + 4})"
+    page.wait_for_function(f"() => document.getElementById('lc-caption').textContent.includes('{where}')")
+    assert f"aperture of 9 px {where}" in page.inner_text("#lc-caption")
     # every hosted sector with the target is offered
     assert page.eval_on_selector_all("#lc-sectors button", "els => els.map(e => e.dataset.sector)") == ["11", "38"]
 
@@ -375,3 +380,59 @@ def test_lightcurve_page_in_chromium(browser, live_server, http):
     assert not problems, problems
     page.close()
     assert os.path.getsize(ARTIFACTS / "lightcurve.png") > 10_000
+
+
+@pytest.mark.browser
+def test_light_curve_of_a_1000_px_cutout_in_chromium(browser, make_server, service_data):
+    """A big cutout's aperture (a million-character mask) travels in a POST body, not the URL."""
+    server = make_server(cube_dirs=[str(service_data[0]["spoc38"].parent)], max_cutout_side=1000,
+                         max_cutout_volume=1000 * 1000 * 10)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    requests: list[tuple[str, str]] = []
+    problems: list[str] = []
+    page.on("request", lambda req: requests.append((req.method, req.url)))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(server.url + "/", wait_until="networkidle")
+    page.wait_for_function("document.querySelectorAll('#sector option[value=\"38\"]').length === 1")
+    page.select_option("#sector", "38")
+    page.fill("#size-x", "1000")
+    page.fill("#size-y", "1000")
+    # the page's aperture (the central 3x3) asked of the endpoint directly, as a POST form
+    mask = ",".join("0" * 498 + "111" + "0" * 499 if 498 <= r <= 500 else "0" * 1000 for r in range(1000))
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        direct = client.post(LC, data={"ra": DEMO_RA, "dec": DEMO_DEC, "sector": 38, "mask": mask})
+    assert direct.status_code == 200, direct.text[:300]
+    col, row = direct.json()["aperture"]["column"], direct.json()["aperture"]["row"]
+    where = f"aperture of 9 px (columns {col + 498}-{col + 500}, rows {row + 498}-{row + 500})"
+    page.wait_for_function(f"() => document.getElementById('lc-caption').textContent.includes('{where}')"
+                           " || document.getElementById('lc-caption').className.includes('error')", timeout=60000)
+    caption = page.inner_text("#lc-caption")
+    assert "10 cadences" in caption and where in caption, caption
+    ys = page.eval_on_selector_all("#lc-plot circle.pt", "els => els.length")
+    assert ys == 10
+    lc_requests = [(m, u) for m, u in requests if "/api/v0.1/lightcurve" in u]
+    assert lc_requests and all(m == "POST" and len(u) < 200 for m, u in lc_requests), lc_requests[:3]
+
+    # clicking a pixel of the frame adds it: a new curve of 10 pixels, still by POST
+    page.wait_for_function("() => document.getElementById('frame').complete"
+                           " && document.getElementById('frame').naturalWidth === 1000")
+    overlay = page.locator("#aperture-overlay")
+    overlay.scroll_into_view_if_needed()
+    box = overlay.bounding_box()
+    assert box["width"] <= 1280 - 40  # the frame is shrunk to fit the page
+    overlay.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.25})
+    page.wait_for_function("() => document.getElementById('lc-caption').textContent.includes('10 px')",
+                           timeout=60000)
+    # the links: the answer as it came (a blob: URL), and a CSV fetched by POST when clicked
+    href = page.get_attribute("#lc-json", "href")
+    assert href.startswith("blob:")
+    linked = page.evaluate("async (u) => (await (await fetch(u)).json()).aperture.pixels", href)
+    assert linked == 10
+    with page.expect_download() as download:
+        page.click("#lc-csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "time,flux,flux_err,quality" and len(lines) == 11
+    assert not problems, problems
+    page.close()
+

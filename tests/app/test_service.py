@@ -15,6 +15,7 @@ from app.settings import Settings
 from app.streaming import zip_chunks
 from app.workers import WorkerPool
 from core import errors as E
+from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from tests.polling import async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_table_covers_every_engine_error():
     names = {cls.__name__ for cls in STATUS_BY_ERROR}
-    assert names == set(E.__all__) - {"CutoutError"}
+    errors = {n for n in E.__all__ if issubclass(getattr(E, n), E.CutoutError)}  # not the warnings
+    assert names == errors - {"CutoutError"}
+    assert status_for(E.MissingInputError("x")) == 404
     assert status_for(E.TooLargeError("x")) == 413
     assert status_for(E.CutoutTimeoutError("x")) == 504
     assert status_for(RuntimeError("x")) == 500
@@ -46,13 +49,85 @@ def test_request_id_and_404_shape(live_server):
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
 def test_health_and_version(live_server):
     for path in ("/health", "/tesscut/api/v0.1/health"):
-        body = httpx.get(live_server.url + path).json()
+        r = httpx.get(live_server.url + path)
+        body = r.json()
         assert body["status"] == "ok"
         assert body["catalog"]["SPOC"] == [11, 38] and body["catalog"]["TICA"] == [38]
         assert body["catalog"]["skipped"] == 1  # the broken tess-s0099-1-1-cube.fits
+        # what an operator needs of the index, and no server path anywhere in the answer
+        index = body["catalog"]["index"]
+        assert index["storage"] == "local" and index["age_s"] >= 0 and index["built_at"].endswith("Z")
+        assert body["catalog"]["locations"] == {"local": 1, "s3": 0} and body["catalog"]["cubes"] == 3
+        assert not [v for v in _strings(body) if "/" in v], body
+        assert str(live_server.settings.work_dir) not in r.text
     assert httpx.get(live_server.url + "/version").json()["api"] == "tesscut v0.1"
+
+
+def _poll(url: str, proc, deadline_s: float = 90.0) -> httpx.Response:
+    """GET ``url`` until it answers 200 (the server is up) or ``proc`` exits; the last answer."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            r = httpx.get(url, timeout=5)
+            if r.status_code == 200:
+                return r
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the server did not answer {url} (exit status {proc.poll()})")
+        time.sleep(0.1)
+
+
+def test_uvicorn_app_main_app_serves_the_environments_settings(service_data, tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cubes = service_data[0]
+    env = {**os.environ, "CUTOUT_CUBE_DIRS": json.dumps([str(cubes["spoc38"].parent)]),
+           "CUTOUT_WORK_DIR": str(tmp_path / "work"), "CUTOUT_MAX_CUTOUT_SIDE": "12"}
+    log = (tmp_path / "uvicorn.log").open("w")
+    # what an operator types first: FastAPI's convention of a module-level app
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+                             str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        health = _poll(f"http://127.0.0.1:{port}/health", proc).json()
+        assert health["catalog"]["SPOC"] == [11, 38]  # the cubes CUTOUT_CUBE_DIRS names
+        r = httpx.get(f"http://127.0.0.1:{port}/tesscut/api/v0.1/astrocut",
+                      params={"ra": DEMO_RA, "dec": DEMO_DEC, "x": 13, "y": 5, "sector": 38}, timeout=30)
+        assert r.status_code == 413 and r.json()["error"]["field"] == "x"  # CUTOUT_MAX_CUTOUT_SIDE
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def test_importing_create_app_builds_nothing():
+    import subprocess
+
+    code = ("import app.main as m; assert '_app' not in vars(m); from app.main import create_app; "
+            "assert '_app' not in vars(m); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_committed_openapi_is_current(live_server):

@@ -1,4 +1,4 @@
-"""TESScut routes over a real uvicorn server: sector, astrocut, ffi_wcs (moving targets: test_moving_target.py)."""
+"""TESScut routes over a real uvicorn server: sector, astrocut, ffi_wcs (moving targets: test_moving_target_routes.py)."""
 
 from __future__ import annotations
 

@@ -210,6 +210,7 @@ def test_preview_page_in_chromium(browser, server, http):
     page.wait_for_function("document.getElementById('status').className === 'error'")
     assert "no hosted" in page.inner_text("#status").lower()
     assert page.eval_on_selector("#preview", "i => i.hidden")
+    assert page.inner_text("#preview-caption") == ""  # no caption of the image no longer shown
 
     # nothing was fetched from anywhere but this server, and the page logged no script errors
     assert requested and all(u.startswith(server.url) for u in requested), requested
@@ -230,3 +231,103 @@ def test_swagger_ui_renders_offline(browser, server):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "docs.png"))
     page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [420, 1400])
+def test_page_fits_narrow_and_wide_windows(browser, server, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(server.url + "/", wait_until="networkidle")
+    page.wait_for_function("() => { const i = document.getElementById('preview');"
+                           " return !i.hidden && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function("() => !document.getElementById('lightcurve').hidden"
+                           " && document.querySelectorAll('#lc-plot circle.pt').length > 0")
+    # nothing sideways: the page is no wider than the window
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    # the code boxes show all their text (no line cut off at the box's edge)
+    for box in ("#astroquery-code", "#curl-cmd"):
+        inner, shown, right = page.eval_on_selector(
+            box, "p => [p.scrollWidth, p.clientWidth, p.getBoundingClientRect().right]")
+        assert inner <= shown and right <= width, (box, inner, shown, right)
+    assert "download_cutouts(coordinates=coord" in page.inner_text("#astroquery-code")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-{width}.png"), full_page=True)
+    page.close()
+
+
+def _refs(node, found):
+    """Every ``$ref`` value under ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                found.append(value)
+            else:
+                _refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found)
+    return found
+
+
+def test_every_openapi_ref_resolves(http):
+    doc = http.get("/openapi.json").json()
+    refs = _refs(doc, [])
+    assert refs
+    for ref in sorted(set(refs)):
+        # Swagger UI and ReDoc resolve local references to the document's components only
+        assert ref.startswith("#/components/"), ref
+        node = doc
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+            node = node[part]
+
+
+#: what Swagger UI and ReDoc show when they cannot use the document
+_DOC_ERRORS = ("Resolver error", "Could not resolve reference", "Invalid reference token",
+               "Something went wrong", "failed to render")
+
+
+@pytest.mark.browser
+def test_swagger_ui_expands_operations_without_errors(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(server.url + "/docs", wait_until="domcontentloaded")
+    page.wait_for_selector(".opblock-summary-path", timeout=15000)
+    for path in ("/tesscut/api/v0.1/astrocut", "/tesscut/api/v0.1/sector"):
+        block = page.locator(f".opblock-get:has(.opblock-summary-path[data-path='{path}'])").first
+        block.locator(".opblock-summary").click()
+        # the expanded operation lists its responses, the 200 answer's JSON schema among them
+        block.locator(".responses-table").first.wait_for(timeout=15000)
+    page.locator(".model-example").first.wait_for(timeout=15000)
+    text = page.inner_text("body")
+    assert not [e for e in _DOC_ERRORS if e in text], text[:2000]
+    assert not page.locator(".errors-wrapper").count()
+    assert not problems, problems
+    page.close()
+
+
+@pytest.mark.browser
+def test_redoc_renders_offline(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    elsewhere: list[str] = []
+    problems: list[str] = []
+    local = (server.url, "blob:" + server.url)
+    # a request to another site counts unless the page's policy stopped it in the browser
+    page.on("requestfinished", lambda req: None if req.url.startswith(local) else elsewhere.append(req.url))
+    page.on("requestfailed", lambda req: None if req.url.startswith(local) or req.failure == "csp"
+            else elsewhere.append(f"{req.url} ({req.failure})"))
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(server.url + "/redoc", wait_until="domcontentloaded")
+    # ReDoc shows either the API (its title and the operations) or an error message
+    page.wait_for_function(
+        "() => document.body.innerText.includes('TESS cutout service') || /wrong|failed|error/i.test("
+        "document.body.innerText)", timeout=30000)
+    text = page.inner_text("body")
+    assert not [e for e in _DOC_ERRORS if e in text], text[:2000]
+    assert "TESS cutout service" in text and "/tesscut/api/v0.1/astrocut" in text
+    assert not elsewhere, elsewhere
+    assert not problems, problems
+    page.close()
+

@@ -293,6 +293,34 @@ def test_hapcut_no_data(hapcut, tmp_path):
         assert len(hapcut.download_cutouts(COORD, path=str(tmp_path))) == 0  # Zcut's position, no HAP image
 
 
+def test_a_server_without_surveys_says_so(make_server, caplog):
+    """Zcut and Hapcut on a server that hosts no survey: say that, not "no image at the position"."""
+    import logging
+
+    from astroquery.exceptions import NoResultsWarning
+    from astroquery.mast import Hapcut, Zcut
+    from astroquery.mast.services import ServiceAPI
+
+    with caplog.at_level(logging.INFO, logger="app.surveys"):
+        server = make_server(cube_dirs=[], image_roots=[])
+    # the server's log names the setting that enables them
+    assert any("CUTOUT_SURVEYS" in r.getMessage() for r in caplog.records if r.name == "app.surveys")
+    params = {"ra": DEMO_RA, "dec": DEMO_DEC, "x": 5, "y": 5}
+    for path, words in (("/zcut/api/v0.1/astrocut", "hosts no surveys"), ("/hapcut/api/v0.1/astrocut", "no HAP images")):
+        r = httpx.get(server.url + path, params=params, timeout=30)
+        assert r.status_code == 200 and words in r.json()["msg"] and "CUTOUT_SURVEYS" in r.json()["msg"]
+    saved = ServiceAPI.SERVICE_URL
+    ServiceAPI.SERVICE_URL = server.url
+    try:
+        zcut, hapcut = type(Zcut)(), type(Hapcut)()
+        with pytest.warns(NoResultsWarning, match="This server hosts no surveys"):
+            assert zcut.get_cutouts(COORD, size=5) == []
+        with pytest.warns(NoResultsWarning, match="This server hosts no HAP images"):
+            assert hapcut.get_cutouts(COORD) == []
+    finally:
+        ServiceAPI.SERVICE_URL = saved
+
+
 # ------------------------------------------------------------------------------------------
 # errors, and what a request costs the index
 # ------------------------------------------------------------------------------------------

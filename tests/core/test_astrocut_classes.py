@@ -32,7 +32,14 @@ from core.astrocut_api.tess_footprint_cutout import (
     get_tess_sectors,
 )
 from core.cubes.cache import open_cube
-from core.errors import CutoutError, InvalidInputError, NoDataError, NotFoundError, UnavailableError
+from core.errors import (
+    CutoutError,
+    InputWarning,
+    InvalidInputError,
+    NoDataError,
+    NotFoundError,
+    UnavailableError,
+)
 from core.images.cutouts import DataWarning
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from tests.catalogs import RecordingCatalog
@@ -289,6 +296,28 @@ def test_tess_cube_cutout_errors_name_the_parameter(cubes, tmp_path):
             warnings.simplefilter("ignore", DataWarning)
             TessCubeCutout(**kwargs)
         assert isinstance(err.value, CutoutError) and err.value.field == field, changes
+
+
+def test_sizes_of_three_elements_warn_and_use_the_first_two(cubes, images, catalog, tmp_path):
+    match = "Too many dimensions in cutout size, only the first two will be used"
+    with pytest.warns(InputWarning, match=match):
+        ours = TessCubeCutout(cubes[:1], CENTRE, [9, 7, 3])
+    two = TessCubeCutout(cubes[:1], CENTRE, [9, 7])
+    np.testing.assert_array_equal(ours.cutouts[0].data, two.cutouts[0].data)
+    assert ours.write_as_tpf(tmp_path / "a") == two.write_as_tpf(tmp_path / "a")
+    with pytest.warns(InputWarning, match=match):
+        ours = FITSCutout(images[:1], CENTRE, [9, 7, 3] * u.pix)
+    (cut,) = next(iter(ours.cutouts_by_file.values()))
+    assert cut.data.shape == (7, 9)
+    assert ours.write_as_fits(tmp_path / "b")[0].endswith("_9.0pix-x-7.0pix_astrocut.fits")
+    with pytest.warns(InputWarning, match=match):
+        assert len(get_tess_sectors(CENTRE, [5, 5, 100], catalog=catalog)) == 2
+
+
+def test_cube_wcs_has_the_image_size(cubes):
+    theirs = _quiet(astrocut.TessCubeCutout, cubes[:1], CENTRE, 5).cutouts[0]
+    ours = TessCubeCutout(cubes[:1], CENTRE, 5).cutouts[0]
+    assert ours.cube_wcs.pixel_shape == theirs.cube_wcs.pixel_shape == (64, 64)
 
 
 def test_coordinates_as_astrocut_reads_them(cubes):
@@ -558,7 +587,8 @@ def test_footprint_overlap_without_the_centre_is_skipped(catalog, service_data):
 
 
 def test_s3_cubes(s3_server, cubes, tmp_path):
-    uri = s3_server.upload(cubes[0], "cubes", "tess-s0038-2-2-cube.fits")
+    # its own key: test_tpf uploads another cube under "tess-s0038-2-2-cube.fits" (the cached ETag)
+    uri = s3_server.upload(cubes[0], "cubes", "classes/tess-s0038-2-2-cube.fits")
     local = TessCubeCutout(cubes[0], CENTRE, 6)
     remote = TessCubeCutout([uri], CENTRE, 6, threads=4, s3=s3_server.config)
     assert list(remote.tpf_cutouts_by_file) == [uri]
@@ -609,7 +639,7 @@ def test_footprint_errors_name_the_parameter(catalog):
         with pytest.raises(InvalidInputError) as err:
             TessFootprintCutout(**kwargs)
         assert err.value.field == field, changes
-    for size in (-1, [1, 2, 3], 5 * u.kg, "big"):
+    for size in (-1, [], 5 * u.kg, "big"):
         with pytest.raises(InvalidInputError) as err:
             get_tess_sectors(CENTRE, size, catalog=catalog)
         assert err.value.field == "cutout_size"

@@ -138,6 +138,26 @@ def test_index_on_s3_is_shared_by_readers(cube_dir, s3_server, tmp_path):
     assert cube.nframes == 10 and cube.info == cat.info(rec)
 
 
+def test_a_location_that_cannot_be_read_is_reported_and_keeps_its_cubes(cube_dir, s3_server, tmp_path):
+    import socket
+
+    s3_server.upload(cube_dir / "tess-s0038-2-2-cube.fits", "cubes", "unreachable/tess-s0038-2-2-cube.fits")
+    index = CatalogIndex(tmp_path / "catalog.sqlite", s3=s3_server.config)
+    first = index.update([str(cube_dir), "s3://cubes/unreachable", str(tmp_path / "no-such-folder")])
+    assert first.unreadable == [(str(tmp_path / "no-such-folder"), "no such folder")]
+    assert first.cubes == 4 and first.as_dict()["unreadable"] == 1
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    down = CatalogIndex(tmp_path / "catalog.sqlite",
+                        s3=s3_server.with_config(endpoint_url=closed, max_attempts=1, connect_timeout_s=1))
+    report = down.update([str(cube_dir), "s3://cubes/unreachable"])
+    assert [loc for loc, _ in report.unreadable] == ["s3://cubes/unreachable"]
+    # the S3 cube is still indexed: an outage is not a deletion
+    assert report.removed == 0 and "s3://cubes/unreachable/tess-s0038-2-2-cube.fits" in {
+        r.uri for r in down.catalog().entries()}
+
+
 _CENTRE = (DEMO_RA, DEMO_DEC)
 
 

@@ -15,7 +15,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from core.building.factory import CubeFactory, TicaCubeFactory
-from core.errors import CorruptFileError, InvalidInputError, NotFoundError, UnavailableError
+from core.errors import CorruptFileError, DataWarning, InvalidInputError, NotFoundError, UnavailableError
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA, write_sector
 
 # Cards that legitimately differ between two builds: the build date and the timestamp astropy puts
@@ -211,9 +211,10 @@ def test_update_merges_in_time_order(spoc_sector, tmp_path, our_cube, first, sec
     files = _files(spoc_sector)
     out = tmp_path / "cube.fits"
     CubeFactory().make_cube(files[first], out, sector=38, verbose=False)
-    with pytest.raises(InvalidInputError, match="No new images"):
+    with pytest.warns(DataWarning, match="Removed duplicate file"), pytest.raises(InvalidInputError, match="No new"):
         CubeFactory().make_cube(files[first], out, update=True, verbose=False)
-    CubeFactory(max_memory=2e-6).make_cube(files[second][::-1], out, sector=38, update=True, verbose=False)
+    with pytest.warns(DataWarning, match="Removed duplicate file"):  # the overlap
+        CubeFactory(max_memory=2e-6).make_cube(files[second][::-1], out, sector=38, update=True, verbose=False)
     with fits.open(out) as new, fits.open(our_cube) as full:
         np.testing.assert_array_equal(new[1].data, full[1].data)
         assert new[2].columns.names == full[2].columns.names
@@ -249,6 +250,31 @@ def test_update_rejects_other_ccd_and_missing_cube(spoc_sector, tmp_path):
     other = write_sector(tmp_path / "cam1", sector=38, camera=1, ccd=2, frames=2, size=(64, 64), seed=3)
     with pytest.raises(InvalidInputError):
         CubeFactory().make_cube(_files(other), out, update=True, verbose=False)
+
+
+def test_update_with_files_already_in_the_cube_warns_then_refuses(spoc_sector, tmp_path):
+    files = _files(spoc_sector)
+    out = tmp_path / "cube.fits"
+    CubeFactory().make_cube(files[:3], out, verbose=False)
+    with pytest.warns(DataWarning) as record, pytest.raises(InvalidInputError, match="No new images") as err:
+        CubeFactory().update_cube(files[:2], out, verbose=False)
+    assert err.value.field == "file_list"
+    # astrocut's warning, one per duplicate, before the error
+    assert sorted(str(w.message) for w in record) == sorted(
+        f"Removed duplicate file: {os.path.basename(f)}" for f in files[:2])
+    with pytest.warns(DataWarning, match=f"Removed duplicate file: {os.path.basename(files[2])}"):
+        CubeFactory().update_cube(files[2:5], out, verbose=False)  # the new ones are added
+    assert fits.getheader(out, 1)["NAXIS2"] == 5
+
+
+def test_update_of_a_missing_cube_is_an_invalid_input_as_in_astrocut(spoc_sector, tmp_path):
+    missing = tmp_path / "missing-cube.fits"
+    for factory in (CubeFactory(), TicaCubeFactory()):
+        # astrocut raises InvalidInputError here; the engine's error is also a NotFoundError
+        with pytest.raises(InvalidInputError) as err:
+            factory.update_cube(_files(spoc_sector), missing, verbose=False)
+        assert isinstance(err.value, NotFoundError) and err.value.field == "cube_file"
+    assert not missing.exists()
 
 
 # ---------------------------------------------------------------------------------------- TICA

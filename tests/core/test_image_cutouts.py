@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from core.cutout_size import CutoutSize
-from core.errors import InvalidInputError, NoDataError, NotFoundError
+from core.errors import InputWarning, InvalidInputError, NoDataError, NotFoundError
 from core.geometry import parse_coordinates
 from core.images.cutouts import DataWarning, cut_hdulist, fits_cut
 
@@ -163,6 +163,17 @@ def test_partial_overlap_is_nan_padded(images):
     assert not np.isnan(data[:, nan_cols.max() + 1:]).any()
 
 
+def test_size_of_three_elements_warns_and_uses_the_first_two(tmp_path, images):
+    with pytest.warns(InputWarning, match="Too many dimensions in cutout size, only the first two will be used"):
+        ours = fits_cut(images[:1], "150.0 2.0", [7, 4, 9], memory_only=True)
+    expected = fits_cut(images[:1], "150.0 2.0", [7, 4], memory_only=True)
+    np.testing.assert_array_equal(ours[0][1].data, expected[0][1].data)
+    assert ours[0][1].data.shape == (4, 7)
+    with pytest.warns(InputWarning):
+        path = fits_cut(images[:1], "150.0 2.0", [7, 4, 9] * u.pix, output_dir=tmp_path)
+    assert path.endswith("_7.0pix-x-4.0pix_astrocut.fits")
+
+
 def test_one_image_off_is_skipped_all_off_is_nodata(tmp_path, images):
     far = tmp_path / "far.fits"
     write_image(far, n_ext=1, crpix=(500, 500))
@@ -247,7 +258,7 @@ def test_reads_only_the_needed_rows_and_columns(tmp_path):
     "kwargs,field",
     [
         ({"cutout_size": 0}, "cutout_size"),
-        ({"cutout_size": [1, 2, 3]}, "cutout_size"),
+        ({"cutout_size": []}, "cutout_size"),
         ({"cutout_size": 5 * u.kg}, "cutout_size"),
         ({"cutout_size": "big"}, "cutout_size"),
         ({"coordinates": "not a place"}, "coordinates"),

@@ -12,6 +12,8 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
 from astropy.wcs import WCS
 from astropy.wcs.utils import fit_wcs_from_points
 
@@ -19,7 +21,14 @@ from core.cubes import cache as cube_cache
 from core.cubes import cube as cube_mod
 from core.cubes.cache import open_cube
 from core.cutout_size import CutoutSize
-from core.errors import CorruptFileError, InvalidInputError, NoDataError, NotFoundError, TooLargeError
+from core.errors import (
+    CorruptFileError,
+    InputWarning,
+    InvalidInputError,
+    NoDataError,
+    NotFoundError,
+    TooLargeError,
+)
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from core.tpf import cut as tpf_mod
 from core.tpf import layout as tpf_layout
@@ -402,6 +411,91 @@ def test_file_output_is_renamed_into_place(spoc_cube, tmp_path, monkeypatch):
     assert named.endswith("/mine.fits") and os.path.exists(named)
 
 
+def _astrocut_name(cube, size, out, **kwargs):
+    import astrocut
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return os.path.basename(astrocut.cube_cut(cube, CENTRE, size, output_path=out, **kwargs))
+
+
+@pytest.mark.parametrize("size", [[5, 3], 5, [5, 7] * u.pix, [3, 5] * u.arcmin, [1 * u.arcsec, 5 * u.arcsec], 4.0])
+def test_module_cube_cut_and_legacy_filenames(spoc_cube, tmp_path, size):
+    from core import cube_cut
+
+    out = tmp_path / "ours"
+    # this package's default: the TESScut name (astrocut's legacy_filenames=True)
+    default = cube_cut(spoc_cube, CENTRE, size, output_path=out)
+    assert os.path.basename(default) == _astrocut_name(spoc_cube, size, tmp_path / "a", legacy_filenames=True)
+    assert default == CutoutFactory().cube_cut(spoc_cube, CENTRE, size, output_path=out)
+    # legacy_filenames=False: astrocut 1.4.0's default name (7 decimals, the size as given)
+    for new in (cube_cut(spoc_cube, CENTRE, size, output_path=out, legacy_filenames=False),
+                CutoutFactory().cube_cut(spoc_cube, CENTRE, size, output_path=out, legacy_filenames=False)):
+        assert os.path.basename(new) == _astrocut_name(spoc_cube, size, tmp_path / "a", legacy_filenames=False)
+        with fits.open(new) as a, fits.open(default) as b:
+            np.testing.assert_array_equal(a[1].data["FLUX"], b[1].data["FLUX"])
+    hdul = cube_cut(spoc_cube, CENTRE, size, memory_only=True, legacy_filenames=False)
+    assert isinstance(hdul, fits.HDUList) and hdul[1].data["FLUX"].shape[0] == 10
+
+
+def test_module_cube_cut_names(spoc_cube, tmp_path):
+    from core import cube_cut
+
+    path = cube_cut(spoc_cube, CENTRE, [5, 3], output_path=tmp_path, legacy_filenames=False)
+    assert os.path.basename(path) == f"tess-s0038-2-2_{DEMO_RA:.7f}_{DEMO_DEC:.7f}_5-x-3_astrocut.fits"
+    path = cube_cut(spoc_cube, CENTRE, [5, 7] * u.pix, output_path=tmp_path, legacy_filenames=False)
+    assert path.endswith("_5.0pix-x-7.0pix_astrocut.fits")
+    path = cube_cut(spoc_cube, CENTRE, [5, 3], output_path=tmp_path)
+    assert os.path.basename(path) == f"tess-s0038-2-2_{DEMO_RA:.6f}_{DEMO_DEC:.6f}_5x3_astrocut.fits"
+    # astrocut 1.4.0's positional order: target_pixel_file fourth
+    assert cube_cut(spoc_cube, CENTRE, 5, "mine.fits", tmp_path).endswith("/mine.fits")
+
+
+@pytest.mark.parametrize("size, used", [([5, 3, 9], [5, 3]), ([5, 3, 9, 1] * u.pix, [5, 3] * u.pix),
+                                        (np.array([4, 6, 2]), [4, 6])])
+def test_sizes_of_three_or_more_elements_warn_and_use_the_first_two(spoc_cube, tmp_path, size, used):
+    from core import cube_cut
+
+    with pytest.warns(InputWarning, match="Too many dimensions in cutout size, only the first two will be used"):
+        ours = CutoutFactory().cube_cut(spoc_cube, CENTRE, size, memory_only=True)
+    expected = CutoutFactory().cube_cut(spoc_cube, CENTRE, used, memory_only=True)
+    np.testing.assert_array_equal(ours[1].data["FLUX"], expected[1].data["FLUX"])
+    with pytest.warns(InputWarning):
+        path = cube_cut(spoc_cube, CENTRE, size, output_path=tmp_path, legacy_filenames=False)
+    assert path == cube_cut(spoc_cube, CENTRE, used, output_path=tmp_path, legacy_filenames=False)
+
+
+def test_cube_wcs_carries_the_image_size(spoc_cube, astrocut_spoc_cube):
+    from astrocut import CutoutFactory as AstrocutFactory
+
+    from core.moving_target import center_on_path, path_to_footprints
+
+    factory = CutoutFactory()
+    tpf = factory.cube_cut(spoc_cube, CENTRE, 15, memory_only=True)
+    theirs = AstrocutFactory()
+    _quiet_call(theirs.cube_cut, astrocut_spoc_cube, CENTRE, 5, memory_only=True)
+    assert factory.cube_wcs.pixel_shape == theirs.cube_wcs.pixel_shape == (64, 64)
+    assert open_cube(spoc_cube).wcs.pixel_shape == (64, 64)
+    # what astrocut's moving-target helpers need of it
+    path = SkyCoord([DEMO_RA, DEMO_RA + 0.01], [DEMO_DEC, DEMO_DEC], unit="deg")
+    footprints = path_to_footprints(path, [5, 5], factory.cube_wcs)
+    assert footprints and footprints[0]["size"][0] >= 5
+    times = tpf[1].data["TIME"]
+    track = Table({"time": Time(times[[0, -1]] + 2457000, format="jd"),
+                   "position": SkyCoord([DEMO_RA] * 2, [DEMO_DEC] * 2, unit="deg")})
+    moving = center_on_path(track, 5, [tpf], img_wcs=factory.cube_wcs, verbose=False, memory_only=True)
+    assert moving[2].data.shape == (64, 64)  # the FFI-sized aperture img_wcs allows
+    # a copy: editing it leaves the cube's cached WCS alone
+    factory.cube_wcs.wcs.crval = [0, 0]
+    assert open_cube(spoc_cube).wcs.wcs.crval[0] != 0
+
+
+def _quiet_call(func, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return func(*args, **kwargs)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -412,7 +506,7 @@ def test_position_off_the_ccd(spoc_cube):
         assert err.value.field == "coordinates"
 
 
-@pytest.mark.parametrize("size", [0, -3, [5, 0], "big", [1, 2, 3]])
+@pytest.mark.parametrize("size", [0, -3, [5, 0], "big", []])
 def test_bad_sizes(spoc_cube, size):
     with pytest.raises(InvalidInputError) as err:
         CutoutFactory().cube_cut(spoc_cube, CENTRE, size, memory_only=True)
