@@ -11,6 +11,8 @@ Examples::
     cutout batch targets.csv --size 2 3 --units arcmin --sectors 38,39 --out tpfs \\
         --scheduler tcp://10.0.0.5:8786 --index /data/cubes/catalog.sqlite
     CUTOUT_CUBE_DIRS=/data/cubes cutout batch targets.csv --size 15 --out tpfs
+    cutout batch targets.csv --size 30 --out tpfs --cube-dir /data/cubes \\
+        --time-min 2333.25 --time-max 2334.25 --frame-bin 3
     cutout make-cubes /data/ffis --out /data/cubes --workers 2 --max-memory 8
 """
 
@@ -68,7 +70,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise NoDataError(f"no cubes found in {where}", field="cube_dir")
     report = run_batch(args.targets, size=args.size, units=args.units, sectors=args.sectors,
                        out_dir=args.out, catalog=catalog, scheduler=args.scheduler, workers=args.workers,
-                       product=args.product, memory_limit=args.memory_limit, s3=s3)
+                       product=args.product, memory_limit=args.memory_limit, s3=s3,
+                       time_min=args.time_min, time_max=args.time_max, frame_bin=args.frame_bin)
     print(f"{report.ok} written, {report.skipped} already done, {report.errors} errors; "
           f"manifest: {report.manifest}")
     return 1 if report.errors else 0
@@ -117,6 +120,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--product", choices=Product.names(), type=str.upper, default=Product.default())
     p.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
                    help=f"memory per local worker (default {DEFAULT_MEMORY_LIMIT})")
+    p.add_argument("--time-min", type=float, metavar="BTJD",
+                   help="keep frames whose mid-exposure time (BTJD = BJD - 2457000, TDB) is at least this")
+    p.add_argument("--time-max", type=float, metavar="BTJD", help="... and at most this (inclusive)")
+    p.add_argument("--frame-bin", type=_positive_int, default=1, metavar="N",
+                   help="average N frames into each cadence (a trailing partial bin is dropped; default 1)")
     p.set_defaults(func=_cmd_batch)
 
     p = subparsers.add_parser("make-cubes", help="build the cube of every sector/camera/CCD of a folder of FFIs",

@@ -9,6 +9,10 @@ Every 4xx/5xx answer of the service has the body::
 
 Handlers never map exceptions themselves: they raise ``core.errors`` types and
 :func:`install_error_handlers` registers one handler per entry of :data:`STATUS_BY_ERROR`.
+
+Under :data:`DALI_TEXT_PREFIXES` (the IVOA SODA service) the same statuses carry the error
+document IVOA DALI 1.1 and SODA 1.0 define instead: ``text/plain`` starting with the error's name
+(``UsageError: ...``; the name from :data:`DALI_NAMES`, or the exception's ``dali_name``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -34,11 +38,14 @@ from core.errors import (
     NoDataError,
     NotFoundError,
     NotSupportedError,
+    QuotaError,
     TooLargeError,
     UnavailableError,
 )
 
 __all__ = [
+    "DALI_NAMES",
+    "DALI_TEXT_PREFIXES",
     "RETRY_AFTER_S",
     "STATUS_BY_ERROR",
     "PathScrubber",
@@ -60,6 +67,7 @@ STATUS_BY_ERROR: dict[type[CutoutError], int] = {
     MissingInputError: 404,  # also an InvalidInputError (astrocut's type): a missing file is still a 404
     NoDataError: 404,  # the TESScut routes answer 200 + {"msg"} instead, see routers/tesscut.py
     TooLargeError: 413,
+    QuotaError: 429,
     CorruptFileError: 422,
     NotSupportedError: 422,
     UnavailableError: 503,
@@ -69,6 +77,14 @@ STATUS_BY_ERROR: dict[type[CutoutError], int] = {
 #: seconds a client is told to wait after a 503
 RETRY_AFTER_S = 5
 
+#: paths whose errors are DALI text documents (``UsageError: ...``), not the JSON shape
+DALI_TEXT_PREFIXES = ("/soda/",)
+#: HTTP status -> the SODA 1.0 / DALI error name that starts the text (others: ``Error``)
+DALI_NAMES = {
+    400: "UsageError", 401: "AuthenticationError", 403: "AuthorizationError", 404: "UsageError",
+    405: "UsageError", 413: "UsageError", 503: "ServiceUnavailable", 504: "ServiceUnavailable",
+}
+
 _CODES_BY_STATUS = {
     400: "invalid_input",
     401: "unauthorized",
@@ -77,6 +93,7 @@ _CODES_BY_STATUS = {
     405: "method_not_allowed",
     413: "too_large",
     422: "corrupt_file",
+    429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
     504: "timeout",
@@ -135,12 +152,18 @@ def error_response(
     field: str | None = None,
     detail: Any = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """Build the error response (adds ``X-Request-ID`` and, for 503, ``Retry-After``)."""
+    dali_name: str | None = None,
+) -> Response:
+    """Build the error response (adds ``X-Request-ID`` and, for 503, ``Retry-After``); a DALI text
+    document under :data:`DALI_TEXT_PREFIXES` (``dali_name`` overrides the status's name)."""
     rid = request_id_of(request)
     hdrs = {"X-Request-ID": rid, **(headers or {})}
     if status == 503:
         hdrs.setdefault("Retry-After", str(RETRY_AFTER_S))
+    if request.url.path.startswith(DALI_TEXT_PREFIXES):
+        name = dali_name or DALI_NAMES.get(status, "Error")
+        where = f" ({field})" if field else ""
+        return PlainTextResponse(f"{name}: {message}{where}\n", status_code=status, headers=hdrs)
     body = error_body(
         status,
         code or _CODES_BY_STATUS.get(status, "error"),
@@ -203,13 +226,16 @@ def _scrub(request: Request, text: str) -> str:
     return scrub(text) if scrub is not None else text
 
 
-async def _cutout_error_handler(request: Request, exc: CutoutError) -> JSONResponse:
+async def _cutout_error_handler(request: Request, exc: CutoutError) -> Response:
     status = status_for(exc)
     message = truncate(_scrub(request, exc.message), 4 * ECHO_CHARS)
-    return error_response(request, status, message, code=error_code(exc), field=exc.field)
+    retry = getattr(exc, "retry_after_s", None)  # a quota: when to come back
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return error_response(request, status, message, code=error_code(exc), field=exc.field, headers=headers,
+                          dali_name=getattr(exc, "dali_name", None))
 
 
-async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_handler(request: Request, exc: RequestValidationError) -> Response:
     errors = _short(jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
     first = errors[0] if errors else {}
     field = _field_of(first.get("loc", ()))
@@ -221,12 +247,12 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
     return error_response(request, 400, message, code="invalid_input", field=field, detail=errors)
 
 
-async def _http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_handler(request: Request, exc: StarletteHTTPException) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
     return error_response(request, exc.status_code, message, headers=getattr(exc, "headers", None))
 
 
-async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     rid = request_id_of(request)
     log.error("unexpected error in %s %s (request %s)", request.method, request.url.path, rid, exc_info=exc)
     return error_response(request, 500, f"internal server error (request {rid})", code="internal_error")

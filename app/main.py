@@ -26,8 +26,9 @@ from app.catalog import CatalogService
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
+from app.jobs import JobService
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
-from app.routers import images, lightcurve, preview, system, tesscut, web, zcut
+from app.routers import images, jobs, lightcurve, preview, soda, system, tesscut, web, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
 from app.workers import WorkerPool
@@ -96,9 +97,11 @@ def create_app(
         await anyio.to_thread.run_sync(services.surveys.load)
         services.catalog.start()
         services.surveys.start()
+        app.state.jobs.start()
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(app.state.jobs.stop)
             services.surveys.stop()
             services.catalog.stop()
 
@@ -108,13 +111,16 @@ def create_app(
     app.state.services = services
     app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
                                           str(settings.work_dir)])
+    app.state.jobs = JobService(settings, lambda: services.catalog.current, s3, app.state.scrub_paths)
     install_error_handlers(app)
 
     for prefix in TESSCUT_PREFIXES:
         app.include_router(tesscut.router, prefix=prefix)
         app.include_router(images.router, prefix=prefix)
         app.include_router(lightcurve.router, prefix=prefix)
+        app.include_router(jobs.router, prefix=prefix)
     app.include_router(zcut.router)  # its routes carry astroquery's /zcut/api/v0.1 and /hapcut/api/v0.1
+    app.include_router(soda.router)  # IVOA SODA 1.0 sync, VOSI and DataLink under /soda
     app.include_router(system.router)
     app.include_router(system.router, prefix=TESSCUT_PREFIXES[0], include_in_schema=False)
     app.include_router(preview.router)

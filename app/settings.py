@@ -137,6 +137,46 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = Field(
         None, description="Proxies (e.g. the load balancer) whose X-Forwarded-For is trusted."
     )
+    # -- async jobs (UWS, run on Dask) -------------------------------------------------------------------
+    dask_scheduler: str | None = Field(
+        None, description="A running Dask scheduler's address (tcp://host:8786) for jobs; unset: a LocalCluster "
+        "of jobs_dask_workers processes is started in this service when the first job runs."
+    )
+    jobs_dask_workers: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1,
+        description="LocalCluster worker processes (one thread each) for jobs.",
+    )
+    jobs_dask_memory_limit: str = Field("2GiB", description="Memory per LocalCluster worker (Dask's size).")
+    jobs_tasks_in_flight: int = Field(
+        64, ge=1, description="Cutout tasks handed to Dask at once, all jobs together (free slots are shared "
+        "round-robin between clients, so a newcomer waits behind at most this many tasks)."
+    )
+    jobs_quantum: int = Field(8, ge=1, description="Tasks one job gets per turn of the round-robin.")
+    jobs_max_running: int = Field(4, ge=1, description="Jobs executing at once; the others wait QUEUED.")
+    jobs_max_targets: int = Field(10_000, ge=1, description="Targets (CSV rows or POS values) per job.")
+    jobs_max_active_per_client: int = Field(
+        10, ge=1, description="Jobs not yet finished (PENDING, QUEUED, EXECUTING) per client address."
+    )
+    jobs_max_active: int = Field(100, ge=1, description="Jobs not yet finished, all clients together.")
+    jobs_max_stored_per_client: int = Field(
+        200, ge=1, description="Jobs kept (finished ones included, until their destruction) per client address."
+    )
+    jobs_max_stored: int = Field(
+        10_000, ge=1, description="Jobs kept, all clients together (the runner scans them every second)."
+    )
+    jobs_max_result_bytes: int = Field(20 * GiB, ge=1, description="Result bytes (TPFs) per job.")
+    jobs_retention_s: float = Field(
+        7 * 86400.0, gt=0, description="A job and its results are destroyed this long after creation (the "
+        "default and the latest destruction time a client may ask for)."
+    )
+    jobs_max_execution_s: int = Field(
+        86400, ge=1, description="Longest executionDuration (seconds) a job may run; the default one."
+    )
+    jobs_max_wait_s: float = Field(60.0, ge=0, description="Longest blocking poll (WAIT=) of a job document.")
+    jobs_checkpoint_s: float = Field(
+        2.0, gt=0, description="A running job's progress and manifest are saved at least this often."
+    )
+    jobs_reap_s: float = Field(60.0, gt=0, description="Seconds between passes removing expired jobs.")
     # -- S3 (the engine's core.storage.s3.S3Config fields, same environment names) --------------------------
     s3_endpoint_url: str | None = None
     s3_anonymous: bool | None = Field(
@@ -150,6 +190,12 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(4, ge=1, description="attempts per S3 request (bounded retries, backoff)")
     s3_max_connections: int = Field(
         64, ge=1, description="S3 requests in flight at once, process-wide (a cut issues all its ranges at once)"
+    )
+    s3_latency_s: float = Field(
+        0.05, gt=0, description="expected seconds to an S3 ranged GET's first byte (chooses how time windows are read)"
+    )
+    s3_bandwidth_mb_s: float = Field(
+        200.0, gt=0, description="expected S3 throughput, MB/s, all connections (chooses how time windows are read)"
     )
     log_level: str = "info"
 

@@ -26,12 +26,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
 from app.budget import Ticket
-from app.planning.answers import FileAnswer, NoData, ZipAnswer, ZipMember
+from app.planning.answers import FileAnswer, FileStreamAnswer, NoData, ZipAnswer, ZipMember
 from app.planning.context import safe_name
 from app.workers import WorkerPool
 
-__all__ = ["built_when_small", "content_disposition", "file_response", "no_data", "planned", "zip_bytes",
-           "zip_chunks", "zip_response"]
+__all__ = ["built_when_small", "content_disposition", "file_chunks", "file_response", "no_data", "planned",
+           "send_file", "zip_bytes", "zip_chunks", "zip_response"]
 
 log = logging.getLogger("app.streaming")
 
@@ -183,6 +183,79 @@ def zip_response(pool: WorkerPool, members: Sequence[ZipMember], filename: str,
     return ZipStreamResponse(pool, members, filename, ticket)
 
 
+async def file_chunks(pool: WorkerPool, member: ZipMember, ticket: Ticket | None = None, *,
+                      started: threading.Event | None = None) -> AsyncIterator[bytes]:
+    """Yield the bytes of one streamed file (a :class:`ZipMember` whose maker gives pieces), each
+    piece made on ``pool``; whatever ends the response, the maker is told to stop, its generator
+    closed (removing any pixel spool) and the ``ticket`` given back, as :func:`zip_chunks` does."""
+    if started is not None:
+        started.set()
+    cancel = threading.Event()
+    inside = threading.Lock()
+    pieces: list[Any] = []
+
+    def step() -> bytes | None:
+        with inside:
+            if not pieces:
+                pieces.append(iter(member.build(cancel)))
+            piece = next(pieces[0], None)
+            return None if piece is None else bytes(piece)
+
+    try:
+        while True:
+            chunk = await pool.run(step, admitted=True)
+            if chunk is None:
+                return
+            if chunk:  # the stream's first pass yields empty pieces (checkpoints), not data
+                yield chunk
+    finally:
+        cancel.set()
+
+        def finish() -> None:
+            with inside:
+                close = getattr(pieces[0], "close", None) if pieces else None
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        log.debug("closing the file stream failed", exc_info=True)
+            if ticket is not None:
+                ticket.release()
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(finish)
+
+
+class FileStreamResponse(ZipStreamResponse):
+    """A streamed file of known size (``Content-Length`` set, so a cut-short body is seen as
+    incomplete), closed and its budget given back as :class:`ZipStreamResponse` does."""
+
+    def __init__(self, pool: WorkerPool, member: ZipMember, media_type: str, ticket: Ticket | None = None) -> None:
+        self._ticket = ticket
+        self._started = threading.Event()
+        headers = {"Content-Disposition": content_disposition(member.name)}
+        if member.nbytes:
+            headers["Content-Length"] = str(member.nbytes)
+        StreamingResponse.__init__(self, file_chunks(pool, member, ticket, started=self._started),
+                                   media_type=media_type, headers=headers)
+
+
+async def send_file(answer: FileStreamAnswer, *, pool: WorkerPool, budget: Any) -> Response:
+    """The response for a :class:`FileStreamAnswer`: admitted against the budget (the memory and
+    disk making it takes), then built whole on ``pool`` when it is made in memory, else streamed."""
+    member = answer.member
+    ticket = await budget.admit(member.memory_bytes, member.disk_bytes)
+    try:
+        if not member.streamed:
+            data = await pool.run(lambda: bytes(member.build(threading.Event())))
+            ticket.release()
+            return file_response(data, answer.media_type, member.name)
+        return FileStreamResponse(pool, member, answer.media_type, ticket)
+    except BaseException:
+        ticket.release()
+        raise
+
+
 def no_data(answer: NoData) -> JSONResponse:
     """The "no data" answer TESScut, Zcut and Hapcut clients expect: HTTP 200, ``msg``, empty
     ``results`` (and on the TESScut routes the hosted sectors)."""
@@ -202,6 +275,8 @@ async def send(answer: Any, *, pool: WorkerPool, budget: Any) -> Any:
     if isinstance(answer, FileAnswer):
         return file_response(answer.data, answer.media_type, answer.filename, inline=answer.inline,
                              headers=answer.headers)
+    if isinstance(answer, FileStreamAnswer):
+        return await send_file(answer, pool=pool, budget=budget)
     if not isinstance(answer, ZipAnswer):
         return answer
     ticket = await budget.admit(answer.memory_bytes, answer.disk_bytes)

@@ -63,6 +63,15 @@ class UnavailableError(CutoutError):
     """A backend (S3 endpoint, name resolver) cannot be reached right now; retrying may help."""
 
 
+class QuotaError(CutoutError):
+    """A per-client or server-wide quota is used up for now (too many jobs in flight); trying
+    again after ``retry_after_s`` seconds may succeed. The message names the limit."""
+
+    def __init__(self, message: str, *, retry_after_s: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
 class NotSupportedError(CutoutError):
     """The request is well formed but this server cannot do what it asks, ever (e.g. resolve an
     object name with no resolver configured): a permanent condition, not worth retrying."""
@@ -94,6 +103,7 @@ __all__ = [
     "NoDataError",
     "NotFoundError",
     "NotSupportedError",
+    "QuotaError",
     "TooLargeError",
     "UnavailableError",
 ]

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from app.params import values
+from core.cubes.frames import TimeWindow
 from core.cutout_size import PIXEL_UNITS, CutoutSize
 from core.errors import InvalidInputError
 from core.images.render import STRETCHES
@@ -46,6 +47,7 @@ __all__ = [
     "SectorsGroup",
     "SizeGroup",
     "Stretch",
+    "TimeWindowGroup",
 ]
 
 #: no pixel count a request names may exceed this, whatever the settings (they are lower)
@@ -334,3 +336,54 @@ class ImagesGroup(Group):
         """The names given, empty ones left out."""
         return [i for i in self.images if i and i.strip()]
 
+
+
+#: the most frames a cadence may bin (more than any cube holds; a cube's own count is checked later)
+MAX_FRAME_BIN = 10_000_000
+# "" (an unset form field) is read as the default, so the schema says it is allowed (as `product`'s does)
+_EMPTY_OR_NUMBER = WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "enum": [""]}, {"type": "null"}]})
+_EMPTY_OR_COUNT = WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_FRAME_BIN},
+                                            {"type": "string", "enum": [""]}]})
+
+
+def _empty_is(default: Any) -> Any:
+    return BeforeValidator(lambda v: default if isinstance(v, str) and not v.strip() else v)
+
+
+class TimeWindowGroup(Group):
+    """``time_min``, ``time_max`` and ``frame_bin``: which frames a cut keeps, held as one
+    :class:`core.cubes.frames.TimeWindow` (:attr:`time_window`). An extension over TESScut and
+    astrocut: left out (or empty), the answer is the one without them, byte for byte.
+
+    A bad value is a 400 naming its field; ``time_max`` before ``time_min`` names ``time_max``. A
+    window on no frame of a cube, and ``frame_bin`` above the window's frames, are decided per cube
+    by the engine (its errors name the same fields)."""
+
+    time_min: Annotated[float | None, _empty_is(None), _EMPTY_OR_NUMBER] = Field(
+        None, allow_inf_nan=False, description="Extension: keep frames whose mid-exposure time (BTJD = BJD - "
+                                               "2457000, TDB) is at least this; empty means none.")
+    time_max: Annotated[float | None, _empty_is(None), _EMPTY_OR_NUMBER] = Field(
+        None, allow_inf_nan=False, description="Extension: keep frames whose mid-exposure time (BTJD, TDB) is at "
+                                               "most this (inclusive); empty means none.")
+    frame_bin: Annotated[int, _empty_is(1), _EMPTY_OR_COUNT] = Field(
+        1, ge=1, le=MAX_FRAME_BIN,
+        description="Extension: average this many frames into each cadence (FLUX mean, FLUX_ERR in quadrature over "
+                    "the frames used, QUALITY OR); a trailing partial bin is dropped. Empty means 1.")
+    _window: TimeWindow = PrivateAttr()
+
+    @field_validator("time_max")
+    @classmethod
+    def _after_min(cls, value: float | None, info: Any) -> float | None:
+        low = info.data.get("time_min")
+        if value is not None and low is not None and value < low:
+            raise ValueError(f"time_max ({value!r}) is before time_min ({low!r})")
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        self._window = TimeWindow(self.time_min, self.time_max, self.frame_bin)
+
+    @property
+    def time_window(self) -> TimeWindow:
+        """The window as the engine takes it (the default: every frame, unbinned)."""
+        return self._window

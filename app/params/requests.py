@@ -27,6 +27,7 @@ from app.params.groups import (
     SectorsGroup,
     SizeGroup,
     Stretch,
+    TimeWindowGroup,
     _lower,
 )
 
@@ -60,7 +61,7 @@ class SectorParams(PositionGroup, RadiusGroup, ProductGroup):
     model_config = _examples(radius="5m")
 
 
-class AstrocutParams(PositionGroup, SizeGroup, SectorsGroup, ProductGroup):
+class AstrocutParams(PositionGroup, SizeGroup, SectorsGroup, ProductGroup, TimeWindowGroup):
     """`astrocut`: target pixel files around a position, one per sector/camera/CCD, in a zip."""
 
     model_config = _examples(x=10, y=10, units="px", sector=["38"])
@@ -83,7 +84,7 @@ class MovingTargetSectorParams(EphemerisGroup, ProductGroup):
         {"ephemeris": '{"time": [2307.0, 2312.0], "ra": [217.3, 217.5], "dec": [-62.7, -62.6]}'}]})
 
 
-class MovingTargetCutParams(EphemerisGroup, SizeGroup, SectorsGroup, ProductGroup):
+class MovingTargetCutParams(EphemerisGroup, SizeGroup, SectorsGroup, ProductGroup, TimeWindowGroup):
     """`moving_target/astrocut`: TPFs centred on a moving target's path."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
@@ -137,7 +138,7 @@ class CombineParams(ImagesGroup, SizeGroup):
 # -- light curves and the page's previews ---------------------------------------------------------
 
 
-class LightCurveParams(PositionGroup, ProductGroup, ApertureGroup):
+class LightCurveParams(PositionGroup, ProductGroup, ApertureGroup, TimeWindowGroup):
     """`lightcurve`: the simple-aperture light curve of a position on one hosted cube."""
 
     sector: int | None = Field(None, ge=1, le=100_000, examples=[38],

@@ -72,6 +72,9 @@ class LightCurveResponse(BaseModel):
     flux_unit: str
     cadences: int
     flagged: int = Field(description="Cadences with a non-zero quality flag.")
+    frame_bin: int | None = Field(None, description="Frames per cadence (only with a time window or a binning).")
+    frames: list[int] | None = Field(None, description="The cube frames used, 0-based, end exclusive (only with "
+                                                       "a time window or a binning).")
     time: list[float | None] = Field(description="Mid-exposure time, BTJD (the TPF's TIME).")
     flux: list[float | None] = Field(description="Summed flux of the aperture (float32 values).")
     flux_err: list[float | None] = Field(description="The pixels' errors added in quadrature.")

@@ -17,7 +17,8 @@ from typing import Any
 
 from core.product import Product
 
-__all__ = ["NO_COST", "Cost", "CutoutStats", "FileAnswer", "NoData", "Planner", "ZipAnswer", "ZipMember"]
+__all__ = ["NO_COST", "Cost", "CutoutStats", "FileAnswer", "FileStreamAnswer", "NoData", "Planner", "ZipAnswer",
+           "ZipMember"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,17 @@ class ZipAnswer:
         """The members' total size (0 when a size is unknown)."""
         sizes = [m.nbytes for m in self.members]
         return 0 if not sizes or 0 in sizes else sum(sizes)
+
+
+@dataclass
+class FileStreamAnswer:
+    """One file made later, as a zip member is (``member``: its size, the memory and disk making it
+    takes, its maker), sent bare with ``media_type``: built whole when small, streamed otherwise."""
+
+    member: ZipMember
+    media_type: str
+    stats: CutoutStats | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.member.name

@@ -6,8 +6,8 @@ whole TPF: memory stays about one band (``ctx.band_bytes``), and the windows are
 plain data (:class:`LightCurveResult`) or a :class:`~.answers.FileAnswer` (a frame's PNG).
 
 A sector the server does not host is a 404 naming ``sector``; a position on no hosted cube (of that
-sector) a 404 naming ``ra``: these are not TESScut routes, so the "no data is HTTP 200" rule of
-:mod:`.tesscut` does not apply.
+sector) a 404 naming ``ra``, a time window on none of its frames a 404 naming ``time_min``: these
+are not TESScut routes, so the "no data is HTTP 200" rule of :mod:`.tesscut` does not apply.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from app.planning.context import Context, api_fields
 from app.planning.preview import PREVIEW_PERCENT, preview_cost
 from app.planning.tesscut import TESSCUT_FIELDS, sector_result
 from core.catalog.snapshot import CubeRecord
+from core.cubes.frames import FrameSelection, TimeWindow
 from core.cubes.lightcurve import ApertureLightCurve
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError, TooLargeError
@@ -42,16 +43,18 @@ TIME_UNIT = "BTJD (BJD - 2457000, TDB)"
 _FRAME_LIMITS_ITEMS = 64
 
 
-def pick_cube(ctx: Context, ra: float, dec: float, sector: int | None, product: str) -> CubeRecord:
+def pick_cube(ctx: Context, ra: float, dec: float, sector: int | None, product: str,
+              window: TimeWindow | None = None) -> CubeRecord:
     """The hosted cube of ``product`` holding ICRS (ra, dec) degrees: in ``sector`` if given, else
-    the first (lowest sector) one.
+    the first (lowest sector) one whose time span the ``window`` (if given) reaches.
 
     Raises
     ------
     NotFoundError
         ``sector`` is not hosted for ``product`` (``field="sector"``).
     NoDataError
-        No hosted cube (of that sector) holds the position (``field="ra"``).
+        No hosted cube (of that sector) holds the position (``field="ra"``), or none of those
+        reaches the time window (``field="time_min"``).
     """
     catalog = ctx.catalog
     hosted = catalog.sectors(product)
@@ -63,6 +66,12 @@ def pick_cube(ctx: Context, ra: float, dec: float, sector: int | None, product: 
     if not records:
         where = f" in sector {sector}" if sector else ""
         raise NoDataError(f"RA {ra % 360.0:.6f} Dec {dec:.6f} is on no hosted {product} cube{where}", field="ra")
+    if window is not None and not window.is_default:
+        from app.planning.tesscut import in_window
+
+        records = in_window(records, window)
+        if not records:
+            raise NoDataError("the time window reaches no hosted cube holding the position", field="time_min")
     return records[0]
 
 
@@ -79,6 +88,7 @@ class LightCurveResult:
     sectors : every hosted sector/camera/CCD holding the position, as the TESScut ``sector``
         route lists them.
     flux_unit : the pixels' unit, as the TPF's FLUX column has it (SPOC e-/s, TICA e-).
+    frames : the frame selection (time window, binning), None for every frame.
     """
 
     ra: float
@@ -88,6 +98,7 @@ class LightCurveResult:
     lightcurve: ApertureLightCurve
     sectors: list[dict[str, str]] = field(default_factory=list)
     flux_unit: str = "e-/s"
+    frames: FrameSelection | None = None
 
     @property
     def stats(self) -> CutoutStats:
@@ -107,16 +118,22 @@ class LightCurveResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON answer: metadata, then one array per column (NaN as null)."""
+        """The JSON answer: metadata, then one array per column (NaN as null); with a frame
+        selection also ``frame_bin`` and ``frames`` (the cube frames used, 0-based, end exclusive)."""
         lc = self.lightcurve
-        return {
+        answer = {
             "ra": self.ra, "dec": self.dec, "product": self.product, "sectorName": self.record.sector_name,
             "sector": self.record.sector, "camera": self.record.camera, "ccd": self.record.ccd,
             "aperture": self.aperture(), "time_unit": TIME_UNIT, "flux_unit": self.flux_unit,
             "cadences": len(lc), "flagged": int(np.count_nonzero(lc.quality)),
+        }
+        if self.frames is not None:
+            answer.update(frame_bin=self.frames.frame_bin, frames=[self.frames.start, self.frames.used_stop])
+        answer.update({
             "time": _nullable(lc.time), "flux": _nullable(lc.flux), "flux_err": _nullable(lc.flux_err),
             "quality": lc.quality.tolist(), "sectors": self.sectors,
-        }
+        })
+        return answer
 
     def to_json(self) -> bytes:
         """:meth:`to_dict` as compact JSON (floats exact: a float32 value is written as the double
@@ -133,7 +150,8 @@ class LightCurveResult:
 
     def filename(self, extension: str) -> str:
         win = self.lightcurve.window
-        return (f"lightcurve_{self.record.sector_name}_{self.ra:.6f}_{self.dec:.6f}_{win.nx}x{win.ny}"
+        which = "" if self.frames is None else f"_f{self.frames.start}-{self.frames.used_stop}_bin{self.frames.frame_bin}"
+        return (f"lightcurve_{self.record.sector_name}_{self.ra:.6f}_{self.dec:.6f}_{win.nx}x{win.ny}{which}"
                 f".{extension}")
 
 
@@ -142,7 +160,8 @@ def _nullable(values: np.ndarray) -> list[float | None]:
 
 
 def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, product: str, *,
-                      aperture: int = 3, mask: str | None = None) -> LightCurveResult:
+                      aperture: int = 3, mask: str | None = None,
+                      window: TimeWindow | None = None) -> LightCurveResult:
     """The simple-aperture light curve of a target on one hosted cube (``sector``, else the first).
 
     Parameters
@@ -160,6 +179,8 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
     mask : str, optional
         Instead of ``aperture``: rows of 0/1 separated by commas (the first row the lowest cube
         row), placed as a cutout of the mask's shape is.
+    window : TimeWindow, optional
+        Only the frames in this time window, binned as it says (an extension).
 
     Raises
     ------
@@ -180,12 +201,14 @@ def lightcurve_result(ctx: Context, ra: float, dec: float, sector: int | None, p
                             "(max_cutout_side)", field="mask")
     with api_fields({**TESSCUT_FIELDS, "cutout_size": name, "cutout_size.y": name}):
         pixels = parse_mask(mask) if mask is not None else square_mask(aperture)
-        record = pick_cube(ctx, ra, dec, sector, product)
+        record = pick_cube(ctx, ra, dec, sector, product, window)
         cube = ctx.catalog.open(record)
-        lc = aperture_lightcurve(cube, ra, dec, pixels, limits=ctx.limits, band_bytes=ctx.band_bytes)
+        frames = None if window is None or window.is_default else window.resolve(cube.time)
+        lc = aperture_lightcurve(cube, ra, dec, pixels, limits=ctx.limits, band_bytes=ctx.band_bytes,
+                                 frames=frames)
         sectors = [sector_result(r) for r in ctx.catalog.containing(ra % 360.0, dec, product=product)]
     unit = Product.parse(product).flux_unit  # the TPF's TUNIT
-    return LightCurveResult(ra % 360.0, dec, product, record, lc, sectors, unit)
+    return LightCurveResult(ra % 360.0, dec, product, record, lc, sectors, unit, frames)
 
 
 def _frame_limits(cube: Any, window: Any, band_bytes: int, percent: Sequence[float]) -> tuple[float, float]:
@@ -268,7 +291,8 @@ def lightcurve_cost(ctx: Context, p: LightCurveParams) -> Cost:
 
 def plan_lightcurve(ctx: Context, p: LightCurveParams) -> FileAnswer:
     """The light curve as the route answers it: JSON, or CSV as a download."""
-    result = lightcurve_result(ctx, p.ra, p.dec, p.sector, p.product, aperture=p.aperture, mask=p.mask)
+    result = lightcurve_result(ctx, p.ra, p.dec, p.sector, p.product, aperture=p.aperture, mask=p.mask,
+                               window=p.time_window)
     if p.format == "csv":
         return FileAnswer(result.to_csv(), "text/csv; charset=utf-8", result.filename("csv"), stats=result.stats)
     return FileAnswer(result.to_json(), "application/json", None, stats=result.stats)

@@ -18,6 +18,7 @@ from app.params.requests import MovingTargetCutParams, MovingTargetSectorParams
 from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, check_pixel_size, safe_name
 from core.catalog.snapshot import CubeRecord
+from core.cubes.frames import TimeWindow
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError
 
@@ -130,21 +131,28 @@ def object_card(obj_id: str | None) -> str | None:
 
 
 def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
-                target: str | None) -> tuple[str, bytes] | None:
+                target: str | None, window: TimeWindow | None = None) -> tuple[str, bytes] | None:
     """Footprint TPFs along the path, cut in memory from one cube and read one at a time, centred
-    on the path; returns the member's name and bytes, or None when the path has no data here."""
+    on the path; returns the member's name and bytes, or None when the path (or the time window)
+    has no data here."""
     import copy
 
     from core.moving_target import center_on_path, moving_filename, path_to_footprints
     from core.tpf.cut import build_tpf, tpf_bytes
 
     cube = ctx.catalog.open(record)
+    try:
+        frames = None if window is None or window.is_default else window.resolve(cube.time)
+    except NoDataError:
+        return None
+    read = cube.nframes if frames is None else frames.ncadences * frames.frame_bin
+    rows = cube.nframes if frames is None else frames.ncadences
     nx, ny = (max(1, round(v)) for v in size.pixels(cube.pixel_scales))
-    ctx.limits.check(nx, ny, cube.nframes, field_x="x", field_y="y")
+    ctx.limits.check(nx, ny, read, field_x="x", field_y="y")
     wcs = copy.deepcopy(cube.wcs)
     wcs.pixel_shape = (cube.nx, cube.ny)
-    # each footprint TPF (all frames) stays within the in-memory size, and is made only when read
-    per_pixel = cube.nframes * 20
+    # each footprint TPF (all its cadences) stays within the in-memory size, and is made only when read
+    per_pixel = rows * 20
     max_pixels = max(nx * ny, min(FOOTPRINT_PIXELS, ctx.inline_tpf_bytes // per_pixel))
     try:
         footprints = path_to_footprints(part["position"], [nx, ny], wcs, max_pixels=max_pixels)
@@ -153,8 +161,8 @@ def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
 
     def maker(fp: dict[str, Any]) -> Any:
         fp_ny, fp_nx = fp["size"]
-        ctx.limits.check(fp_nx, fp_ny, cube.nframes, field_x="x", field_y="y")
-        return lambda: build_tpf(cube, fp["coordinates"], [fp_nx, fp_ny])
+        ctx.limits.check(fp_nx, fp_ny, read, field_x="x", field_y="y")
+        return lambda: build_tpf(cube, fp["coordinates"], [fp_nx, fp_ny], frames=frames)
 
     try:
         out = center_on_path(part, [nx, ny], [maker(fp) for fp in footprints], target=target,
@@ -167,13 +175,16 @@ def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
 
 
 def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | ZipAnswer:
-    """TPFs centred on a moving target's path, one per hosted cube it crosses, in a zip."""
-    from app.planning.tesscut import no_data
+    """TPFs centred on a moving target's path, one per hosted cube it crosses (with frames in the
+    time window, if given), in a zip."""
+    from app.planning.tesscut import in_window, no_data
 
-    obj_id, product, sectors, size = p.obj_id, p.product, p.sectors, p.size
+    obj_id, product, sectors, size, window = p.obj_id, p.product, p.sectors, p.size, p.time_window
     with api_fields(MOVING_FIELDS):
         path = _resolve(ctx, obj_id, p.obj_type, p.ephemeris)
         crossed = covering(ctx, path, product, sectors)
+        reachable = {r.uri for r in in_window([r for r, _ in crossed], window)}
+        crossed = [(r, part) for r, part in crossed if r.uri in reachable]
         if not crossed:
             return no_data(ctx, "The path crosses no hosted cube" + (" in the requested sectors." if sectors else "."),
                            product)
@@ -181,7 +192,7 @@ def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | Zip
         made: list[tuple[str, bytes]] = []
         frames = 0
         for record, part in crossed:
-            member = _moving_tpf(ctx, record, part, size, target)
+            member = _moving_tpf(ctx, record, part, size, target, window)
             if member is None:
                 continue
             frames += record.nframes

@@ -1,8 +1,13 @@
 """Planning the TESScut routes: ``sector``, ``astrocut`` and ``ffi_wcs`` (no HTTP here).
 
-"No data" (a position on no hosted cube, a sector not hosted or missing the position) is a
-:class:`~.answers.NoData`, which the TESScut routes answer with HTTP 200 and ``{"msg", "results":
-[]}``: astroquery and lightkurve check "is this a zip?" and otherwise read ``msg``.
+"No data" (a position on no hosted cube, a sector not hosted or missing the position, a time
+window on none of their frames) is a :class:`~.answers.NoData`, which the TESScut routes answer
+with HTTP 200 and ``{"msg", "results": []}``: astroquery and lightkurve check "is this a zip?" and
+otherwise read ``msg``.
+
+A time window and a frame binning (:class:`core.cubes.frames.TimeWindow`, an extension over
+TESScut, :class:`app.params.groups.TimeWindowGroup`) come as one typed value; the default window
+changes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from app.params.values import first_values
 from app.planning.answers import NO_COST, Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
 from app.planning.context import Context, api_fields, check_pixel_size
 from core.catalog.snapshot import CubeRecord
+from core.cubes.frames import TimeWindow
 from core.cutout_size import CutoutSize
 from core.errors import NoDataError, NotFoundError
 from core.product import Product
@@ -27,11 +33,14 @@ __all__ = [
     "SECTOR",
     "TESSCUT_FIELDS",
     "cutout_members",
+    "in_window",
+    "member_name",
     "no_data",
     "plan_astrocut",
     "plan_ffi_wcs",
     "plan_sector",
     "select",
+    "tpf_member",
     "zip_name",
 ]
 
@@ -78,56 +87,74 @@ def select(ctx: Context, ra: float, dec: float, product: Product, sectors: Seque
     return records
 
 
-def member_name(record: CubeRecord, ra: float, dec: float, nx: int, ny: int) -> str:
-    """The legacy TESScut member name, built from sectorName (SPOC and TICA cubes alike)."""
-    return tpf_filename(f"{record.sector_name}-cube.fits", ra, dec, nx, ny)
+def member_name(record: CubeRecord, ra: float, dec: float, nx: int, ny: int, frames: Any = None) -> str:
+    """The legacy TESScut member name, built from sectorName (SPOC and TICA cubes alike); a TPF of
+    some frames says which (:func:`core.tpf.cut.tpf_filename`)."""
+    return tpf_filename(f"{record.sector_name}-cube.fits", ra, dec, nx, ny, frames)
 
 
-def cutout_members(ctx: Context, records: Sequence[CubeRecord], ra: float, dec: float,
-                   size: CutoutSize) -> tuple[list[ZipMember], CutoutStats | None]:
+def in_window(records: Sequence[CubeRecord], window: TimeWindow | None) -> list[CubeRecord]:
+    """The records whose time span the window can reach (all of them without a window)."""
+    if window is None or window.is_default:
+        return list(records)
+    return [r for r in records if window.overlaps(float(r.tstart), float(r.tstop))]
+
+
+def cutout_members(ctx: Context, records: Sequence[CubeRecord], ra: float, dec: float, size: CutoutSize,
+                   window: TimeWindow | None = None) -> tuple[list[ZipMember], CutoutStats | None]:
     """One zip member per cube: each window placed and checked against the limits now (so a
-    limit answers 413 before anything is sent), each TPF made later, in memory or streamed."""
+    limit answers 413 before anything is sent), each TPF made later, in memory or streamed. A
+    cube whose frames miss the time ``window`` has no member."""
     members: list[ZipMember] = []
-    frames = 0
+    nframes = 0
     first: tuple[int, int] | None = None
     coordinates = f"{ra % 360.0!r} {dec!r}"
     for record in records:
         cube = ctx.catalog.open(record)
         try:
-            geo = locate(cube, coordinates, size, limits=ctx.limits)
+            frames = None if window is None or window.is_default else window.resolve(cube.time)
+            geo = locate(cube, coordinates, size, limits=ctx.limits, frames=frames)
         except NoDataError:
-            continue  # on the catalog's science pixels but not on this cube's array: cannot happen
+            continue  # no frame in the window (or off this cube's array: cannot happen)
         win = geo.window
-        nbytes = tpf_nbytes(cube, win.nx, win.ny)
-        frames += cube.nframes
+        nbytes = tpf_nbytes(cube, win.nx, win.ny, frames)
+        nframes += cube.nframes if frames is None else frames.ncadences
         first = first or (win.nx, win.ny)
-        members.append(_member(ctx, record, cube, geo, nbytes))
-    stats = CutoutStats(first[0], first[1], frames, len(members)) if first else None
+        members.append(tpf_member(ctx, record, cube, geo, nbytes, frames))
+    stats = CutoutStats(first[0], first[1], nframes, len(members)) if first else None
     return members, stats
 
 
-def _member(ctx: Context, record: CubeRecord, cube: Any, geo: Any, nbytes: int) -> ZipMember:
+def tpf_member(ctx: Context, record: CubeRecord, cube: Any, geo: Any, nbytes: int, frames: Any = None) -> ZipMember:
+    """The zip member of one located cut (of ``frames`` only, if given): made in memory when it
+    is at most ``ctx.inline_tpf_bytes``, else streamed in bounded pieces."""
     win, ins = geo.window, geo.inside
-    name = member_name(record, geo.ra, geo.dec, win.nx, win.ny)
-    pixel_bytes = ins.nx * ins.ny * cube.nframes * cube.nplanes * 4
+    name = member_name(record, geo.ra, geo.dec, win.nx, win.ny, frames)
+    read = cube.nframes if frames is None else frames.ncadences * frames.frame_bin
+    pixel_bytes = ins.nx * ins.ny * read * cube.nplanes * 4
     threads = ctx.read_threads if pixel_bytes >= _THREADED_READ_BYTES else None
     if nbytes <= ctx.inline_tpf_bytes:
         def build(cancel: Any) -> memoryview:
-            return cut_bytes(cube, geo, threads).data  # a memoryview: zipped without another copy
+            return cut_bytes(cube, geo, threads, frames).data  # a memoryview: zipped without another copy
 
         # the file, the pixel block read into it, and the zip's chunk of it
         return ZipMember(name, build, nbytes, False, memory_bytes=nbytes + pixel_bytes + (1 << 20))
     from core.tpf.stream import TpfStream
 
-    stream_probe = TpfStream(cube, geo, work_dir=ctx.work_dir, band_bytes=ctx.band_bytes, threads=threads)
+    stream_probe = TpfStream(cube, geo, work_dir=ctx.work_dir, band_bytes=ctx.band_bytes, threads=threads,
+                             frames=frames)
 
     def build_streamed(cancel: Any) -> Any:
         stream = TpfStream(cube, geo, work_dir=ctx.work_dir, band_bytes=ctx.band_bytes, threads=threads,
-                           cancel=cancel)
+                           cancel=cancel, frames=frames)
         return stream.chunks()
 
     return ZipMember(name, build_streamed, nbytes, True, memory_bytes=stream_probe.memory_bytes + (2 << 20),
                      disk_bytes=stream_probe.spool_bytes)
+
+
+def _bound(value: float | None) -> str:
+    return "open" if value is None else f"{value:.6f}"
 
 
 def zip_name(ra: float, dec: float, label: str) -> str:
@@ -135,13 +162,18 @@ def zip_name(ra: float, dec: float, label: str) -> str:
 
 
 def plan_astrocut(ctx: Context, p: AstrocutParams) -> NoData | ZipAnswer:
-    """TPFs around a position, one per hosted sector/camera/CCD containing it, as a zip."""
+    """TPFs around a position, one per hosted sector/camera/CCD containing it (and, with a time
+    window, having frames in it), as a zip."""
+    window = p.time_window
     with api_fields(TESSCUT_FIELDS):
         selected = select(ctx, p.ra, p.dec, p.product, p.sectors)
         if isinstance(selected, NoData):
             return selected
-        members, stats = cutout_members(ctx, selected, p.ra, p.dec, p.size)
+        members, stats = cutout_members(ctx, in_window(selected, window), p.ra, p.dec, p.size, window)
     if not members:
+        if not window.is_default:
+            return no_data(ctx, f"The time window [{_bound(window.time_min)}, {_bound(window.time_max)}] (BTJD) "
+                                "holds no frame of the hosted cubes with this position.", p.product)
         return no_data(ctx, "The cutout has no data on any hosted cube.", p.product)
     return ZipAnswer(zip_name(p.ra, p.dec, p.size_label), members, stats)
 

@@ -8,6 +8,7 @@
   const fields = {
     ra: $("ra"), dec: $("dec"), x: $("size-x"), y: $("size-y"),
     product: $("product"), sector: $("sector"), stretch: $("stretch"), invert: $("invert"),
+    timeMin: $("time-min"), timeMax: $("time-max"), frameBin: $("frame-bin"),
   };
   const preview = $("preview");
   const lightcurveView = window.lightcurveView;  // static/lightcurve.js, loaded first
@@ -43,7 +44,14 @@
       x: Math.round(num(fields.x)), y: Math.round(num(fields.y)),
       product: fields.product.value, sector: fields.sector.value,
       stretch: fields.stretch.value, invert: fields.invert.checked,
+      time_min: fields.timeMin.value.trim(), time_max: fields.timeMax.value.trim(),
+      frame_bin: fields.frameBin.value.trim() === "1" ? "" : fields.frameBin.value.trim(),
     };
+  }
+
+  function frameParams(v) {
+    // The time window and binning (extensions over TESScut), only when set.
+    return { time_min: v.time_min, time_max: v.time_max, frame_bin: v.frame_bin };
   }
 
   function valid(v) {
@@ -62,7 +70,7 @@
   }
 
   function cutoutParams(v, withSector) {
-    const p = { ra: v.ra, dec: v.dec, x: v.x, y: v.y, units: "px" };
+    const p = { ra: v.ra, dec: v.dec, x: v.x, y: v.y, units: "px", ...frameParams(v) };
     if (withSector && v.sector) p.sector = v.sector;
     if (v.product !== "SPOC") p.product = v.product;
     return p;
@@ -88,6 +96,9 @@
     lines.push(`manifest = Tesscut.download_cutouts(coordinates=coord, size=[${v.y}, ${v.x}]${sector})`);
     if (v.product !== "SPOC") {
       lines.push(`# astroquery >= 0.4.11 asks only for SPOC; for ${v.product} use the curl command.`);
+    }
+    if (v.time_min || v.time_max || v.frame_bin) {
+      lines.push("# astroquery cannot send the time window or the binning: use the curl command for them.");
     }
     return lines.join("\n");
   }
@@ -203,6 +214,7 @@
   fields.product.addEventListener("change", loadSectors);
   for (const el of [fields.x, fields.y]) el.addEventListener("input", () => later(showPreview));
   for (const el of [fields.sector, fields.stretch, fields.invert]) el.addEventListener("change", showPreview);
+  for (const el of [fields.timeMin, fields.timeMax, fields.frameBin]) el.addEventListener("input", () => later(showPreview));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); loadSectors(); });
 
   for (const button of document.querySelectorAll("button.copy")) {

@@ -245,7 +245,8 @@ window.lightcurveView = (function () {
 
   function curveParams() {
     return { ra: target.ra, dec: target.dec, sector: target.sector,
-             product: target.product !== "SPOC" ? target.product : "", mask: maskText() };
+             product: target.product !== "SPOC" ? target.product : "", mask: maskText(),
+             time_min: target.time_min, time_max: target.time_max, frame_bin: target.frame_bin };
   }
 
   function postCurve(key) {
@@ -351,10 +352,15 @@ window.lightcurveView = (function () {
 
   // -- the frames -----------------------------------------------------------------------------
 
+  function cubeFrame(i) {
+    // A cadence's first frame of the cube (a time window or a binning starts and steps elsewhere).
+    return curve && curve.frames ? curve.frames[0] + i * curve.frame_bin : i;
+  }
+
   function frameUrl(i) {
     return absolute("preview/frames.png?" + query({
       ra: target.ra, dec: target.dec, x: target.x, y: target.y, sector: target.sector, product: target.product,
-      stretch: target.stretch, invert: target.invert ? "true" : "", frame: i,
+      stretch: target.stretch, invert: target.invert ? "true" : "", frame: cubeFrame(i),
     }));
   }
 

@@ -22,7 +22,10 @@ between cuts. Departures, on purpose:
    :class:`~core.errors.NoDataError` (astrocut's ``InvalidQueryError``); an empty input list is
    an :class:`~core.errors.InvalidInputError` (astrocut reports "no data");
 5. keyword-only additions: ``product`` ("SPOC" or "TICA", astrocut 0.11.1's TICA cubes; the cube's
-   own layout decides how it is read) and ``s3`` (a :class:`core.storage.s3.S3Config`);
+   own layout decides how it is read), ``s3`` (a :class:`core.storage.s3.S3Config`), and
+   ``time_min``/``time_max``/``frame_bin`` (a time window in BTJD and a frame binning,
+   :mod:`core.cubes.frames`; a cube whose frames miss the window is skipped as one off the
+   position is);
 6. TPFs in memory are parsed lazily, and an instance's arrays are made on first access;
 7. files and zips are written under a temporary name and renamed when complete; zip members are
    written one at a time.
@@ -47,6 +50,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from core.astrocut_api.fits_cutout import cutout_parameters, default_zip_name, input_list, write_zip, zip_path
 from core.cubes.cache import open_cube
 from core.cubes.cube import Cube
+from core.cubes.frames import TimeWindow
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
 from core.geometry import Window
 from core.images.cutouts import DataWarning, cutout_filename
@@ -117,6 +121,12 @@ class TessCubeCutout:
         Our addition (astrocut 0.11.1's parameter): the kind of cube.
     s3 : core.storage.s3.S3Config, optional
         Our addition: how to reach ``s3://`` cubes.
+    time_min, time_max : float, optional
+        Our addition: keep the frames whose mid-exposure time (BTJD, TDB) lies in this inclusive
+        window (either end open).
+    frame_bin : int
+        Our addition: average this many frames into each cadence (a trailing partial bin is
+        dropped).
 
     Attributes
     ----------
@@ -151,6 +161,9 @@ class TessCubeCutout:
         *,
         product: str = "SPOC",
         s3: Any = None,
+        time_min: float | None = None,
+        time_max: float | None = None,
+        frame_bin: int = 1,
     ) -> None:
         self._input_files = input_list(input_files)
         (self._coordinates, self._cutout_size, self._fill_value,
@@ -159,6 +172,7 @@ class TessCubeCutout:
         self._product = check_product(product)
         self._verbose = verbose
         self._s3 = s3
+        self._window = TimeWindow(time_min, time_max, frame_bin)
         self.cutouts_by_file: dict[Any, TessCubeCutout.CubeCutoutInstance] = {}
         self.tpf_cutouts_by_file: dict[Any, fits.HDUList] = {}
         self.cutout()
@@ -284,9 +298,11 @@ class TessCubeCutout:
     def _cut_round(self, uri: str, threads: int) -> tuple[fits.HDUList, Window, Callable[[], WCS]]:
         """astrocut's default rounding: exactly the engine's ``cube_cut``."""
         factory = CutoutFactory()
+        w = self._window
         tpf = factory.cube_cut(
             uri, self._coordinates, self._cutout_size, product=self._product, memory_only=True,
-            threads=threads, verbose=self._verbose, s3=self._s3,
+            threads=threads, verbose=self._verbose, s3=self._s3, time_min=w.time_min, time_max=w.time_max,
+            frame_bin=w.frame_bin,
         )  # fmt: skip
         (x0, x1), (y0, y1) = factory.cutout_lims
         return tpf, Window(int(x0), int(x1), int(y0), int(y1)), lambda: factory.cutout_wcs
@@ -295,8 +311,9 @@ class TessCubeCutout:
         """``ceil``/``floor`` rounding: the engine locates and cuts; only the window's limits are
         rounded here (the engine places windows with astrocut's default, ``round``)."""
         cube = open_cube(uri, s3=self._s3)
-        geo = locate(cube, self._coordinates, self._cutout_size, rounding=self._limit_rounding_method)
-        result = cut_bytes(cube, geo, threads=threads)
+        frames = None if self._window.is_default else self._window.resolve(cube.time)
+        geo = locate(cube, self._coordinates, self._cutout_size, rounding=self._limit_rounding_method, frames=frames)
+        result = cut_bytes(cube, geo, threads=threads, frames=frames)
         fit = result.fit
         return TpfHDUList.from_bytes(result.data), geo.window, lambda: fit.wcs
 

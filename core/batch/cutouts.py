@@ -29,6 +29,11 @@ manifest lists the pairs it did not reach as errors, which a rerun then cuts.
 Progress is a tqdm bar when stderr is a terminal, log lines (logger ``core.batch.cutouts``) every
 ``log_every`` tasks and at the end otherwise, driven by :func:`distributed.as_completed`.
 
+A time window and a frame binning (``time_min``, ``time_max``, ``frame_bin``;
+:mod:`core.cubes.frames`) apply to every cut; a cube whose frames miss the window is an ``error``
+row saying so. The window is part of what the manifest's ``size`` column records (so a rerun with
+another window cuts again) and of the file names (:func:`core.tpf.cut.tpf_filename`).
+
 Follows TESScut's batch habit of one TPF per (target, sector/camera/CCD) and its legacy file
 names (:func:`core.tpf.cut.tpf_filename`); astrocut has no batch runner.
 """
@@ -50,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.catalog.snapshot import Catalog
+from core.cubes.frames import TimeWindow
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.storage.atomic import atomic_output
 from core.storage.s3 import S3Config
@@ -61,7 +67,9 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "MANIFEST_COLUMNS",
     "WORKER_SATURATION",
+    "BatchPlan",
     "BatchReport",
+    "BatchTask",
     "ManifestRow",
     "ProgressDisplay",
     "StatusCounts",
@@ -71,7 +79,9 @@ __all__ = [
     "cutout_size_arg",
     "dask_client",
     "describe_error",
+    "plan_batch",
     "read_targets",
+    "record_result",
     "run_batch",
     "target_dir_name",
     "task_result",
@@ -270,8 +280,13 @@ def cutout_size_arg(size: Sequence[float], units: str) -> Any:
     return [float(size[0]), float(size[1])] * {"arcsec": u.arcsec, "arcmin": u.arcmin, "deg": u.deg}[units]
 
 
-def _size_text(size: Sequence[float], units: str) -> str:
-    return f"{size[0]:g}x{size[1]:g} {units}"
+def _size_text(size: Sequence[float], units: str, window: TimeWindow | None = None) -> str:
+    text = f"{size[0]:g}x{size[1]:g} {units}"
+    if window is None or window.is_default:
+        return text
+    lo = "" if window.time_min is None else f"{window.time_min!r}"
+    hi = "" if window.time_max is None else f"{window.time_max!r}"
+    return f"{text} BTJD {lo}..{hi} bin {window.frame_bin}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,8 +315,14 @@ def _remove_stale_parts(path: str) -> None:
 
 
 def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: str, product: str,
-               target_dir: str, s3: Mapping[str, Any] | S3Config | None = None) -> dict[str, Any]:
+               target_dir: str, s3: Mapping[str, Any] | S3Config | None = None,
+               window: Sequence[Any] | None = None, limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Cut one target out of one cube into ``target_dir`` (the Dask task of :func:`run_batch`).
+
+    ``window`` is ``(time_min, time_max, frame_bin)`` (:class:`core.cubes.frames.TimeWindow`), None
+    for every frame. ``limits`` (``max_side``, ``max_volume``, ``max_bytes``: :class:`core.cutout_size.Limits`'s
+    fields) bound the window; a window beyond them is an ``error`` result naming the limit.
+    Default: the engine's own (:meth:`core.cutout_size.Limits.engine_default`).
 
     The exact output name and size are computed first (the window :func:`core.tpf.cut.locate`
     places, :func:`core.tpf.cut.tpf_filename`, the byte size of that window's TPF for this cube); a
@@ -317,25 +338,31 @@ def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: st
         the batch.
     """
     from core.cubes.cache import open_cube
+    from core.cutout_size import Limits
     from core.tpf.cut import CutoutFactory, locate, tpf_filename, tpf_nbytes
 
     try:
         config = _s3_config(s3)
+        bounds = Limits.engine_default() if limits is None else Limits(**dict(limits))
         cutout_size = cutout_size_arg(size, units)
         coordinates = f"{float(ra)!r} {float(dec)!r}"  # the exact floats: RA_OBJ/DEC_OBJ as given
         cube = open_cube(uri, s3=config)
-        win = locate(cube, coordinates, cutout_size).window
-        path = os.path.join(target_dir, tpf_filename(cube.uri, ra, dec, win.nx, win.ny))
+        wanted = TimeWindow(*window) if window is not None else TimeWindow()
+        frames = None if wanted.is_default else wanted.resolve(cube.time)
+        win = locate(cube, coordinates, cutout_size, limits=bounds, frames=frames).window
+        path = os.path.join(target_dir, tpf_filename(cube.uri, ra, dec, win.nx, win.ny, frames))
         # the TPF of a window is the cube's layout for that shape, byte for byte (core.tpf.cut)
-        expected = tpf_nbytes(cube, win.nx, win.ny)
+        expected = tpf_nbytes(cube, win.nx, win.ny, frames)
         try:
             if os.stat(path).st_size == expected:
                 return {"status": "skipped", "path": path, "bytes": expected}
         except FileNotFoundError:
             pass
         _remove_stale_parts(path)
-        written = CutoutFactory().cube_cut(uri, coordinates, cutout_size, product=product,
-                                           output_path=target_dir, s3=config)
+        written = CutoutFactory(limits=bounds).cube_cut(uri, coordinates, cutout_size, product=product,
+                                                        output_path=target_dir, s3=config,
+                                                        time_min=wanted.time_min, time_max=wanted.time_max,
+                                                        frame_bin=wanted.frame_bin)
         return {"status": "ok", "path": os.fspath(written), "bytes": os.path.getsize(written)}
     except Exception as exc:  # noqa: BLE001 - reported in the manifest, the batch goes on
         return {"status": "error", "error": describe_error(exc)}
@@ -638,23 +665,57 @@ class BatchReport(StatusCounts):
 
 
 @dataclass
-class _Task:
-    """One cutout to run, and the manifest rows waiting for it (duplicates share a task)."""
+class BatchTask:
+    """One cutout to run, and the manifest rows waiting for it (duplicates share a task).
+
+    ``args`` are :func:`cut_target`'s positional arguments (plain values, for a Dask task)."""
 
     args: tuple
     label: str
     rows: list[ManifestRow]
 
 
+@dataclass
+class BatchPlan:
+    """What :func:`plan_batch` decided: every manifest row, and the tasks still to run.
+
+    Attributes
+    ----------
+    rows : list of ManifestRow
+        One per (target, cube), plus one per bad or uncovered target, in table order; rows done
+        by a previous run (``skipped``) and error rows already have their status.
+    tasks : list of BatchTask
+        The cutouts still to make, each with the rows it finishes.
+    targets : int
+        Rows of the target table.
+    bad : int
+        Target rows that could not be read (each an error row).
+    manifest : str
+        Where the manifest goes (and where the previous run's was read).
+    out_dir : str
+        The output root (absolute).
+    """
+
+    rows: list[ManifestRow]
+    tasks: list[BatchTask]
+    targets: int
+    bad: int
+    manifest: str
+    out_dir: str
+
+
 def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], units: str,
-          sectors: set[int] | None, product: str, out_dir: str, s3: dict | None, previous: dict
-          ) -> tuple[list[ManifestRow], list[_Task]]:
+          sectors: set[int] | None, product: str, out_dir: str, s3: dict | None, previous: dict,
+          limits: dict | None = None, window: TimeWindow | None = None
+          ) -> tuple[list[ManifestRow], list[BatchTask]]:
     """Manifest rows for every (target, cube) and the tasks still to run."""
     from core.tpf.cut import tpf_filename
 
     rows: list[ManifestRow] = []
-    tasks: dict[tuple, _Task] = {}
-    size_text = _size_text(size, units)
+    tasks: dict[tuple, BatchTask] = {}
+    size_text = _size_text(size, units, window)
+    window_args = None if window is None or window.is_default else (window.time_min, window.time_max,
+                                                                      window.frame_bin)
     for t in targets:
         if t.error:
             rows.append(ManifestRow(t.index, t.name, t.raw_ra, t.raw_dec, t.sector, size=size_text,
@@ -673,6 +734,11 @@ def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], un
                                               sectors=None if wanted is None else sorted(wanted)))
             if not records:
                 raise NoDataError("no hosted cube contains the position", field="coordinates")
+            if window is not None and not window.is_default:
+                records = [r for r in records if window.overlaps(float(r.tstart), float(r.tstop))]
+                if not records:
+                    raise NoDataError("no hosted cube containing the position has frames in the time window",
+                                      field="time_min")
         except CutoutError as exc:
             rows.append(ManifestRow(**base, sector=t.sector, status="error", error=describe_error(exc)))
             continue
@@ -691,8 +757,8 @@ def _plan(targets: list[Target], catalog: Catalog, size: tuple[float, float], un
             task = tasks.get(key)
             if task is None:
                 label = f"cutout-{getattr(rec, 'sector_name', '') or rec.sector}-{t.index}"
-                args = (row.cube, t.ra, t.dec, size, units, product, tdir, s3)
-                task = tasks[key] = _Task(args, label, [])
+                args = (row.cube, t.ra, t.dec, size, units, product, tdir, s3, window_args, limits)
+                task = tasks[key] = BatchTask(args, label, [])
             task.rows.append(row)
     return rows, list(tasks.values())
 
@@ -704,6 +770,66 @@ def task_result(future: Any) -> dict[str, Any]:
         return future.result()
     except Exception as exc:  # noqa: BLE001 - a worker died, the task was cancelled...
         return {"status": "error", "error": f"the task failed on the cluster: {describe_error(exc)}"}
+
+
+def plan_batch(
+    targets: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]],
+    *,
+    size: float | Sequence[float],
+    units: str = "px",
+    sectors: Iterable[int] | None = None,
+    out_dir: str | os.PathLike,
+    catalog: Catalog,
+    product: str = "SPOC",
+    s3: S3Config | Mapping[str, Any] | None = None,
+    manifest: str | os.PathLike | None = None,
+    limits: Mapping[str, Any] | None = None,
+    time_min: float | None = None,
+    time_max: float | None = None,
+    frame_bin: int = 1,
+) -> BatchPlan:
+    """Read the target table and decide every manifest row and the cutouts still to make.
+
+    What :func:`run_batch` does before it reaches a cluster, for callers that run the tasks
+    themselves (the service's job runner). A previous run's manifest at ``manifest`` (default
+    ``out_dir/manifest.csv``) marks its finished, still whole outputs ``skipped`` (no task).
+    ``limits`` (:class:`core.cutout_size.Limits`' fields) and the time window are handed to every
+    task. Parameters are :func:`run_batch`'s.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad ``size``, ``units``, ``product``, ``sectors`` or ``limits``, or a target CSV without
+        ``ra``/``dec`` columns.
+    NotFoundError
+        The target CSV does not exist.
+    """
+    from core.product import Product
+
+    size_xy, units = _size_values(size, units)
+    window = TimeWindow(time_min, time_max, frame_bin)
+    product = Product.parse(product).value
+    try:
+        wanted = None if sectors is None else {int(s) for s in sectors}
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"sectors must be sector numbers, got {sectors!r}", field="sectors") from None
+    if limits is not None:
+        from core.cutout_size import Limits
+
+        try:
+            limits = dataclasses.asdict(Limits(**dict(limits)))
+        except TypeError as exc:
+            raise InvalidInputError(f"limits: {exc}", field="limits") from None
+    out = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out, exist_ok=True)
+    manifest_path = os.path.abspath(os.fspath(manifest)) if manifest is not None else os.path.join(
+        out, "manifest.csv")
+    config = dataclasses.asdict(s3) if isinstance(s3, S3Config) else (dict(s3) if s3 is not None else None)
+    table = read_targets(targets)
+    rows, tasks = _plan(table, catalog, size_xy, units, wanted, product, out, config,
+                        _previous_outputs(manifest_path), limits, window)
+    return BatchPlan(rows=rows, tasks=tasks, targets=len(table), bad=sum(1 for t in table if t.error),
+                     manifest=manifest_path, out_dir=out)
 
 
 def run_batch(
@@ -723,6 +849,9 @@ def run_batch(
     manifest: str | os.PathLike | None = None,
     log_every: int = 100,
     checkpoint_s: float = 10.0,
+    time_min: float | None = None,
+    time_max: float | None = None,
+    frame_bin: int = 1,
 ) -> BatchReport:
     """Cut a target pixel file for every target on every cube that contains it, on Dask.
 
@@ -764,6 +893,10 @@ def run_batch(
     checkpoint_s : float
         Rewrite the manifest at most this often while tasks finish (0: after every batch of
         results that arrives).
+    time_min, time_max : float, optional
+        Keep the frames whose mid-exposure time (BTJD, TDB) lies in this inclusive window.
+    frame_bin : int
+        Average this many frames into each cadence (a trailing partial bin is dropped).
 
     Returns
     -------
@@ -781,30 +914,18 @@ def run_batch(
         LocalCluster is shut down; on an outside cluster, tasks already running finish there).
     """
     t0 = time.monotonic()
-    size_xy, units = _size_values(size, units)
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
-    product = product.upper()
-    try:
-        wanted = None if sectors is None else {int(s) for s in sectors}
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"sectors must be sector numbers, got {sectors!r}", field="sectors") from None
+    _size_values(size, units)  # every option is checked before any work
     workers, memory_limit = check_cluster_options(scheduler, workers, memory_limit)
-    ProgressDisplay(0, label="cutouts", progress=progress)  # checks progress before any work
-    out = os.path.abspath(os.fspath(out_dir))
-    os.makedirs(out, exist_ok=True)
-    manifest_path = os.path.abspath(os.fspath(manifest)) if manifest is not None else os.path.join(
-        out, "manifest.csv")
-    config = dataclasses.asdict(s3) if isinstance(s3, S3Config) else (dict(s3) if s3 is not None else None)
-
-    table = read_targets(targets)
-    rows, tasks = _plan(table, catalog, size_xy, units, wanted, product, out, config,
-                        _previous_outputs(manifest_path))
+    ProgressDisplay(0, label="cutouts", progress=progress)
+    TimeWindow(time_min, time_max, frame_bin)  # checked before any work
+    plan = plan_batch(targets, size=size, units=units, sectors=sectors, out_dir=out_dir, catalog=catalog,
+                      product=product, s3=s3, manifest=manifest, time_min=time_min, time_max=time_max,
+                      frame_bin=frame_bin)
+    rows, tasks, out, manifest_path = plan.rows, plan.tasks, plan.out_dir, plan.manifest
     report = BatchReport(manifest=manifest_path, rows=rows, tasks=len(tasks))
     report.timings["plan"] = time.monotonic() - t0
-    bad = sum(1 for t in table if t.error)
     logger.info("batch: %d targets (%d bad rows), %d rows: %d done before, %d errors, %d to cut",
-                len(table), bad, len(rows), report.skipped, report.errors, len(tasks))
+                plan.targets, plan.bad, len(rows), report.skipped, report.errors, len(tasks))
     write_manifest(manifest_path, [r for r in rows if r.status])
     if not tasks:
         report.timings["total"] = time.monotonic() - t0
@@ -835,9 +956,9 @@ def run_batch(
     return report
 
 
-def _record(task: _Task, result: Any, out_dir: str) -> str:
+def record_result(task: BatchTask, result: Any, out_dir: str) -> str:
     """Write a task's result (a result dict, or the exception the task failed with on the
-    cluster) into its manifest rows; return the status."""
+    cluster) into its manifest rows (``file`` relative to ``out_dir``); return the status."""
     if isinstance(result, BaseException) or not isinstance(result, dict):
         what = describe_error(result) if isinstance(result, BaseException) else repr(result)
         result = {"status": "error", "error": f"the task failed on the cluster: {what}"}
@@ -852,7 +973,7 @@ def _record(task: _Task, result: Any, out_dir: str) -> str:
     return status
 
 
-def _run(client: Client, tasks: list[_Task], display: ProgressDisplay, out_dir: str, manifest_path: str,
+def _run(client: Client, tasks: list[BatchTask], display: ProgressDisplay, out_dir: str, manifest_path: str,
          rows: list[ManifestRow], checkpoint_s: float) -> None:
     """Submit the tasks in chunks (at most :data:`MAX_IN_FLIGHT` unfinished at a time) and record
     each result as it arrives; rewrite the manifest every ``checkpoint_s`` seconds. On any
@@ -864,7 +985,7 @@ def _run(client: Client, tasks: list[_Task], display: ProgressDisplay, out_dir: 
     from distributed import as_completed
 
     run = uuid.uuid4().hex[:8]  # keys unique per run: a rerun never reuses an old run's result
-    inflight: dict[str, tuple[Any, _Task]] = {}  # key -> (future, task)
+    inflight: dict[str, tuple[Any, BatchTask]] = {}  # key -> (future, task)
     done = as_completed(with_results=True, raise_errors=False)
     chunk = max(1, min(SUBMIT_CHUNK, MAX_IN_FLIGHT))
     submitted = 0
@@ -885,7 +1006,7 @@ def _run(client: Client, tasks: list[_Task], display: ProgressDisplay, out_dir: 
             submit_chunk()
         for batch in done.batches():
             for future, result in batch:
-                status = _record(inflight.pop(future.key)[1], result, out_dir)
+                status = record_result(inflight.pop(future.key)[1], result, out_dir)
                 display.update(status)
             while submitted < len(tasks) and len(inflight) + chunk <= MAX_IN_FLIGHT:
                 submit_chunk()

@@ -50,10 +50,12 @@ class FrameColumns:
     quality: np.ndarray  # >i4
     cadence: np.ndarray  # >i4
     ffi_file: np.ndarray  # S38
+    start: np.ndarray | None = None  # >f8, the frame's TSTART (TICA STARTTJD), BTJD
+    stop: np.ndarray | None = None  # >f8, the frame's TSTOP (TICA ENDTJD), BTJD
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.time, self.timecorr, self.quality, self.cadence, self.ffi_file)
+        arrays = (self.time, self.timecorr, self.quality, self.cadence, self.ffi_file, self.start, self.stop)
         return sum(a.nbytes for a in arrays if a is not None)
 
 
@@ -352,11 +354,13 @@ class Cube(_Lazy):
             timecorr = None
             cadence = (np.asarray(values["CADENCE"], dtype=">i4") if "CADENCE" in values
                        else np.zeros(self.nframes, dtype=">i4"))
-        time = ((np.asarray(start, dtype=float) + np.asarray(stop, dtype=float)) / 2).astype(">f8")
+        start, stop = np.asarray(start, dtype=float), np.asarray(stop, dtype=float)
+        time = ((start + stop) / 2).astype(">f8")
         quality = np.asarray(qual).astype(">i4")
         names_ = np.asarray(values["FFI_FILE"])
         ffi = np.char.encode(names_.astype(str), "ascii") if names_.dtype.kind == "U" else names_
-        return FrameColumns(time, timecorr, quality, cadence, ffi.astype("S38"))
+        return FrameColumns(time, timecorr, quality, cadence, ffi.astype("S38"), start.astype(">f8"),
+                            stop.astype(">f8"))
 
     @property
     def table(self) -> fits.FITS_rec:
@@ -426,15 +430,21 @@ class Cube(_Lazy):
         row = self.nx * per_px
         return [(base + y * row, n) for y in range(y0, y1)]
 
-    def read_block_be(self, y0: int, y1: int, x0: int, x1: int, threads: int | None = None) -> np.ndarray:
+    def read_block_be(self, y0: int, y1: int, x0: int, x1: int, threads: int | None = None,
+                      frames: tuple[int, int] | None = None) -> np.ndarray:
         """Like :meth:`read_block` but big-endian as stored (no byte swap; cheapest).
 
         ``threads``: local rows read at once (default one: from the page cache a second thread
         rarely helps). A remote cube always has every row's range in flight at once, through its
         backend's shared, bounded pool: one round trip per cut, not one per row.
+
+        ``frames``: only frames ``f0:f1`` (shape ``(y, x, f1 - f0, planes)``). Each pixel's frames
+        are contiguous, so that is one range per pixel; see :meth:`_read_window`.
         """
         if not (0 <= y0 < y1 <= self.ny and 0 <= x0 < x1 <= self.nx):
             raise ValueError(f"block [{y0}:{y1}, {x0}:{x1}] is outside the {self.ny}x{self.nx} cube")
+        if frames is not None and tuple(frames) != (0, self.nframes):
+            return self._read_window(y0, y1, x0, x1, int(frames[0]), int(frames[1]), threads)
         out = np.empty((y1 - y0, x1 - x0, self.nframes, self.nplanes), dtype=">f4")
         if (threads is None or threads <= 1) and getattr(self.source, "path", None) is not None:
             # Local file: preadv straight into the output, one call per row (no copies).
@@ -451,6 +461,60 @@ class Cube(_Lazy):
             if len(part) != n:
                 raise CorruptFileError(f"{self.uri}: short read from the cube data", field="cube_file")
             flat[i * n : (i + 1) * n] = part
+        return out
+
+    def window_plan(self, y0: int, y1: int, x0: int, x1: int, f0: int, f1: int) -> str:
+        """How :meth:`read_block_be` reads frames ``f0:f1`` of a block: ``"pixels"`` (one range per
+        pixel) or ``"rows"`` (one range per cutout row, from the first pixel's frame ``f0`` to the
+        last pixel's frame ``f1``: more bytes, fewer requests), whichever the source's cost model
+        (:meth:`~core.storage.sources.ByteSource.read_cost`) says is cheaper. Local files always
+        read the pixels' ranges (a ``preadv`` costs about a microsecond)."""
+        if getattr(self.source, "path", None) is not None:
+            return "pixels"
+        per_px = self.nframes * self.nplanes * 4
+        n = (f1 - f0) * self.nplanes * 4
+        ny, nx = y1 - y0, x1 - x0
+        gap = per_px - n
+        merged = self.source.merged_count(nx, n, gap)  # the pixels of one row, after coalescing
+        pixels = self.source.read_cost(ny * merged, ny * (nx * n + (nx - merged) * gap))
+        rows = self.source.read_cost(ny, ny * ((nx - 1) * per_px + n))
+        return "rows" if rows < pixels else "pixels"
+
+    def _read_window(self, y0: int, y1: int, x0: int, x1: int, f0: int, f1: int,
+                     threads: int | None) -> np.ndarray:
+        """Frames ``f0:f1`` of rows ``y0:y1``, columns ``x0:x1``: ``preadv`` of each pixel's range
+        straight into the output from a local file; otherwise the source's concurrent range reads
+        of each pixel's range, or of each row's span (:meth:`window_plan`)."""
+        if not 0 <= f0 < f1 <= self.nframes:
+            raise ValueError(f"frames [{f0}:{f1}] are outside the cube's {self.nframes} frames")
+        P = self.nplanes
+        per_px = self.nframes * P * 4
+        row = self.nx * per_px
+        n = (f1 - f0) * P * 4
+        nx = x1 - x0
+        out = np.empty((y1 - y0, nx, f1 - f0, P), dtype=">f4")
+        first = self.data_offset + x0 * per_px + f0 * P * 4
+        if getattr(self.source, "path", None) is not None:
+            for i, y in enumerate(range(y0, y1)):  # one preadv per pixel, no copies
+                self.source.read_rows_into(first + y * row, per_px, nx, out[i])
+            return out
+        flat = memoryview(out).cast("B")
+        if self.window_plan(y0, y1, x0, x1, f0, f1) == "rows":
+            span = (nx - 1) * per_px + n
+            parts = self.source.read_ranges([(first + y * row, span) for y in range(y0, y1)])
+            for i, part in enumerate(parts):
+                if len(part) != span:
+                    raise CorruptFileError(f"{self.uri}: short read from the cube data", field="cube_file")
+                view = memoryview(part)
+                for j in range(nx):
+                    k = i * nx + j
+                    flat[k * n : (k + 1) * n] = view[j * per_px : j * per_px + n]
+            return out
+        ranges = [(first + y * row + j * per_px, n) for y in range(y0, y1) for j in range(nx)]
+        for k, part in enumerate(self.source.read_ranges(ranges)):
+            if len(part) != n:
+                raise CorruptFileError(f"{self.uri}: short read from the cube data", field="cube_file")
+            flat[k * n : (k + 1) * n] = part
         return out
 
     def read_block(self, y0: int, y1: int, x0: int, x1: int, threads: int | None = None) -> np.ndarray:

@@ -13,6 +13,10 @@ so that numpy adds the pixels in the same order; ``sqrt(nansum(err**2))`` for th
 where every aperture pixel is NaN; the cadence's quality flags unchanged. One departure:
 lightkurve also gives NaN where *every pixel of the TPF* is exactly zero; here that is decided on
 the aperture's pixels (the rest of the window is not read).
+
+A frame selection (:mod:`core.cubes.frames`: a time window, a binning) reads only the window's
+frames of each aperture pixel, and bins each pixel's frames exactly as the binned TPF's FLUX and
+FLUX_ERR are binned before the same sums: the light curve is lightkurve's SAP of the binned TPF.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.cubes.cube import Cube
+from core.cubes.frames import FrameSelection, bin_pixels, cadence_columns
 from core.cutout_size import CutoutSize, Limits
 from core.errors import InvalidInputError
 from core.geometry import Window
@@ -176,7 +181,7 @@ def _quadrature(e: np.ndarray) -> np.ndarray:
 
 
 def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 1024 * 1024,
-        threads: int | None = None) -> ApertureLightCurve:
+        threads: int | None = None, frames: FrameSelection | None = None) -> ApertureLightCurve:
     """Simple-aperture photometry of ``mask`` placed on ``window`` (see the module docstring).
 
     Parameters
@@ -191,6 +196,8 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
         About how much memory a chunk of frames may take (at least one frame is read at a time).
     threads : int, optional
         Reads in flight at once (default: the cube source's).
+    frames : FrameSelection, optional
+        Only these frames, binned as it says (default: every frame).
 
     Returns
     -------
@@ -200,21 +207,26 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
     if mask.shape != (window.ny, window.nx):
         raise InvalidInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels but its window "
                                 f"{window.nx}x{window.ny}", field="mask")
-    nframes, nplanes = cube.nframes, cube.nplanes
-    time = np.asarray(cube.time, dtype=np.float64)
-    quality = np.asarray(cube.quality, dtype=np.int32)
-    flux = np.full(nframes, np.nan, dtype=np.float32)
+    nplanes = cube.nplanes
+    sel = frames if frames is not None else FrameSelection.all(cube.nframes)
+    cols = cadence_columns(cube.frames, sel)
+    ncad, k = sel.ncadences, sel.frame_bin
+    time = np.asarray(cols.time, dtype=np.float64)
+    quality = np.asarray(cols.quality, dtype=np.int32)
+    flux = np.full(ncad, np.nan, dtype=np.float32)
     # the TPF's FLUX_ERR is the error plane, or zeros for TICA cubes (astrocut 0.11.1), which have none
     with_err = cube.product == "SPOC" and nplanes > 1
-    flux_err = np.full(nframes, np.nan if with_err else 0.0, dtype=np.float32)
+    flux_err = np.full(ncad, np.nan if with_err else 0.0, dtype=np.float32)
     fy, fx, on = _pixels(cube, window, mask)
     npix, n_on = int(fy.size), int(on.sum())
-    if n_on and nframes:
+    if n_on and ncad:
         runs = _runs(fy[on], fx[on])
         columns = np.flatnonzero(on)
-        for t0, t1 in _chunks(nframes, band_bytes // max(1, npix * _CHUNK_BYTES_PER_PIXEL_FRAME)):
-            block = np.empty((n_on, t1 - t0, nplanes), dtype=">f4")
-            _read_chunk(cube, runs, t0, t1, block, threads)
+        for t0, t1 in _chunks(ncad, band_bytes // max(1, npix * k * _CHUNK_BYTES_PER_PIXEL_FRAME)):
+            f0, f1 = sel.frame_range(t0, t1)
+            block = np.empty((n_on, f1 - f0, nplanes), dtype=">f4")
+            _read_chunk(cube, runs, f0, f1, block, threads)
+            block = bin_pixels(block, k)  # (pixels, cadences t0:t1, planes)
             # pixel-major (pixels, frames), read as its (frames, pixels) transpose: the memory
             # layout of lightkurve's flux[:, mask], so numpy adds the pixels in the same order
             f = np.full((npix, t1 - t0), np.nan, dtype=np.float32)
@@ -232,10 +244,12 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
 
 
 def aperture_lightcurve(cube: Cube, ra: float, dec: float, mask: np.ndarray, *, limits: Limits | None = None,
-                        band_bytes: int = 32 * 1024 * 1024, threads: int | None = None) -> ApertureLightCurve:
+                        band_bytes: int = 32 * 1024 * 1024, threads: int | None = None,
+                        frames: FrameSelection | None = None) -> ApertureLightCurve:
     """SAP of ``mask`` centred on ICRS (ra, dec) degrees: the mask covers the window that
     :func:`core.tpf.cut.locate` places for a cutout of the mask's shape (astrocut's rounding), so
     ``square_mask(k)`` is the TPF that ``x=k`` would cut, and a mask of a TPF's shape is that TPF.
+    ``frames`` (a time window, a binning) as the same TPF would hold them.
 
     Raises
     ------
@@ -248,5 +262,5 @@ def aperture_lightcurve(cube: Cube, ra: float, dec: float, mask: np.ndarray, *, 
 
     mask = np.asarray(mask, dtype=bool)
     ny, nx = mask.shape
-    geo = locate(cube, f"{ra % 360.0!r} {dec!r}", CutoutSize(nx, ny), limits=limits)
-    return sap(cube, geo.window, mask, band_bytes=band_bytes, threads=threads)
+    geo = locate(cube, f"{ra % 360.0!r} {dec!r}", CutoutSize(nx, ny), limits=limits, frames=frames)
+    return sap(cube, geo.window, mask, band_bytes=band_bytes, threads=threads, frames=frames)

@@ -115,6 +115,10 @@ class S3Config:
     max_connections : int
         Connections of the shared client's pool, and requests in flight at once for the whole
         process (a cut issues all its byte ranges at once, up to this many).
+    latency_s, bandwidth_mb_s : float
+        The store's expected time to the first byte of a ranged GET and its throughput (MB/s,
+        all connections together): the cost model that chooses between reading a time window's
+        per-pixel ranges and whole cutout rows (:meth:`core.storage.sources.S3Source.read_cost`).
     """
 
     endpoint_url: str | None = None
@@ -126,6 +130,8 @@ class S3Config:
     read_timeout_s: float = 30.0
     max_attempts: int = 4
     max_connections: int = 64
+    latency_s: float = 0.05
+    bandwidth_mb_s: float = 200.0
 
     @classmethod
     def from_env(cls) -> S3Config:
@@ -141,6 +147,8 @@ class S3Config:
             read_timeout_s=_env_number("read_timeout_s", float, defaults.read_timeout_s),
             max_attempts=_env_number("max_attempts", int, defaults.max_attempts),
             max_connections=_env_number("max_connections", int, defaults.max_connections),
+            latency_s=_env_number("latency_s", float, defaults.latency_s),
+            bandwidth_mb_s=_env_number("bandwidth_mb_s", float, defaults.bandwidth_mb_s),
         )
 
     def is_anonymous(self) -> bool:

@@ -47,6 +47,10 @@ LOCAL_MAX_MERGED = 64 * MiB
 S3_MAX_MERGED = 16 * MiB
 #: threads of the shared pool that runs concurrent local reads (page-cache copies: a few suffice)
 LOCAL_IO_THREADS = 8
+#: seconds of this process's work per S3 GET (boto3 signing, HTTP, parsing; GIL-bound): 900 GETs of
+#: a 12,000-frame cube's window took 2.33 s where 15 waves of 50 ms round trips explain 0.75 s
+#: (``bench/bench_timewindow.py``, 2 cores)
+S3_REQUEST_CPU_S = 0.0018
 
 
 class ReadStats:
@@ -242,6 +246,22 @@ class ByteSource(abc.ABC):
             for g in groups:
                 run(g)
         return out
+
+    def merged_count(self, count: int, length: int, gap: int) -> int:
+        """How many reads ``count`` ranges of ``length`` bytes, each ``gap`` bytes after the
+        previous one, become when :meth:`read_ranges` coalesces them with this source's defaults."""
+        if count <= 0:
+            return 0
+        if gap > self.default_coalesce_gap:
+            return count
+        per_read = max(1, (self.max_merged + gap) // (length + gap))
+        return -(-count // per_read)
+
+    def read_cost(self, requests: int, nbytes: int) -> float:
+        """Expected seconds to read ``nbytes`` in ``requests`` ranges through :meth:`read_ranges`
+        (a model for choosing between read plans, not a promise): here a local file's, a
+        microsecond a call plus copies at 4 GB/s."""
+        return requests * 1e-6 + nbytes / 4e9
 
     def _pool(self) -> ThreadPoolExecutor:
         return _io_pool("local", LOCAL_IO_THREADS)
@@ -446,6 +466,16 @@ class S3Source(ByteSource):
     def default_threads(self) -> int:  # type: ignore[override]
         """Every range at once, up to the configuration's connection pool."""
         return max(1, int(self.config.max_connections))
+
+    def read_cost(self, requests: int, nbytes: int) -> float:
+        """Expected seconds to read ``nbytes`` in ``requests`` ranged GETs, all in flight at once up
+        to ``max_connections``: a round trip (``latency_s``) per wave of requests, this process's
+        own work per request (:data:`S3_REQUEST_CPU_S`) and the transfer at ``bandwidth_mb_s`` (see
+        :class:`~core.storage.s3.S3Config`)."""
+        cfg = self.config
+        waves = -(-max(0, requests) // max(1, int(cfg.max_connections)))
+        return (waves * float(cfg.latency_s) + requests * S3_REQUEST_CPU_S
+                + nbytes / (float(cfg.bandwidth_mb_s) * 1e6))
 
     def _pool(self) -> ThreadPoolExecutor:
         return _io_pool(("s3", self.config.key()), self.config.max_connections)

@@ -15,7 +15,10 @@ Departs from it where it is defective:
 6. CREATOR/PROCVER name this package, not astrocut;
 7. a big TPF is written (or streamed, by the service) in bounded pieces (:mod:`core.tpf.stream`),
    not assembled whole in memory;
-8. RA outside [-180, 360] degrees and non-finite positions are refused, not wrapped.
+8. RA outside [-180, 360] degrees and non-finite positions are refused, not wrapped;
+9. an addition: a time window and a frame binning (``time_min``, ``time_max``, ``frame_bin``;
+   :mod:`core.cubes.frames`) cut some frames only, reading only those frames' bytes; without them
+   the bytes are those of a cut of every frame.
 
 Why it is fast: the FITS bytes are assembled directly (:mod:`core.tpf.layout`), and everything
 that does not depend on the cut's position is prepared once per cube and cutout shape
@@ -41,6 +44,7 @@ from astropy.io import fits
 
 from core.cubes.cache import open_cube
 from core.cubes.cube import Cube
+from core.cubes.frames import FrameSelection, TimeWindow
 from core.cutout_size import CutoutSize, Limits
 from core.errors import InvalidInputError, NoDataError
 from core.fitsio._astropy_io import header_modified, lazy_hdulist
@@ -93,9 +97,10 @@ def _radec(coordinates: Any) -> tuple[float, float]:
     return float(coord.ra.deg), float(coord.dec.deg)
 
 
-def tpf_nbytes(cube: Cube, nx: int, ny: int) -> int:
-    """The exact size of an ``nx`` x ``ny`` TPF of ``cube`` (its layout, cached per shape)."""
-    return layout(cube, nx, ny).nbytes
+def tpf_nbytes(cube: Cube, nx: int, ny: int, frames: FrameSelection | None = None) -> int:
+    """The exact size of an ``nx`` x ``ny`` TPF of ``cube`` holding ``frames`` (default every
+    frame; its layout, cached per shape)."""
+    return layout(cube, nx, ny, frames).nbytes
 
 
 def estimate_tpf_bytes(nx: int, ny: int, nframes: int) -> int:
@@ -119,13 +124,15 @@ def locate(
     max_side: int | None = None,
     max_volume: int | None = None,
     rounding: str = "round",
+    frames: FrameSelection | None = None,
 ) -> CutoutGeometry:
     """Validate a request against ``cube`` and place its window (astrocut's rounding).
 
     ``cutout_size`` is a :class:`~core.cutout_size.CutoutSize` or anything
     :meth:`CutoutSize.parse` reads. ``limits`` (or the older ``max_side``/``max_volume``) are
     checked against the window itself, after rounding; ``rounding`` is astrocut's
-    ``limit_rounding_method`` ("round", "ceil" or "floor").
+    ``limit_rounding_method`` ("round", "ceil" or "floor"). With ``frames`` (a time window or a
+    binning) the volume limit counts the frames read, the size limit the TPF's cadences.
 
     Raises
     ------
@@ -155,7 +162,9 @@ def locate(
     if limits is None and (max_side is not None or max_volume is not None):
         limits = Limits(max_side=max_side, max_volume=max_volume)
     if limits is not None:
-        limits.check(win.nx, win.ny, cube.nframes, bytes_needed=estimate_tpf_bytes(win.nx, win.ny, cube.nframes))
+        read = cube.nframes if frames is None else frames.ncadences * frames.frame_bin
+        rows = cube.nframes if frames is None else frames.ncadences
+        limits.check(win.nx, win.ny, read, bytes_needed=estimate_tpf_bytes(win.nx, win.ny, rows))
     inside = win.clip(cube.nx, cube.ny)
     if inside.empty:  # a floor/ceil window may lie just beside a centre on the edge pixel
         raise NoDataError("the cutout window does not overlap the cube", field="coordinates")
@@ -172,16 +181,18 @@ class CutResult:
     timings: dict[str, float]
 
 
-def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int | None = None) -> CutResult:
+def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int | None = None,
+              frames: FrameSelection | None = None) -> CutResult:
     """Assemble the TPF for a located cut as FITS bytes, whole in memory (the fast path).
 
     The file is one buffer: a copy of the cutout shape's cached prototype (small cutouts) or its
     cached header blocks and constant columns written afresh; then the per-cut header values are
     written into their fixed 20-byte fields and the pixels transposed in place from the cube.
+    ``frames`` (a time window, a binning) keeps only those frames' cadences.
     """
     t0 = time.perf_counter()
     win = geo.window
-    lay = layout(cube, win.nx, win.ny)
+    lay = layout(cube, win.nx, win.ny, frames)
     fit, values = cached_fit(cube, win, lay)
     t1 = time.perf_counter()
     proto = prototype(cube, lay)
@@ -234,11 +245,12 @@ class TpfHDUList(fits.HDUList):
         return (TpfHDUList.from_bytes, (tpf_bytes(self),))
 
 
-def build_tpf(cube: Cube, coord: Any, size: Any, threads: int | None = None) -> fits.HDUList:
+def build_tpf(cube: Cube, coord: Any, size: Any, threads: int | None = None,
+              frames: FrameSelection | None = None) -> fits.HDUList:
     """The TPF of a ``size`` cutout centred on ``coord`` as an HDUList, read lazily from its bytes;
     :func:`tpf_bytes` returns those bytes untouched when the HDUList was not modified."""
-    geo = locate(cube, coord, size)
-    return TpfHDUList.from_bytes(cut_bytes(cube, geo, threads).data)
+    geo = locate(cube, coord, size, frames=frames)
+    return TpfHDUList.from_bytes(cut_bytes(cube, geo, threads, frames).data)
 
 
 def tpf_bytes(hdul: fits.HDUList) -> bytes:
@@ -268,13 +280,18 @@ def _modified(hdul: fits.HDUList) -> bool:
 _STEM_RE = re.compile(r"-cube$")
 
 
-def tpf_filename(cube_uri: str, ra: float, dec: float, nx: int, ny: int) -> str:
+def tpf_filename(cube_uri: str, ra: float, dec: float, nx: int, ny: int,
+                 frames: FrameSelection | None = None) -> str:
     """The legacy TESScut file name: ``{stem}_{ra:.6f}_{dec:.6f}_{nx}x{ny}_astrocut.fits``.
 
     The stem is the cube's file name without ``.fits`` and without a trailing ``-cube`` suffix
-    (astrocut's ``rstrip('-cube')`` strips characters instead).
+    (astrocut's ``rstrip('-cube')`` strips characters instead). A TPF of some frames only (a time
+    window, a binning) says which before the suffix, ``..._{nx}x{ny}_f{first}-{end}_bin{k}_astrocut.fits``
+    (0-based cube frames ``first:end``, ``k`` frames a cadence), so that it is never taken for
+    the whole sector's TPF of that name.
     """
-    return f"{_stem(cube_uri)}_{float(ra):.6f}_{float(dec):.6f}_{int(nx)}x{int(ny)}_astrocut.fits"
+    which = "" if frames is None or frames.is_full else f"_f{frames.start}-{frames.used_stop}_bin{frames.frame_bin}"
+    return f"{_stem(cube_uri)}_{float(ra):.6f}_{float(dec):.6f}_{int(nx)}x{int(ny)}{which}_astrocut.fits"
 
 
 def _stem(cube_uri: str) -> str:
@@ -293,20 +310,21 @@ def astrocut_filename(cube_uri: str, ra: float, dec: float, cutout_size: Any) ->
 
 
 def write_tpf(cube: Cube, geo: CutoutGeometry, path: str | os.PathLike, *, threads: int | None = None,
-              work_dir: str | os.PathLike | None = None, field: str = "output_path") -> tuple[str, Any]:
-    """Write the TPF of a located cut to ``path`` atomically, with bounded memory for big ones
-    (:data:`INLINE_TPF_BYTES`); returns the path and the cut's WCS fit."""
+              work_dir: str | os.PathLike | None = None, field: str = "output_path",
+              frames: FrameSelection | None = None) -> tuple[str, Any]:
+    """Write the TPF of a located cut (of ``frames`` only, if given) to ``path`` atomically, with
+    bounded memory for big ones (:data:`INLINE_TPF_BYTES`); returns the path and the cut's WCS fit."""
     win = geo.window
-    lay = layout(cube, win.nx, win.ny)
+    lay = layout(cube, win.nx, win.ny, frames)
     if lay.nbytes <= INLINE_TPF_BYTES:
-        result = cut_bytes(cube, geo, threads)
+        result = cut_bytes(cube, geo, threads, frames)
         with atomic_output(path, field=field) as tmp, open(tmp, "wb") as fh:
             fh.write(result.data)
         return os.fspath(path), result.fit
     from core.tpf.stream import TpfStream
 
     stream = TpfStream(cube, geo, work_dir=work_dir or os.path.dirname(os.path.abspath(os.fspath(path))),
-                       threads=threads)
+                       threads=threads, frames=frames)
     with atomic_output(path, field=field) as tmp, open(tmp, "wb") as fh:
         fh.writelines(stream.chunks())
     return os.fspath(path), stream.fit
@@ -382,6 +400,10 @@ class CutoutFactory:
         verbose: bool = False,
         s3: Any = None,
         legacy_filenames: bool = True,
+        *,
+        time_min: float | None = None,
+        time_max: float | None = None,
+        frame_bin: int = 1,
     ) -> str | fits.HDUList:
         """Cut a target pixel file of ``cutout_size`` around ``coordinates`` from ``cube_file``.
 
@@ -403,14 +425,21 @@ class CutoutFactory:
         given, units included: ``5.0pix-x-7.0pix``). astrocut 1.4.0's default is ``False``; this
         package keeps the TESScut name, the one its service and lightkurve's cache use.
 
+        Additions (keyword-only; not in astrocut or TESScut): ``time_min``/``time_max`` keep the
+        frames whose mid-exposure time (BTJD, TDB) lies in that inclusive window, reading only
+        their bytes; ``frame_bin`` averages that many frames into each cadence (a trailing partial
+        bin is dropped; see :mod:`core.cubes.frames`). Left at their defaults, the TPF is byte
+        for byte the one without them; so is a window holding every frame.
+
         Raises
         ------
         NotFoundError, CorruptFileError
             The cube is missing, not a cube, or truncated.
         InvalidInputError
-            Bad cube path, coordinates, size or product.
+            Bad cube path, coordinates, size, product, ``time_min``/``time_max`` (not finite,
+            ``time_min > time_max``) or ``frame_bin`` (below 1, above the window's frames).
         NoDataError
-            The position is not on the cube's pixels.
+            The position is not on the cube's pixels, or no frame lies in the time window.
         TooLargeError
             The cutout exceeds the factory's limits.
         UnavailableError
@@ -429,16 +458,18 @@ class CutoutFactory:
             raise InvalidInputError(
                 f"threads must be an integer or 'auto', got {threads!r}", field="threads"
             ) from None
+        window = TimeWindow(time_min, time_max, frame_bin)
         cube = open_cube(cube_file, s3=s3)
         t_open = time.perf_counter()
-        geo = locate(cube, coordinates, cutout_size, limits=self.limits)
+        frames = None if window.is_default else window.resolve(cube.time)
+        geo = locate(cube, coordinates, cutout_size, limits=self.limits, frames=frames)
         win = geo.window
         self._cube, self._cube_wcs = cube, None
         self._geo = geo
         if memory_only:
-            if layout(cube, win.nx, win.ny).nbytes > INLINE_TPF_BYTES and verbose:
+            if layout(cube, win.nx, win.ny, frames).nbytes > INLINE_TPF_BYTES and verbose:
                 print(f"Building a {win.nx}x{win.ny} TPF of {cube.nframes} frames in memory", flush=True)
-            result = cut_bytes(cube, geo, threads=threads)
+            result = cut_bytes(cube, geo, threads=threads, frames=frames)
             self._fit = result.fit
             if verbose:
                 self._report(cube, geo, result.fit, t_open - t_start)
@@ -447,12 +478,12 @@ class CutoutFactory:
         if target_pixel_file:
             name = target_pixel_file
         elif legacy_filenames:
-            name = tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny)
+            name = tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny, frames)
         else:
             name = astrocut_filename(cube.uri, geo.ra, geo.dec, cutout_size)
         out_dir = Path(output_path)
         t_write = time.perf_counter()
-        path, self._fit = write_tpf(cube, geo, out_dir / name, threads=threads)
+        path, self._fit = write_tpf(cube, geo, out_dir / name, threads=threads, frames=frames)
         if verbose:
             self._report(cube, geo, self._fit, t_open - t_start)
             print(f"Target pixel file: {path}", flush=True)
@@ -493,13 +524,16 @@ def cube_cut(
     *,
     product: str = "SPOC",
     s3: Any = None,
+    time_min: float | None = None,
+    time_max: float | None = None,
+    frame_bin: int = 1,
 ) -> str | fits.HDUList:
     """astrocut 1.4.0's module-level ``cube_cut``: :meth:`CutoutFactory.cube_cut` with astrocut
-    1.4.0's parameter order (``product`` and ``s3`` keyword-only). The default file name is the
-    TESScut form (``legacy_filenames=True``; astrocut's default is ``False``), as
-    :meth:`CutoutFactory.cube_cut` explains."""
+    1.4.0's parameter order (``product``, ``s3`` and this engine's time window keyword-only). The
+    default file name is the TESScut form (``legacy_filenames=True``; astrocut's default is
+    ``False``), as :meth:`CutoutFactory.cube_cut` explains."""
     return CutoutFactory().cube_cut(
         cube_file, coordinates, cutout_size, product=product, target_pixel_file=target_pixel_file,
         output_path=output_path, memory_only=memory_only, threads=threads, verbose=verbose, s3=s3,
-        legacy_filenames=legacy_filenames,
+        legacy_filenames=legacy_filenames, time_min=time_min, time_max=time_max, frame_bin=frame_bin,
     )

@@ -7,7 +7,9 @@ residuals, no stale DATASUM is copied, CREATOR/PROCVER name this package.
 
 Per cube, :func:`template` formats the card images once (the cube's primary header as astrocut
 updates it, the PIXELS extension's image keywords from the reference row, the cards the extensions
-inherit). Per cutout shape, :func:`shape_headers` lays out the three header blocks, with every
+inherit); a cut of some frames only (a time window, a binning: :mod:`core.cubes.frames`) has its
+own template, whose headers say what was done (:func:`_apply_frames`). Per cutout shape,
+:func:`shape_headers` lays out the three header blocks, with every
 per-cut value (the window's WCS fit, the requested position) at a fixed 20-byte value field: a
 "slot" that a cut overwrites without formatting a header.
 """
@@ -24,6 +26,7 @@ from astropy.time import Time
 
 import core
 from core.cubes.cube import Cube
+from core.cubes.frames import FrameSelection, cadence_columns
 from core.fitsio.cards import card, card_images, header_block
 from core.quiet import quiet
 
@@ -249,19 +252,66 @@ _APERTURE_KEYS = {
 }  # fmt: skip
 
 
-def template(cube: Cube) -> Template:
-    """The cube's card images, made once (kept in ``cube.memo``)."""
-    tpl = cube.memo.get("tpf", "template")
+#: per cube: at most this many templates of frame selections (time windows, binnings) kept
+_FRAME_TEMPLATES_PER_CUBE = 32
+
+
+def template(cube: Cube, frames: FrameSelection | None = None) -> Template:
+    """The cube's card images, made once (kept in ``cube.memo``); those of a cut of the frames
+    ``frames`` only (unless it is every frame, unbinned), kept per selection (bounded)."""
+    if frames is None or frames.is_full:
+        kind, key = "tpf", "template"
+    else:
+        kind, key = "tpf-frames-template", (frames.key, frames.time_min, frames.time_max)
+        cube.memo.limit(kind, items=_FRAME_TEMPLATES_PER_CUBE)
+    tpl = cube.memo.get(kind, key)
     if tpl is not None:
         return tpl
     # long comments are truncated to fit a card, as astrocut's headers are
     with quiet(fits.verify.VerifyWarning):
-        tpl = _make_template(cube)
-    return cube.memo.put("tpf", "template", tpl, tpl.nbytes)
+        tpl = _make_template(cube, None if kind == "tpf" else frames)
+    return cube.memo.put(kind, key, tpl, tpl.nbytes)
 
 
-def _make_template(cube: Cube) -> Template:
+def _utc_date(btjd: float, barycorr: float) -> str:
+    """The spacecraft time of a BTJD (TDB) time, ``btjd - barycorr``, as a UTC calendar date with
+    milliseconds and a ``Z``: how SPOC FFIs write DATE-OBS/DATE-END for TSTART/TSTOP."""
+    with quiet():  # ERFA's "dubious year" for dates past its leap-second table
+        t = Time(btjd - barycorr + 2457000.0, format="jd", scale="tdb").utc
+        t.precision = 3
+        return f"{t.isot}Z"
+
+
+#: keywords of the PIXELS header that are per FFI frame and so scale with the binning
+_PER_FRAME_KWDS = ("EXPOSURE", "TIMEDEL", "LIVETIME", "NUM_FRM")
+
+
+def _apply_frames(h: fits.Header, cube: Cube, frames: FrameSelection) -> None:
+    """Say in the primary header which frames were used: the window's TSTART/TSTOP (first and
+    last frame used), DATE-OBS/DATE-END, TELAPSE, and the selection (FRAMEBIN ... TWINMAX)."""
+    cols = cadence_columns(cube.frames, frames)
+    if cols.start is not None and len(cols.start):
+        tstart, tstop = float(cols.start[0]), float(cols.stop[-1])
+        corr = cube.frames.timecorr  # SPOC's BARYCORR; TICA's times are not barycentric
+        first, last = (0.0, 0.0) if corr is None else (float(corr[frames.start]), float(corr[frames.used_stop - 1]))
+        for key, value in (("TSTART", tstart), ("TSTOP", tstop), ("DATE-OBS", _utc_date(tstart, first)),
+                           ("DATE-END", _utc_date(tstop, last)), ("TELAPSE", tstop - tstart)):
+            if key in h:
+                h[key] = value
+    h["FRAMEBIN"] = (frames.frame_bin, "FFI frames averaged into each cadence")
+    h["FRAMEIDX"] = (frames.start, "0-based cube frame of the first cadence")
+    h["FRAMEUSE"] = (frames.ncadences * frames.frame_bin, "cube frames used")
+    h["FRAMEDRP"] = (frames.dropped, "frames of the window left out (partial last bin)")
+    if frames.time_min is not None:
+        h["TWINMIN"] = (frames.time_min, "[d] requested window start, BTJD (TDB)")
+    if frames.time_max is not None:
+        h["TWINMAX"] = (frames.time_max, "[d] requested window end, BTJD (TDB)")
+
+
+def _make_template(cube: Cube, frames: FrameSelection | None = None) -> Template:
     prim = _primary_template(cube)
+    if frames is not None:
+        _apply_frames(prim, cube, frames)
     primary = [img for _, img in card_images(prim)]
     keys = [k for k, _ in card_images(prim)]
     ra_idx, dec_idx = keys.index("RA_OBJ"), keys.index("DEC_OBJ")
@@ -270,7 +320,11 @@ def _make_template(cube: Cube) -> Template:
     img["EXTNAME"] = "PIXELS"
     img["INHERIT"] = True
     for key, comment in _IMG_KWDS.items():
-        img[key] = (cube.wcs_header.get(key), comment)
+        value = cube.wcs_header.get(key)
+        if frames is not None and frames.frame_bin > 1 and key in _PER_FRAME_KWDS and isinstance(
+                value, (int, float)) and not isinstance(value, bool):
+            value = value * frames.frame_bin  # a cadence is frame_bin frames
+        img[key] = (value, comment)
     img["WCS_FFI"] = (cube.wcs_header.get("FFI_FILE"), "FFI used for cutout WCS")
     img_cards = [im for _, im in card_images(img)]
 
@@ -407,9 +461,11 @@ class ShapeHeaders:
     slots: tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]
 
 
-def shape_headers(cube: Cube, tpl: Template, nx: int, ny: int, dtype: np.dtype) -> ShapeHeaders:
-    """Lay out the primary, PIXELS and APERTURE headers of an ``nx`` x ``ny`` TPF of ``cube``."""
-    T, npix = cube.nframes, nx * ny
+def shape_headers(cube: Cube, tpl: Template, nx: int, ny: int, dtype: np.dtype,
+                  nrows: int | None = None) -> ShapeHeaders:
+    """Lay out the primary, PIXELS and APERTURE headers of an ``nx`` x ``ny`` TPF of ``cube`` with
+    ``nrows`` cadences (default: every frame)."""
+    T, npix = (cube.nframes if nrows is None else nrows), nx * ny
 
     prim = _Cards()
     for i, image in enumerate(tpl.primary):

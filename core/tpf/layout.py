@@ -24,14 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.cubes.cube import Cube
+from core.cubes.frames import FrameSelection, cadence_columns, read_cadences
 from core.fitsio.cards import format_value, padded
 from core.geometry import CutoutGeometry, Window
 from core.tpf.headers import pixels_dtype, shape_headers, template
 from core.tpf.wcs_fit import LinearFit, fit_linear_wcs
 
 __all__ = [
-    "PROTO_MAX_BYTES", "Layout", "cached_fit", "fill_constants", "fill_pixels", "fill_rows", "fill_slots", "layout",
-    "prototype", "views",
+    "PROTO_MAX_BYTES", "Layout", "cached_fit", "cadences", "fill_constants", "fill_pixels", "fill_rows", "fill_slots",
+    "layout", "prototype", "views",
 ]
 
 @dataclass
@@ -43,7 +44,9 @@ class Layout:
     which value of the window's fit goes into which 20-byte value field, ``radec_index`` where
     the requested position goes (``radec_counts`` RA_OBJ and DEC_OBJ fields). ``proto`` (small
     cutouts only, kept in ``cube.memo`` under ``"tpf-proto"``) is the whole file with every byte
-    that does not depend on the position already in place.
+    that does not depend on the position already in place. ``frames`` is the frame selection the
+    file holds (a time window, a binning), None for every frame: then ``nrows`` is the cube's
+    frame count and the bytes are those of a cut without a selection.
     """
 
     nx: int
@@ -58,6 +61,7 @@ class Layout:
     radec_counts: tuple[int, int]  # how many RA_OBJ and DEC_OBJ fields
     flux_offset: int  # file offset of the first row's FLUX cell
     err_follows: bool  # FLUX_ERR directly follows FLUX in a row (always, in astrocut's layout)
+    frames: FrameSelection | None = None
 
     @property
     def nbytes(self) -> int:
@@ -82,29 +86,51 @@ _LAYOUTS_PER_CUBE = 16
 _PROTO_BYTES_PER_CUBE = 2 * 1024 * 1024
 #: per cube: at most this many cached WCS fits (cutout windows)
 _FITS_PER_CUBE = 1024
+#: per cube: at most this many frame selections' per-cadence columns
+_CADENCES_PER_CUBE = 16
 
 
 def _limit(cube: Cube) -> None:
     cube.memo.limit("tpf-layout", items=_LAYOUTS_PER_CUBE)
     cube.memo.limit("tpf-proto", nbytes=_PROTO_BYTES_PER_CUBE)
     cube.memo.limit("tpf-fit", items=_FITS_PER_CUBE)
+    cube.memo.limit("tpf-cadences", items=_CADENCES_PER_CUBE)
 
 
-def layout(cube: Cube, nx: int, ny: int) -> Layout:
-    """The cached :class:`Layout` of ``nx`` x ``ny`` cutouts of ``cube`` (built on first use)."""
-    lay = cube.memo.get("tpf-layout", (nx, ny))
+def _shape_key(nx: int, ny: int, frames: FrameSelection | None) -> tuple:
+    """A cache key of a TPF shape: the cutout's (and, for a frame selection, its frames')."""
+    if frames is None or frames.is_full:
+        return (nx, ny)
+    return (nx, ny, frames.key, frames.time_min, frames.time_max)
+
+
+def layout(cube: Cube, nx: int, ny: int, frames: FrameSelection | None = None) -> Layout:
+    """The cached :class:`Layout` of ``nx`` x ``ny`` cutouts of ``cube`` holding the frames
+    ``frames`` (default every frame; built on first use)."""
+    key = _shape_key(nx, ny, frames)
+    lay = cube.memo.get("tpf-layout", key)
     if lay is not None:
         return lay
     _limit(cube)
-    lay = _build_layout(cube, nx, ny)
-    return cube.memo.put("tpf-layout", (nx, ny), lay, lay.held_bytes)
+    lay = _build_layout(cube, nx, ny, None if len(key) == 2 else frames)
+    return cube.memo.put("tpf-layout", key, lay, lay.held_bytes)
+
+
+def cadences(cube: Cube, frames: FrameSelection | None) -> object:
+    """The per-cadence columns of ``frames`` of ``cube`` (:func:`core.cubes.frames.cadence_columns`),
+    cached per cube and selection (the cube's own per-frame columns for every frame)."""
+    if frames is None or frames.is_full:
+        return cube.frames
+    _limit(cube)
+    return cube.memo.get_or_make("tpf-cadences", frames.key, lambda: cadence_columns(cube.frames, frames),
+                                 lambda cols: cols.nbytes)
 
 
 def prototype(cube: Cube, lay: Layout) -> np.ndarray | None:
     """The read-only prefilled file of a small layout (None for big ones), cached per cube."""
     if lay.nbytes > PROTO_MAX_BYTES:
         return None
-    key = (lay.nx, lay.ny)
+    key = _shape_key(lay.nx, lay.ny, lay.frames)
     proto = cube.memo.get("tpf-proto", key)
     if proto is None:
         proto = np.empty(lay.nbytes, np.uint8)
@@ -138,11 +164,11 @@ def _field_index(offsets: list[int]) -> np.ndarray:
     return index
 
 
-def _build_layout(cube: Cube, nx: int, ny: int) -> Layout:
-    tpl = template(cube)
+def _build_layout(cube: Cube, nx: int, ny: int, frames: FrameSelection | None) -> Layout:
+    tpl = template(cube, frames)
     dtype = pixels_dtype(tpl.columns, ny, nx)
-    T, npix = cube.nframes, nx * ny
-    hdrs = shape_headers(cube, tpl, nx, ny, dtype)
+    T, npix = (cube.nframes if frames is None else frames.ncadences), nx * ny
+    hdrs = shape_headers(cube, tpl, nx, ny, dtype, T)
     headers = hdrs.blocks
     table_len, ap_len = T * dtype.itemsize, npix * 4
     sizes = [len(headers[0]), len(headers[1]), padded(table_len), len(headers[2]), padded(ap_len)]
@@ -160,7 +186,7 @@ def _build_layout(cube: Cube, nx: int, ny: int) -> Layout:
         slot_names=tuple(name for _, name in fitted), slot_index=_field_index([o for o, _ in fitted]),
         radec_index=_field_index(ra + dec), radec_counts=(len(ra), len(dec)),
         flux_offset=offsets[2] + dtype.fields["FLUX"][1],
-        err_follows=dtype.fields["FLUX_ERR"][1] == dtype.fields["FLUX"][1] + npix * 4,
+        err_follows=dtype.fields["FLUX_ERR"][1] == dtype.fields["FLUX"][1] + npix * 4, frames=frames,
     )  # fmt: skip
 
 
@@ -191,19 +217,22 @@ def fill_constants(buf: np.ndarray, lay: Layout, cube: Cube, pixels: bool, rows:
         return
     n = len(rec)
     if rec.nbytes >= _THREADED_COPY_BYTES and n > 1 and _COPY_THREADS > 1:
-        other = _pool().submit(fill_rows, rec[n // 2 : n], cube, n // 2, n, pixels)
-        fill_rows(rec[: n // 2], cube, 0, n // 2, pixels)
+        other = _pool().submit(fill_rows, rec[n // 2 : n], cube, n // 2, n, pixels, lay.frames)
+        fill_rows(rec[: n // 2], cube, 0, n // 2, pixels, lay.frames)
         other.result()
     else:
-        fill_rows(rec, cube, 0, n, pixels)
+        fill_rows(rec, cube, 0, n, pixels, lay.frames)
 
 
-def fill_rows(part: np.ndarray, cube: Cube, lo: int, hi: int, pixels: bool) -> None:
-    """The constant columns of the rows ``part`` (frames ``lo:hi``), and zero pixels with ``pixels``."""
-    part["TIME"] = cube.time[lo:hi]
+def fill_rows(part: np.ndarray, cube: Cube, lo: int, hi: int, pixels: bool,
+              frames: FrameSelection | None = None) -> None:
+    """The constant columns of the rows ``part`` (cadences ``lo:hi`` of ``frames``, default the
+    cube's frames), and zero pixels with ``pixels``."""
+    cols = cadences(cube, frames)
+    part["TIME"] = cols.time[lo:hi]
     if "TIMECORR" in part.dtype.names:
-        part["TIMECORR"] = cube.timecorr[lo:hi]
-    part["CADENCENO"] = cube.cadence[lo:hi]
+        part["TIMECORR"] = cols.timecorr[lo:hi]
+    part["CADENCENO"] = cols.cadence[lo:hi]
     # Constant pixel columns as byte fills of each row's slice (-1 as >i4 is all 0xFF bytes, 0.0 all
     # zero bytes): ~4x faster than numpy's strided field assignment on large cutouts.
     rows = part.view(np.uint8).reshape(len(part), part.dtype.itemsize)
@@ -213,10 +242,10 @@ def fill_rows(part: np.ndarray, cube: Cube, lo: int, hi: int, pixels: bool) -> N
     for name, byte in fills:
         field, offset = part.dtype.fields[name][:2]
         rows[:, offset : offset + field.itemsize] = byte
-    part["QUALITY"] = cube.quality[lo:hi]
+    part["QUALITY"] = cols.quality[lo:hi]
     part["POS_CORR1"] = 0
     part["POS_CORR2"] = 0
-    part["FFI_FILE"] = cube.ffi_file[lo:hi]
+    part["FFI_FILE"] = cols.ffi_file[lo:hi]
 
 
 #: pixels per transposing copy: each copy gathers TILE pixels' runs of frames (TILE x frames x
@@ -278,9 +307,9 @@ def _copy_pixels(
         copy(tiles)
 
 
-def _two_halves(cube: Cube, ins: Window) -> bool:
-    """Whether a cut is big enough, and local, to be read and copied by two threads."""
-    nbytes = ins.nx * ins.ny * cube.nframes * cube.nplanes * 4
+def _two_halves(cube: Cube, ins: Window, nframes: int) -> bool:
+    """Whether a cut of ``nframes`` frames is big enough, and local, to be read and copied by two threads."""
+    nbytes = ins.nx * ins.ny * nframes * cube.nplanes * 4
     local = getattr(cube.source, "path", None) is not None
     return local and _COPY_THREADS > 1 and ins.ny > 1 and nbytes >= _THREADED_COPY_BYTES
 
@@ -311,15 +340,16 @@ def fill_pixels(
         if not with_err and (partial or not prefilled):
             rec["FLUX_ERR"] = 0  # TICA: astrocut 0.11.1 writes zeros (TICA cubes carry no errors)
 
-    if _two_halves(cube, ins):
+    frames = lay.frames
+    if _two_halves(cube, ins, cube.nframes if frames is None else frames.ncadences * frames.frame_bin):
 
         def half(i: int) -> None:
             n, mid = lay.nrows, (ins.y0 + ins.y1) // 2
             if not rows_done:
                 lo, hi = (0, n // 2)[i], (n // 2, n)[i]
-                fill_rows(rec[lo:hi], cube, lo, hi, pixels=False)
+                fill_rows(rec[lo:hi], cube, lo, hi, pixels=False, frames=frames)
             ya, yb = ((ins.y0, mid), (mid, ins.y1))[i]
-            block = cube.read_block_be(ya, yb, ins.x0, ins.x1)  # (y, x, T, P)
+            block = read_cadences(cube, ya, yb, ins.x0, ins.x1, frames)  # (y, x, T, P)
             _copy_pixels(buf, lay, block, slice(ya - win.y0, yb - win.y0), sx, with_err, split=False)
 
         other = _pool().submit(half, 1)
@@ -327,8 +357,8 @@ def fill_pixels(
         other.result()
     else:
         if not rows_done:
-            fill_rows(rec, cube, 0, lay.nrows, pixels=False)
-        block = cube.read_block_be(ins.y0, ins.y1, ins.x0, ins.x1, threads=threads)  # (y, x, T, P)
+            fill_rows(rec, cube, 0, lay.nrows, pixels=False, frames=frames)
+        block = read_cadences(cube, ins.y0, ins.y1, ins.x0, ins.x1, frames, threads)  # (y, x, T, P)
         _copy_pixels(buf, lay, block, sy, sx, with_err)
     if partial or not prefilled:
         aperture = views(buf, lay)[1]

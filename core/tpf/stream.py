@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from core.cubes.cube import Cube
+from core.cubes.frames import FrameSelection, read_cadences
 from core.storage.atomic import output_error
 from core.tpf.layout import cached_fit, fill_rows, fill_slots, layout
 
@@ -99,6 +100,8 @@ class TpfStream:
     threads : reads in flight at once when reading a tile (default the source's).
     cancel : an event; once set, the stream stops at its next tile or band with
         :class:`StreamCancelled` (and removes its spool).
+    frames : the frame selection (time window, binning) to keep; default every frame. Tiles are
+        planned on the frames read, and binned before they are spooled.
 
     Attributes
     ----------
@@ -109,29 +112,32 @@ class TpfStream:
     """
 
     def __init__(self, cube: Cube, geo: Any, *, work_dir: str | os.PathLike, band_bytes: int = DEFAULT_BAND_BYTES,
-                 threads: int | None = None, cancel: Any = None) -> None:
+                 threads: int | None = None, cancel: Any = None, frames: FrameSelection | None = None) -> None:
         self.cube, self.geo = cube, geo
+        self.frames = frames
         self.cancel = cancel
         self.work_dir = os.fspath(work_dir)
         self.band_bytes = max(1 << 20, int(band_bytes))
         self.threads = threads
         win = geo.window
-        self.layout = layout(cube, win.nx, win.ny)
+        self.layout = layout(cube, win.nx, win.ny, frames)
         self.fit, self._values = cached_fit(cube, win, self.layout)
         self.nbytes = self.layout.nbytes
         self._tiles = self._plan_tiles()
         ins = geo.inside
-        self.spool_bytes = ins.nx * ins.ny * cube.nframes * cube.nplanes * 4
+        self.spool_bytes = ins.nx * ins.ny * self.layout.nrows * cube.nplanes * 4
         self.memory_bytes = 3 * self.band_bytes + 2 * self.layout.row_bytes
         self._spool: str | None = None
         self._fd: int | None = None
 
     # -- planning --------------------------------------------------------------------------------
     def _plan_tiles(self) -> list[_Tile]:
-        cube, ins = self.cube, self.geo.inside
-        per_px = cube.nframes * cube.nplanes * 4
+        cube, ins, frames = self.cube, self.geo.inside, self.frames
+        read = cube.nframes if frames is None else frames.ncadences * frames.frame_bin
+        per_px = read * cube.nplanes * 4  # what a tile reads per pixel
         cols = max(1, min(ins.nx, self.band_bytes // per_px))
         rows = max(1, min(ins.ny, self.band_bytes // (per_px * cols))) if cols == ins.nx else 1
+        per_px = self.layout.nrows * cube.nplanes * 4  # what it spools per pixel
         tiles, offset = [], 0
         for y0 in range(ins.y0, ins.y1, rows):
             y1 = min(ins.y1, y0 + rows)
@@ -175,7 +181,7 @@ class TpfStream:
             self._fd = os.open(self._spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             for tile in self._tiles:
                 self._check_cancel()
-                block = self.cube.read_block_be(tile.y0, tile.y1, tile.x0, tile.x1, threads=self.threads)
+                block = read_cadences(self.cube, tile.y0, tile.y1, tile.x0, tile.x1, self.frames, self.threads)
                 frame_major = np.ascontiguousarray(block.transpose(2, 3, 0, 1))  # (T, P, ty, tx)
                 del block
                 _pwrite_all(self._fd, frame_major, tile.offset)
@@ -221,7 +227,7 @@ class TpfStream:
         n = t1 - t0
         buf = np.empty(n * lay.row_bytes, np.uint8)
         rec = buf.view(lay.dtype)
-        fill_rows(rec, cube, t0, t1, pixels=False)
+        fill_rows(rec, cube, t0, t1, pixels=False, frames=self.frames)
         win, ins = geo.window, geo.inside
         partial = ins.nx != win.nx or ins.ny != win.ny
         with_err = cube.product == "SPOC" and cube.nplanes > 1

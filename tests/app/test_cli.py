@@ -194,3 +194,13 @@ def test_serve_workers_log_their_start_up(service_data, tmp_path):
         proc.terminate()
         proc.wait(30)
 
+def test_batch_takes_a_time_window_and_a_binning():
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["batch", "t.csv", "--size", "5", "--out", "o", "--time-min", "2333.25",
+                                      "--time-max", "2334.5", "--frame-bin", "3"])
+    assert (args.time_min, args.time_max, args.frame_bin) == (2333.25, 2334.5, 3)
+    plain = build_parser().parse_args(["batch", "t.csv", "--size", "5", "--out", "o"])
+    assert (plain.time_min, plain.time_max, plain.frame_bin) == (None, None, 1)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["batch", "t.csv", "--size", "5", "--out", "o", "--frame-bin", "0"])

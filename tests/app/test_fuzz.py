@@ -134,3 +134,6 @@ def test_fuzzing_reached_the_data():
     assert any(status == 400 for status, _ in astrocut)  # negative cases were sent and refused
     wcs = SEEN["GET /tesscut/api/v0.1/ffi_wcs"]
     assert wcs[(200, "application/json")] > 0
+    soda = SEEN["GET /soda/sync"]
+    assert soda[(200, "application/fits")] > 0  # the schema's example ID and POS cut the cube
+    assert any(status == 400 and media == "text/plain" for status, media in soda)  # DALI text errors

@@ -19,7 +19,8 @@ BENCHES = sorted(p.name for p in (ROOT / "bench").glob("bench_*.py"))
 
 def test_every_benchmark_is_covered():
     assert {"bench_cube_cut.py", "bench_make_cube.py", "bench_fits_img.py", "bench_s3_cut.py",
-            "bench_scale.py", "bench_http_load.py", "bench_archive.py", "bench_memory.py"} <= set(BENCHES)
+            "bench_scale.py", "bench_http_load.py", "bench_archive.py", "bench_memory.py",
+            "bench_timewindow.py", "bench_jobs.py"} <= set(BENCHES)
 
 
 @pytest.mark.timeout(600)

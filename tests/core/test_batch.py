@@ -273,6 +273,35 @@ def test_batch_over_s3_cubes(cubes, cluster, s3_server, tmp_path):
         assert (tmp_path / "out" / row.file).read_bytes() == Path(direct).read_bytes()
 
 
+def test_batch_with_a_time_window(targets_csv, cubes, cluster, tmp_path):
+    """A window and a binning apply to every cut (files equal direct windowed cube_cut calls);
+    cubes whose frames miss the window are not cut; a rerun with another window cuts again."""
+    from core.batch.cutouts import run_batch
+    from core.cubes.cache import open_cube
+    from core.tpf.cut import CutoutFactory
+
+    t = open_cube(cubes[0]).time  # sector 38; sector 11's frames are two years earlier
+    window = {"time_min": float(t[2]), "time_max": float(t[8]), "frame_bin": 2}
+    targets = [(ra, dec, f"w{i}") for i, (ra, dec) in enumerate(_positions(cubes[0])[1:4])]
+    catalog = RecordingCatalog.from_files(cubes)
+    out = tmp_path / "out"
+    report = run_batch(targets, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, **window)
+    assert report.errors == 0 and report.ok == 3
+    for row in report.rows:
+        assert row.sector == 38 and row.file.endswith(f"_{SIZE[0]}x{SIZE[1]}_f2-8_bin2_astrocut.fits")
+        assert "BTJD" in row.size and "bin 2" in row.size
+        direct = CutoutFactory().cube_cut(row.cube, f"{float(row.ra)} {float(row.dec)}", list(SIZE),
+                                          output_path=tmp_path / "direct", **window)
+        assert (out / row.file).read_bytes() == Path(direct).read_bytes()
+    again = run_batch(targets, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, **window)
+    assert again.skipped == 3 and again.tasks == 0
+    other = run_batch(targets, size=SIZE, out_dir=out, catalog=catalog, scheduler=cluster, frame_bin=5)
+    assert other.ok == 6 and other.skipped == 0  # both sectors, whole, binned by 5
+    missed = run_batch(targets[:1], size=SIZE, out_dir=tmp_path / "none", catalog=catalog, scheduler=cluster,
+                       time_min=1.0, time_max=2.0)
+    assert missed.errors == 1 and "time window" in missed.rows[0].error
+
+
 def test_batch_rejects_bad_options(cubes, tmp_path):
     from core.batch.cutouts import run_batch
     from core.errors import InvalidInputError
@@ -281,7 +310,10 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
     for kwargs, fieldname in [({"size": 0}, "size"), ({"size": 2.5}, "size"), ({"size": (1, 2, 3)}, "size"),
                               ({"size": 5, "units": "mm"}, "units"), ({"size": 5, "workers": 0}, "workers"),
                               ({"size": 5, "memory_limit": "lots"}, "memory_limit"),
-                              ({"size": 5, "product": "K2"}, "product")]:
+                              ({"size": 5, "product": "K2"}, "product"),
+                              ({"size": 5, "frame_bin": 0}, "frame_bin"),
+                              ({"size": 5, "time_min": 3.0, "time_max": 2.0}, "time_max"),
+                              ({"size": 5, "time_max": float("nan")}, "time_max")]:
         with pytest.raises(InvalidInputError) as err:
             run_batch([(1, 2)], out_dir=tmp_path, catalog=catalog, **kwargs)
         assert err.value.field == fieldname
@@ -420,3 +452,27 @@ def test_cli_batch_and_make_cubes(targets_csv, cubes, cluster, ffi_dir, tmp_path
 
     with pytest.raises(SystemExit):
         _parser().parse_args(["batch", str(targets_csv), "--size", "3", "--out", "x", "--sectors", "a,b"])
+
+
+def test_plan_batch_hands_limits_to_every_task(cubes, tmp_path):
+    """plan_batch (what the service's job runner uses) plans as run_batch does, and the limits it is
+    given bound each task's window: a cutout beyond them is an error row naming the limit."""
+    from core.batch.cutouts import cut_target, plan_batch, record_result
+    from core.errors import InvalidInputError
+
+    catalog = RecordingCatalog.from_files(cubes)
+    ra, dec = _positions(cubes[0])[3]
+    rows = [(ra, dec, "A"), ("abc", dec, "bad")]
+    plan = plan_batch(rows, size=6, out_dir=tmp_path / "big", catalog=catalog, limits={"max_side": 5})
+    assert plan.targets == 2 and plan.bad == 1 and len(plan.tasks) == 2 and len(plan.rows) == 3
+    assert plan.manifest == str(tmp_path / "big" / "manifest.csv")
+    result = cut_target(*plan.tasks[0].args)
+    assert result["status"] == "error" and result["error"].startswith("TooLargeError")
+    assert record_result(plan.tasks[0], result, plan.out_dir) == "error"
+    assert plan.tasks[0].rows[0].error == result["error"]
+    plan = plan_batch(rows, size=5, out_dir=tmp_path / "fits", catalog=catalog, limits={"max_side": 5})
+    result = cut_target(*plan.tasks[0].args)
+    assert result["status"] == "ok" and os.path.getsize(result["path"]) == result["bytes"]
+    with pytest.raises(InvalidInputError) as err:
+        plan_batch(rows, size=5, out_dir=tmp_path, catalog=catalog, limits={"max_sides": 5})
+    assert err.value.field == "limits"
