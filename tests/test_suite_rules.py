@@ -5,8 +5,9 @@ asserting wall-clock time.
   the others being the behaviour under test, such as injected latency). Waiting for something to
   happen polls it (tests/polling.py), never sleeps a fixed time.
 - No assert in tests/ uses a clock reading: neither a call of ``time.time``, ``time.monotonic``,
-  ``time.perf_counter`` (or their ``_ns`` forms) nor a name bound, directly or through other
-  names, from one. Speed is measured by bench/, which prints ours beside an anchor.
+  ``time.perf_counter`` (or their ``_ns`` forms) nor a name holding seconds computed from one
+  (directly or through other names; a clock reading made into something else, such as a date for
+  a query, is not a measurement). Speed is measured by bench/, which prints ours beside an anchor.
 
 Both checks read the source (``ast``), so they see every module, run or skipped here.
 """
@@ -86,25 +87,41 @@ def _targets(node: ast.AST) -> list[str]:
     return []
 
 
+#: calls through which a clock reading stays a number of seconds (``round(t1 - t0, 2)``); any other
+#: call makes something else of it (a date string for a query, a figure printed)
+NUMERIC = {"abs", "float", "int", "max", "mean", "median", "min", "round", "sorted", "sum"}
+
+
+def _reads_clock(expr: ast.AST, names: _TimeNames, tainted: set[str], *, into_calls: bool) -> bool:
+    """Whether ``expr`` reads a clock: calls one, or uses a name in ``tainted``. Calls other than
+    the clocks and :data:`NUMERIC` are entered only when ``into_calls``."""
+    if _time_function(expr, names) in CLOCKS or (isinstance(expr, ast.Name) and expr.id in tainted):
+        return True
+    if isinstance(expr, ast.Call) and not into_calls:
+        func = expr.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if called not in NUMERIC:
+            return False
+    return any(_reads_clock(child, names, tainted, into_calls=into_calls) for child in ast.iter_child_nodes(expr))
+
+
 def timed_asserts(source: str) -> list[int]:
-    """Line numbers of the asserts that use a clock reading: a clock call, or a name bound (in any
-    scope of the module, directly or through other names) from an expression using one."""
+    """Line numbers of the asserts that use a clock reading: a clock call anywhere in the assert,
+    or a name holding seconds read from a clock (bound, in any scope of the module, from an
+    expression of clock calls and such names through arithmetic, containers and NUMERIC calls)."""
     tree = ast.parse(source)
     names = _names(tree)
-
-    def uses_clock(expr: ast.AST, tainted: set[str]) -> bool:
-        return any(_time_function(n, names) in CLOCKS or (isinstance(n, ast.Name) and n.id in tainted)
-                   for n in ast.walk(expr))
-
     bindings = [(node, _targets(node)) for node in ast.walk(tree) if _targets(node)]
     tainted: set[str] = set()
     while True:  # until no new name is bound from a clock reading
-        grown = {name for node, targets in bindings if node.value is not None and uses_clock(node.value, tainted)
+        grown = {name for node, targets in bindings
+                 if node.value is not None and _reads_clock(node.value, names, tainted, into_calls=False)
                  for name in targets}
         if grown <= tainted:
             break
         tainted |= grown
-    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert) and uses_clock(node.test, tainted)]
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Assert) and _reads_clock(node.test, names, tainted, into_calls=True)]
 
 
 def _modules() -> list[Path]:
@@ -146,6 +163,9 @@ def test_the_sleep_counter_counts_calls_of_time_sleep(source, count):
      "        assert time.time() < deadline\n"), [5]),
     ("import time\nt0 = time.monotonic()\nrecord(time.monotonic() - t0)\nassert count == 3\n", []),
     ("def f(run):\n    before = [r for r in run.results if r['ended'] < run.kill_time]\n    assert before\n", []),
+    ("import time\nt0 = time.monotonic()\nwall = round(max([time.monotonic() - t0]), 2)\nassert wall < 1\n", [4]),
+    ("import time\nstamp = time.strftime('%H', time.gmtime(time.time() - 1))\nassert listed(stamp) == 2\n", []),
+    ("import time\nassert job.destruction <= time.time() + 5\n", [2]),
 ])
 def test_the_clock_finder_flags_asserts_on_clock_readings(source, lines):
     assert timed_asserts(source) == lines

@@ -16,7 +16,7 @@ from app.streaming import zip_chunks
 from app.workers import WorkerPool
 from core import errors as E
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
-from tests.polling import async_wait_until
+from tests.polling import async_wait_until, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,19 +78,18 @@ def test_health_and_version(live_server):
 
 def _poll(url: str, proc, deadline_s: float = 90.0) -> httpx.Response:
     """GET ``url`` until it answers 200 (the server is up) or ``proc`` exits; the last answer."""
-    import time
 
-    deadline = time.monotonic() + deadline_s
-    while True:
+    def answer() -> httpx.Response | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server did not answer {url} (exit status {proc.poll()})")
         try:
             r = httpx.get(url, timeout=5)
-            if r.status_code == 200:
-                return r
         except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the server did not answer {url} (exit status {proc.poll()})")
-        time.sleep(0.1)
+            return None
+        return r if r.status_code == 200 else None
+
+    return wait_until(answer, timeout=deadline_s, interval=0.1,
+                      message=lambda: f"the server did not answer {url} (exit status {proc.poll()})")
 
 
 def test_uvicorn_app_main_app_serves_the_environments_settings(service_data, tmp_path):
