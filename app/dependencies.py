@@ -36,15 +36,18 @@ def no_resolver(obj_id: str, obj_type: str | None) -> dict[str, list[Any]]:
 
 @dataclass
 class Services:
-    """Settings, catalog, survey index, worker pool, budget and pluggable parts shared by every handler."""
+    """Settings, catalog, survey index, worker pool, budget, async jobs and pluggable parts shared by
+    every handler."""
 
     settings: Settings
     catalog: CatalogService
     surveys: SurveyService
     pool: WorkerPool
     budget: Budget
+    jobs: Any = None  # app.jobs.JobService: async jobs (imported late: it pulls in Dask's plumbing)
     s3: Any = None
     resolver: EphemerisResolver = no_resolver
+    scrub_paths: Any = None  # app.errors.PathScrubber: server paths -> the user's names in messages
 
     def context(self) -> Context:
         """A planning context over the current catalog snapshot."""

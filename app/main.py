@@ -34,7 +34,7 @@ from app.surveys import SurveyService
 from app.workers import WorkerPool
 from core import __version__
 
-__all__ = ["TESSCUT_PREFIXES", "create_app"]  # and app (module __getattr__)
+__all__ = ["TESSCUT_PREFIXES", "build_services", "create_app"]  # and app (module __getattr__)
 
 log = logging.getLogger("app")
 
@@ -68,28 +68,53 @@ def create_app(
     install : callable, optional
         An extra ``install(app)`` hook (middleware, routes), called once the app is built.
     """
+    settings = settings or Settings()
+    services = build_services(settings, resolver)
+    # FastAPI's own /docs and /redoc load their assets from a CDN: app.routers.web serves them offline
+    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION,
+                  lifespan=_lifespan(services), docs_url=None, redoc_url=None)
+    app.state.services = services
+    app.state.scrub_paths = services.scrub_paths
+    install_error_handlers(app)
+    _include_routers(app)
+    _add_middleware(app, settings, install)
+    return app
+
+
+def build_services(settings: Settings, resolver: EphemerisResolver | None = None) -> Services:
+    """Everything the routes share, made from the settings (nothing started yet)."""
     from core.cubes.cache import configure
 
-    settings = settings or Settings()
     logging.getLogger("app").setLevel(settings.log_level.upper())
     set_mmap_threshold(settings.mmap_threshold_bytes)
     s3 = settings.s3_config() if settings.uses_s3() else None
     configure(max_bytes=settings.cube_cache_bytes)
-    services = Services(
+    scrub = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
+                          str(settings.work_dir)])
+    catalog = CatalogService(settings, s3=s3)
+    return Services(
         settings=settings,
-        catalog=CatalogService(settings, s3=s3),
+        catalog=catalog,
         surveys=SurveyService(settings, s3=s3),
         pool=WorkerPool(settings.workers, settings.queue_size, settings.request_timeout_s),
         budget=Budget(settings.memory_budget_bytes, settings.disk_budget_bytes, settings.budget_queue_size,
                       settings.request_timeout_s),
+        jobs=JobService(settings, lambda: catalog.current, s3, scrub),
         s3=s3,
         resolver=resolver or no_resolver,
+        scrub_paths=scrub,
     )
+
+
+def _lifespan(services: Services) -> Callable[[FastAPI], Any]:
+    """Start-up (settings logged, spools of dead processes removed, catalog and surveys loaded,
+    background refreshes and the job runner started) and shut-down, in reverse."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from core.tpf.stream import remove_stale_spools
 
+        settings = services.settings
         log.info("settings: %s", json.dumps(settings.masked(), default=str))
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_spools(settings.work_dir)
@@ -97,23 +122,18 @@ def create_app(
         await anyio.to_thread.run_sync(services.surveys.load)
         services.catalog.start()
         services.surveys.start()
-        app.state.jobs.start()
+        services.jobs.start()
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(app.state.jobs.stop)
+            await anyio.to_thread.run_sync(services.jobs.stop)
             services.surveys.stop()
             services.catalog.stop()
 
-    # FastAPI's own /docs and /redoc load their assets from a CDN: app.routers.web serves them offline
-    app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
-    app.state.services = services
-    app.state.scrub_paths = PathScrubber([*settings.cube_dirs, *settings.image_roots, *settings.survey_locations(),
-                                          str(settings.work_dir)])
-    app.state.jobs = JobService(settings, lambda: services.catalog.current, s3, app.state.scrub_paths)
-    install_error_handlers(app)
+    return lifespan
 
+
+def _include_routers(app: FastAPI) -> None:
     for prefix in TESSCUT_PREFIXES:
         app.include_router(tesscut.router, prefix=prefix)
         app.include_router(images.router, prefix=prefix)
@@ -127,6 +147,8 @@ def create_app(
     app.include_router(web.router)
     web.mount(app)
 
+
+def _add_middleware(app: FastAPI, settings: Settings, install: Callable[[FastAPI], Any] | None) -> None:
     # Innermost first: HEAD is answered inside the access log (which then sees a complete answer)
     app.add_middleware(HeadMiddleware)
     observability.install(app)
@@ -140,7 +162,6 @@ def create_app(
     # Outermost last: request ids wrap everything, so every answer (413 included) carries one.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
-    return app
 
 
 def __getattr__(name: str) -> Any:

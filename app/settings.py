@@ -2,12 +2,13 @@
 
 Lists (``CUTOUT_CUBE_DIRS``, ``CUTOUT_IMAGE_ROOTS``, ``CUTOUT_CORS_ORIGINS``) are read either as JSON
 (``'["a", "b"]'``) or comma-separated (``a,b``); ``CUTOUT_SURVEYS`` is JSON
-(``'{"goods_north": ["/data/goods"], "hap": ["s3://bucket/hap"]}'``). The ``s3_*`` fields are the engine's
-:class:`core.storage.s3.S3Config` fields, read from the same ``CUTOUT_S3_*`` variables.
+(``'{"goods_north": ["/data/goods"], "hap": ["s3://bucket/hap"]}'``). ``s3`` is the engine's own
+:class:`core.storage.s3.S3Config`, read from ``CUTOUT_S3_<FIELD>`` (one definition, in the engine).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -16,8 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.host import physical_memory
+from core.storage.locations import read_list
+from core.storage.s3 import S3Config
 
 __all__ = ["Settings"]
 
@@ -31,16 +36,9 @@ def _default_workers() -> int:
     return max(2, 2 * (os.cpu_count() or 1))
 
 
-def _physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 8 * GiB
-
-
 def _default_memory_budget() -> int:
     """A quarter of this host's memory, at least 512 MB: what cutouts in flight may hold at once."""
-    return max(512 * MiB, _physical_memory() // 4)
+    return max(512 * MiB, physical_memory() // 4)
 
 
 def _default_work_dir() -> Path:
@@ -177,38 +175,37 @@ class Settings(BaseSettings):
         2.0, gt=0, description="A running job's progress and manifest are saved at least this often."
     )
     jobs_reap_s: float = Field(60.0, gt=0, description="Seconds between passes removing expired jobs.")
-    # -- S3 (the engine's core.storage.s3.S3Config fields, same environment names) --------------------------
-    s3_endpoint_url: str | None = None
-    s3_anonymous: bool | None = Field(
-        None, description="true: unsigned requests; false: signed; unset: unsigned unless credentials exist"
-    )
-    s3_region: str | None = None
-    s3_access_key_id: SecretStr | None = None
-    s3_secret_access_key: SecretStr | None = None
-    s3_connect_timeout_s: float = Field(5.0, gt=0, description="seconds per S3 connection attempt")
-    s3_read_timeout_s: float = Field(30.0, gt=0, description="seconds per S3 socket read")
-    s3_max_attempts: int = Field(4, ge=1, description="attempts per S3 request (bounded retries, backoff)")
-    s3_max_connections: int = Field(
-        64, ge=1, description="S3 requests in flight at once, process-wide (a cut issues all its ranges at once)"
-    )
-    s3_latency_s: float = Field(
-        0.05, gt=0, description="expected seconds to an S3 ranged GET's first byte (chooses how time windows are read)"
-    )
-    s3_bandwidth_mb_s: float = Field(
-        200.0, gt=0, description="expected S3 throughput, MB/s, all connections (chooses how time windows are read)"
+    # -- S3: the engine's own configuration, read from CUTOUT_S3_<FIELD> (core.storage.s3.S3Config) ------------
+    s3: S3Config = Field(
+        default_factory=S3Config.from_env,
+        description="How to reach S3: each field of core.storage.s3.S3Config from CUTOUT_S3_<FIELD> (endpoint_url, "
+                    "anonymous, region, access_key_id, secret_access_key, connect_timeout_s, read_timeout_s, "
+                    "max_attempts, max_connections, latency_s, bandwidth_mb_s); in code, s3=S3Config(...) or the "
+                    "flat s3_<field>=... keywords.",
     )
     log_level: str = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_s3_keywords(cls, data: Any) -> Any:
+        # Settings(s3_endpoint_url=..., s3_max_attempts=...): the S3 fields by their environment names
+        if not isinstance(data, dict) or not any(str(k).startswith("s3_") for k in data):
+            return data
+        data = dict(data)
+        base = data.pop("s3", None) or S3Config.from_env()
+        changes = {k[3:]: data.pop(k) for k in [k for k in data if str(k).startswith("s3_")]}
+        changes = {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in changes.items()}
+        try:
+            data["s3"] = dataclasses.replace(base, **changes)
+        except TypeError as exc:
+            raise ValueError(f"unknown S3 setting: {exc}") from None
+        return data
 
     @field_validator("cube_dirs", "image_roots", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return []
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
+            return read_list(value)
         if isinstance(value, Path):
             return [str(value)]
         return [str(v) for v in value] if value is not None else []
@@ -253,23 +250,20 @@ class Settings(BaseSettings):
     def uses_s3(self) -> bool:
         """Whether any cube, image or index location, or an S3 setting, asks for S3."""
         locations = [*self.cube_dirs, *self.image_roots, self.index or "", *self.survey_locations()]
+        s3 = self.s3
         return bool(
-            self.s3_endpoint_url or self.s3_access_key_id or self.s3_anonymous is not None
+            s3.endpoint_url or s3.access_key_id or s3.anonymous is not None
             or any(loc.lower().startswith("s3://") for loc in locations)
         )
 
-    def s3_config(self) -> Any:
-        """The engine's :class:`core.storage.s3.S3Config`: each field from the ``s3_<field>`` setting."""
-        import dataclasses
-
-        from core.storage.s3 import S3Config
-
-        values = {}
-        for f in dataclasses.fields(S3Config):
-            value = getattr(self, f"s3_{f.name}")
-            values[f.name] = value.get_secret_value() if isinstance(value, SecretStr) else value
-        return S3Config(**values)
+    def s3_config(self) -> S3Config:
+        """The engine's :class:`core.storage.s3.S3Config` (the ``s3`` setting)."""
+        return self.s3
 
     def masked(self) -> dict[str, Any]:
         """The settings as a JSON-able dict with secrets shown as ``'**********'``."""
-        return json.loads(self.model_dump_json())
+        out = json.loads(self.model_dump_json())
+        for key in ("access_key_id", "secret_access_key"):
+            if out["s3"].get(key):
+                out["s3"][key] = "**********"
+        return out

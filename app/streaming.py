@@ -259,6 +259,8 @@ async def send_file(answer: FileStreamAnswer, *, pool: WorkerPool, budget: Any) 
 def no_data(answer: NoData) -> JSONResponse:
     """The "no data" answer TESScut, Zcut and Hapcut clients expect: HTTP 200, ``msg``, empty
     ``results`` (and on the TESScut routes the hosted sectors)."""
+    if answer.status == 204:
+        return Response(status_code=204)
     if answer.hosted is None:
         return JSONResponse({"msg": answer.message, "results": []})
     listing = ", ".join(str(s) for s in answer.hosted) or "none"

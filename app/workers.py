@@ -59,6 +59,15 @@ class WorkerPool:
             "refused": self.refused,
         }
 
+    def _refuse_when_full(self) -> None:
+        """A new call is refused at once when every worker is busy and ``queue_size`` calls wait."""
+        slots = self._slots
+        if slots.available_tokens == 0 and slots.statistics().tasks_waiting >= self.queue_size:
+            self.refused += 1
+            raise UnavailableError(
+                f"the server is busy ({self.workers} running, {self.queue_size} waiting); retry shortly"
+            )
+
     async def run(
         self,
         fn: Callable[..., T],
@@ -85,15 +94,8 @@ class WorkerPool:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = anyio.current_time() + timeout
         slots = self._slots
-        if (
-            not admitted
-            and slots.available_tokens == 0
-            and slots.statistics().tasks_waiting >= self.queue_size
-        ):
-            self.refused += 1
-            raise UnavailableError(
-                f"the server is busy ({self.workers} running, {self.queue_size} waiting); retry shortly"
-            )
+        if not admitted:
+            self._refuse_when_full()
         token = object()
         try:
             with anyio.fail_after(max(deadline - anyio.current_time(), 0)):

@@ -16,7 +16,6 @@ kept fractional (the window's edges are rounded, as astrocut rounds them).
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from core.errors import InputWarning, InvalidInputError, TooLargeError
+from core.host import physical_memory
 
 __all__ = ["PIXEL_UNITS", "UNIT_DEGREES", "CutoutSize", "Limits", "first_two"]
 
@@ -216,13 +216,6 @@ class CutoutSize:
         return f"{self.x:g}{ux}x{self.y:g}{uy}"
 
 
-def _physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 8 << 30
-
-
 @dataclass(frozen=True)
 class Limits:
     """Limits on a cutout's window: a side in pixels, pixels x frames, and output bytes.
@@ -239,7 +232,7 @@ class Limits:
     def engine_default(cls) -> Limits:
         """What the engine allows when the caller sets nothing: an output no bigger than this
         machine's memory (a bigger one could only fail later with MemoryError)."""
-        return cls(max_bytes=_physical_memory())
+        return cls(max_bytes=physical_memory())
 
     def check(self, nx: int, ny: int, nframes: int = 1, *, bytes_needed: int | None = None,
               field_x: str = "cutout_size", field_y: str | None = None) -> None:

@@ -312,6 +312,60 @@ def _configure_table_header(new_header: fits.Header, table_headers: Sequence[fit
         new_header.append(shared.cards[kwd])
 
 
+def _check_files(cutout_fles: Any) -> list[Any]:
+    """The TPFs as a non-empty list (one path or HDUList alone is a list of one)."""
+    if isinstance(cutout_fles, (str, os.PathLike, fits.HDUList)):
+        cutout_fles = [cutout_fles]
+    cutout_fles = list(cutout_fles)
+    if not cutout_fles:
+        raise InvalidInputError("give at least one target pixel file", field="cutout_fles")
+    return cutout_fles
+
+
+def _moving_primary(primary_headers: list[fits.Header], target: str | None, tstart: float,
+                    tstop: float) -> fits.PrimaryHDU:
+    """The cards the input TPFs' primary headers share, with today's DATE, OBJECT and the time span."""
+    primary = combine_headers(primary_headers, constant_only=True).copy()
+    primary["DATE"] = Time.now().to_value("iso", subfmt="date")
+    if target:
+        primary["OBJECT"] = (target, "Moving target object name/identifier")
+    primary["TSTART"] = tstart
+    primary["TSTOP"] = tstop
+    return fits.PrimaryHDU(header=primary)
+
+
+def _ffi_aperture(img_wcs: WCS, table: Table, size: tuple[int, int]) -> fits.ImageHDU:
+    """An APERTURE image of the full FFI marking every window the target passed through."""
+    ny_img, nx_img = img_wcs.array_shape
+    aperture = np.zeros((ny_img, nx_img), dtype=np.int32)
+    with quiet():
+        xs, ys = img_wcs.world_to_pixel(SkyCoord(table["TGT_RA"], table["TGT_DEC"], unit="deg"))
+    for bx, by in zip(np.atleast_1d(xs), np.atleast_1d(ys)):
+        if not (np.isfinite(bx) and np.isfinite(by)):
+            continue
+        x0, x1 = int(bx - size[0] / 2), int(bx + size[0] / 2)
+        y0, y1 = int(by - size[1] / 2), int(by + size[1] / 2)
+        aperture[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1
+    ap = fits.ImageHDU(data=aperture)
+    ap.header["EXTNAME"] = "APERTURE"
+    ap.header.extend(img_wcs.to_header(relax=True).cards)
+    ap.header["INHERIT"] = True
+    return ap
+
+
+def _centred_hdulist(table: Table, headers: list[tuple[fits.Header, fits.Header]], target: str | None,
+                     img_wcs: WCS | None, size: tuple[int, int], span: tuple[float, float]) -> fits.HDUList:
+    """The path-centred TPF: its primary header (``span``: TSTART and TSTOP), the PIXELS table
+    (with the inputs' column descriptions) and, given the FFI's WCS, the full-FFI APERTURE."""
+    hdus: list[Any] = [_moving_primary([h for h, _ in headers], target, *span)]
+    table_hdu = fits.table_to_hdu(table)
+    _configure_table_header(table_hdu.header, [h for _, h in headers])
+    hdus.append(table_hdu)
+    if img_wcs is not None:
+        hdus.append(_ffi_aperture(img_wcs, table, size))
+    return fits.HDUList(hdus)
+
+
 def center_on_path(
     path: Table,
     size: Any,
@@ -364,51 +418,15 @@ def center_on_path(
     start = time.monotonic()
     sz = _parse_size(size)
     times, positions = _check_path(path)
-    if isinstance(cutout_fles, (str, os.PathLike, fits.HDUList)):
-        cutout_fles = [cutout_fles]
-    cutout_fles = list(cutout_fles)
-    if not cutout_fles:
-        raise InvalidInputError("give at least one target pixel file", field="cutout_fles")
+    cutout_fles = _check_files(cutout_fles)
     if img_wcs is not None and img_wcs.array_shape is None:
         raise InvalidInputError("img_wcs must carry the image size (NAXIS1/NAXIS2)", field="img_wcs")
 
     tck, _, _ = _path_spline(times, positions)
     headers: list[tuple[fits.Header, fits.Header]] = []
     table = _focus(tck, times, positions, sz, cutout_fles, headers)
-    primary_headers = [h for h, _ in headers]
-    table_headers = [h for _, h in headers]
-    primary = combine_headers(primary_headers, constant_only=True).copy()
-    primary["DATE"] = Time.now().to_value("iso", subfmt="date")
-    if target:
-        primary["OBJECT"] = (target, "Moving target object name/identifier")
-    tstart = float(np.min(table["TIME"]))
-    tstop = float(np.max(table["TIME"]))
-    primary["TSTART"] = tstart
-    primary["TSTOP"] = tstop
-    hdus: list[Any] = [fits.PrimaryHDU(header=primary)]
-
-    table_hdu = fits.table_to_hdu(table)
-    _configure_table_header(table_hdu.header, table_headers)
-    hdus.append(table_hdu)
-
-    if img_wcs is not None:
-        ny_img, nx_img = img_wcs.array_shape
-        aperture = np.zeros((ny_img, nx_img), dtype=np.int32)
-        with quiet():
-            xs, ys = img_wcs.world_to_pixel(SkyCoord(table["TGT_RA"], table["TGT_DEC"], unit="deg"))
-        for bx, by in zip(np.atleast_1d(xs), np.atleast_1d(ys)):
-            if not (np.isfinite(bx) and np.isfinite(by)):
-                continue
-            x0, x1 = int(bx - sz[0] / 2), int(bx + sz[0] / 2)
-            y0, y1 = int(by - sz[1] / 2), int(by + sz[1] / 2)
-            aperture[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1
-        ap = fits.ImageHDU(data=aperture)
-        ap.header["EXTNAME"] = "APERTURE"
-        ap.header.extend(img_wcs.to_header(relax=True).cards)
-        ap.header["INHERIT"] = True
-        hdus.append(ap)
-
-    result = fits.HDUList(hdus)
+    tstart, tstop = float(np.min(table["TIME"])), float(np.max(table["TIME"]))
+    result = _centred_hdulist(table, headers, target, img_wcs, sz, (tstart, tstop))
     if verbose:
         print(f"Centred {len(table)} cadences of {len(headers)} TPF(s) on the path: {sz[0]}x{sz[1]} px, "
               f"TIME {tstart}..{tstop}", flush=True)

@@ -10,20 +10,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 __all__ = ["distance_to_polygon", "gnomonic", "in_polygon", "plane_polygon", "side_of_polygon"]
 
+#: cos of the angle from the centre at and below which a point is off the projection (90 degrees)
+_OFF_PROJECTION = 1e-12
 
-def gnomonic(center: tuple[float, float], ra: float, dec: float) -> tuple[float, float] | None:
-    """(xi, eta) radians of (ra, dec) degrees in the tangent plane about ``center`` (degrees);
-    None at 90 degrees or more from the centre (off the projection)."""
-    ra0, dec0 = math.radians(center[0]), math.radians(center[1])
-    r, d = math.radians(ra), math.radians(dec)
-    cos_c = math.sin(dec0) * math.sin(d) + math.cos(dec0) * math.cos(d) * math.cos(r - ra0)
-    if cos_c <= 1e-12:
+
+def gnomonic(center: tuple[float, float], ra: Any, dec: Any) -> Any:
+    """Standard coordinates (xi, eta) in radians of (ra, dec) degrees in the tangent plane about
+    ``center`` (degrees): the FITS TAN (gnomonic) projection.
+
+    Scalars give a tuple of floats, or None at 90 degrees or more from the centre (off the
+    projection); numpy arrays give a tuple of arrays, NaN where off the projection.
+    """
+    xp: Any = np if isinstance(ra, np.ndarray) or isinstance(dec, np.ndarray) else math
+    a = xp.radians(ra - center[0])
+    d = xp.radians(dec)
+    d0 = xp.radians(center[1])
+    cos_a, cos_d = xp.cos(a), xp.cos(d)
+    cos_c = xp.sin(d0) * xp.sin(d) + xp.cos(d0) * cos_d * cos_a
+    if xp is math and cos_c <= _OFF_PROJECTION:
         return None
-    xi = math.cos(d) * math.sin(r - ra0) / cos_c
-    eta = (math.cos(dec0) * math.sin(d) - math.sin(dec0) * math.cos(d) * math.cos(r - ra0)) / cos_c
+    xi = cos_d * xp.sin(a) / cos_c
+    eta = (xp.cos(d0) * xp.sin(d) - xp.sin(d0) * cos_d * cos_a) / cos_c
+    if xp is np:
+        off = cos_c <= _OFF_PROJECTION
+        if off.any():
+            xi, eta = np.where(off, np.nan, xi), np.where(off, np.nan, eta)
     return xi, eta
 
 

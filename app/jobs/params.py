@@ -43,10 +43,12 @@ __all__ = [
 ]
 
 #: parameters a job's creation form (and its parameter updates) may carry, by upper-cased name
-CREATE_FIELDS = ("TARGETS", "POS", "X", "Y", "UNITS", "SECTOR", "PRODUCT", "RUNID", "PHASE")
+CREATE_FIELDS = ("TARGETS", "POS", "X", "Y", "UNITS", "SECTOR", "PRODUCT", "TIME_MIN", "TIME_MAX", "FRAME_BIN",
+                 "RUNID", "PHASE")
 #: how errors name each parameter (as the documentation writes it)
 _SHOWN = {"TARGETS": "targets", "POS": "POS", "X": "x", "Y": "y", "UNITS": "units", "SECTOR": "sector",
-          "PRODUCT": "product", "RUNID": "RUNID", "PHASE": "PHASE"}
+          "PRODUCT": "product", "TIME_MIN": "time_min", "TIME_MAX": "time_max", "FRAME_BIN": "frame_bin",
+          "RUNID": "RUNID", "PHASE": "PHASE"}
 #: parameters that may be given more than once
 _MULTI = {"POS", "SECTOR"}
 #: the API's size units -> :mod:`core.batch.cutouts`' names
@@ -164,6 +166,29 @@ def _size(given: dict[str, list[Any]], current: dict[str, Any], max_side: int) -
     return {"x": x, "y": y, "units": units}
 
 
+def _time_window(given: dict[str, list[Any]], current: dict[str, Any]) -> dict[str, Any]:
+    """``time_min``, ``time_max`` (BTJD) and ``frame_bin``, over the current ones, checked as
+    /astrocut checks them (:class:`core.cubes.frames.TimeWindow`); empty values are unset."""
+    from core.cubes.frames import TimeWindow
+
+    out = {k: current[k] for k in ("time_min", "time_max", "frame_bin") if k in current}
+    for key, name in (("TIME_MIN", "time_min"), ("TIME_MAX", "time_max")):
+        if key in given:
+            text = _text(name, given[key][0]).strip()
+            try:
+                out[name] = float(text) if text else None
+            except ValueError:
+                raise InvalidInputError(f"{name} {text[:40]!r} is not a number (BTJD)", field=name) from None
+    if "FRAME_BIN" in given:
+        text = _text("frame_bin", given["FRAME_BIN"][0]).strip()
+        if text and not _INT.match(text):
+            raise InvalidInputError(f"frame_bin {text[:40]!r} is not a whole number", field="frame_bin")
+        out["frame_bin"] = int(text) if text else 1
+    window = TimeWindow(out.get("time_min"), out.get("time_max"), out.get("frame_bin", 1))
+    return {} if window.is_default else {"time_min": window.time_min, "time_max": window.time_max,
+                                          "frame_bin": window.frame_bin}
+
+
 def _grouped(items: Iterable[tuple[str, Any]]) -> dict[str, list[Any]]:
     given: dict[str, list[Any]] = {}
     for name, value in items:
@@ -197,7 +222,8 @@ def parse_create(items: Iterable[tuple[str, Any]], *, max_targets: int, max_side
     request.params = {**_size(given, current, max_side),
                       "sectors": _sectors(given["SECTOR"]) if "SECTOR" in given else current.get("sectors", []),
                       "product": Product.parse(_text("product", given["PRODUCT"][0]), empty_is_default=True).value
-                      if "PRODUCT" in given else current.get("product", Product.default().value)}
+                      if "PRODUCT" in given else current.get("product", Product.default().value),
+                      **_time_window(given, current)}
     if "RUNID" in given:
         run_id = _text("RUNID", given["RUNID"][0], _MAX_RUNID)
         if not run_id.isprintable():

@@ -280,7 +280,9 @@ class JobRunner:
             plan = plan_batch(self.store.path(job_id, JobStore.TARGETS), size=(params["x"], params["y"]),
                               units=params["units"], sectors=params.get("sectors") or None,
                               out_dir=self.store.path(job_id, JobStore.OUT), catalog=self.catalog(),
-                              product=params["product"], s3=self.s3, limits=self.limits)
+                              product=params["product"], s3=self.s3, limits=self.limits,
+                              time_min=params.get("time_min"), time_max=params.get("time_max"),
+                              frame_bin=params.get("frame_bin", 1))
         except Exception as exc:  # noqa: BLE001 - the job ends in ERROR with the message
             self._inbox.put(("planned", job_id, None, exc))
             return

@@ -69,6 +69,11 @@ def _bytes(root: ET.Element) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
+def _number_text(value: float) -> str:
+    """A float as written back to the client: whole numbers short (``6``), others exactly (``repr``)."""
+    return f"{value:g}" if value.is_integer() else repr(value)
+
+
 def _parameters(parent: ET.Element, record: JobRecord, targets_href: str) -> ET.Element:
     element = ET.SubElement(parent, _q("parameters"))
     params = record.params
@@ -77,9 +82,9 @@ def _parameters(parent: ET.Element, record: JobRecord, targets_href: str) -> ET.
         node = ET.SubElement(element, _q("parameter"), {"id": name, **attrs})
         node.text = value
 
-    for name in ("x", "y", "units", "product"):
+    for name in ("x", "y", "units", "product", "time_min", "time_max", "frame_bin"):
         if name in params:
-            add(name, f"{params[name]:g}" if isinstance(params[name], float) else str(params[name]))
+            add(name, _number_text(params[name]) if isinstance(params[name], float) else str(params[name]))
     for sector in params.get("sectors") or ():
         add("sector", str(sector))
     if params.get("source"):

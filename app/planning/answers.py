@@ -79,6 +79,8 @@ class NoData:
     product: Product = Product.SPOC
     #: the hosted sectors, listed in the answer (TESScut routes); None leaves them out (Zcut, Hapcut)
     hosted: Sequence[int] | None = None
+    #: 204: an answer without a body (SODA's "no overlap"); else TESScut's JSON with HTTP 200
+    status: int = 200
 
 
 @dataclass

@@ -48,7 +48,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from app.planning.answers import CutoutStats, FileStreamAnswer, NoData, ZipAnswer
+from app.planning.answers import CutoutStats, FileStreamAnswer, NoData, Planner, ZipAnswer
 from app.planning.context import Context
 from app.planning.tesscut import member_name, tpf_member
 from core.catalog.snapshot import CubeRecord
@@ -59,8 +59,16 @@ from core.product import Product
 from core.tpf.cut import estimate_tpf_bytes, tpf_nbytes
 
 __all__ = [
-    "SODA_SYNC_ID", "MultiValuedParamNotSupported", "Region", "SodaRequest", "availability_xml", "capabilities_xml",
-    "links_votable", "parse_soda", "plan_soda",
+    "SODA_SYNC_ID",
+    "SYNC",
+    "MultiValuedParamNotSupported",
+    "Region",
+    "SodaRequest",
+    "availability_xml",
+    "capabilities_xml",
+    "links_votable",
+    "parse_soda",
+    "plan_soda",
 ]
 
 SODA_SYNC_ID = "ivo://ivoa.net/std/SODA#sync-1.0"
@@ -326,7 +334,7 @@ def find_cube(ctx: Context, dataset_id: str) -> CubeRecord:
     m = _ID.match(dataset_id.strip())
     if m:
         qualifier, prefix, sector, camera, ccd = m.groups()
-        product = Product.TICA if prefix.lower() == "tica" else Product.SPOC
+        product = next(p for p in Product if p.prefix == prefix.lower())
         if qualifier is None or Product.parse(qualifier) is product:
             record = ctx.catalog.get(int(sector), int(camera), int(ccd), product)
             if record is not None:
@@ -442,11 +450,11 @@ def plan_soda(ctx: Context, req: SodaRequest) -> NoData | FileStreamAnswer | Zip
     record = find_cube(ctx, req.id)
     product = record.product
     if not _overlaps_band(req.band) or (req.pol and "I" not in req.pol):
-        return NoData("the band or polarization asked for is not in TESS data", product)
+        return NoData("the band or polarization asked for is not in TESS data", product, status=204)
     cube = ctx.catalog.open(record)
     window = _time_window(cube, req.time, req.frame_bin)
     if window is None:
-        return NoData("no frame of the cube overlaps TIME", product)
+        return NoData("no frame of the cube overlaps TIME", product, status=204)
     try:
         frames = window.resolve(cube.time)
     except InvalidInputError as exc:
@@ -455,7 +463,7 @@ def plan_soda(ctx: Context, req: SodaRequest) -> NoData | FileStreamAnswer | Zip
     frames = None if frames.is_full else frames
     win, ra, dec = _pixel_window(cube, req.region)
     if win.empty:
-        return NoData("the region does not overlap the cube", product)
+        return NoData("the region does not overlap the cube", product, status=204)
     read = cube.nframes if frames is None else frames.ncadences * frames.frame_bin
     rows = cube.nframes if frames is None else frames.ncadences
     where = req.region.field if req.region is not None else "POS"
@@ -563,3 +571,7 @@ def links_votable(ctx: Context, dataset_id: str, sync_url: str) -> bytes:
         f'    <PARAM name="accessURL" datatype="char" arraysize="*" value={quoteattr(sync_url)}/>\n'
         f'    <GROUP name="inputParams">\n{params}    </GROUP>\n  </RESOURCE>\n</VOTABLE>\n'
     ).encode()
+
+
+#: the sync endpoint's work (the region's window is bounded by the limits when planned)
+SYNC = Planner(plan_soda)

@@ -36,6 +36,7 @@ from app.jobs.uws import (
 from app.params.responses import ERROR_RESPONSES
 from app.streaming import send
 from core.errors import InvalidInputError, NotFoundError, TooLargeError
+from core.product import Product
 
 __all__ = ["router"]
 
@@ -53,7 +54,10 @@ _FORM_FIELDS = {
     "y": {"type": "number", "description": "Cutout height in `units` (default: x)."},
     "units": {"type": "string", "description": "px (default), d (deg), m (arcmin) or s (arcsec)."},
     "sector": {"type": "array", "items": {"type": "string"}, "description": "Only these sectors (repeat, or 28,68)."},
-    "product": {"type": "string", "enum": ["SPOC", "TICA"], "description": "Cube product (default SPOC)."},
+    "product": {"type": "string", "enum": Product.names(), "description": f"Cube product (default {Product.default()})."},
+    "time_min": {"type": "number", "description": "Keep frames from this mid-exposure time (BTJD, TDB), inclusive."},
+    "time_max": {"type": "number", "description": "Keep frames up to this mid-exposure time (BTJD, TDB), inclusive."},
+    "frame_bin": {"type": "integer", "minimum": 1, "description": "Average this many frames into each cadence."},
     "RUNID": {"type": "string", "description": "A label of the client's, returned as the job's runId."},
     "PHASE": {"type": "string", "enum": ["RUN"], "description": "RUN: start the job at once."},
 }
@@ -71,7 +75,7 @@ def _query(*names: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _jobs(request: Request) -> JobService:
-    return request.app.state.jobs
+    return request.app.state.services.jobs
 
 
 def _owner(request: Request) -> str:

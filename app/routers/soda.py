@@ -8,23 +8,19 @@ documents (``UsageError: ...``, see :mod:`app.errors`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.dependencies import Services, get_services
-from app.observability import record_cutout
+from app.dependencies import Services, ServicesDep
+from app.pipeline import serve
 from app.planning import soda
-from app.planning.answers import NoData
-from app.streaming import send
 from core.errors import InvalidInputError
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/soda", tags=["SODA"])
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -70,14 +66,8 @@ _FORM_SCHEMA = {
 
 
 async def _sync(request: Request, services: Services, pairs: list[tuple[str, str]]) -> Response:
-    req = soda.parse_soda(pairs)
-    ctx = services.context()
-    answer = await services.pool.run(soda.plan_soda, ctx, req)
-    if isinstance(answer, NoData):
-        return Response(status_code=204)
-    if answer.stats is not None:
-        record_cutout(request, answer.stats)
-    return await send(answer, pool=services.pool, budget=services.budget)  # the TPF or its zip
+    # the TPF or its zip; no overlap is a NoData answered 204
+    return await serve(request, soda.SYNC, soda.parse_soda(pairs))
 
 
 @router.get("/sync", response_class=Response, responses=_SYNC_RESPONSES,

@@ -10,6 +10,8 @@
     product: $("product"), sector: $("sector"), stretch: $("stretch"), invert: $("invert"),
     timeMin: $("time-min"), timeMax: $("time-max"), frameBin: $("frame-bin"),
   };
+  // the server's default product: the product list's first option (index.html lists them once)
+  const DEFAULT_PRODUCT = fields.product.options[0].value;
   const preview = $("preview");
   const lightcurveView = window.lightcurveView;  // static/lightcurve.js, loaded first
   const statusLine = $("status");
@@ -72,7 +74,7 @@
   function cutoutParams(v, withSector) {
     const p = { ra: v.ra, dec: v.dec, x: v.x, y: v.y, units: "px", ...frameParams(v) };
     if (withSector && v.sector) p.sector = v.sector;
-    if (v.product !== "SPOC") p.product = v.product;
+    if (v.product !== DEFAULT_PRODUCT) p.product = v.product;
     return p;
   }
 
@@ -94,8 +96,8 @@
     const sector = v.sector ? `, sector=${v.sector}` : "";
     // astroquery takes (ny, nx)
     lines.push(`manifest = Tesscut.download_cutouts(coordinates=coord, size=[${v.y}, ${v.x}]${sector})`);
-    if (v.product !== "SPOC") {
-      lines.push(`# astroquery >= 0.4.11 asks only for SPOC; for ${v.product} use the curl command.`);
+    if (v.product !== DEFAULT_PRODUCT) {
+      lines.push(`# astroquery >= 0.4.11 asks only for ${DEFAULT_PRODUCT}; for ${v.product} use the curl command.`);
     }
     if (v.time_min || v.time_max || v.frame_bin) {
       lines.push("# astroquery cannot send the time window or the binning: use the curl command for them.");
@@ -119,7 +121,7 @@
     if (option && option.dataset.camera) {
       wcs.href = absolute(API + "ffi_wcs?" + query({
         sector: v.sector, camera: option.dataset.camera, ccd: option.dataset.ccd,
-        product: v.product !== "SPOC" ? v.product : "",
+        product: v.product !== DEFAULT_PRODUCT ? v.product : "",
       }));
       wcs.hidden = false;
     } else {

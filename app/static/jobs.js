@@ -26,8 +26,9 @@
   const file = el("input", { id: "jobs-file", name: "targets", type: "file", accept: ".csv,text/csv", required: "" });
   const sizeX = el("input", { id: "jobs-x", name: "x", type: "number", min: "1", step: "1", value: "10", required: "" });
   const sizeY = el("input", { id: "jobs-y", name: "y", type: "number", min: "1", step: "1", value: "10", required: "" });
+  // the products the cutout form lists (index.html names them once)
   const product = el("select", { id: "jobs-product", name: "product" },
-    [el("option", { value: "SPOC", selected: "" }, ["SPOC"]), el("option", { value: "TICA" }, ["TICA"])]);
+    Array.from(document.getElementById("product").options, (o) => el("option", { value: o.value }, [o.text])));
   const submit = el("button", { id: "jobs-submit", type: "submit" }, ["Run job"]);
   const progress = el("progress", { id: "jobs-progress", value: "0", max: "1", hidden: "" });
   const status = el("p", { id: "jobs-status", role: "status", "aria-live": "polite" });

@@ -245,7 +245,8 @@ window.lightcurveView = (function () {
 
   function curveParams() {
     return { ra: target.ra, dec: target.dec, sector: target.sector,
-             product: target.product !== "SPOC" ? target.product : "", mask: maskText(),
+             product: target.product !== document.getElementById("product").options[0].value ? target.product : "",
+             mask: maskText(),
              time_min: target.time_min, time_max: target.time_max, frame_bin: target.frame_bin };
   }
 

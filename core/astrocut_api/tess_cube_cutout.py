@@ -21,7 +21,7 @@ between cuts. Departures, on purpose:
 4. errors are :mod:`core.errors` types naming the parameter; no cube holding the position is
    :class:`~core.errors.NoDataError` (astrocut's ``InvalidQueryError``); an empty input list is
    an :class:`~core.errors.InvalidInputError` (astrocut reports "no data");
-5. keyword-only additions: ``product`` ("SPOC" or "TICA", astrocut 0.11.1's TICA cubes; the cube's
+5. keyword-only additions: ``product`` (SPOC or TICA, astrocut 0.11.1's TICA cubes; the cube's
    own layout decides how it is read), ``s3`` (a :class:`core.storage.s3.S3Config`), and
    ``time_min``/``time_max``/``frame_bin`` (a time window in BTJD and a frame binning,
    :mod:`core.cubes.frames`; a cube whose frames miss the window is skipped as one off the
@@ -54,6 +54,7 @@ from core.cubes.frames import TimeWindow
 from core.errors import CorruptFileError, CutoutError, InvalidInputError, NoDataError
 from core.geometry import Window
 from core.images.cutouts import DataWarning, cutout_filename
+from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import write_bytes_atomic
 from core.tpf.cut import (
@@ -89,10 +90,8 @@ def _parse_threads(threads: Any) -> int:
 
 
 def check_product(product: Any) -> str:
-    """``"SPOC"`` or ``"TICA"`` (any case), upper-cased; anything else names ``product``."""
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
-    return product.upper()
+    """``SPOC`` or ``TICA`` (any case), upper-cased; anything else names ``product``."""
+    return Product.parse(product).value
 
 class TessCubeCutout:
     """Target pixel file cutouts of TESS FFI cubes (astrocut 1.4.0's ``TessCubeCutout``).
@@ -117,7 +116,7 @@ class TessCubeCutout:
         Threads reading each ``s3://`` cube (local cubes are read by one, as astrocut does).
     verbose : bool
         Print each cut's report to stderr.
-    product : {"SPOC", "TICA"}
+    product : {SPOC, TICA}
         Our addition (astrocut 0.11.1's parameter): the kind of cube.
     s3 : core.storage.s3.S3Config, optional
         Our addition: how to reach ``s3://`` cubes.
@@ -159,7 +158,7 @@ class TessCubeCutout:
         threads: int | Literal["auto"] = 1,
         verbose: bool = False,
         *,
-        product: str = "SPOC",
+        product: str = Product.SPOC,
         s3: Any = None,
         time_min: float | None = None,
         time_max: float | None = None,

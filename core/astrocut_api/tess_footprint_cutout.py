@@ -25,7 +25,7 @@ Departures, on purpose:
 4. no match is :class:`~core.errors.NoDataError` naming ``coordinates`` (astrocut's
    ``InvalidQueryError``); a missing catalog is :class:`~core.errors.UnavailableError` naming
    ``catalog``;
-5. keyword-only additions: ``catalog``, ``product`` ("SPOC" or "TICA", astrocut 0.11.1's) and
+5. keyword-only additions: ``catalog``, ``product`` (SPOC or TICA, astrocut 0.11.1's) and
    ``s3`` (a :class:`core.storage.s3.S3Config` for ``s3://`` cubes).
 """
 
@@ -47,6 +47,7 @@ from core.cutout_size import first_two
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
 from core.geometry import parse_coordinates
 from core.images.cutouts import parse_size
+from core.product import Product
 
 #: astrocut's TESS pixel scale for converting pixel sizes to angles (arcsec per pixel)
 ARCSEC_PER_PX = 21
@@ -162,7 +163,7 @@ class TessFootprintCutout:
         Print each cut's report to stderr.
     catalog : Catalog, optional
         Our addition: the hosted cubes; default ``core.catalog.snapshot.default_catalog()``.
-    product : {"SPOC", "TICA"}
+    product : {SPOC, TICA}
         Our addition: which kind of cube.
     s3 : core.storage.s3.S3Config, optional
         Our addition: how to reach ``s3://`` cubes.
@@ -196,7 +197,7 @@ class TessFootprintCutout:
         verbose: bool = False,
         *,
         catalog: Catalog | None = None,
-        product: str = "SPOC",
+        product: str = Product.SPOC,
         s3: Any = None,
     ) -> None:
         (self._coordinates, self._cutout_size, self._fill_value,
@@ -262,7 +263,7 @@ def cube_cut_from_footprint(
     legacy_filenames: bool = False,
     *,
     catalog: Catalog | None = None,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     s3: Any = None,
 ) -> list[str] | list[fits.HDUList]:
     """Cut TPFs around ``coordinates`` from every hosted cube holding it (astrocut 1.4.0's function).
@@ -290,7 +291,7 @@ def get_tess_sectors(
     cutout_size: Any,
     *,
     catalog: Catalog | None = None,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
 ) -> Table:
     """The hosted sectors (sector, camera, CCD) whose cubes overlap a cutout (astrocut 1.4.0's function).
 

@@ -44,6 +44,7 @@ from core.batch.cutouts import (
     task_result,
 )
 from core.errors import InvalidInputError, NotFoundError
+from core.product import Product
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -81,8 +82,7 @@ class FfiGroup:
 
 def cube_name(product: str, sector: int, camera: int, ccd: int) -> str:
     """MAST's cube file name: ``tess-s0038-2-2-cube.fits`` or ``tica-s0038-2-2-cube.fits``."""
-    prefix = "tica" if product.upper() == "TICA" else "tess"
-    return f"{prefix}-s{int(sector):04d}-{int(camera)}-{int(ccd)}-cube.fits"
+    return Product.parse(product).cube_name(sector, camera, ccd)
 
 
 def _int_card(header: Any, *keys: str) -> int | None:
@@ -97,7 +97,7 @@ def _identify(path: str) -> tuple[str, int, int, int] | str:
     """(product, sector, camera, ccd) of an FFI, from its name or else its headers; or the reason
     it is not an FFI."""
     name = os.path.basename(path)
-    for product, pattern in (("SPOC", SPOC_FFI_NAME), ("TICA", TICA_FFI_NAME)):
+    for product, pattern in ((Product.SPOC, SPOC_FFI_NAME), (Product.TICA, TICA_FFI_NAME)):
         m = pattern.match(name)
         if m:
             return (product, int(m.group(1)), int(m.group(2)), int(m.group(3)))
@@ -112,7 +112,7 @@ def _identify(path: str) -> tuple[str, int, int, int] | str:
                 if "CAMNUM" not in h0 and "CCDNUM" not in h0:
                     return "not an FFI (an image in HDU 0 without CAMNUM/CCDNUM, so not TICA)"
                 camera, ccd = _int_card(h0, "CAMNUM"), _int_card(h0, "CCDNUM")
-                product = "TICA"
+                product = Product.TICA
             else:
                 try:
                     h1 = hdul[1].header
@@ -122,7 +122,7 @@ def _identify(path: str) -> tuple[str, int, int, int] | str:
                     return "not an FFI (HDU 1 is not a 2-D image: a cube or table file?)"
                 camera, ccd = _int_card(h1, "CAMERA") or _int_card(h0, "CAMERA"), (
                     _int_card(h1, "CCD") or _int_card(h0, "CCD"))
-                product = "SPOC"
+                product = Product.SPOC
             sector = _int_card(h0, "SECTOR")
     except Exception as exc:  # noqa: BLE001 - astropy raises OSError, ValueError... on non-FITS bytes
         return f"not a readable FITS file ({type(exc).__name__}: {exc})"
@@ -135,7 +135,7 @@ def _identify(path: str) -> tuple[str, int, int, int] | str:
     return (product, int(sector), int(camera), int(ccd))
 
 
-def find_ffis(ffi_dir: str | os.PathLike, *, product: str = "SPOC", exclude: str | os.PathLike | None = None
+def find_ffis(ffi_dir: str | os.PathLike, *, product: str = Product.SPOC, exclude: str | os.PathLike | None = None
               ) -> tuple[list[FfiGroup], list[tuple[str, str]]]:
     """Group the FFIs of ``product`` under ``ffi_dir`` (recursively) by sector, camera and CCD.
 
@@ -143,7 +143,7 @@ def find_ffis(ffi_dir: str | os.PathLike, *, product: str = "SPOC", exclude: str
     ----------
     ffi_dir : path
         Folder searched for ``*.fits`` files.
-    product : {"SPOC", "TICA"}
+    product : {SPOC, TICA}
         FFIs of the other product are ignored.
     exclude : path, optional
         A folder not searched (the cubes' output folder, when it is inside ``ffi_dir``).
@@ -270,7 +270,7 @@ def make_cubes(
     scheduler: str | Client | None = None,
     workers: int | None = None,
     max_memory: float = 4.0,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     progress: bool | Callable[[int, int], Any] | None = None,
     memory_limit: str | float | None = None,
 ) -> CubeBuildReport:
@@ -289,7 +289,7 @@ def make_cubes(
         the CPU count).
     max_memory : float
         GB (1e9 bytes) each build may hold of cube data (``CubeFactory.make_cube``'s bound).
-    product : {"SPOC", "TICA"}
+    product : {SPOC, TICA}
         Which FFIs to build cubes of.
     progress : bool or callable, optional
         As for :func:`core.batch.cutouts.run_batch`.
@@ -310,16 +310,8 @@ def make_cubes(
         The scheduler cannot be reached.
     """
     t0 = time.monotonic()
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
-    product = product.upper()
-    try:
-        mem = float(max_memory)
-    except (TypeError, ValueError):
-        mem = float("nan")
-    if not (mem > 0 and mem != float("inf")):
-        raise InvalidInputError(f"max_memory must be a positive number of GB, got {max_memory!r}",
-                                field="max_memory")
+    product = Product.parse(product).value
+    mem = _check_max_memory(max_memory)
     limit = memory_limit if memory_limit is not None else int((mem + _WORKER_OVERHEAD_GB) * 1e9)
     workers, limit = check_cluster_options(scheduler, workers, limit)
     ProgressDisplay(0, label="cubes", progress=progress)  # checks progress before any work
@@ -327,7 +319,34 @@ def make_cubes(
     groups, ignored = find_ffis(ffi_dir, product=product, exclude=out)
     for path, reason in ignored:
         logger.info("ignored %s: %s", path, reason)
+    builds, todo = _plan_builds(groups, out)
+    report = CubeBuildReport(builds, ignored, tasks=len(todo))
+    report.timings["scan"] = time.monotonic() - t0
+    logger.info("make-cubes: %d cubes under %s (%d complete already), %d files ignored; %d to build",
+                len(builds), ffi_dir, report.skipped, len(ignored), len(todo))
+    if todo:
+        os.makedirs(out, exist_ok=True)
+        n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(todo))
+        _build_on_cluster(todo, scheduler, n_workers, limit, mem, product, progress)
+    report.timings["total"] = time.monotonic() - t0
+    return report
 
+
+def _check_max_memory(max_memory: Any) -> float:
+    """``max_memory`` as a positive, finite number of GB."""
+    try:
+        mem = float(max_memory)
+    except (TypeError, ValueError):
+        mem = float("nan")
+    if not (mem > 0 and mem != float("inf")):
+        raise InvalidInputError(f"max_memory must be a positive number of GB, got {max_memory!r}",
+                                field="max_memory")
+    return mem
+
+
+def _plan_builds(groups: list[FfiGroup], out: str) -> tuple[list[CubeBuild], list[tuple[CubeBuild, FfiGroup]]]:
+    """A build per group of FFIs (its cube under ``out``), and those still to run: a complete cube
+    there already is ``skipped``."""
     builds: list[CubeBuild] = []
     todo: list[tuple[CubeBuild, FfiGroup]] = []
     for g in groups:
@@ -338,28 +357,27 @@ def make_cubes(
             b.status, b.bytes = "skipped", os.path.getsize(path)
         else:
             todo.append((b, g))
-    report = CubeBuildReport(builds, ignored, tasks=len(todo))
-    report.timings["scan"] = time.monotonic() - t0
-    logger.info("make-cubes: %d cubes under %s (%d complete already), %d files ignored; %d to build",
-                len(builds), ffi_dir, report.skipped, len(ignored), len(todo))
-    if todo:
-        os.makedirs(out, exist_ok=True)
-        display = None
-        n_workers = None if scheduler is not None else min(workers or os.cpu_count() or 1, len(todo))
-        try:
-            with dask_client(scheduler, workers=n_workers, memory_limit=limit) as client:
-                display = ProgressDisplay(len(todo), label="cubes", progress=progress, log_every=1, log=logger)
-                _run_builds(client, todo, mem, product, display)
-        except BaseException:
-            for b, _ in todo:
-                if not b.status:
-                    b.status, b.error = "error", "not built: the run was interrupted"
-            raise
-        finally:
-            if display is not None:
-                display.close()
-    report.timings["total"] = time.monotonic() - t0
-    return report
+    return builds, todo
+
+
+def _build_on_cluster(todo: list[tuple[CubeBuild, FfiGroup]], scheduler: str | Client | None,
+                      n_workers: int | None, memory_limit: Any, max_memory: float, product: str,
+                      progress: bool | Callable[[int, int], Any] | None) -> None:
+    """Run the builds on Dask (``scheduler``, or a LocalCluster of ``n_workers``), showing progress;
+    when interrupted, the builds not finished are marked so before the interruption propagates."""
+    display = None
+    try:
+        with dask_client(scheduler, workers=n_workers, memory_limit=memory_limit) as client:
+            display = ProgressDisplay(len(todo), label="cubes", progress=progress, log_every=1, log=logger)
+            _run_builds(client, todo, max_memory, product, display)
+    except BaseException:
+        for b, _ in todo:
+            if not b.status:
+                b.status, b.error = "error", "not built: the run was interrupted"
+        raise
+    finally:
+        if display is not None:
+            display.close()
 
 
 def _run_builds(client: Client, todo: list[tuple[CubeBuild, FfiGroup]], max_memory: float, product: str,

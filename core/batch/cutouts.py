@@ -57,7 +57,8 @@ from typing import TYPE_CHECKING, Any
 from core.catalog.snapshot import Catalog
 from core.cubes.frames import TimeWindow
 from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
-from core.storage.atomic import atomic_output
+from core.product import Product
+from core.storage.atomic import atomic_output, remove_stale_temporaries
 from core.storage.s3 import S3Config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -301,17 +302,11 @@ def _s3_config(s3: Mapping[str, Any] | S3Config | None) -> S3Config | None:
 
 
 def _remove_stale_parts(path: str) -> None:
-    """Remove the temporary files an earlier, killed attempt at ``path`` left beside it
-    (:func:`core.storage.atomic.atomic_output` names them ``.{name}.{random}.part``). Within a run one
-    task writes each path, so any such file is stale."""
-    import glob
-
+    """Remove the temporary files an earlier, killed attempt at ``path`` left beside it (named as
+    :func:`core.storage.atomic.atomic_output` names them). Within a run one task writes each path,
+    so any such file is stale, whichever process made it."""
     directory, name = os.path.split(path)
-    for part in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.part")):
-        try:
-            os.unlink(part)
-        except OSError:
-            pass
+    remove_stale_temporaries(directory, f".{name}.", ".part", any_owner=True)
 
 
 def cut_target(uri: str, ra: float, dec: float, size: Sequence[float], units: str, product: str,
@@ -780,7 +775,7 @@ def plan_batch(
     sectors: Iterable[int] | None = None,
     out_dir: str | os.PathLike,
     catalog: Catalog,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     s3: S3Config | Mapping[str, Any] | None = None,
     manifest: str | os.PathLike | None = None,
     limits: Mapping[str, Any] | None = None,
@@ -804,7 +799,6 @@ def plan_batch(
     NotFoundError
         The target CSV does not exist.
     """
-    from core.product import Product
 
     size_xy, units = _size_values(size, units)
     window = TimeWindow(time_min, time_max, frame_bin)
@@ -832,6 +826,7 @@ def plan_batch(
                      manifest=manifest_path, out_dir=out)
 
 
+# long: the docstring documents its 18 parameters; the work is done by plan_batch, dask_client and _run
 def run_batch(
     targets: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]],
     *,
@@ -842,7 +837,7 @@ def run_batch(
     catalog: Catalog,
     scheduler: str | Client | None = None,
     workers: int | None = None,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     progress: bool | Callable[[int, int], Any] | None = None,
     memory_limit: str | float = DEFAULT_MEMORY_LIMIT,
     s3: S3Config | Mapping[str, Any] | None = None,
@@ -875,7 +870,7 @@ def run_batch(
         A running scheduler's address (or a client). Default: a new LocalCluster for this run.
     workers : int, optional
         LocalCluster worker processes, one thread each (default: the CPU count, at most one per task).
-    product : {"SPOC", "TICA"}
+    product : {SPOC, TICA}
         Which cubes.
     progress : bool or callable, optional
         None/True: a bar on a terminal, log lines otherwise; False: neither. A callable is called as

@@ -1,6 +1,6 @@
 """Building TESS image cubes (the astrocut/MAST cube layout) from full-frame images.
 
-:class:`CubeFactory` turns a list of SPOC FFIs (or TICA FFIs with ``product="TICA"`` /
+:class:`CubeFactory` turns a list of SPOC FFIs (or TICA FFIs with ``product=Product.TICA`` /
 :class:`TicaCubeFactory`) into one cube file that cutouts read quickly: each CCD row of the cube
 holds, for every column, the whole time series of flux and error.
 
@@ -55,14 +55,12 @@ Departs from astrocut, on purpose:
 from __future__ import annotations
 
 import errno
-import glob
 import io
 import logging
 import os
 import re
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +82,8 @@ from core.errors import (
     UnavailableError,
 )
 from core.fitsio.cards import TooFewHdus, card_values, padded, raw_hdus
+from core.product import Product
+from core.storage.atomic import pwrite_all, remove_stale_temporaries, temporary_file
 
 __all__ = ["CubeFactory", "TicaCubeFactory"]
 
@@ -111,8 +111,9 @@ class _Product:
 
 
 _PRODUCTS = {
-    "SPOC": _Product("SPOC", 1, (1, 2), "TSTART", ("DATE-END", "TSTOP"), ("CAMERA", "CCD"), {"WCSAXES": 2}),
-    "TICA": _Product("TICA", 0, (0,), "STARTTJD", ("ENDTJD",), ("CAMNUM", "CCDNUM"), {"NAXIS": 2}),
+    Product.SPOC: _Product(Product.SPOC, 1, (1, 2), "TSTART", ("DATE-END", "TSTOP"), ("CAMERA", "CCD"),
+                           {"WCSAXES": 2}),
+    Product.TICA: _Product(Product.TICA, 0, (0,), "STARTTJD", ("ENDTJD",), ("CAMNUM", "CCDNUM"), {"NAXIS": 2}),
 }
 
 
@@ -179,9 +180,8 @@ class _Placement:
 
 @dataclass
 class _BuildJob:
-    """One cube being written: where, its layout, the frames and where they go, and how."""
+    """One cube to write: its layout, the frames and where they go, and how."""
 
-    tmp: str
     layout: _Layout
     placement: _Placement
     frames: list[_Frame]
@@ -256,15 +256,6 @@ class _Progress:
             self.bar = None
 
 
-def _pwrite_all(fd: int, buf: Any, offset: int) -> None:
-    """Write all of ``buf`` at ``offset`` (``os.pwrite`` may write less than asked)."""
-    view = memoryview(buf).cast("B")
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
 def _pread_into(fd: int, buf: Any, offset: int, path: str) -> None:
     view = memoryview(buf).cast("B")
     while len(view):
@@ -299,26 +290,127 @@ def _read_rows_astropy(fr: _Frame, planes: list[tuple[int, _Plane]], stage: np.n
             stage[:n, tp, :] = hdul[plane.ext].section[y0:y0 + n, :]
 
 
-def _pid_alive(pid: int) -> bool:
+def _reserve(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for ``fd`` (``posix_fallocate``) where the file system can."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
 
 
-def _remove_stale_partials(cube_file: str) -> None:
-    """Remove ``<cube_file>.partial-<pid>-*`` files left by processes that no longer run."""
-    for path in glob.glob(glob.escape(cube_file) + ".partial-*"):
-        m = re.search(r"\.partial-(\d+)-[0-9a-f]+$", path)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+def _print_timings(layout: _Layout, write_s: float, total_s: float) -> None:
+    """The closing lines of a verbose build: where the write time went, and the total."""
+    s = layout.stats
+    print(f"Write time: {write_s:.2f} sec ({layout.total_bytes / GB:.2f} GB: read "
+          f"{s['read']:.2f} s, transpose {s['transpose']:.2f} s, write {s['write']:.2f} s, {s['blocks']} "
+          f"blocks of {s['rows']} rows)", flush=True)
+    print(f"Total time elapsed: {total_s / 60:.2f} min", flush=True)
+
+
+class _Bands:
+    """A cube's image data copied from the FFIs in bands of rows.
+
+    Each band of every new FFI is read into a staging buffer (and, when updating, the old cube's
+    rows into another), transposed into an output buffer and written. There are two of each
+    buffer, so the next band is read and the previous one written (on the pool's two threads)
+    while the main thread transposes this one. The band's height keeps the four buffers within
+    ``max_memory`` (and the band near ``_TARGET_BAND_BYTES``).
+    """
+
+    def __init__(self, job: _BuildJob) -> None:
+        self.job = job
+        layout, old = job.layout, job.old
+        nx, nplanes = layout.nx, layout.nplanes
+        t_new = len(job.frames)
+        self.tp_new = t_new * nplanes
+        # Bytes held per row of a band: staging (new frames, + old rows) and output, two of each.
+        per_row = 2 * (t_new * nplanes * nx * 4 + (layout.row_bytes if old else 0)) + 2 * layout.row_bytes
+        rows = int(min(job.max_memory * GB // per_row, max(1, _TARGET_BAND_BYTES // layout.row_bytes),
+                       layout.ny, _IOV_MAX))
+        self.rows = max(rows, 1)
+        self.count = -(-layout.ny // self.rows)
+        self.stats = layout.stats
+        self.stats.update(read=0.0, transpose=0.0, write=0.0, blocks=self.count, rows=self.rows)
+        self.stages = [np.empty((self.rows, self.tp_new, nx), dtype=">f4") for _ in range(2)]
+        self.olds = ([np.empty((self.rows, nx, old.shape[2], nplanes), dtype=">f4") for _ in range(2)]
+                     if old else None)
+        self.outs = [np.empty((self.rows, nx, layout.nframes, nplanes), dtype=">f4") for _ in range(2)]
+        # Row views for preadv, built once per staging buffer: views[b][tp] = [row 0, row 1, ...].
+        self.views = [[[memoryview(st[r, tp]).cast("B") for r in range(self.rows)] for tp in range(self.tp_new)]
+                      for st in self.stages]
+
+    def _span(self, k: int) -> tuple[int, int]:
+        """First row and number of rows of band ``k``."""
+        y0 = k * self.rows
+        return y0, min(self.rows, self.job.layout.ny - y0)
+
+    def read(self, k: int) -> int:
+        """Read band ``k`` of every new FFI (and of the old cube) into staging buffer ``k % 2``."""
+        t = time.monotonic()
+        job, b = self.job, k % 2
+        y0, n = self._span(k)
+        nplanes, nx = job.layout.nplanes, job.layout.nx
+        for f, fr in enumerate(job.frames):
             try:
-                os.unlink(path)
-                logger.debug("Removed stale temporary file %s", path)
-            except OSError:
-                pass
+                direct = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is not None]
+                through_astropy = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is None]
+                if direct:
+                    _read_rows_direct(fr, direct, self.views[b], self.stages[b], y0, n, nx)
+                if through_astropy:
+                    _read_rows_astropy(fr, through_astropy, self.stages[b], y0, n)
+            except CutoutError:
+                raise
+            except Exception as exc:
+                raise CorruptFileError(f"Could not read the pixels of {fr.name} ({exc}).",
+                                       field="file_list") from exc
+        old = job.old
+        if old is not None:
+            with open(old.path, "rb", buffering=0) as fh:
+                _pread_into(fh.fileno(), self.olds[b][:n],
+                            old.offset + y0 * old.shape[1] * old.shape[2] * nplanes * 4, old.path)
+        self.stats["read"] += time.monotonic() - t
+        return k
+
+    def transpose(self, k: int) -> None:
+        """Band ``k``'s staged frames (and old rows) into output buffer ``k % 2``, in time order."""
+        t = time.monotonic()
+        layout, plan = self.job.layout, self.job.placement
+        n = self._span(k)[1]
+        st, out = self.stages[k % 2][:n], self.outs[k % 2][:n]
+        if self.job.old is None:
+            # (rows, T*P, nx) -> (rows, nx, T*P): one transpose per band.
+            np.copyto(out.reshape(n, layout.nx, self.tp_new), st.transpose(0, 2, 1))
+        else:
+            out[:, :, plan.old_pos, :] = self.olds[k % 2][:n]
+            out[:, :, plan.new_pos, :] = st.reshape(n, len(self.job.frames), layout.nplanes,
+                                                    layout.nx).transpose(0, 3, 1, 2)
+        self.stats["transpose"] += time.monotonic() - t
+
+    def write(self, fd: int, k: int) -> int:
+        """Write output buffer ``k % 2`` at band ``k``'s place in the file ``fd``."""
+        t = time.monotonic()
+        layout = self.job.layout
+        y0, n = self._span(k)
+        pwrite_all(fd, self.outs[k % 2][:n], layout.data_offset + y0 * layout.row_bytes)
+        self.stats["write"] += time.monotonic() - t
+        return k
+
+    def copy(self, fd: int, pool: ThreadPoolExecutor, bar: _Progress) -> None:
+        """Every band into ``fd``: band k+1 is read and band k-1 written while band k is transposed."""
+        reading = pool.submit(self.read, 0)
+        writing = None
+        for k in range(self.count):
+            reading.result()
+            if k + 1 < self.count:
+                reading = pool.submit(self.read, k + 1)
+            self.transpose(k)
+            if writing is not None:
+                writing.result()
+                bar.update(k)
+            writing = pool.submit(self.write, fd, k)
+        writing.result()
+        bar.update(self.count)
 
 
 #: FITS commentary keywords: astropy answers them with all their cards, not one value
@@ -358,15 +450,13 @@ class CubeFactory:
     max_memory : float
         Memory in GB (1e9 bytes) available for the cube data being assembled.
     product : str
-        ``"SPOC"`` (default) or ``"TICA"``.
+        ``SPOC`` (default) or ``TICA``.
     """
 
-    def __init__(self, max_memory: float = 50, product: str = "SPOC") -> None:
+    def __init__(self, max_memory: float = 50, product: str = Product.SPOC) -> None:
         self._max_memory = self._check_memory(max_memory)
-        key = str(product).upper() if isinstance(product, str) else None
-        if key not in _PRODUCTS:
-            raise InvalidInputError(f"Unknown product {product!r}; use 'SPOC' or 'TICA'.", field="product")
-        self.product = key
+        key = Product.parse(product)
+        self.product = key.value
         self._spec = _PRODUCTS[key]
 
     # ------------------------------------------------------------------ public
@@ -422,35 +512,11 @@ class CubeFactory:
         t0 = time.monotonic()
         mem = self._max_memory if max_memory is None else self._check_memory(max_memory)
         files = self._normalise_files(file_list)
-        if sector is not None:
-            try:
-                if isinstance(sector, bool) or int(sector) != float(sector) or int(sector) < 0:
-                    raise ValueError
-                sector = int(sector)
-            except (TypeError, ValueError):
-                raise InvalidInputError(f"sector must be a non-negative integer, not {sector!r}.",
-                                        field="sector") from None
+        sector = self._check_sector(sector)
         cube_file = os.fspath(cube_file)
         old = None
         if update:
-            if not os.path.isfile(cube_file):
-                raise MissingInputError(f"Cube file {cube_file} does not exist; cannot update it.",
-                                        field="cube_file")
-            old = self._read_old_cube(cube_file)
-            known = set(old.names)
-            kept, seen = [], set()
-            for f in files:
-                name = os.path.basename(f)
-                if name in known or name in seen:
-                    # astrocut's warning, word for word
-                    warnings.warn(f"Removed duplicate file: {name}", DataWarning, stacklevel=2)
-                    continue
-                seen.add(name)
-                kept.append(f)
-            if not kept:
-                raise InvalidInputError("No new images were found in the provided file list.",
-                                        field="file_list")
-            files = kept
+            old, files = self._read_cube_to_update(cube_file, files)
 
         frames, template, pending_cols = self._scan(files, verbose)
         sector = self._check_consistency(frames, sector, old)
@@ -464,39 +530,14 @@ class CubeFactory:
             layout, plan = self._plan_update(frames, old, order)
         layout.stats["scan"] = t_scan
 
-        _remove_stale_partials(cube_file)
-        tmp = f"{cube_file}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         label = os.path.basename(cube_file)
         if verbose:
             print(f"{'Updating' if old else 'Building'} {label}: {layout.nframes} frames of {layout.ny}x{layout.nx} "
                   f"({layout.nplanes} planes), {layout.data_bytes / GB:.2f} GB", flush=True)
-        try:
-            directory = os.path.dirname(cube_file)
-            if directory:
-                os.makedirs(directory, exist_ok=True)
-            t_write = time.monotonic()
-            self._write(_BuildJob(tmp, layout, plan, frames, old, mem, verbose, progress, label))
-            os.replace(tmp, cube_file)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:  # never created (no such directory, or a path through a file)
-                pass
-            if isinstance(exc, OSError) and not isinstance(exc, CutoutError):
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise UnavailableError(
-                        f"Not enough disk space to write {label} ({layout.total_bytes / GB:.2f} GB needed); "
-                        "nothing was written.", field="cube_file") from exc
-                raise UnavailableError(f"Could not write {label}: {exc.strerror or exc}.",
-                                       field="cube_file") from exc
-            raise
-        total = time.monotonic() - t0
+        t_write = time.monotonic()
+        self._write_cube_file(cube_file, _BuildJob(layout, plan, frames, old, mem, verbose, progress, label))
         if verbose:
-            s = layout.stats
-            print(f"Write time: {time.monotonic() - t_write:.2f} sec ({layout.total_bytes / GB:.2f} GB: read "
-                  f"{s['read']:.2f} s, transpose {s['transpose']:.2f} s, write {s['write']:.2f} s, {s['blocks']} "
-                  f"blocks of {s['rows']} rows)", flush=True)
-            print(f"Total time elapsed: {total / 60:.2f} min", flush=True)
+            _print_timings(layout, time.monotonic() - t_write, time.monotonic() - t0)
         return cube_file
 
     def update_cube(
@@ -514,6 +555,70 @@ class CubeFactory:
         ``NotFoundError`` and astrocut's ``InvalidInputError``."""
         return self.make_cube(file_list, cube_file, sector=sector, max_memory=max_memory, verbose=verbose,
                               update=True)
+
+    @staticmethod
+    def _check_sector(sector: Any) -> int | None:
+        """``sector`` as a non-negative int (None stays None: taken from the FFIs)."""
+        if sector is None:
+            return None
+        try:
+            if isinstance(sector, bool) or int(sector) != float(sector) or int(sector) < 0:
+                raise ValueError
+            return int(sector)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"sector must be a non-negative integer, not {sector!r}.",
+                                    field="sector") from None
+
+    def _read_cube_to_update(self, cube_file: str, files: list[str]) -> tuple[_OldCube, list[str]]:
+        """The existing cube and the files not in it yet (each one already there or given twice
+        dropped with astrocut's ``DataWarning``)."""
+        if not os.path.isfile(cube_file):
+            raise MissingInputError(f"Cube file {cube_file} does not exist; cannot update it.",
+                                    field="cube_file")
+        old = self._read_old_cube(cube_file)
+        known = set(old.names)
+        kept, seen = [], set()
+        for f in files:
+            name = os.path.basename(f)
+            if name in known or name in seen:
+                # astrocut's warning, word for word
+                warnings.warn(f"Removed duplicate file: {name}", DataWarning, stacklevel=3)
+                continue
+            seen.add(name)
+            kept.append(f)
+        if not kept:
+            raise InvalidInputError("No new images were found in the provided file list.",
+                                    field="file_list")
+        return old, kept
+
+    def _write_cube_file(self, cube_file: str, job: _BuildJob) -> None:
+        """Write ``job``'s cube under a temporary name beside ``cube_file`` and rename it; on any
+        error remove it, and raise :class:`UnavailableError` for an ``OSError`` (a full disk, no
+        permission). Temporary files of processes that died are removed first."""
+        directory, label = os.path.split(cube_file)
+        prefix = f"{label}.partial-"
+        tmp = None
+        try:
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            remove_stale_temporaries(directory, prefix)
+            tmp = temporary_file(directory, prefix)
+            self._write(tmp, job)
+            os.replace(tmp, cube_file)
+        except BaseException as exc:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:  # already gone
+                    pass
+            if isinstance(exc, OSError) and not isinstance(exc, CutoutError):
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise UnavailableError(
+                        f"Not enough disk space to write {label} ({job.layout.total_bytes / GB:.2f} GB needed); "
+                        "nothing was written.", field="cube_file") from exc
+                raise UnavailableError(f"Could not write {label}: {exc.strerror or exc}.",
+                                       field="cube_file") from exc
+            raise
 
     # ------------------------------------------------------------------ input
     @staticmethod
@@ -549,90 +654,30 @@ class CubeFactory:
         frames: list[_Frame] = []
         template = None
         cols: list[_Column] = []
-        pending: list[tuple[int, fits.Header]] = []
+        pending: list[tuple[int, fits.Header]] = []  # rows read before the template FFI
         shape = None
-        bad = (f"is not a {spec.name} FFI" + (" (needs image extensions 1 and 2)." if spec.name == "SPOC"
-                                              else " (needs a 2-D image in the primary HDU)."))
-        nhdus = max(spec.plane_exts) + 1
         t_file = time.monotonic()
         for i, path in enumerate(files):
             if verbose and i:
                 print(f"Completed file {i - 1} in {time.monotonic() - t_file:.3f} sec.", flush=True)
                 t_file = time.monotonic()
             name = os.path.basename(path)
-            try:
-                raw = raw_hdus(path, nhdus)
-                if raw is not None and not any(raw[e][2].get("ZIMAGE") for e in spec.plane_exts):
-                    # Fast path: astropy parses only the header that feeds the table.
-                    headers = [None] * nhdus
-                    img_text = raw[spec.img_ext][0]
-                    headers[spec.img_ext] = card_values(img_text)
-                    if headers[spec.img_ext] is None:
-                        headers[spec.img_ext] = fits.Header.fromstring(img_text.decode("ascii", "replace"))
-                    for e in range(nhdus):
-                        if headers[e] is None:
-                            headers[e] = raw[e][2]
-                    infos = [{"datLoc": raw[e][1]} for e in spec.plane_exts]
-                    plain, compressed = True, False
-                else:
-                    plain = raw is not None
-                    with fits.open(path, mode="denywrite", memmap=False, lazy_load_hdus=True) as hdul:
-                        headers = [hdul[e].header for e in range(nhdus)]
-                        infos = [hdul.fileinfo(e) for e in spec.plane_exts]
-                        compressed = any(isinstance(hdul[e], fits.CompImageHDU) for e in spec.plane_exts)
-            except (IndexError, TooFewHdus):
-                raise CorruptFileError(f"{name} {bad}", field="file_list") from None
-            except CutoutError:
-                raise
-            except Exception as exc:  # astropy raises OSError, ValueError, ... on non-FITS bytes
-                raise CorruptFileError(f"{name} is not a readable FITS file ({exc}).", field="file_list") from exc
-            img = headers[spec.img_ext]
-            planes = []
-            fsize = os.path.getsize(path)
-            for ext, info in zip(spec.plane_exts, infos):
-                h = headers[ext]
-                if h.get("NAXIS") != 2:
-                    raise CorruptFileError(f"{name} {bad}", field="file_list")
-                s = (int(h["NAXIS2"]), int(h["NAXIS1"]))
-                if shape is None:
-                    shape = s
-                elif s != shape:
-                    raise InvalidInputError(f"{name} has images of {s[0]}x{s[1]} pixels, the first FFI "
-                                            f"{shape[0]}x{shape[1]}: all FFIs must have one shape.",
-                                            field="file_list")
-                direct = (plain and not compressed and h.get("BITPIX") == -32
-                          and h.get("BSCALE", 1) == 1 and h.get("BZERO", 0) == 0)
-                offset = info["datLoc"] if direct else None
-                if direct and offset + s[0] * s[1] * 4 > fsize:
-                    raise CorruptFileError(f"{name} is truncated: it ends before its image data does.",
-                                           field="file_list")
-                planes.append(_Plane(ext, offset))
-            start = img.get(spec.time_keyword)
-            if isinstance(start, bool) or not isinstance(start, (int, float)):
-                raise CorruptFileError(f"{name} {bad} (no numeric {spec.time_keyword} card).", field="file_list")
-            ids = []
-            for kwd in spec.image_header_keywords:
-                if kwd not in img:
-                    raise CorruptFileError(f"{name} {bad} (no {kwd} card).", field="file_list")
-                ids.append(img[kwd])
-            sec = headers[0].get("SECTOR")
-            if not isinstance(sec, int) or isinstance(sec, bool):
-                m = _SECTOR_IN_NAME.search(name)
-                sec = int(m.group(1)) if m else None
-            frames.append(_Frame(path, name, float(start), planes, sec, tuple(ids)))
+            headers, infos, plain, compressed, img_text = self._read_headers(path, name)
+            planes, shape = self._planes(path, name, headers, infos, plain and not compressed, shape)
+            frames.append(self._frame(path, name, headers, planes))
 
+            img = headers[spec.img_ext]
             if template is None:
-                if all(img.get(k) == v for k, v in spec.template_requirements.items()):
-                    template = i
-                    if not isinstance(img, fits.Header):  # column types and comments come from astropy
-                        img = fits.Header.fromstring(img_text.decode("ascii", "replace"))
-                    cols = self._columns_from_template(img, name, len(files))
-                    for j, h in pending:
-                        self._fill_row(cols, j, h, files[j])
-                    pending = []
-                else:
+                if not all(img.get(k) == v for k, v in spec.template_requirements.items()):
                     pending.append((i, img))
                     continue
+                template = i
+                if not isinstance(img, fits.Header):  # column types and comments come from astropy
+                    img = fits.Header.fromstring(img_text.decode("ascii", "replace"))
+                cols = self._columns_from_template(img, name, len(files))
+                for j, h in pending:
+                    self._fill_row(cols, j, h, files[j])
+                pending = []
             self._fill_row(cols, i, img, path)
         if verbose and files:
             print(f"Completed file {len(files) - 1} in {time.monotonic() - t_file:.3f} sec.", flush=True)
@@ -647,6 +692,91 @@ class CubeFactory:
             for j, h in pending:
                 self._fill_row(cols, j, h, files[j])
         return frames, template, cols
+
+    def _not_an_ffi(self, name: str) -> str:
+        """The error message for a file that is not an FFI of this factory's product."""
+        need = ("(needs image extensions 1 and 2)." if self._spec.name == Product.SPOC
+                else "(needs a 2-D image in the primary HDU).")
+        return f"{name} is not a {self._spec.name} FFI {need}"
+
+    def _read_headers(self, path: str, name: str) -> tuple[list[Any], list[dict], bool, bool, bytes | None]:
+        """An FFI's headers up to its last plane: ``(headers, infos, plain, compressed, img_text)``.
+
+        Plain FITS with uncompressed planes is read from the raw cards (astropy parses only the
+        header that feeds the table; ``img_text`` is its raw text); anything else through astropy
+        (``img_text`` None). ``infos`` holds each plane's ``datLoc``; ``plain`` is False for a file
+        astropy must decode (gzip)."""
+        spec = self._spec
+        nhdus = max(spec.plane_exts) + 1
+        try:
+            raw = raw_hdus(path, nhdus)
+            if raw is not None and not any(raw[e][2].get("ZIMAGE") for e in spec.plane_exts):
+                # Fast path: astropy parses only the header that feeds the table.
+                headers: list[Any] = [None] * nhdus
+                img_text = raw[spec.img_ext][0]
+                headers[spec.img_ext] = card_values(img_text)
+                if headers[spec.img_ext] is None:
+                    headers[spec.img_ext] = fits.Header.fromstring(img_text.decode("ascii", "replace"))
+                for e in range(nhdus):
+                    if headers[e] is None:
+                        headers[e] = raw[e][2]
+                return headers, [{"datLoc": raw[e][1]} for e in spec.plane_exts], True, False, img_text
+            with fits.open(path, mode="denywrite", memmap=False, lazy_load_hdus=True) as hdul:
+                headers = [hdul[e].header for e in range(nhdus)]
+                infos = [hdul.fileinfo(e) for e in spec.plane_exts]
+                compressed = any(isinstance(hdul[e], fits.CompImageHDU) for e in spec.plane_exts)
+            return headers, infos, raw is not None, compressed, None
+        except (IndexError, TooFewHdus):
+            raise CorruptFileError(self._not_an_ffi(name), field="file_list") from None
+        except CutoutError:
+            raise
+        except Exception as exc:  # astropy raises OSError, ValueError, ... on non-FITS bytes
+            raise CorruptFileError(f"{name} is not a readable FITS file ({exc}).", field="file_list") from exc
+
+    def _planes(self, path: str, name: str, headers: list[Any], infos: list[dict], raw_ok: bool,
+                shape: tuple[int, int] | None) -> tuple[list[_Plane], tuple[int, int]]:
+        """Where each plane's pixels are (a byte offset for direct reads when ``raw_ok`` and the
+        plane is plain float32, else None), checking that every plane has the first FFI's
+        ``shape`` (the first plane seen sets it); returns the planes and the shape."""
+        planes = []
+        fsize = os.path.getsize(path)
+        for ext, info in zip(self._spec.plane_exts, infos):
+            h = headers[ext]
+            if h.get("NAXIS") != 2:
+                raise CorruptFileError(self._not_an_ffi(name), field="file_list")
+            s = (int(h["NAXIS2"]), int(h["NAXIS1"]))
+            if shape is None:
+                shape = s
+            elif s != shape:
+                raise InvalidInputError(f"{name} has images of {s[0]}x{s[1]} pixels, the first FFI "
+                                        f"{shape[0]}x{shape[1]}: all FFIs must have one shape.",
+                                        field="file_list")
+            direct = raw_ok and h.get("BITPIX") == -32 and h.get("BSCALE", 1) == 1 and h.get("BZERO", 0) == 0
+            offset = info["datLoc"] if direct else None
+            if direct and offset + s[0] * s[1] * 4 > fsize:
+                raise CorruptFileError(f"{name} is truncated: it ends before its image data does.",
+                                       field="file_list")
+            planes.append(_Plane(ext, offset))
+        return planes, shape
+
+    def _frame(self, path: str, name: str, headers: list[Any], planes: list[_Plane]) -> _Frame:
+        """An FFI's start time, sector (from the primary header, else the file name) and camera/CCD."""
+        spec = self._spec
+        img = headers[spec.img_ext]
+        start = img.get(spec.time_keyword)
+        if isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise CorruptFileError(f"{self._not_an_ffi(name)} (no numeric {spec.time_keyword} card).",
+                                   field="file_list")
+        ids = []
+        for kwd in spec.image_header_keywords:
+            if kwd not in img:
+                raise CorruptFileError(f"{self._not_an_ffi(name)} (no {kwd} card).", field="file_list")
+            ids.append(img[kwd])
+        sec = headers[0].get("SECTOR")
+        if not isinstance(sec, int) or isinstance(sec, bool):
+            m = _SECTOR_IN_NAME.search(name)
+            sec = int(m.group(1)) if m else None
+        return _Frame(path, name, float(start), planes, sec, tuple(ids))
 
     @staticmethod
     def _columns_from_template(header: fits.Header, name: str, n: int) -> list[_Column]:
@@ -758,7 +888,7 @@ class CubeFactory:
             header["SECTOR"] = (sector, "Observing sector")
         self._last_file_cards(header, frames[-1])
         header["EXTNAME"] = "PRIMARY"
-        if spec.name == "TICA":  # departure: one reader for both products
+        if spec.name == Product.TICA:  # departure: one reader for both products
             for src, dst, cmt in (("CAMNUM", "CAMERA", "Camera number"), ("CCDNUM", "CCD", "CCD chip number")):
                 if dst not in header:
                     header[dst] = (header[src], cmt)
@@ -870,101 +1000,22 @@ class CubeFactory:
         return layout, _Placement(new_pos, old_pos)
 
     # ------------------------------------------------------------------ data
-    def _write(self, job: _BuildJob) -> None:
-        tmp, layout, plan, frames, old = job.tmp, job.layout, job.placement, job.frames, job.old
-        mem, verbose, progress, label = job.max_memory, job.verbose, job.progress, job.label
-        ny, nx, nplanes = layout.ny, layout.nx, layout.nplanes
-        t_new = len(frames)
-        tp_new = t_new * nplanes
-        # Bytes held per row of a band: staging (new frames, + old rows) and output, two of each.
-        per_row = 2 * (t_new * nplanes * nx * 4 + (layout.row_bytes if old else 0)) + 2 * layout.row_bytes
-        rows = int(min(mem * GB // per_row, max(1, _TARGET_BAND_BYTES // layout.row_bytes), ny, _IOV_MAX))
-        rows = max(rows, 1)
-        nblocks = -(-ny // rows)
-        stats = layout.stats
-        stats.update(read=0.0, transpose=0.0, write=0.0, blocks=nblocks, rows=rows)
-
-        stages = [np.empty((rows, tp_new, nx), dtype=">f4") for _ in range(2)]
-        olds = [np.empty((rows, nx, old.shape[2], nplanes), dtype=">f4") for _ in range(2)] if old else None
-        outs = [np.empty((rows, nx, layout.nframes, nplanes), dtype=">f4") for _ in range(2)]
-        # Row views for preadv, built once per staging buffer: views[b][tp] = [row 0, row 1, ...].
-        views = [[[memoryview(st[r, tp]).cast("B") for r in range(rows)] for tp in range(tp_new)] for st in stages]
-
-        new_pos, old_pos = plan.new_pos, plan.old_pos
-        simple = old is None
-
-        def read_band(k: int) -> int:
-            t = time.monotonic()
-            b = k % 2
-            y0 = k * rows
-            n = min(rows, ny - y0)
-            st = stages[b]
-            for f, fr in enumerate(frames):
-                try:
-                    direct = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is not None]
-                    through_astropy = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is None]
-                    if direct:
-                        _read_rows_direct(fr, direct, views[b], st, y0, n, nx)
-                    if through_astropy:
-                        _read_rows_astropy(fr, through_astropy, st, y0, n)
-                except CutoutError:
-                    raise
-                except Exception as exc:
-                    raise CorruptFileError(f"Could not read the pixels of {fr.name} ({exc}).",
-                                           field="file_list") from exc
-            if old is not None:
-                ob = olds[b][:n]
-                with open(old.path, "rb", buffering=0) as fh:
-                    _pread_into(fh.fileno(), ob, old.offset + y0 * old.shape[1] * old.shape[2] * nplanes * 4, old.path)
-            stats["read"] += time.monotonic() - t
-            return k
-
-        def write_band(k: int) -> int:
-            t = time.monotonic()
-            y0 = k * rows
-            n = min(rows, ny - y0)
-            _pwrite_all(fd_out, outs[k % 2][:n], layout.data_offset + y0 * layout.row_bytes)
-            stats["write"] += time.monotonic() - t
-            return k
-
+    def _write(self, tmp: str, job: _BuildJob) -> None:
+        """Write the cube file ``tmp``: headers, the image data band by band, the table."""
+        layout = job.layout
+        bands = _Bands(job)
         fd_out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-        bar = _Progress(verbose, nblocks, progress, label)
+        bar = _Progress(job.verbose, bands.count, job.progress, job.label)
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cube")
         try:
-            try:
-                os.posix_fallocate(fd_out, 0, layout.total_bytes)  # fail early when the disk is full
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-            t = time.monotonic()
-            _pwrite_all(fd_out, layout.primary + layout.image_header, 0)
-            reading = pool.submit(read_band, 0)
-            writing = None
-            for k in range(nblocks):
-                reading.result()
-                if k + 1 < nblocks:
-                    reading = pool.submit(read_band, k + 1)
-                n = min(rows, ny - k * rows)
-                t = time.monotonic()
-                st, out = stages[k % 2][:n], outs[k % 2][:n]
-                if simple:
-                    # (rows, T*P, nx) -> (rows, nx, T*P): one transpose per band.
-                    np.copyto(out.reshape(n, nx, tp_new), st.transpose(0, 2, 1))
-                else:
-                    out[:, :, old_pos, :] = olds[k % 2][:n]
-                    out[:, :, new_pos, :] = st.reshape(n, t_new, nplanes, nx).transpose(0, 3, 1, 2)
-                stats["transpose"] += time.monotonic() - t
-                if writing is not None:
-                    writing.result()
-                    bar.update(k)
-                writing = pool.submit(write_band, k)
-            writing.result()
-            bar.update(nblocks)
+            _reserve(fd_out, layout.total_bytes)  # fail early when the disk is full
+            pwrite_all(fd_out, layout.primary + layout.image_header, 0)
+            bands.copy(fd_out, pool, bar)
             t = time.monotonic()
             tail = layout.data_offset + layout.data_bytes
-            _pwrite_all(fd_out, bytes(layout.padded_data_bytes - layout.data_bytes) + layout.table, tail)
+            pwrite_all(fd_out, bytes(layout.padded_data_bytes - layout.data_bytes) + layout.table, tail)
             os.ftruncate(fd_out, layout.total_bytes)
-            stats["write"] += time.monotonic() - t
+            layout.stats["write"] += time.monotonic() - t
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
@@ -972,10 +1023,10 @@ class CubeFactory:
 
 
 class TicaCubeFactory(CubeFactory):
-    """:class:`CubeFactory` for TICA FFIs (``product="TICA"``), as astrocut 0.11.1 ``TicaCubeFactory``.
+    """:class:`CubeFactory` for TICA FFIs (``product=Product.TICA``), as astrocut 0.11.1 ``TicaCubeFactory``.
 
     TICA cubes have one plane (flux; TICA FFIs carry no error image).
     """
 
-    def __init__(self, max_memory: float = 50, product: str = "TICA") -> None:
+    def __init__(self, max_memory: float = 50, product: str = Product.TICA) -> None:
         super().__init__(max_memory=max_memory, product=product)

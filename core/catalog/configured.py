@@ -9,8 +9,12 @@ from typing import Any
 from core.catalog.index import CatalogIndex
 from core.catalog.scan import scan
 from core.catalog.snapshot import Catalog, CubeRecord, infos_getter
+from core.errors import UnavailableError
+from core.storage.locations import read_list
+from core.storage.s3 import S3Config
 
 __all__ = ["default_catalog", "open_catalog"]
+
 
 
 def open_catalog(*, cube_dirs: Sequence[str] = (), index: str | os.PathLike | None = None, s3: Any = None,
@@ -41,20 +45,10 @@ def default_catalog() -> Catalog:
     """
     global _default
     if _default is None:
-        import json
-
-        from core.errors import UnavailableError
-
-        dirs_text = os.environ.get("CUTOUT_CUBE_DIRS", "").strip()
-        if dirs_text.startswith("["):
-            dirs = [str(d) for d in json.loads(dirs_text)]
-        else:
-            dirs = [d.strip() for d in dirs_text.split(",") if d.strip()]
+        dirs = read_list(os.environ.get("CUTOUT_CUBE_DIRS", ""))
         index = os.environ.get("CUTOUT_INDEX") or None
         if not dirs and index is None:
             raise UnavailableError("no hosted cubes are configured: set CUTOUT_CUBE_DIRS or CUTOUT_INDEX, "
                                    "or pass catalog=", field="catalog")
-        from core.storage.s3 import S3Config
-
         _default = open_catalog(cube_dirs=dirs, index=index, s3=S3Config.from_env())
     return _default

@@ -28,6 +28,7 @@ from core.catalog.scan import read_many
 from core.cubes.cache import open_cube
 from core.cubes.cube import Cube, CubeGeometry
 from core.cubes.info import CubeInfo, angular_distance
+from core.product import Product
 from core.sky_polygon import gnomonic, plane_polygon, side_of_polygon
 
 __all__ = ["CELL_DEG", "Catalog", "CubeRecord", "infos_getter", "sector_name"]
@@ -42,8 +43,7 @@ SURE_RADIUS_DEG = 1.0
 
 def sector_name(product: str, sector: int, camera: int, ccd: int) -> str:
     """TESScut's ``sectorName``: ``tess-s0038-2-2`` (SPOC) or ``tica-s0038-2-2`` (TICA)."""
-    prefix = "tica" if product.upper() == "TICA" else "tess"
-    return f"{prefix}-s{sector:04d}-{camera}-{ccd}"
+    return Product.parse(product).sector_name(sector, camera, ccd)
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class Catalog:
         """The hosted sector numbers (of ``product``)."""
         return sorted({r.sector for r in self.entries(product)})
 
-    def get(self, sector: int, camera: int, ccd: int, product: str = "SPOC") -> CubeRecord | None:
+    def get(self, sector: int, camera: int, ccd: int, product: str = Product.SPOC) -> CubeRecord | None:
         """The cube of one sector/camera/CCD, or None."""
         for r in self.entries(product):
             if (r.sector, r.camera, r.ccd) == (sector, camera, ccd):
@@ -213,7 +213,7 @@ class Catalog:
     def summary(self) -> dict[str, Any]:
         """Counts per product, for /health."""
         return {"cubes": len(self._records), "skipped": len(self.skipped),
-                **{p: self.sectors(p) for p in ("SPOC", "TICA")}}
+                **{p.value: self.sectors(p) for p in Product}}
 
     # -- positions -------------------------------------------------------------------------------
     def candidates(self, ra: float, dec: float, radius_deg: float = 0.0) -> list[CubeRecord]:
@@ -227,7 +227,7 @@ class Catalog:
                 seen.setdefault(r.uri, r)
         return [r for r in seen.values() if r.near(ra, dec, radius_deg)]
 
-    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = "SPOC",
+    def containing(self, ra: float, dec: float, radius_deg: float = 0.0, *, product: str = Product.SPOC,
                    sectors: Iterable[int] | None = None) -> list[CubeRecord]:
         """The cubes of ``product`` whose science pixels (grown by ``radius_deg``) contain ICRS
         (ra, dec) degrees, in sector, camera, CCD order; only ``sectors`` if given."""

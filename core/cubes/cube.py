@@ -33,6 +33,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from core.cubes.info import CubeInfo, column_values
 from core.errors import CorruptFileError
+from core.fitsio.cards import padded
+from core.product import Product
 from core.quiet import quiet
 
 __all__ = ["Cube", "CubeGeometry", "CubeMemo", "FrameColumns"]
@@ -285,7 +287,7 @@ class Cube(_Lazy):
         :class:`~core.cubes.info.CubeInfo`.
     ny, nx, nframes, nplanes : the data dimensions (rows, columns, frames, planes).
     data_offset : byte offset of HDU 1's data.
-    sector, camera, ccd : ints; product : "SPOC" or "TICA".
+    sector, camera, ccd : ints; product : SPOC or TICA.
     wcs_row : the table row the reference WCS comes from (the middle one, searching forward for a
         TAN-SIP row and wrapping, as astrocut does).
     is_icrs : whether the reference WCS is ICRS (TESS cubes are).
@@ -345,7 +347,7 @@ class Cube(_Lazy):
             values = column_values(raw, info.columns, names, info.table_row_bytes, info.nframes)
         except ValueError as exc:
             raise CorruptFileError(f"{self.uri}: unreadable per-frame column ({exc})", field="cube_file") from None
-        if self.product == "SPOC":
+        if self.product == Product.SPOC:
             start, stop, qual = values["TSTART"], values["TSTOP"], values["DQUALITY"]
             timecorr = np.asarray(values["BARYCORR"], dtype=">f4")
             cadence = np.zeros(self.nframes, dtype=">i4")
@@ -366,10 +368,10 @@ class Cube(_Lazy):
     def table(self) -> fits.FITS_rec:
         """The whole frame table, parsed by astropy on every access (for inspection: nothing keeps it)."""
         info = self.info
-        start = info.data_offset + _padded(info.ny * info.nx * info.nframes * info.nplanes * 4)
+        start = info.data_offset + padded(info.ny * info.nx * info.nframes * info.nplanes * 4)
         raw = self.source.read_range(start, info.table_data_offset - start + info.table_bytes)
         with quiet():
-            return fits.BinTableHDU.fromstring(raw + bytes(-len(raw) % 2880)).data
+            return fits.BinTableHDU.fromstring(raw + bytes(padded(len(raw)) - len(raw))).data
 
     @property
     def nbytes(self) -> int:
@@ -529,10 +531,6 @@ class Cube(_Lazy):
             f"<Cube {self.uri} {self.product} s{self.sector} {self.camera}-{self.ccd} "
             f"{self.ny}x{self.nx}x{self.nframes}x{self.nplanes}>"
         )
-
-
-def _padded(n: int) -> int:
-    return -(-n // 2880) * 2880
 
 
 def _parse_header(text: str) -> fits.Header:

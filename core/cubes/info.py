@@ -25,6 +25,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from core.errors import CorruptFileError
 from core.fitsio.cards import BLOCK, CARD, padded, read_header
+from core.product import Product
 from core.quiet import quiet
 
 __all__ = [
@@ -33,10 +34,7 @@ __all__ = [
 ]
 
 # Table columns a cube needs, per product (astrocut 1.4.0 for SPOC, 0.11.1 for TICA).
-REQUIRED_COLUMNS = {
-    "SPOC": ("TSTART", "TSTOP", "BARYCORR", "DQUALITY", "FFI_FILE"),
-    "TICA": ("STARTTJD", "ENDTJD", "QUAL_BIT", "FFI_FILE"),
-}
+REQUIRED_COLUMNS = {product: product.required_columns for product in Product}
 #: per-frame columns a TPF uses (beyond the required ones), when present
 OPTIONAL_COLUMNS = ("CADENCE",)
 
@@ -313,17 +311,15 @@ def read_cube_info(source: Any, uri: str | None = None) -> CubeInfo:
     if source.size < table_data_offset + row_bytes * nrows:
         raise CorruptFileError(f"{uri}: truncated cube (table incomplete)", field="cube_file")
     columns = _table_columns(h2, uri)
-    if all(c in columns for c in REQUIRED_COLUMNS["SPOC"]):
-        product = "SPOC"
-    elif all(c in columns for c in REQUIRED_COLUMNS["TICA"]):
-        product = "TICA"
-    else:
-        missing = [c for c in REQUIRED_COLUMNS["SPOC"] if c not in columns]
+    product = next((p for p in Product if all(c in columns for c in p.required_columns)), None)
+    if product is None:
+        missing = [c for c in Product.default().required_columns if c not in columns]
         raise CorruptFileError(f"{uri}: cube table lacks columns {missing}", field="cube_file")
+    product = product.value
     if "CTYPE2" not in columns:
         raise CorruptFileError(f"{uri}: cube table has no WCS (CTYPE2) column", field="cube_file")
     names = list(columns)
-    start_col, stop_col = ("TSTART", "TSTOP") if product == "SPOC" else ("STARTTJD", "ENDTJD")
+    start_col, stop_col = Product(product).time_columns
 
     def rows(indices: list[int]) -> list[dict[str, Any]]:
         out = []

@@ -32,6 +32,7 @@ from core.cubes.frames import FrameSelection, bin_pixels, cadence_columns
 from core.cutout_size import CutoutSize, Limits
 from core.errors import InvalidInputError
 from core.geometry import Window
+from core.product import Product
 
 __all__ = ["MASK_PATTERN", "ApertureLightCurve", "aperture_lightcurve", "parse_mask", "sap", "square_mask"]
 
@@ -215,7 +216,7 @@ def sap(cube: Cube, window: Window, mask: np.ndarray, *, band_bytes: int = 32 * 
     quality = np.asarray(cols.quality, dtype=np.int32)
     flux = np.full(ncad, np.nan, dtype=np.float32)
     # the TPF's FLUX_ERR is the error plane, or zeros for TICA cubes (astrocut 0.11.1), which have none
-    with_err = cube.product == "SPOC" and nplanes > 1
+    with_err = cube.product == Product.SPOC and nplanes > 1
     flux_err = np.full(ncad, np.nan if with_err else 0.0, dtype=np.float32)
     fy, fx, on = _pixels(cube, window, mask)
     npix, n_on = int(fy.size), int(on.sum())

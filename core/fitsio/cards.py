@@ -89,7 +89,7 @@ def card(key: str, value: Any, comment: str = "") -> str:
 def header_block(cards: list[str]) -> bytes:
     """Card images, then END, padded with blanks to whole FITS blocks, as ASCII bytes."""
     text = "".join(cards) + f"{'END':80}"
-    pad = -len(text) % BLOCK
+    pad = padded(len(text)) - len(text)
     return (text + " " * pad).encode("ascii")
 
 
@@ -140,7 +140,7 @@ def read_header(source: Any, offset: int, uri: str) -> tuple[fits.Header, int]:
             header = fits.Header.fromstring(text)
         except Exception as exc:  # noqa: BLE001 - astropy raises several types for malformed cards
             raise CorruptFileError(f"{uri}: unreadable FITS header ({exc})", field="cube_file") from None
-    return header, -(-end // BLOCK) * BLOCK
+    return header, padded(end)
 
 
 class TooFewHdus(Exception):
@@ -210,7 +210,7 @@ def raw_hdus(path: str, count: int) -> list[tuple[bytes, int, dict]] | None:
                 size = abs(int(keys["BITPIX"])) // 8 * keys.get("GCOUNT", 1) * (keys.get("PCOUNT", 0) + size)
             data_off = off + len(text)
             out.append((text, data_off, keys))
-            off = data_off + -(-size // BLOCK) * BLOCK
+            off = data_off + padded(size)
             f.seek(off)
     return out
 

@@ -171,7 +171,7 @@ class ImageCut:
 
 
 @dataclass
-class CutResult:
+class ImageCutouts:
     """All cutouts of one request: the position, the size pair and, per input file, its cutouts."""
 
     coordinates: SkyCoord
@@ -471,7 +471,7 @@ def cut_images(
     drop_after: str | None = None,
     s3: Any = None,
     limits: Limits | None = None,
-) -> CutResult:
+) -> ImageCutouts:
     """Cut the same window from every input; the engine behind :func:`fits_cut` and ``img_cut``.
 
     ``limits`` (default :meth:`Limits.engine_default`) are checked against each window as cut.
@@ -501,7 +501,7 @@ def cut_images(
     if drop_after is not None and not isinstance(drop_after, str):
         raise InvalidInputError("drop_after must be a header keyword", field="drop_after")
 
-    result = CutResult(coord, label)
+    result = ImageCutouts(coord, label)
     found: set[int] = set()
     for name in files:
         hdulist = _open_fits(name, s3=s3)
@@ -575,6 +575,7 @@ def input_stem(name: str) -> str:
     return Path(name.rstrip("/")).stem
 
 
+# long: the docstring documents astrocut 1.4.0's 13 parameters and this package's s3, drop_after and limits
 def fits_cut(
     input_files: Any,
     coordinates: Any,
@@ -664,7 +665,7 @@ def fits_cut(
     return paths[0] if len(paths) == 1 else paths
 
 
-def report_cuts(result: CutResult) -> None:
+def report_cuts(result: ImageCutouts) -> None:
     """Print each cutout's input, extension and pixel limits (``verbose=True``)."""
     for cut in result.cutouts():
         x0, x1, y0, y1 = cut.limits
@@ -672,4 +673,4 @@ def report_cuts(result: CutResult) -> None:
               f"shape {cut.data.shape}{' (empty)' if cut.empty else ''}", flush=True)
 
 
-__all__ = ["CutResult", "DataWarning", "ImageCut", "cut_hdulist", "cut_images", "fits_cut"]
+__all__ = ["DataWarning", "ImageCut", "ImageCutouts", "cut_hdulist", "cut_images", "fits_cut"]

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,30 @@ def save_image(img: Image.Image, path: str | os.PathLike) -> str:
     return Path(path).as_posix()
 
 
+def _colour_image(cuts: list[ImageCut], render: Callable[[ImageCut], np.ndarray], coord: Any) -> Image.Image:
+    """Three cutouts of one shape as one RGB image (R, G, B in input order), with astrocut's metadata."""
+    if len(cuts) != 3:
+        raise InvalidInputError(
+            f"Color cutouts require exactly 3 cutouts (R, G, B); got {len(cuts)} with data",
+            field="input_files",
+        )
+    shapes = {c.data.shape for c in cuts}
+    if len(shapes) != 1:
+        raise InvalidInputError(f"Color cutouts must have one shape, got {sorted(shapes)}",
+                                field="input_files")
+    rgb = np.dstack([render(c) for c in cuts]).astype(np.uint8)
+    img = Image.fromarray(rgb).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    img.info.update(image_metadata(cuts[0], [c.file for c in cuts], coord))
+    return img
+
+
+def _grey_image(cut: ImageCut, pixels: np.ndarray, coord: Any) -> Image.Image:
+    """One rendered cutout as a greyscale image (north up), with astrocut's metadata."""
+    img = Image.fromarray(pixels).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    img.info.update(image_metadata(cut, [cut.file], coord))
+    return img
+
+
 def img_cut(
     input_files: Any,
     coordinates: Any,
@@ -246,18 +270,7 @@ def img_cut(
         return normalize_img(cut.data, stretch, minmax_percent, minmax_value, invert)
 
     if colorize:
-        if len(cuts) != 3:
-            raise InvalidInputError(
-                f"Color cutouts require exactly 3 cutouts (R, G, B); got {len(cuts)} with data",
-                field="input_files",
-            )
-        shapes = {c.data.shape for c in cuts}
-        if len(shapes) != 1:
-            raise InvalidInputError(f"Color cutouts must have one shape, got {sorted(shapes)}",
-                                    field="input_files")
-        rgb = np.dstack([render(c) for c in cuts]).astype(np.uint8)
-        img = Image.fromarray(rgb).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        img.info.update(image_metadata(cuts[0], [c.file for c in cuts], coord))
+        img = _colour_image(cuts, render, coord)
         if memory_only:
             return img
         path = save_image(img, Path(output_dir, cutout_filename(cutout_prefix, coord, result.size, suffix)))
@@ -266,11 +279,7 @@ def img_cut(
             print(f"Total time: {time.monotonic() - start:.2f} sec", flush=True)
         return path
 
-    images = []
-    for cut in cuts:
-        img = Image.fromarray(render(cut)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        img.info.update(image_metadata(cut, [cut.file], coord))
-        images.append(img)
+    images = [_grey_image(cut, render(cut), coord) for cut in cuts]
     if memory_only:
         return images
     paths = []

@@ -133,6 +133,16 @@ class S3Config:
     latency_s: float = 0.05
     bandwidth_mb_s: float = 200.0
 
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "read_timeout_s", "latency_s", "bandwidth_mb_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise InvalidInputError(f"S3 setting {name} must be a positive number, got {value!r}", field=name)
+        for name in ("max_attempts", "max_connections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"S3 setting {name} must be a whole number >= 1, got {value!r}", field=name)
+
     @classmethod
     def from_env(cls) -> S3Config:
         """A configuration from ``CUTOUT_S3_*`` (and the usual ``AWS_*`` fallbacks)."""

@@ -42,17 +42,11 @@ from astropy.wcs import WCS
 from erfa import ErfaWarning
 
 from core.errors import InvalidInputError
+from core.fitsio.cards import BLOCK, padded
+from core.product import Product
 from core.quiet import quiet
-from core.storage.atomic import atomic_output
-from core.synthetic.ffis import (
-    _default_cadence_minutes,
-    _scid,
-    _sector_start_btjd,
-    _spoc_image_header,
-    _spoc_primary,
-    _tica_header,
-    sector_wcs_header,
-)
+from core.storage.atomic import atomic_output, pwrite_all
+from core.synthetic import headers
 from core.tess_wcs import FULL_SHAPE, archived_tables, full_frame_wcs, pointings
 
 __all__ = [
@@ -68,9 +62,7 @@ __all__ = [
 #: cubes of one sector: cameras 1-4 x CCDs 1-4
 CUBES_PER_SECTOR = 16
 
-_BLOCK = 2880
-_BTJD0 = 2457000.0
-_UNIX_EPOCH_BTJD = 2440587.5 - _BTJD0  # 1970-01-01T00:00 as BTJD (negative)
+_UNIX_EPOCH_BTJD = 2440587.5 - headers.BTJD0  # 1970-01-01T00:00 as BTJD (negative)
 _MJD_UNIX_EPOCH = 40587.0
 _MS_PER_DAY = 86_400_000
 _C_AU_PER_DAY = 173.1446326846693
@@ -82,20 +74,15 @@ _TABLE_STRUCTURAL = ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT"
 _CHECKSUM_ALPHABET = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", np.uint8)
 
 
-def cube_name(sector: int, camera: int, ccd: int, product: str = "SPOC") -> str:
+def cube_name(sector: int, camera: int, ccd: int, product: str = Product.SPOC) -> str:
     """MAST's cube file name: ``tess-s0001-1-1-cube.fits`` (SPOC), ``tica-s0001-1-1-cube.fits`` (TICA)."""
-    prefix = "tica" if product.upper() == "TICA" else "tess"
-    return f"{prefix}-s{int(sector):04d}-{int(camera)}-{int(ccd)}-cube.fits"
+    return Product.parse(product).cube_name(sector, camera, ccd)
 
 
-def _padded(n: int) -> int:
-    return -(-n // _BLOCK) * _BLOCK
-
-
-def cube_size(frames: int, product: str = "SPOC") -> int:
+def cube_size(frames: int, product: str = Product.SPOC) -> int:
     """Apparent size in bytes of a full-frame cube's data region (the hole) for ``frames`` frames."""
-    planes = 1 if product.upper() == "TICA" else 2
-    return _padded(FULL_SHAPE[0] * FULL_SHAPE[1] * frames * planes * 4)
+    planes = 1 if Product.parse(product) is Product.TICA else 2
+    return padded(FULL_SHAPE[0] * FULL_SHAPE[1] * frames * planes * 4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,12 +168,12 @@ def archive_wcs(sector: int, camera: int, ccd: int) -> WCS:
 
 @functools.lru_cache(maxsize=16)
 def _wcs_cards(camera: int, ccd: int) -> fits.Header:
-    """core.synthetic.ffis's WCS cards (keywords, order, comments) for a camera/CCD, values to replace."""
-    return sector_wcs_header(1, camera, ccd)
+    """core.synthetic.headers's WCS cards (keywords, order, comments) for a camera/CCD, values to replace."""
+    return headers.sector_wcs_header(1, camera, ccd)
 
 
 def _wcs_header(w: WCS, camera: int, ccd: int) -> fits.Header:
-    """The WCS cards of an FFI header (as :func:`core.synthetic.ffis.sector_wcs_header`) for any WCS."""
+    """The WCS cards of an FFI header (as :func:`core.synthetic.headers.sector_wcs_header`) for any WCS."""
     h = _wcs_cards(camera, ccd).copy()
     for name, value in _wcs_values(w).items():
         if name in h:
@@ -256,22 +243,22 @@ def _sector_times(sector: int, frames: int) -> _Times:
     The product's nominal cadence (30/10/3.33 min) when ``frames`` fit in the sector, else the
     cadence shrinks so that they do (e.g. 3,705 frames in a 30-min sector).
     """
-    start = _sector_start_btjd(sector)
+    start = headers.sector_start_btjd(sector)
     p = pointings().get(sector)
-    end = p["end"] - _BTJD0 - 0.25 if p is not None and p["end"] - _BTJD0 - 0.25 > start + 2 else start + 26.5
+    end = p["end"] - headers.BTJD0 - 0.25 if p is not None and p["end"] - headers.BTJD0 - 0.25 > start + 2 else start + 26.5
     gap = _ORBIT_GAP_DAYS if frames >= 2 else 0.0
-    cad_d = min(_default_cadence_minutes(sector) / 1440.0, (end - start - gap) / frames)
+    cad_d = min(headers.default_cadence_minutes(sector) / 1440.0, (end - start - gap) / frames)
     i = np.arange(frames)
     tstart = start + cad_d * i + np.where(i >= (frames + 1) // 2, gap, 0.0)
     tstop = tstart + cad_d
     mid = 0.5 * (float(tstart[0]) + float(tstop[-1]))
     with quiet(ErfaWarning):  # "dubious year" for future sectors
-        t = Time(mid + _BTJD0, format="jd", scale="tdb")
+        t = Time(mid + headers.BTJD0, format="jd", scale="tdb")
         utc = t.utc
         offset = (utc.jd1 - t.jd1) + (utc.jd2 - t.jd2)
     # the Earth's barycentric position every 0.05 d, interpolated per frame (linear error < 0.1 ms)
     et = np.arange(float(tstart[0]) - 0.05, float(tstop[-1]) + 0.1, 0.05)
-    xyz = get_body_barycentric("earth", Time(et + _BTJD0, format="jd", scale="tdb")).xyz.to_value(u.au)
+    xyz = get_body_barycentric("earth", Time(et + headers.BTJD0, format="jd", scale="tdb")).xyz.to_value(u.au)
     return _Times(tstart, tstop, cad_d * 86400.0, float(offset), et, np.asarray(xyz))
 
 
@@ -373,7 +360,7 @@ class _Plan:
 
     @property
     def nplanes(self) -> int:
-        return 1 if self.product == "TICA" else 2
+        return 1 if self.product == Product.TICA else 2
 
 
 def _quality(rng: np.random.Generator, frames: int) -> np.ndarray:
@@ -402,16 +389,16 @@ def _plan(sector: int, frames: int, product: str, seed: int = 0) -> _Plan:
     # The template FFI header (camera 1 / CCD 1), as the FFI file carries it: structural cards,
     # the product's cards, CHECKSUM/DATASUM (astropy's checksum=True).
     wcs_hdr = _wcs_header(archive_wcs(sector, 1, 1), 1, 1)
-    if product == "SPOC":
+    if product == Product.SPOC:
         iso = "2000-01-01T00:00:00.000Z"
-        body = _spoc_image_header("cal", 1, 1, cad_s, t0, t1, iso, iso, wcs_hdr, 0.0, 0)
+        body = headers.spoc_image_header("cal", 1, 1, cad_s, t0, t1, iso, iso, wcs_hdr, 0.0, 0)
         head = [("XTENSION", "IMAGE", "Image extension"), ("BITPIX", -32, "array data type"),
                 ("NAXIS", 2, "number of array dimensions"), ("NAXIS1", FULL_SHAPE[1], ""),
                 ("NAXIS2", FULL_SHAPE[0], ""), ("PCOUNT", 0, "number of parameters"),
                 ("GCOUNT", 1, "number of groups")]
-        name0 = f"tess{'0' * 13}-s{sector:04d}-1-1-{_scid(sector):04d}-s_ffic.fits"
+        name0 = f"tess{'0' * 13}-s{sector:04d}-1-1-{headers.spacecraft_config_id(sector):04d}-s_ffic.fits"
     else:
-        body = _tica_header(sector, 1, 1, cad_s, t0, t1, int(cadence_no[0]), wcs_hdr, 0)
+        body = headers.tica_header(sector, 1, 1, cad_s, t0, t1, int(cadence_no[0]), wcs_hdr, 0)
         body["ORBIT"] = 1
         head = [("SIMPLE", True, "conforms to FITS standard"), ("BITPIX", -32, "array data type"),
                 ("NAXIS", 2, "number of array dimensions"), ("NAXIS1", FULL_SHAPE[1], ""),
@@ -428,10 +415,10 @@ def _plan(sector: int, frames: int, product: str, seed: int = 0) -> _Plan:
         if c.name != "FFI_FILE":
             _set(base, c, template[c.name])
     # per-frame values that do not depend on the camera/CCD
-    if product == "SPOC":
+    if product == Product.SPOC:
         per_frame = {"TSTART": times.tstart, "TSTOP": times.tstop, "DQUALITY": quality}
         stamps = _spoc_stamps(_unix_ms(times.tstart + times.utc_minus_tdb))
-        names = np.char.add(np.char.add(b"tess", stamps), f"-s{sector:04d}-1-1-{_scid(sector):04d}-s_ffic.fits".encode())
+        names = np.char.add(np.char.add(b"tess", stamps), f"-s{sector:04d}-1-1-{headers.spacecraft_config_id(sector):04d}-s_ffic.fits".encode())
         pos = (24, 26)
     else:
         per_frame = {"STARTTJD": times.tstart, "ENDTJD": times.tstop,
@@ -462,11 +449,12 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
     t0, t1_first, t1_last = float(times.tstart[0]), float(times.tstop[0]), float(times.tstop[-1])
     # deterministic DATE (the day after the sector ends) so rebuilt cubes have identical bytes
     with quiet(ErfaWarning):
-        built = Time(t1_last + _BTJD0 + 1, format="jd", scale="tdb").utc.to_value("iso", subfmt="date")
+        built = Time(t1_last + headers.BTJD0 + 1, format="jd", scale="tdb").utc.to_value("iso", subfmt="date")
     obs, end = date_obs.decode(), date_end.decode()
-    if plan.product == "SPOC":
-        h = fits.PrimaryHDU(header=_spoc_primary(plan.sector, camera, ccd, t0, t1_first, obs, obs, built,
-                                                 int(plan.cadence_no[0]))).header
+    if plan.product == Product.SPOC:
+        prim = headers.spoc_primary_header(plan.sector, camera, ccd, t0, t1_first, obs, obs, built,
+                                           int(plan.cadence_no[0]))
+        h = fits.PrimaryHDU(header=prim).header
         h.remove("CHECKSUM", ignore_missing=True)
         h["ORIGIN"] = "STScI/MAST"
         h["DATE"] = str(built)
@@ -477,8 +465,8 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
         h["DATE-END"] = (end, "TSTOP as UTC calendar date")
         h["TSTOP"] = (t1_last, "observation stop time in BTJD")
     else:
-        body = _tica_header(plan.sector, camera, ccd, times.cadence_s, t0, t1_first, int(plan.cadence_no[0]),
-                            _wcs_header(w, camera, ccd), 0)
+        body = headers.tica_header(plan.sector, camera, ccd, times.cadence_s, t0, t1_first,
+                                   int(plan.cadence_no[0]), _wcs_header(w, camera, ccd), 0)
         body["ORBIT"] = 1
         h = fits.PrimaryHDU(header=body).header
         h["DATASUM"] = ("0", "data unit checksum")
@@ -490,7 +478,7 @@ def _primary_header(plan: _Plan, camera: int, ccd: int, w: WCS, date_obs: bytes,
         h["ENDTJD"] = (t1_last, "[d] end of exposure in TJD")
     h["EXTNAME"] = "PRIMARY"
     h.set("EXTEND", True, after="NAXIS")  # astropy adds it when CubeFactory writes the HDU
-    if plan.product == "TICA":
+    if plan.product == Product.TICA:
         h["CAMERA"] = (camera, "Camera number")
         h["CCD"] = (ccd, "CCD chip number")
     return h
@@ -538,7 +526,7 @@ def _cube_bytes(plan: _Plan, camera: int, ccd: int) -> _CubeBytes:
     raw[:, name_at + plan.name_pos[0]] = ord("0") + camera
     raw[:, name_at + plan.name_pos[1]] = ord("0") + ccd
     times = plan.times
-    if plan.product == "SPOC":
+    if plan.product == Product.SPOC:
         rec["CAMERA"], rec["CCD"] = camera, ccd
         _set(rec, by_name["EXTNAME"], f"CAMERA.CCD {camera}.{ccd} cal")
         with quiet():
@@ -557,16 +545,9 @@ def _cube_bytes(plan: _Plan, camera: int, ccd: int) -> _CubeBytes:
     primary = _primary_header(plan, camera, ccd, w, date_obs, date_end).tostring().encode("ascii")
     head = primary + _image_header(frames, plan.nplanes)
     data_bytes = FULL_SHAPE[0] * FULL_SHAPE[1] * frames * plan.nplanes * 4
-    t_off = len(head) + _padded(data_bytes)
+    t_off = len(head) + padded(data_bytes)
     table = plan.table_header + rec.tobytes()
-    return _CubeBytes(head, table, t_off, t_off + _padded(len(table)))
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+    return _CubeBytes(head, table, t_off, t_off + padded(len(table)))
 
 
 def _write(path: pathlib.Path, parts: _CubeBytes) -> None:
@@ -574,8 +555,8 @@ def _write(path: pathlib.Path, parts: _CubeBytes) -> None:
     with atomic_output(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY)
         try:
-            _pwrite_all(fd, parts.head, 0)
-            _pwrite_all(fd, parts.table, parts.table_offset)
+            pwrite_all(fd, parts.head, 0)
+            pwrite_all(fd, parts.table, parts.table_offset)
             os.ftruncate(fd, parts.size)  # the data region stays a hole; the table's padding is zeros
         finally:
             os.close(fd)
@@ -586,13 +567,11 @@ def _check(sector: object, camera: object, ccd: object, frames: object, product:
                             ("frames", frames, 1, 10**6)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
             raise InvalidInputError(f"{name} must be an integer {lo}..{hi}, got {v!r}.", field=name)
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be 'SPOC' or 'TICA', got {product!r}.", field="product")
-    return product.upper()
+    return Product.parse(product).value
 
 
 def write_sparse_cube(path: str | os.PathLike, *, sector: int, camera: int, ccd: int, frames: int = 3705,
-                      product: str = "SPOC", seed: int = 0) -> pathlib.Path:
+                      product: str = Product.SPOC, seed: int = 0) -> pathlib.Path:
     """Write one sparse full-size cube of a sector/camera/CCD.
 
     Parameters
@@ -603,7 +582,7 @@ def write_sparse_cube(path: str | os.PathLike, *, sector: int, camera: int, ccd:
         Which detector: the table's WCS columns hold its real TAN-SIP WCS (:func:`archive_wcs`).
     frames : int
         Rows of the table (NAXIS2 of HDU 1): 3,705 is a 10-min sector, ~12,000 a 200-s one.
-    product : "SPOC" or "TICA"
+    product : SPOC or TICA
         SPOC: 2 planes and SPOC FFI columns; TICA: 1 plane and TICA columns.
     seed : int
         Seeds the DQUALITY flags and the CHECKSUM/DATASUM strings.
@@ -620,7 +599,7 @@ def write_sparse_cube(path: str | os.PathLike, *, sector: int, camera: int, ccd:
 
 
 def write_archive(out_dir: str | os.PathLike, n: int, *, frames: int = 3705, first_sector: int = 1,
-                  product: str = "SPOC", seed: int = 0,
+                  product: str = Product.SPOC, seed: int = 0,
                   progress: Callable[[int, int], object] | None = None) -> list[pathlib.Path]:
     """Write ``n`` sparse cubes, 16 per sector (cameras 1-4 x CCDs 1-4), from ``first_sector`` on.
 
@@ -670,7 +649,7 @@ def _complete(path: pathlib.Path, frames: int, product: str) -> bool:
         return False
     # headers (< 30 KB) + data region + table (~1.1 KB a frame): a wrong frame count cannot match
     hole = cube_size(frames, product)
-    return hole < size < hole + 64 * _BLOCK + 2048 * frames
+    return hole < size < hole + 64 * BLOCK + 2048 * frames
 
 
 def place_in_s3rver(server: object, paths: list[pathlib.Path], bucket: str, prefix: str = "") -> list[str]:
@@ -693,7 +672,7 @@ def _main() -> None:  # pragma: no cover - a command-line convenience
     ap.add_argument("n", type=int)
     ap.add_argument("--frames", type=int, default=3705)
     ap.add_argument("--first-sector", type=int, default=1)
-    ap.add_argument("--product", default="SPOC")
+    ap.add_argument("--product", default=Product.SPOC)
     args = ap.parse_args()
     t0 = time.perf_counter()
     paths = write_archive(args.out_dir, args.n, frames=args.frames, first_sector=args.first_sector,

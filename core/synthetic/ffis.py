@@ -37,9 +37,22 @@ from erfa import ErfaWarning
 from scipy.special import erf
 
 from core.errors import InvalidInputError, NoDataError
+from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
-from core.tess_wcs import FULL_SHAPE, full_frame_wcs, pointings
+from core.synthetic.headers import (
+    BTJD0,
+    DEMO_DEC,
+    DEMO_RA,
+    default_cadence_minutes,
+    sector_start_btjd,
+    sector_wcs_header,
+    spacecraft_config_id,
+    spoc_image_header,
+    spoc_primary_header,
+    tica_header,
+)
+from core.tess_wcs import FULL_SHAPE, full_frame_wcs
 
 __all__ = [
     "DEMO_DEC",
@@ -53,20 +66,11 @@ __all__ = [
     "write_sector",
 ]
 
-#: A position on camera 2 / CCD 2 in sectors 11 and 38 (used by fixtures and demos).
-DEMO_RA, DEMO_DEC = 217.42893801, -62.67949189
-
 _VIRTUAL_COLS_LEFT = 44
 _SCIENCE = 2048  # science rows/columns
-_BTJD0 = 2457000.0
 _PSF_SIGMA = 0.9  # pixels
 _STAMP_RADIUS = 6  # pixels; the Gaussian is < 1e-9 of the flux beyond this
 _SPEED_OF_LIGHT_AU_PER_DAY = 173.1446326846693
-
-# Spacecraft configuration ids seen in real SPOC file names (others are interpolated).
-_SCID = {1: 120, 2: 121, 3: 123, 4: 124, 5: 125, 6: 126, 7: 131, 8: 136, 9: 139, 10: 140, 11: 143,
-         12: 144, 13: 146, 38: 209}
-
 
 @dataclass
 class Star:
@@ -108,76 +112,7 @@ class SyntheticSector:
 
 
 # ----------------------------------------------------------------------------------------------
-# WCS
-
-
-def sector_wcs_header(sector: int, camera: int, ccd: int, *, origin: tuple[int, int] = (0, 0),
-                      fallback_center: tuple[float, float] | None = None) -> fits.Header:
-    """WCS header cards (celestial TAN-SIP with a CD matrix, plus the physical RAWX/RAWY WCS 'P').
-
-    Parameters
-    ----------
-    sector, camera, ccd : int
-        Which solution (``tesswcs.WCS.from_sector`` numbers for archived sectors).
-    origin : (y0, x0)
-        0-based full-FFI pixel of the image's first pixel; CRPIX and the physical WCS are shifted.
-    fallback_center : (ra, dec), optional
-        Pointing used when tesswcs has no solution for the sector.
-    """
-    w = full_frame_wcs(sector, camera, ccd, fallback_center)
-    y0, x0 = origin
-    with quiet():
-        full = w.to_header(relax=True)
-    hdr = fits.Header()
-    hdr["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
-    hdr["EQUINOX"] = (2000.0, "equinox of celestial coordinate system")
-    hdr["WCSAXES"] = (2, "number of World Coordinate System axes")
-    hdr["CTYPE1"] = ("RA---TAN-SIP", "Gnomonic projection + SIP distortions")
-    hdr["CTYPE2"] = ("DEC--TAN-SIP", "Gnomonic projection + SIP distortions")
-    hdr["CRVAL1"] = (float(w.wcs.crval[0]), "RA at CRPIX1, CRPIX2")
-    hdr["CRVAL2"] = (float(w.wcs.crval[1]), "DEC at CRPIX1, CRPIX2")
-    hdr["CRPIX1"] = (float(w.wcs.crpix[0]) - x0, "X reference pixel")
-    hdr["CRPIX2"] = (float(w.wcs.crpix[1]) - y0, "Y reference pixel")
-    cd = w.wcs.cd if w.wcs.has_cd() else w.wcs.get_pc() * w.wcs.cdelt[:, None]
-    for i in range(2):
-        for j in range(2):
-            hdr[f"CD{i + 1}_{j + 1}"] = (float(cd[i, j]), "Transformation matrix")
-    for card in full.cards:
-        if card.keyword[:2] in ("A_", "B_") or card.keyword[:3] in ("AP_", "BP_"):
-            hdr[card.keyword] = (card.value, card.comment)
-    hdr["WCSNAMEP"] = ("PHYSICAL", "name of world coordinate system alternate P")
-    hdr["WCSAXESP"] = (2, "number of WCS physical axes")
-    hdr["CTYPE1P"] = ("RAWX", "physical WCS axis 1 type CCD col")
-    hdr["CUNIT1P"] = ("PIXEL", "physical WCS axis 1 unit")
-    hdr["CRPIX1P"] = (1, "reference CCD column")
-    hdr["CRVAL1P"] = (x0 + 1, "value at reference CCD column")
-    hdr["CDELT1P"] = (1.0, "physical WCS axis 1 step")
-    hdr["CTYPE2P"] = ("RAWY", "physical WCS axis 2 type CCD row")
-    hdr["CUNIT2P"] = ("PIXEL", "physical WCS axis 2 units")
-    hdr["CRPIX2P"] = (1, "reference CCD row")
-    hdr["CRVAL2P"] = (y0 + 1, "value at reference CCD row")
-    hdr["CDELT2P"] = (1.0, "physical WCS axis 2 step")
-    return hdr
-
-
-# ----------------------------------------------------------------------------------------------
 # Times and names
-
-
-def _default_cadence_minutes(sector: int) -> float:
-    if sector >= 56:
-        return 200.0 / 60.0
-    if sector >= 27:
-        return 10.0
-    return 30.0
-
-
-def _sector_start_btjd(sector: int) -> float:
-    """A plausible first-cadence BTJD: the sector's start in tesswcs's pointings, else extrapolated."""
-    p = pointings().get(sector)
-    if p is not None and p["start"] > _BTJD0:
-        return p["start"] - _BTJD0 + 0.75
-    return 1325.29 + (sector - 1) * 27.4
 
 
 def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
@@ -186,7 +121,7 @@ def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
     The Earth's barycentric position (astropy's built-in ephemeris) projected on the line of sight;
     TESS is ~0.001 au from the Earth, which is below what these synthetic data need.
     """
-    t = Time(np.asarray(btjd, dtype=float) + _BTJD0, format="jd", scale="tdb")
+    t = Time(np.asarray(btjd, dtype=float) + BTJD0, format="jd", scale="tdb")
     earth = get_body_barycentric("earth", t).xyz.to_value(u.au)  # (3, n)
     ra_r, dec_r = math.radians(ra), math.radians(dec)
     n = np.array([math.cos(dec_r) * math.cos(ra_r), math.cos(dec_r) * math.sin(ra_r), math.sin(dec_r)])
@@ -196,23 +131,9 @@ def _barycorr_days(btjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
 def _utc_iso(btjd: np.ndarray, barycorr: np.ndarray) -> list[str]:
     """ISO UTC strings ('...Z', ms precision) of spacecraft times BTJD - BARYCORR (TDB -> UTC)."""
     with quiet(ErfaWarning):  # "dubious year": future sectors, no leap-second table
-        t = Time(np.asarray(btjd) - np.asarray(barycorr) + _BTJD0, format="jd", scale="tdb").utc
+        t = Time(np.asarray(btjd) - np.asarray(barycorr) + BTJD0, format="jd", scale="tdb").utc
         t.precision = 3
         return [v + "Z" for v in np.atleast_1d(t.isot)]
-
-
-def _iso_to_mjd(iso: str) -> float:
-    """MJD of an ISO calendar string, read in its own scale (what wcslib's datfix computes)."""
-    with quiet(ErfaWarning):
-        return float(Time(iso.rstrip("Z"), format="isot", scale="utc").mjd)
-
-
-def _scid(sector: int) -> int:
-    if sector in _SCID:
-        return _SCID[sector]
-    known = sorted(_SCID)
-    lo = max([s for s in known if s < sector], default=known[0])
-    return _SCID[lo] + 2 * (sector - lo)
 
 
 def spoc_ffi_name(sector: int, camera: int, ccd: int, tstart: float) -> str:
@@ -222,8 +143,8 @@ def spoc_ffi_name(sector: int, camera: int, ccd: int, tstart: float) -> str:
     real SPOC names stamp a time near the end of the exposure, which no reader relies on.
     """
     with quiet(ErfaWarning):  # "dubious year" for future sectors
-        stamp = Time(float(tstart) + _BTJD0, format="jd", scale="tdb").utc.strftime("%Y%j%H%M%S")
-    return f"tess{stamp}-s{sector:04d}-{camera}-{ccd}-{_scid(sector):04d}-s_ffic.fits"
+        stamp = Time(float(tstart) + BTJD0, format="jd", scale="tdb").utc.strftime("%Y%j%H%M%S")
+    return f"tess{stamp}-s{sector:04d}-{camera}-{ccd}-{spacecraft_config_id(sector):04d}-s_ffic.fits"
 
 
 def tica_ffi_name(sector: int, camera: int, ccd: int, cadence: int, orbit: int = 1) -> str:
@@ -282,134 +203,6 @@ def _science_box(origin: tuple[int, int], shape: tuple[int, int], margin: int) -
 
 
 # ----------------------------------------------------------------------------------------------
-# Headers
-
-
-def _spoc_primary(sector: int, camera: int, ccd: int, t0: float, t1: float, date_obs: str,
-                  date_end: str, date: str, ffiindex: int) -> fits.Header:
-    p = pointings().get(sector, {"ra": DEMO_RA, "dec": DEMO_DEC, "roll": 0.0})
-    h = fits.Header()
-    h["NEXTEND"] = (2, "number of standard extensions")
-    h["EXTNAME"] = ("PRIMARY", "name of extension")
-    h["EXTVER"] = (1, "extension version number (not format version)")
-    h["SIMDATA"] = (False, "file is based on simulated data")
-    h["ORIGIN"] = ("NASA/Ames", "institution responsible for creating this file")
-    h["DATE"] = (date, "file creation date.")
-    h["TSTART"] = (t0, "observation start time in TJD")
-    h["TSTOP"] = (t1, "observation stop time in TJD")
-    h["DATE-OBS"] = (date_obs, "TSTART as UTC calendar date")
-    h["DATE-END"] = (date_end, "TSTOP as UTC calendar date")
-    h["CREATOR"] = ("12345 FfiExporter", "pipeline job and program used to produce")
-    h["PROCVER"] = ("spoc-5.0.40-20210505", "SW version")
-    h["FILEVER"] = ("1.0", "file format version")
-    h["TIMVERSN"] = ("OGIP/93-003", "OGIP memo number for file format")
-    h["TELESCOP"] = ("TESS", "telescope")
-    h["INSTRUME"] = ("TESS Photometer", "detector type")
-    h["DATA_REL"] = (max(1, sector), "data release version number")
-    h["SECTOR"] = (sector, "Observing sector")
-    h["CAMERA"] = (camera, "Camera number")
-    h["CCD"] = (ccd, "CCD chip number")
-    h["PXTABLE"] = (129, "pixel table id")
-    h["RADESYS"] = ("ICRS", "reference frame of celestial coordinates")
-    h["RA_NOM"] = (p["ra"], "[deg] RA of camera boresight")
-    h["DEC_NOM"] = (p["dec"], "[deg] DEC of camera boresight")
-    h["ROLL_NOM"] = (p["roll"], "[deg] roll angle of camera")
-    h["CRMITEN"] = (True, "spacecraft cosmic ray mitigation enabled")
-    h["CRBLKSZ"] = (10, "[exposures] s/c cosmic ray mitigation block siz")
-    h["CRSPOC"] = (False, "SPOC cosmic ray cleaning enabled")
-    h["FFIINDEX"] = (ffiindex, "number of FFI cadence interval")
-    return h
-
-
-def _timing_cards(h: fits.Header, cadence_s: float, t0: float, t1: float, date_obs: str,
-                  date_end: str) -> None:
-    telapse = t1 - t0
-    deadc = 0.792
-    num_frm = int(np.rint(cadence_s / 2.0))
-    h["TIMEREF"] = ("SOLARSYSTEM", "barycentric correction applied to times")
-    h["TASSIGN"] = ("SPACECRAFT", "where time is assigned")
-    h["TIMESYS"] = ("TDB", "time system is Barycentric Dynamical Time (TDB)")
-    h["BJDREFI"] = (2457000, "integer part of BTJD reference date")
-    h["BJDREFF"] = (0.0, "fraction of the day in BTJD reference date")
-    h["TIMEUNIT"] = ("d", "time unit for TIME, TSTART and TSTOP")
-    h["TELAPSE"] = (telapse, "[d] TSTOP - TSTART")
-    h["LIVETIME"] = (telapse * deadc, "[d] TELAPSE multiplied by DEADC")
-    h["TSTART"] = (t0, "observation start time in BTJD")
-    h["TSTOP"] = (t1, "observation stop time in BTJD")
-    h["DATE-OBS"] = (date_obs, "TSTART as UTC calendar date")
-    h["DATE-END"] = (date_end, "TSTOP as UTC calendar date")
-    # MJD-OBS/MJD-END restate DATE-OBS/DATE-END (same calendar, same scale) so that wcslib's
-    # 'datfix' has nothing to add: astropy's WCS() then reads the header without FITSFixedWarning.
-    h["MJD-OBS"] = (_iso_to_mjd(date_obs), "DATE-OBS as MJD")
-    h["MJD-END"] = (_iso_to_mjd(date_end), "DATE-END as MJD")
-    h["DEADC"] = (deadc, "deadtime correction")
-    h["TIMEPIXR"] = (0.5, "bin time beginning=0 middle=0.5 end=1")
-    h["TIERRELA"] = (1.16e-05, "[d] relative time error")
-    h["INT_TIME"] = (1.98, "[s] photon accumulation time per frame")
-    h["READTIME"] = (0.02, "[s] readout time per frame")
-    h["FRAMETIM"] = (2.0, "[s] frame time (INT_TIME + READTIME)")
-    h["NUM_FRM"] = (num_frm, "number of frames per time stamp")
-    h["TIMEDEL"] = (cadence_s / 86400.0, "[d] time resolution of data")
-
-
-def _spoc_image_header(kind: str, camera: int, ccd: int, cadence_s: float, t0: float, t1: float,
-                       date_obs: str, date_end: str, wcs_hdr: fits.Header, barycorr: float,
-                       dquality: int) -> fits.Header:
-    h = fits.Header()
-    h["INHERIT"] = (True, "inherit the primary header")
-    h["EXTNAME"] = (f"CAMERA.CCD {camera}.{ccd} {kind}", "extension name")
-    h["EXTVER"] = (1 if kind == "cal" else 2, "extension version number (not format version)")
-    h["TELESCOP"] = ("TESS", "telescope")
-    h["INSTRUME"] = ("TESS Photometer", "detector type")
-    h["CAMERA"] = (camera, "Camera number")
-    h["CCD"] = (ccd, "CCD chip number")
-    _timing_cards(h, cadence_s, t0, t1, date_obs, date_end)
-    h["BUNIT"] = ("electrons/s", "physical units of image data")
-    h["BACKAPP"] = (False, "background is subtracted")
-    h["DEADAPP"] = (True, "deadtime applied")
-    h["VIGNAPP"] = (True, "vignetting or collimator correction applied")
-    for ch, g, rn, bl in zip("ABCD", (5.22, 5.21, 5.21, 5.26), (9.45, 9.31, 9.30, 9.84),
-                             (6534.5, 6522.1, 6581.9, 6558.3)):
-        h[f"GAIN{ch}"] = (g, f"[electrons/count] CCD output {ch} gain")
-    for ch, rn in zip("ABCD", (9.45, 9.31, 9.30, 9.84)):
-        h[f"READNOI{ch}"] = (rn, f"[electrons] read noise CCD output {ch}")
-    h["NREADOUT"] = (48, "number of read per cadence")
-    h["FXDOFF"] = (209715, "compression fixed offset")
-    for ch, bl in zip("ABCD", (6534.5, 6522.1, 6581.9, 6558.3)):
-        h[f"MEANBLC{ch}"] = (bl, f"[count] FSW mean black level CCD output {ch}")
-    h.extend(wcs_hdr.cards)
-    h["BARYCORR"] = (float(barycorr), "[d] barycentric time correction")
-    h["DQUALITY"] = (int(dquality), "data quality flags")
-    h["IMAGTYPE"] = (kind, "FFI image type: raw, cal, uncert")
-    return h
-
-
-def _tica_header(sector: int, camera: int, ccd: int, cadence_s: float, t0: float, t1: float,
-                 cadence_no: int, wcs_hdr: fits.Header, qual: int) -> fits.Header:
-    h = fits.Header()
-    h["TICAVER"] = ("0.4.4", "TICA software version")
-    h["CALIBRAT"] = (True, "calibrated image")
-    h["TELESCOP"] = ("TESS", "telescope")
-    h["INSTRUME"] = ("TESS Photometer", "detector type")
-    h["SECTOR"] = (sector, "Observing sector")
-    h["ORBIT"] = (0, "orbit number")  # overwritten by the caller
-    h["CAMNUM"] = (camera, "Camera number")
-    h["CCDNUM"] = (ccd, "CCD number")
-    h["CADENCE"] = (cadence_no, "spacecraft cadence number")
-    h["TJD_ZERO"] = (_BTJD0, "JD zero point of TJD times")
-    h["STARTTJD"] = (t0, "[d] start of exposure in TJD")
-    h["MIDTJD"] = (0.5 * (t0 + t1), "[d] mid of exposure in TJD")
-    h["ENDTJD"] = (t1, "[d] end of exposure in TJD")
-    h["INT_TIME"] = (1.98, "[s] photon accumulation time per frame")
-    h["EXPTIME"] = (cadence_s * 0.8 * 0.99, "[s] total exposure time (cosmic-ray mitigated)")
-    h["NUM_FRM"] = (int(np.rint(cadence_s / 2.0)), "number of frames per cadence")
-    h["QUAL_BIT"] = (int(qual), "quality bit flags")
-    h["BUNIT"] = ("electrons/s", "physical units of image data")
-    h.extend(wcs_hdr.cards)
-    return h
-
-
-# ----------------------------------------------------------------------------------------------
 # Writer
 
 
@@ -445,8 +238,7 @@ def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, produc
         ny = _int(ny, "size", 1, FULL_SHAPE[0])
         nx = _int(nx, "size", 1, FULL_SHAPE[1])
         shape = (ny, nx)
-    if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-        raise InvalidInputError(f"product must be 'SPOC' or 'TICA', got {product!r}.", field="product")
+    product = Product.parse(product)
     cad: float | None = None
     if cadence_minutes is not None:
         try:
@@ -459,8 +251,208 @@ def _validate(sector: Any, camera: Any, ccd: Any, frames: Any, size: Any, produc
     return sector, camera, ccd, frames, shape, product.upper(), n_stars, cad
 
 
+def _check_center(center: Any) -> tuple[float, float] | None:
+    """``center`` as (ra in [0, 360), dec) degrees, or None."""
+    if center is None:
+        return None
+    try:
+        cra, cdec = (float(v) for v in center)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.",
+                                field="center") from None
+    if not (math.isfinite(cra) and math.isfinite(cdec) and -90 <= cdec <= 90):
+        raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.", field="center")
+    return (cra % 360.0, cdec)
+
+
+def _check_quality_frames(quality_frames: Any, frames: int) -> list[int] | None:
+    """The flagged frames' indices, sorted and once each, or None (picked from the seed later)."""
+    if quality_frames is None:
+        return None
+    qf = []
+    for q in quality_frames:
+        if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= q < frames:
+            raise InvalidInputError(f"quality_frames must hold frame indices 0..{frames - 1}, got {q!r}.",
+                                    field="quality_frames")
+        qf.append(int(q))
+    return sorted(set(qf))
+
+
+@dataclass
+class _Geometry:
+    """Where the image lies: its origin in the full frame, its WCS (cards and object), and the
+    transit star's pixel and sky position."""
+
+    origin: tuple[int, int]
+    wcs_hdr: fits.Header
+    wcs: WCS
+    tx: float
+    ty: float
+    tra: float
+    tdec: float
+
+
+def _geometry(sector: int, camera: int, ccd: int, shape: tuple[int, int],
+              center: tuple[float, float] | None) -> _Geometry:
+    """The image's place on the CCD: a window of ``shape`` centred on ``center`` (default the
+    CCD's centre, where the transit star goes); NoDataError when ``center`` is off the CCD."""
+    full = full_frame_wcs(sector, camera, ccd, center)
+    if center is not None:
+        with quiet():
+            fx, fy = (float(v) for v in full.all_world2pix([[center[0], center[1]]], 0, tolerance=1e-10,
+                                                           quiet=True)[0])
+        on_ccd = (math.isfinite(fx) and math.isfinite(fy) and -0.5 <= fx < FULL_SHAPE[1] - 0.5
+                  and -0.5 <= fy < FULL_SHAPE[0] - 0.5)
+        if not on_ccd:
+            raise NoDataError(f"center {center} is not on sector {sector} camera {camera} CCD {ccd}.",
+                              field="center")
+    else:
+        fx = _VIRTUAL_COLS_LEFT + _SCIENCE / 2.0
+        fy = _SCIENCE / 2.0
+    ny, nx = shape
+    origin = (0, 0) if shape == FULL_SHAPE else (int(np.rint(fy)) - ny // 2, int(np.rint(fx)) - nx // 2)
+    wcs_hdr = sector_wcs_header(sector, camera, ccd, origin=origin, fallback_center=center)
+    with quiet():
+        img_wcs = WCS(wcs_hdr)
+    tx, ty = fx - origin[1], fy - origin[0]
+    if center is None:
+        center_radec = img_wcs.all_pix2world([[tx, ty]], 0)[0]
+        tra, tdec = float(center_radec[0]), float(center_radec[1])
+    else:
+        tra, tdec = center
+    return _Geometry(origin, wcs_hdr, img_wcs, tx, ty, tra, tdec)
+
+
+def _stars(rng: np.random.Generator, geo: _Geometry, shape: tuple[int, int], n_stars: int) -> list[Star]:
+    """The transit star at the window's centre, then up to ``n_stars - 1`` others in the science area."""
+    box = _science_box(geo.origin, shape, margin=3)
+    positions = _place_stars(rng, n_stars - 1, box, [(geo.tx, geo.ty)])
+    fluxes = np.exp(rng.uniform(np.log(3e3), np.log(2e5), size=len(positions)))
+    stars = [Star(ra=geo.tra, dec=geo.tdec, x=geo.tx, y=geo.ty, flux=5.0e4, transit=True)]
+    if positions:
+        world = geo.wcs.all_pix2world(np.asarray(positions), 0)
+        for (x, y), (ra, dec), f in zip(positions, world, fluxes):
+            stars.append(Star(ra=float(ra), dec=float(dec), x=x, y=y, flux=float(f)))
+    return stars
+
+
+@dataclass
+class _Cadences:
+    """Every frame's times (BTJD start/stop, UTC strings, barycentric correction), the transit and
+    the quality flags."""
+
+    cadence_s: float
+    tstart: np.ndarray
+    tstop: np.ndarray
+    obs_iso: list[str]
+    end_iso: list[str]
+    barycorr: np.ndarray
+    transit_t0: float
+    transit_duration: float
+    transit_depth: float
+    in_transit: np.ndarray
+    quality: list[int]
+    qflags: np.ndarray
+
+
+def _cadences(rng: np.random.Generator, sector: int, frames: int, cadence_minutes: float | None,
+              ra: float, dec: float, quality: list[int] | None) -> _Cadences:
+    """Consecutive cadences from the sector's start, a box transit of a seeded depth over the
+    middle ~30% (or the last frame), BARYCORR toward (ra, dec), and 1-2 seeded flagged frames
+    unless ``quality`` names them."""
+    cadence_s = (cadence_minutes if cadence_minutes is not None else default_cadence_minutes(sector)) * 60.0
+    cad_d = cadence_s / 86400.0
+    tstart = sector_start_btjd(sector) + cad_d * np.arange(frames)
+    tstop = tstart + cad_d
+    mid = 0.5 * (tstart + tstop)
+    span = tstop[-1] - tstart[0]
+    depth = float(rng.uniform(0.01, 0.05))
+    if frames >= 3:
+        duration = max(0.3 * span, 1.01 * cad_d)
+        t0 = float(mid[frames // 2])
+    else:
+        duration = 0.5 * cad_d
+        t0 = float(mid[-1])
+    barycorr = _barycorr_days(mid, ra, dec)
+    if quality is None:
+        n_q = 0 if frames < 2 else (1 if frames < 6 else 2)
+        quality = sorted(int(i) for i in rng.choice(frames, size=n_q, replace=False))
+    qflags = np.zeros(frames, dtype=int)
+    for i in quality:
+        qflags[i] = int(rng.choice([32, 128]))
+    return _Cadences(cadence_s, tstart, tstop, _utc_iso(tstart, barycorr), _utc_iso(tstop, barycorr), barycorr,
+                     t0, float(duration), depth, np.abs(mid - t0) < 0.5 * duration, quality, qflags)
+
+
+@dataclass
+class _Scene:
+    """The static image (background and stars), the transit star's stamp, and the noise: a
+    per-pixel sigma and a pool of unit deviates that frame ``i`` reads from ``offsets[i]``."""
+
+    image: np.ndarray
+    transit_stamp: tuple[slice, slice, np.ndarray] | None
+    sigma: np.ndarray
+    pool: np.ndarray
+    offsets: np.ndarray
+
+
+def _scene(rng: np.random.Generator, stars: list[Star], origin: tuple[int, int], shape: tuple[int, int],
+           cadence_s: float, frames: int) -> _Scene:
+    """A sloped background on the science pixels (virtual ones are 0), the stars, and the noise model."""
+    ny, nx = shape
+    yy = np.arange(ny, dtype=np.float32)[:, None] + origin[0]
+    xx = np.arange(nx, dtype=np.float32)[None, :] + origin[1]
+    bkg = (80.0 + 20.0 * (xx / FULL_SHAPE[1]) + 15.0 * (yy / FULL_SHAPE[0])).astype(np.float32)
+    science = ((xx >= _VIRTUAL_COLS_LEFT) & (xx < _VIRTUAL_COLS_LEFT + _SCIENCE) & (yy < _SCIENCE))
+    scene = np.where(science, bkg, np.float32(0.0)).astype(np.float32)
+    stamps = []
+    for s in stars:
+        st = _psf_stamp(s.x, s.y, s.flux, ny, nx)
+        if st is not None:
+            scene[st[0], st[1]] += st[2]
+            stamps.append(st)
+    transit_stamp = stamps[0] if stamps and stars[0].transit else None
+    exptime = cadence_s * 0.792
+    read_e = 9.5
+    # Per-pixel 1-sigma noise in e-/s: shot noise of the scene plus read noise of the co-adds.
+    sigma = (np.sqrt(np.maximum(scene, 0.0) * exptime + read_e**2 * (cadence_s / 2.0)) / exptime)
+    sigma = sigma.astype(np.float32)
+    # One pool of unit normal deviates; frame i reads it at a seeded offset (cheap for full frames).
+    npix = ny * nx
+    stride = max(1, min(npix, 7919))
+    pool = rng.standard_normal(npix + stride * frames, dtype=np.float32)
+    offsets = rng.permutation(frames) * stride
+    return _Scene(scene, transit_stamp, sigma, pool, offsets)
+
+
+def _ffi(i: int, product: str, sector: int, camera: int, ccd: int, scene: _Scene, times: _Cadences,
+         wcs_hdr: fits.Header, file_date: str) -> tuple[str, fits.HDUList]:
+    """Frame ``i``'s file name and HDUList: the scene plus its noise, less the transit when in it."""
+    ny, nx = scene.image.shape
+    img = scene.image + scene.sigma * scene.pool[scene.offsets[i]:scene.offsets[i] + ny * nx].reshape(ny, nx)
+    if times.in_transit[i] and scene.transit_stamp is not None:
+        sy, sx, data = scene.transit_stamp
+        img[sy, sx] -= times.transit_depth * data
+    t0, t1 = float(times.tstart[i]), float(times.tstop[i])
+    cadence_no = int(np.rint(times.tstart[i] * 86400.0 / times.cadence_s))
+    if product == Product.SPOC:
+        name = spoc_ffi_name(sector, camera, ccd, times.tstart[i])
+        obs, end = times.obs_iso[i], times.end_iso[i]
+        prim = fits.PrimaryHDU(header=spoc_primary_header(sector, camera, ccd, t0, t1, obs, end, file_date,
+                                                          cadence_no))
+        cal_h, unc_h = (spoc_image_header(kind, camera, ccd, times.cadence_s, t0, t1, obs, end, wcs_hdr,
+                                          times.barycorr[i], times.qflags[i]) for kind in ("cal", "uncert"))
+        return name, fits.HDUList([prim, fits.ImageHDU(img, header=cal_h), fits.ImageHDU(scene.sigma, header=unc_h)])
+    frames = len(times.tstart)
+    orbit = 1 if i < (frames + 1) // 2 else 2
+    name = tica_ffi_name(sector, camera, ccd, cadence_no, orbit=orbit)
+    h = tica_header(sector, camera, ccd, times.cadence_s, t0, t1, cadence_no, wcs_hdr, times.qflags[i])
+    h["ORBIT"] = orbit
+    return name, fits.HDUList([fits.PrimaryHDU(img, header=h)])
+
+
 def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 2, ccd: int = 2,
-                 frames: int = 10, size: str | tuple[int, int] = "full", product: str = "SPOC",
+                 frames: int = 10, size: str | tuple[int, int] = "full", product: str = Product.SPOC,
                  center: tuple[float, float] | None = None, seed: int = 0, n_stars: int = 20,
                  quality_frames: list[int] | None = None,
                  cadence_minutes: float | None = None) -> SyntheticSector:
@@ -480,7 +472,7 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     size : "full" or (ny, nx)
         "full" is the real 2078 x 2136 FFI (virtual columns/rows included); a pair cuts a window out
         of the full frame centred on ``center``.
-    product : "SPOC" or "TICA"
+    product : SPOC or TICA
     center : (ra, dec) in degrees, optional
         Sky position of the window centre and of the transit star. Default: the CCD centre.
     seed : int
@@ -505,153 +497,28 @@ def write_sector(out_dir: str | os.PathLike, *, sector: int = 38, camera: int = 
     """
     sector, camera, ccd, frames, shape, product, n_stars, cad = _validate(
         sector, camera, ccd, frames, size, product, n_stars, cadence_minutes)
-    if center is not None:
-        try:
-            cra, cdec = (float(v) for v in center)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.",
-                                    field="center") from None
-        if not (math.isfinite(cra) and math.isfinite(cdec) and -90 <= cdec <= 90):
-            raise InvalidInputError(f"center must be (ra, dec) in degrees, got {center!r}.", field="center")
-        center = (cra % 360.0, cdec)
-    if quality_frames is not None:
-        qf = []
-        for q in quality_frames:
-            if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= q < frames:
-                raise InvalidInputError(f"quality_frames must hold frame indices 0..{frames - 1}, got {q!r}.",
-                                        field="quality_frames")
-            qf.append(int(q))
-        quality = sorted(set(qf))
-    else:
-        quality = None
-
+    center = _check_center(center)
+    quality = _check_quality_frames(quality_frames, frames)
     rng = np.random.default_rng(seed)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ny, nx = shape
-
-    # --- geometry: full-frame WCS, window origin, transit-star pixel
-    full = full_frame_wcs(sector, camera, ccd, center)
-    if center is not None:
-        with quiet():
-            fx, fy = (float(v) for v in full.all_world2pix([[center[0], center[1]]], 0, tolerance=1e-10,
-                                                           quiet=True)[0])
-        on_ccd = (math.isfinite(fx) and math.isfinite(fy) and -0.5 <= fx < FULL_SHAPE[1] - 0.5
-                  and -0.5 <= fy < FULL_SHAPE[0] - 0.5)
-        if not on_ccd:
-            raise NoDataError(f"center {center} is not on sector {sector} camera {camera} CCD {ccd}.",
-                              field="center")
-    else:
-        fx = _VIRTUAL_COLS_LEFT + _SCIENCE / 2.0
-        fy = _SCIENCE / 2.0
-    if shape == FULL_SHAPE:
-        origin = (0, 0)
-    else:
-        origin = (int(np.rint(fy)) - ny // 2, int(np.rint(fx)) - nx // 2)
-    wcs_hdr = sector_wcs_header(sector, camera, ccd, origin=origin, fallback_center=center)
-    with quiet():
-        img_wcs = WCS(wcs_hdr)
-    tx, ty = fx - origin[1], fy - origin[0]
-    if center is None:
-        center_radec = img_wcs.all_pix2world([[tx, ty]], 0)[0]
-        tra, tdec = float(center_radec[0]), float(center_radec[1])
-    else:
-        tra, tdec = center
-
-    # --- stars
-    box = _science_box(origin, shape, margin=3)
-    positions = _place_stars(rng, n_stars - 1, box, [(tx, ty)])
-    fluxes = np.exp(rng.uniform(np.log(3e3), np.log(2e5), size=len(positions)))
-    transit_star = Star(ra=tra, dec=tdec, x=tx, y=ty, flux=5.0e4, transit=True)
-    stars = [transit_star]
-    if positions:
-        world = img_wcs.all_pix2world(np.asarray(positions), 0)
-        for (x, y), (ra, dec), f in zip(positions, world, fluxes):
-            stars.append(Star(ra=float(ra), dec=float(dec), x=x, y=y, flux=float(f)))
-
-    # --- times
-    cadence_s = (cad if cad is not None else _default_cadence_minutes(sector)) * 60.0
-    cad_d = cadence_s / 86400.0
-    t_first = _sector_start_btjd(sector)
-    tstart = t_first + cad_d * np.arange(frames)
-    tstop = tstart + cad_d
-    mid = 0.5 * (tstart + tstop)
-    span = tstop[-1] - tstart[0]
-    depth = float(rng.uniform(0.01, 0.05))
-    if frames >= 3:
-        duration = max(0.3 * span, 1.01 * cad_d)
-        t0 = float(mid[frames // 2])
-    else:
-        duration = 0.5 * cad_d
-        t0 = float(mid[-1])
-    in_transit = np.abs(mid - t0) < 0.5 * duration
-    barycorr = _barycorr_days(mid, tra, tdec)
-    obs_iso = _utc_iso(tstart, barycorr)
-    end_iso = _utc_iso(tstop, barycorr)
-    if quality is None:
-        n_q = 0 if frames < 2 else (1 if frames < 6 else 2)
-        quality = sorted(int(i) for i in rng.choice(frames, size=n_q, replace=False))
-    qflags = np.zeros(frames, dtype=int)
-    for i in quality:
-        qflags[i] = int(rng.choice([32, 128]))
-
-    # --- static scene and noise model (computed once; frames add noise and the transit)
-    yy = np.arange(ny, dtype=np.float32)[:, None] + origin[0]
-    xx = np.arange(nx, dtype=np.float32)[None, :] + origin[1]
-    bkg = (80.0 + 20.0 * (xx / FULL_SHAPE[1]) + 15.0 * (yy / FULL_SHAPE[0])).astype(np.float32)
-    science = ((xx >= _VIRTUAL_COLS_LEFT) & (xx < _VIRTUAL_COLS_LEFT + _SCIENCE) & (yy < _SCIENCE))
-    scene = np.where(science, bkg, np.float32(0.0)).astype(np.float32)
-    stamps = []
-    for s in stars:
-        st = _psf_stamp(s.x, s.y, s.flux, ny, nx)
-        if st is not None:
-            scene[st[0], st[1]] += st[2]
-            stamps.append(st)
-    transit_stamp = stamps[0] if stamps and stars[0].transit else None
-    exptime = cadence_s * 0.792
-    read_e = 9.5
-    # Per-pixel 1-sigma noise in e-/s: shot noise of the scene plus read noise of the co-adds.
-    sigma = (np.sqrt(np.maximum(scene, 0.0) * exptime + read_e**2 * (cadence_s / 2.0)) / exptime)
-    sigma = sigma.astype(np.float32)
-    # One pool of unit normal deviates; frame i reads it at a seeded offset (cheap for full frames).
-    npix = ny * nx
-    stride = max(1, min(npix, 7919))
-    pool = rng.standard_normal(npix + stride * frames, dtype=np.float32)
-    offsets = rng.permutation(frames) * stride
-
+    # the seeded draws, in this order: stars, the transit, flagged frames, noise
+    geo = _geometry(sector, camera, ccd, shape, center)
+    stars = _stars(rng, geo, shape, n_stars)
+    times = _cadences(rng, sector, frames, cad, geo.tra, geo.tdec, quality)
+    scene = _scene(rng, stars, geo.origin, shape, times.cadence_s, frames)
     files: list[pathlib.Path] = []
-    file_date = obs_iso[-1][:10]
+    file_date = times.obs_iso[-1][:10]
     for i in range(frames):
-        img = scene + sigma * pool[offsets[i]:offsets[i] + npix].reshape(ny, nx)
-        if in_transit[i] and transit_stamp is not None:
-            sy, sx, data = transit_stamp
-            img[sy, sx] -= depth * data
-        cadence_no = int(np.rint(tstart[i] * 86400.0 / cadence_s))
-        if product == "SPOC":
-            name = spoc_ffi_name(sector, camera, ccd, tstart[i])
-            prim = fits.PrimaryHDU(header=_spoc_primary(sector, camera, ccd, float(tstart[i]),
-                                                        float(tstop[i]), obs_iso[i], end_iso[i], file_date,
-                                                        cadence_no))
-            cal_h = _spoc_image_header("cal", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
-                                       obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
-            unc_h = _spoc_image_header("uncert", camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]),
-                                       obs_iso[i], end_iso[i], wcs_hdr, barycorr[i], qflags[i])
-            hdul = fits.HDUList([prim, fits.ImageHDU(img, header=cal_h), fits.ImageHDU(sigma, header=unc_h)])
-        else:
-            orbit = 1 if i < (frames + 1) // 2 else 2
-            name = tica_ffi_name(sector, camera, ccd, cadence_no, orbit=orbit)
-            h = _tica_header(sector, camera, ccd, cadence_s, float(tstart[i]), float(tstop[i]), cadence_no,
-                             wcs_hdr, qflags[i])
-            h["ORBIT"] = orbit
-            hdul = fits.HDUList([fits.PrimaryHDU(img, header=h)])
+        name, hdul = _ffi(i, product, sector, camera, ccd, scene, times, geo.wcs_hdr, file_date)
         path = out / name
         _atomic_write(hdul, path)
         files.append(path)
 
-    order = np.argsort(tstart)  # already in time order; kept explicit for readers of the code
+    order = np.argsort(times.tstart)  # already in time order; kept explicit for readers of the code
     return SyntheticSector(
-        ffi_files=[files[j] for j in order], stars=stars, transit_star=transit_star, transit_t0=t0,
-        transit_duration=float(duration), transit_depth=depth, quality_frames=list(quality),
-        tstart=tstart, tstop=tstop, sector=sector, camera=camera, ccd=ccd, product=product, shape=shape,
-        origin=origin,
+        ffi_files=[files[j] for j in order], stars=stars, transit_star=stars[0], transit_t0=times.transit_t0,
+        transit_duration=times.transit_duration, transit_depth=times.transit_depth,
+        quality_frames=list(times.quality), tstart=times.tstart, tstop=times.tstop, sector=sector, camera=camera,
+        ccd=ccd, product=product, shape=shape, origin=geo.origin,
     )

@@ -49,6 +49,7 @@ from core.cutout_size import CutoutSize, Limits
 from core.errors import InvalidInputError, NoDataError
 from core.fitsio._astropy_io import header_modified, lazy_hdulist
 from core.geometry import CutoutGeometry, centered_window, parse_coordinates
+from core.product import Product
 from core.quiet import quiet
 from core.storage.atomic import atomic_output
 from core.storage.range_file import RangeFile
@@ -60,9 +61,9 @@ from core.tpf.wcs_fit import LinearFit
 __all__ = [
     "CREATOR",
     "INLINE_TPF_BYTES",
-    "CutResult",
     "CutoutFactory",
     "CutoutGeometry",
+    "InMemoryTpf",
     "TpfHDUList",
     "astrocut_filename",
     "build_tpf",
@@ -172,8 +173,9 @@ def locate(
 
 
 @dataclass
-class CutResult:
-    """A cut as FITS bytes plus what was learned on the way (for verbose output and callers)."""
+class InMemoryTpf:
+    """A TPF made whole in memory (:func:`cut_bytes`): its FITS bytes, plus what was learned on the
+    way (where the cut landed, the WCS fit, timings; for verbose output and callers)."""
 
     data: memoryview  # the FITS file (bytes-like, over a numpy buffer: no copy)
     geometry: CutoutGeometry
@@ -182,7 +184,7 @@ class CutResult:
 
 
 def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int | None = None,
-              frames: FrameSelection | None = None) -> CutResult:
+              frames: FrameSelection | None = None) -> InMemoryTpf:
     """Assemble the TPF for a located cut as FITS bytes, whole in memory (the fast path).
 
     The file is one buffer: a copy of the cutout shape's cached prototype (small cutouts) or its
@@ -207,7 +209,7 @@ def cut_bytes(cube: Cube, geo: CutoutGeometry, threads: int | None = None,
     fill_pixels(buf, lay, cube, geo, threads, prefilled=proto is not None, rows_done=proto is not None)
     t3 = time.perf_counter()
     timings = {"layout_and_fit": t1 - t0, "headers": t2 - t1, "pixels": t3 - t2}
-    return CutResult(data=memoryview(buf), geometry=geo, fit=fit, timings=timings)
+    return InMemoryTpf(data=memoryview(buf), geometry=geo, fit=fit, timings=timings)
 
 
 class TpfHDUList(fits.HDUList):
@@ -330,6 +332,26 @@ def write_tpf(cube: Cube, geo: CutoutGeometry, path: str | os.PathLike, *, threa
     return os.fspath(path), stream.fit
 
 
+def _parse_threads(threads: Any) -> int:
+    """astrocut's ``threads``: a count (at least 1), or ``"auto"`` (the CPU count + 4)."""
+    try:
+        return max(1, int(os.cpu_count() or 1) + 4 if threads == "auto" else int(threads))
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"threads must be an integer or 'auto', got {threads!r}", field="threads"
+        ) from None
+
+
+def _output_name(cube: Cube, geo: CutoutGeometry, frames: FrameSelection | None, cutout_size: Any,
+                 legacy_filenames: bool) -> str:
+    """A cut's default file name: TESScut's (:func:`tpf_filename`) or astrocut 1.4.0's
+    (:func:`astrocut_filename`); see :meth:`CutoutFactory.cube_cut`."""
+    if legacy_filenames:
+        win = geo.window
+        return tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny, frames)
+    return astrocut_filename(cube.uri, geo.ra, geo.dec, cutout_size)
+
+
 class CutoutFactory:
     """Cut target pixel files out of TESS cubes; a drop-in peer of astrocut's ``CutoutFactory``.
 
@@ -392,7 +414,7 @@ class CutoutFactory:
         cube_file: str | os.PathLike,
         coordinates: Any,
         cutout_size: Any,
-        product: str = "SPOC",
+        product: str = Product.SPOC,
         target_pixel_file: str | None = None,
         output_path: str | os.PathLike = ".",
         memory_only: bool = False,
@@ -409,7 +431,7 @@ class CutoutFactory:
 
         Follows astrocut 1.4.0's ``CutoutFactory.cube_cut``: ``coordinates`` is a SkyCoord or an
         "ra dec" string in degrees; ``cutout_size`` an int, ``[nx, ny]`` (x first, as astrocut
-        behaves) or an angular/pixel Quantity. ``product`` ("SPOC" or "TICA", astrocut 0.11.1's
+        behaves) or an angular/pixel Quantity. ``product`` (SPOC or TICA, astrocut 0.11.1's
         fourth parameter) is validated, but the cube's own layout (its table columns) decides how
         it is read. Returns the written path, or the HDUList when ``memory_only``. Files are
         written to a temporary name and renamed, big ones in bounded pieces. ``verbose`` prints
@@ -446,50 +468,52 @@ class CutoutFactory:
             The output cannot be written (``field="output_path"``).
         """
         t_start = time.perf_counter()
-        if not isinstance(product, str) or product.upper() not in ("SPOC", "TICA"):
-            raise InvalidInputError(f"product must be SPOC or TICA, got {product!r}", field="product")
+        Product.parse(product)  # validated; the cube's own table decides how it is read
         if not isinstance(cube_file, (str, os.PathLike)):
             raise InvalidInputError(
                 f"cube_file must be a path or s3:// URI, not {type(cube_file).__name__}", field="cube_file"
             )
-        try:
-            threads = max(1, int(os.cpu_count() or 1) + 4 if threads == "auto" else int(threads))
-        except (TypeError, ValueError):
-            raise InvalidInputError(
-                f"threads must be an integer or 'auto', got {threads!r}", field="threads"
-            ) from None
+        threads = _parse_threads(threads)
         window = TimeWindow(time_min, time_max, frame_bin)
         cube = open_cube(cube_file, s3=s3)
         t_open = time.perf_counter()
         frames = None if window.is_default else window.resolve(cube.time)
         geo = locate(cube, coordinates, cutout_size, limits=self.limits, frames=frames)
-        win = geo.window
         self._cube, self._cube_wcs = cube, None
         self._geo = geo
         if memory_only:
-            if layout(cube, win.nx, win.ny, frames).nbytes > INLINE_TPF_BYTES and verbose:
-                print(f"Building a {win.nx}x{win.ny} TPF of {cube.nframes} frames in memory", flush=True)
-            result = cut_bytes(cube, geo, threads=threads, frames=frames)
-            self._fit = result.fit
-            if verbose:
-                self._report(cube, geo, result.fit, t_open - t_start)
-                print(f"Total time: {time.perf_counter() - t_start:.2f} sec", flush=True)
-            return TpfHDUList.from_bytes(result.data)
-        if target_pixel_file:
-            name = target_pixel_file
-        elif legacy_filenames:
-            name = tpf_filename(cube.uri, geo.ra, geo.dec, win.nx, win.ny, frames)
-        else:
-            name = astrocut_filename(cube.uri, geo.ra, geo.dec, cutout_size)
-        out_dir = Path(output_path)
+            return self._cut_in_memory(cube, geo, frames, threads, verbose, (t_start, t_open))
+        name = target_pixel_file or _output_name(cube, geo, frames, cutout_size, legacy_filenames)
+        return self._cut_to_file(cube, geo, frames, threads, Path(output_path) / name, verbose, (t_start, t_open))
+
+    def _cut_in_memory(self, cube: Cube, geo: CutoutGeometry, frames: FrameSelection | None, threads: int,
+                       verbose: bool, times: tuple[float, float]) -> TpfHDUList:
+        """The TPF as an HDUList over its bytes, made whole in memory; ``times`` are the
+        ``perf_counter`` readings at the start and once the cube was open (for ``verbose``)."""
+        t_start, t_open = times
+        win = geo.window
+        if layout(cube, win.nx, win.ny, frames).nbytes > INLINE_TPF_BYTES and verbose:
+            print(f"Building a {win.nx}x{win.ny} TPF of {cube.nframes} frames in memory", flush=True)
+        result = cut_bytes(cube, geo, threads=threads, frames=frames)
+        self._fit = result.fit
+        if verbose:
+            self._report(cube, geo, result.fit, t_open - t_start)
+            print(f"Total time: {time.perf_counter() - t_start:.2f} sec", flush=True)
+        return TpfHDUList.from_bytes(result.data)
+
+    def _cut_to_file(self, cube: Cube, geo: CutoutGeometry, frames: FrameSelection | None, threads: int,
+                     path: Path, verbose: bool, times: tuple[float, float]) -> str:
+        """Write the TPF to ``path`` (:func:`write_tpf`) and return it; ``times`` as for
+        :meth:`_cut_in_memory`."""
+        t_start, t_open = times
         t_write = time.perf_counter()
-        path, self._fit = write_tpf(cube, geo, out_dir / name, threads=threads, frames=frames)
+        written, self._fit = write_tpf(cube, geo, path, threads=threads, frames=frames)
         if verbose:
             self._report(cube, geo, self._fit, t_open - t_start)
-            print(f"Target pixel file: {path}", flush=True)
+            print(f"Target pixel file: {written}", flush=True)
             print(f"Write time: {time.perf_counter() - t_write:.2f} sec", flush=True)
             print(f"Total time: {time.perf_counter() - t_start:.2f} sec", flush=True)
-        return Path(path).as_posix()
+        return Path(written).as_posix()
 
     @staticmethod
     def _report(cube: Cube, geo: CutoutGeometry, fit: LinearFit, open_s: float) -> None:
@@ -522,7 +546,7 @@ def cube_cut(
     verbose: bool = False,
     legacy_filenames: bool = True,
     *,
-    product: str = "SPOC",
+    product: str = Product.SPOC,
     s3: Any = None,
     time_min: float | None = None,
     time_max: float | None = None,

@@ -28,6 +28,7 @@ import core
 from core.cubes.cube import Cube
 from core.cubes.frames import FrameSelection, cadence_columns
 from core.fitsio.cards import card, card_images, header_block
+from core.product import Product
 from core.quiet import quiet
 
 __all__ = ["CREATOR", "ShapeHeaders", "Template", "pixels_dtype", "shape_headers", "template"]
@@ -116,7 +117,7 @@ _NP = {"D": ">f8", "E": ">f4", "J": ">i4", "38A": "S38"}
 
 
 def _columns(product: str) -> list[tuple[str, str, str | None, int | None, str | None]]:
-    if product == "SPOC":
+    if product == Product.SPOC:
         return _SPOC_COLUMNS
     # TICA (astrocut 0.11.1): no TIMECORR, pixel units e-.
     return [
@@ -132,9 +133,35 @@ def _delete_primary_keys(h: fits.Header) -> None:
             h.remove(key, ignore_missing=True, remove_all=True)
 
 
-def _primary_template(cube: Cube) -> fits.Header:
-    """The cube's primary header updated as astrocut's ``_update_primary_header`` does (RA/Dec 0)."""
-    h = cube.primary_header.copy()
+#: the target cards astrocut sets to blank values in a cutout's primary header
+_TARGET_CARDS = {
+    "OBJECT": ("", "string version of target ID"),
+    "TCID": (0, "unique TESS target identifier"),
+    "PXTABLE": (0, "pixel table ID"),
+    "PMRA": (0.0, "[mas/yr] RA proper motion"),
+    "PMDEC": (0.0, "[mas/yr] Dec proper motion"),
+    "PMTOTAL": (0.0, "[mas/yr] Total proper motion"),
+    "TESSMAG": (0.0, "[mag] TESS magnitude"),
+    "TEFF": (0.0, "[K] Effective temperature"),
+    "LOGG": (0.0, "[cm/s2] log10 surface gravity"),
+    "MH": (0.0, "[log10([M/H])] Metallicity"),
+    "RADIUS": (0.0, "[solar radii] Stellar radius"),
+    "TICVER": (0, "TIC version"),
+    "TICID": (None, "unique TESS target identifier"),
+}
+
+#: SPOC cards whose comments astrocut rewords (the values stay the cube's)
+_SPOC_TIME_COMMENTS = (
+    ("TSTART", "observation start time in TJD of first FFI"),
+    ("TSTOP", "observation stop time in TJD of last FFI"),
+    ("DATE-OBS", "TSTART as UTC calendar date of first FFI"),
+    ("DATE-END", "TSTOP as UTC calendar date of last FFI"),
+    ("FFIINDEX", "number of FFI cadence interval of first FFI"),
+)
+
+
+def _as_primary_of_extensions(h: fits.Header) -> None:
+    """The cube's primary header made a data-less primary followed by extensions (no checksums)."""
     for key in ("CHECKSUM", "DATASUM"):
         h.remove(key, ignore_missing=True)
     h["NAXIS"] = 0
@@ -143,50 +170,58 @@ def _primary_template(cube: Cube) -> fits.Header:
     if "EXTEND" not in h:
         h.insert("NAXIS", ("EXTEND", True), after=True)  # a primary followed by extensions
     h["EXTEND"] = True
-    spoc = cube.product == "SPOC"
+
+
+def _provenance_cards(cube: Cube) -> dict[str, tuple[Any, str]]:
+    """Who made the file from what, where the target is (0 until cut), and the time system."""
+    spoc = cube.product == Product.SPOC
+    return {
+        "CREATOR": (CREATOR, "software used to produce this file"),
+        "PROCVER": (core.__version__, "software version"),
+        "FFI_TYPE": (cube.product, "the FFI type used to make the cutouts"),
+        "RA_OBJ": (0.0, "[deg] right ascension"),
+        "DEC_OBJ": (0.0, "[deg] declination"),
+        "TIMEREF": ("SOLARSYSTEM" if spoc else None, "barycentric correction applied to times"),
+        "TASSIGN": ("SPACECRAFT" if spoc else None, "where time is assigned"),
+        "TIMESYS": ("TDB", "time system is Barycentric Dynamical Time (TDB)"),
+        "BJDREFI": (2457000, "integer part of BTJD reference date"),
+        "BJDREFF": (0.00000000, "fraction of the day in BTJD reference date"),
+        "TIMEUNIT": ("d", "time unit for TIME, TSTART, and TSTOP"),
+    }
+
+
+def _add_tica_cards(h: fits.Header, cube: Cube) -> None:
+    """astrocut 0.11.1's additions to a TICA cutout's primary header (SPOC names for TICA values)."""
     h.update(
         {
-            "CREATOR": (CREATOR, "software used to produce this file"),
-            "PROCVER": (core.__version__, "software version"),
-            "FFI_TYPE": (cube.product, "the FFI type used to make the cutouts"),
-            "RA_OBJ": (0.0, "[deg] right ascension"),
-            "DEC_OBJ": (0.0, "[deg] declination"),
-            "TIMEREF": ("SOLARSYSTEM" if spoc else None, "barycentric correction applied to times"),
-            "TASSIGN": ("SPACECRAFT" if spoc else None, "where time is assigned"),
-            "TIMESYS": ("TDB", "time system is Barycentric Dynamical Time (TDB)"),
-            "BJDREFI": (2457000, "integer part of BTJD reference date"),
-            "BJDREFF": (0.00000000, "fraction of the day in BTJD reference date"),
-            "TIMEUNIT": ("d", "time unit for TIME, TSTART, and TSTOP"),
+            "EXTVER": ("1", "extension version number (not format version)"),
+            "SIMDATA": (False, "file is based on simulated data"),
+            "NEXTEND": ("2", "number of standard extensions"),
+            "TSTART": (h.get("STARTTJD"), "observation start time in TJD of first FFI"),
+            "TSTOP": (h.get("ENDTJD"), "observation stop time in TJD of last FFI"),
+            "CAMERA": (h.get("CAMNUM", cube.camera), "Camera number"),
+            "CCD": (h.get("CCDNUM", cube.ccd), "CCD chip number"),
+            "ASTATE": (None, "archive state F indicates single orbit processing"),
+            "CRMITEN": (h.get("CRM"), "spacecraft cosmic ray mitigation enabled"),
+            "CRBLKSZ": (None, "[exposures] s/c cosmic ray mitigation block siz"),
+            "FFIINDEX": (h.get("CADENCE"), "number of FFI cadence interval of first FFI"),
+            "DATA_REL": (None, "data release version number"),
+            "FILEVER": (None, "file format version"),
+            "RADESYS": (None, "reference frame of celestial coordinates"),
+            "SCCONFIG": (None, "spacecraft configuration ID"),
+            "TIMVERSN": (None, "OGIP memo number for file format"),
         }
     )
-    if not spoc:  # astrocut 0.11.1's TICA additions
-        h.update(
-            {
-                "EXTVER": ("1", "extension version number (not format version)"),
-                "SIMDATA": (False, "file is based on simulated data"),
-                "NEXTEND": ("2", "number of standard extensions"),
-                "TSTART": (h.get("STARTTJD"), "observation start time in TJD of first FFI"),
-                "TSTOP": (h.get("ENDTJD"), "observation stop time in TJD of last FFI"),
-                "CAMERA": (h.get("CAMNUM", cube.camera), "Camera number"),
-                "CCD": (h.get("CCDNUM", cube.ccd), "CCD chip number"),
-                "ASTATE": (None, "archive state F indicates single orbit processing"),
-                "CRMITEN": (h.get("CRM"), "spacecraft cosmic ray mitigation enabled"),
-                "CRBLKSZ": (None, "[exposures] s/c cosmic ray mitigation block siz"),
-                "FFIINDEX": (h.get("CADENCE"), "number of FFI cadence interval of first FFI"),
-                "DATA_REL": (None, "data release version number"),
-                "FILEVER": (None, "file format version"),
-                "RADESYS": (None, "reference frame of celestial coordinates"),
-                "SCCONFIG": (None, "spacecraft configuration ID"),
-                "TIMVERSN": (None, "OGIP memo number for file format"),
-            }
+    if h.get("TSTART") is not None and h.get("TSTOP") is not None:
+        h["DATE-OBS"] = (
+            Time(h["TSTART"] + 2457000, format="jd").iso,
+            "TSTART as Julian Date of first FFI",
         )
-        if h.get("TSTART") is not None and h.get("TSTOP") is not None:
-            h["DATE-OBS"] = (
-                Time(h["TSTART"] + 2457000, format="jd").iso,
-                "TSTART as Julian Date of first FFI",
-            )
-            h["DATE-END"] = (Time(h["TSTOP"] + 2457000, format="jd").iso, "TSTOP as Julian Date of last FFI")
-    _delete_primary_keys(h)
+        h["DATE-END"] = (Time(h["TSTOP"] + 2457000, format="jd").iso, "TSTOP as Julian Date of last FFI")
+
+
+def _time_span_cards(h: fits.Header, spoc: bool) -> None:
+    """TELAPSE from TSTART/TSTOP, and astrocut's comments on the cube's dates."""
     tstart, tstop = h.get("TSTART", 0), h.get("TSTOP", 0)
     try:
         telapse = float(tstop or 0) - float(tstart or 0)
@@ -196,32 +231,22 @@ def _primary_template(cube: Cube) -> fits.Header:
     if "DATE" in h:
         h["DATE"] = (h["DATE"], "FFI cube creation date")
     if spoc:
-        for key, comment in (
-            ("TSTART", "observation start time in TJD of first FFI"),
-            ("TSTOP", "observation stop time in TJD of last FFI"),
-            ("DATE-OBS", "TSTART as UTC calendar date of first FFI"),
-            ("DATE-END", "TSTOP as UTC calendar date of last FFI"),
-            ("FFIINDEX", "number of FFI cadence interval of first FFI"),
-        ):
+        for key, comment in _SPOC_TIME_COMMENTS:
             if key in h:
                 h[key] = (h[key], comment)
-    h.update(
-        {
-            "OBJECT": ("", "string version of target ID"),
-            "TCID": (0, "unique TESS target identifier"),
-            "PXTABLE": (0, "pixel table ID"),
-            "PMRA": (0.0, "[mas/yr] RA proper motion"),
-            "PMDEC": (0.0, "[mas/yr] Dec proper motion"),
-            "PMTOTAL": (0.0, "[mas/yr] Total proper motion"),
-            "TESSMAG": (0.0, "[mag] TESS magnitude"),
-            "TEFF": (0.0, "[K] Effective temperature"),
-            "LOGG": (0.0, "[cm/s2] log10 surface gravity"),
-            "MH": (0.0, "[log10([M/H])] Metallicity"),
-            "RADIUS": (0.0, "[solar radii] Stellar radius"),
-            "TICVER": (0, "TIC version"),
-            "TICID": (None, "unique TESS target identifier"),
-        }
-    )
+
+
+def _primary_template(cube: Cube) -> fits.Header:
+    """The cube's primary header updated as astrocut's ``_update_primary_header`` does (RA/Dec 0)."""
+    h = cube.primary_header.copy()
+    _as_primary_of_extensions(h)
+    h.update(_provenance_cards(cube))
+    spoc = cube.product == Product.SPOC
+    if not spoc:
+        _add_tica_cards(h, cube)
+    _delete_primary_keys(h)
+    _time_span_cards(h, spoc)
+    h.update(_TARGET_CARDS)
     return h
 
 
@@ -465,8 +490,14 @@ def shape_headers(cube: Cube, tpl: Template, nx: int, ny: int, dtype: np.dtype,
                   nrows: int | None = None) -> ShapeHeaders:
     """Lay out the primary, PIXELS and APERTURE headers of an ``nx`` x ``ny`` TPF of ``cube`` with
     ``nrows`` cadences (default: every frame)."""
-    T, npix = (cube.nframes if nrows is None else nrows), nx * ny
+    prim = _primary_cards(tpl)
+    pix = _pixels_cards(tpl, nx, ny, dtype, cube.nframes if nrows is None else nrows)
+    ap = _aperture_cards(tpl, nx, ny)
+    return ShapeHeaders((prim.block(), pix.block(), ap.block()), (prim.slots, pix.slots, ap.slots))
 
+
+def _primary_cards(tpl: Template) -> _Cards:
+    """The primary header: the template's cards, RA_OBJ and DEC_OBJ as slots."""
     prim = _Cards()
     for i, image in enumerate(tpl.primary):
         if i == tpl.ra_idx:
@@ -475,13 +506,19 @@ def shape_headers(cube: Cube, tpl: Template, nx: int, ny: int, dtype: np.dtype,
             prim.slot("DEC_OBJ", "dec", _DEC_COMMENT)
         else:
             prim.images.append(image)
+    return prim
 
+
+def _pixels_cards(tpl: Template, nx: int, ny: int, dtype: np.dtype, nrows: int) -> _Cards:
+    """The PIXELS table's header: ``nrows`` rows of ``dtype``, the columns (pixel columns of
+    ``nx`` x ``ny``, with their per-cut WCS slots), the image cards and those inherited."""
+    npix = nx * ny
     pix = _Cards()
     pix.add("XTENSION", "BINTABLE", "binary table extension")
     pix.add("BITPIX", 8, "array data type")
     pix.add("NAXIS", 2, "number of array dimensions")
     pix.add("NAXIS1", dtype.itemsize, "length of dimension 1")
-    pix.add("NAXIS2", T, "length of dimension 2")
+    pix.add("NAXIS2", nrows, "length of dimension 2")
     pix.add("PCOUNT", 0, "number of group parameters")
     pix.add("GCOUNT", 1, "number of groups")
     pix.add("TFIELDS", len(tpl.columns), "number of table fields")
@@ -506,8 +543,12 @@ def shape_headers(cube: Cube, tpl: Template, nx: int, ny: int, dtype: np.dtype,
                     pix.slot(pattern.format(i), value, comment)
     pix.images.extend(tpl.img_cards)
     pix.inherit(tpl.pixels_inherit)
+    return pix
 
-    # The linear TAN WCS as astropy's ``WCS.to_header()`` writes it (PC matrix = CD, CDELT 1).
+
+def _aperture_cards(tpl: Template, nx: int, ny: int) -> _Cards:
+    """The APERTURE image's header: the linear TAN WCS as astropy's ``WCS.to_header()`` writes it
+    (PC matrix = CD, CDELT 1), its values as slots."""
     ap = _Cards()
     ap.add("XTENSION", "IMAGE", "Image extension")
     ap.add("BITPIX", 32, "array data type")
@@ -542,5 +583,4 @@ def shape_headers(cube: Cube, tpl: Template, nx: int, ny: int, dtype: np.dtype,
     ap.slot("WCS_SIG", "sig", "[deg] Error measurement of cutout WCS fit")
     ap.add("INHERIT", True)
     ap.inherit(tpl.aperture_inherit)
-
-    return ShapeHeaders((prim.block(), pix.block(), ap.block()), (prim.slots, pix.slots, ap.slots))
+    return ap

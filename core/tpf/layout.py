@@ -27,6 +27,7 @@ from core.cubes.cube import Cube
 from core.cubes.frames import FrameSelection, cadence_columns, read_cadences
 from core.fitsio.cards import format_value, padded
 from core.geometry import CutoutGeometry, Window
+from core.product import Product
 from core.tpf.headers import pixels_dtype, shape_headers, template
 from core.tpf.wcs_fit import LinearFit, fit_linear_wcs
 
@@ -331,7 +332,7 @@ def fill_pixels(
     sy = slice(ins.y0 - win.y0, ins.y1 - win.y0)
     sx = slice(ins.x0 - win.x0, ins.x1 - win.x0)
     partial = ins.nx != win.nx or ins.ny != win.ny
-    with_err = cube.product == "SPOC" and cube.nplanes > 1
+    with_err = cube.product == Product.SPOC and cube.nplanes > 1
     if partial or not rows_done or not (with_err or prefilled):
         rec = views(buf, lay)[0]
         if partial:  # astrocut pads with its fill value, NaN

@@ -21,9 +21,7 @@ tiles of pass 1, so a consumer can stop it early (a client gone away).
 
 from __future__ import annotations
 
-import glob
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +30,16 @@ import numpy as np
 
 from core.cubes.cube import Cube
 from core.cubes.frames import FrameSelection, read_cadences
-from core.storage.atomic import output_error
+from core.product import Product
+from core.storage.atomic import output_error, pwrite_all, remove_stale_temporaries, temporary_file
 from core.tpf.layout import cached_fit, fill_rows, fill_slots, layout
 
 __all__ = ["DEFAULT_BAND_BYTES", "StreamCancelled", "TpfStream", "remove_stale_spools"]
 
 #: target bytes of one band (a tile of cube rows in pass 1, a band of table rows in pass 2)
 DEFAULT_BAND_BYTES = 32 * 1024 * 1024
-_SPOOL_PREFIX = "tpf-spool-"
+#: a spool's name is ``tpf-spool-{pid}-{random}.bin`` (:func:`core.storage.atomic.temporary_file`)
+_SPOOL_PREFIX, _SPOOL_SUFFIX = "tpf-spool-", ".bin"
 
 
 class StreamCancelled(Exception):
@@ -62,31 +62,9 @@ class _Tile:
         return (self.y1 - self.y0) * (self.x1 - self.x0)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover
-        return True
-    return True
-
-
 def remove_stale_spools(work_dir: str | os.PathLike) -> int:
     """Remove spool files left in ``work_dir`` by processes that no longer run; return how many."""
-    removed = 0
-    for path in glob.glob(os.path.join(glob.escape(os.fspath(work_dir)), _SPOOL_PREFIX + "*")):
-        try:
-            pid = int(os.path.basename(path)[len(_SPOOL_PREFIX):].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            try:
-                os.unlink(path)
-                removed += 1
-            except OSError:
-                pass
-    return removed
+    return remove_stale_temporaries(work_dir, _SPOOL_PREFIX, _SPOOL_SUFFIX)
 
 
 class TpfStream:
@@ -176,15 +154,15 @@ class TpfStream:
 
     def _spool_pixels(self) -> Iterator[memoryview]:
         os.makedirs(self.work_dir, exist_ok=True)
-        self._spool = os.path.join(self.work_dir, f"{_SPOOL_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.bin")
         try:
-            self._fd = os.open(self._spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            self._spool = temporary_file(self.work_dir, _SPOOL_PREFIX, _SPOOL_SUFFIX, mode=0o600)
+            self._fd = os.open(self._spool, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
             for tile in self._tiles:
                 self._check_cancel()
                 block = read_cadences(self.cube, tile.y0, tile.y1, tile.x0, tile.x1, self.frames, self.threads)
                 frame_major = np.ascontiguousarray(block.transpose(2, 3, 0, 1))  # (T, P, ty, tx)
                 del block
-                _pwrite_all(self._fd, frame_major, tile.offset)
+                pwrite_all(self._fd, frame_major, tile.offset)
                 del frame_major
                 yield memoryview(b"")
         except OSError as exc:
@@ -230,7 +208,7 @@ class TpfStream:
         fill_rows(rec, cube, t0, t1, pixels=False, frames=self.frames)
         win, ins = geo.window, geo.inside
         partial = ins.nx != win.nx or ins.ny != win.ny
-        with_err = cube.product == "SPOC" and cube.nplanes > 1
+        with_err = cube.product == Product.SPOC and cube.nplanes > 1
         if partial:  # astrocut pads with its fill value, NaN
             rec["FLUX"] = np.nan
             rec["FLUX_ERR"] = np.nan
@@ -248,14 +226,6 @@ class TpfStream:
             _pread_all(self._fd, chunk, tile.offset + t0 * per_frame)
             dst[:, :, tile.y0 - win.y0 : tile.y1 - win.y0, tile.x0 - win.x0 : tile.x1 - win.x0] = chunk[:, :planes]
         return buf
-
-
-def _pwrite_all(fd: int, array: np.ndarray, offset: int) -> None:
-    view = memoryview(array).cast("B")
-    while len(view):
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _pread_all(fd: int, array: np.ndarray, offset: int) -> None:

@@ -29,6 +29,8 @@ from astropy.coordinates import ICRS
 from astropy.wcs import WCS
 from astropy.wcs.utils import celestial_frame_to_wcs
 
+from core.sky_polygon import gnomonic
+
 _TEMPLATE: WCS | None = None
 _MAX_CHECK = 2_500  # pixels used for the residuals; larger cutouts are sampled on a grid (edges kept)
 
@@ -94,17 +96,6 @@ def _reference_point(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
     z = math.sin(d1) + math.sin(d2)
     norm = math.sqrt(x * x + y * y + z * z)
     return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.asin(z / norm))
-
-
-def gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standard coordinates (xi, eta) in degrees of (ra, dec) about (ra0, dec0) (FITS TAN)."""
-    a = np.radians(ra - ra0)
-    d = np.radians(dec)
-    d0 = np.radians(dec0)
-    cos_c = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a)
-    xi = np.cos(d) * np.sin(a) / cos_c
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a)) / cos_c
-    return np.degrees(xi), np.degrees(eta)
 
 
 def inverse_gnomonic(
@@ -181,7 +172,7 @@ def fit_linear_wcs(full_wcs: WCS, width: int, height: int, x0: int = 0, y0: int 
     pts = _points(int(width), int(height))
     ra, dec = full_wcs.all_pix2world(pts.x + x0, pts.y + y0, 0)
     ra0, dec0 = _reference_point(ra[: pts.nsample], dec[: pts.nsample])
-    xi, eta = gnomonic(ra, dec, ra0, dec0)
+    xi, eta = (np.degrees(v) for v in gnomonic((ra0, dec0), ra, dec))  # standard coordinates, degrees
     n = pts.nfit
     coef = pts.solver @ np.column_stack([xi[:n], eta[:n]])  # (3, 2) least-squares solution
     cd = coef[:2].T  # [[dxi/dx, dxi/dy], [deta/dx, deta/dy]]

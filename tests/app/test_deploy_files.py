@@ -83,10 +83,15 @@ def service_routes() -> set[str]:
 
 
 def _known_env_names() -> set[str]:
-    """CUTOUT_* names the app reads: Settings fields, plus those the CLI reads from the environment."""
-    from app.settings import Settings
+    """CUTOUT_* names the app reads: Settings fields (the S3 ones by their CUTOUT_S3_<FIELD> names),
+    plus those the CLI reads from the environment."""
+    import dataclasses
 
-    names = {f"CUTOUT_{name.upper()}" for name in Settings.model_fields}
+    from app.settings import Settings
+    from core.storage.s3 import S3Config
+
+    names = {f"CUTOUT_{name.upper()}" for name in Settings.model_fields if name != "s3"}
+    names |= {f"CUTOUT_S3_{f.name.upper()}" for f in dataclasses.fields(S3Config)}
     cli_source = (ROOT / "app" / "cli.py").read_text()
     names |= set(re.findall(r"""environ(?:\.get)?\(\s*["'](CUTOUT_[A-Z0-9_]+)["']""", cli_source))
     return names
@@ -106,11 +111,9 @@ def test_dockerfile_runs_cutout_serve(dockerfile):
 
 
 def test_dockerfile_port_and_bind_address(dockerfile):
-    from app.settings import Settings
 
     env = _cutout_env(dockerfile["env"])
-    settings = Settings(**{k[len("CUTOUT_"):].lower(): v for k, v in env.items()
-                           if k[len("CUTOUT_"):].lower() in Settings.model_fields})
+    settings = _settings_from_env({k: v for k, v in env.items() if k in _known_env_names()})
     assert settings.host == "0.0.0.0"  # reachable from outside the container
     assert dockerfile["expose"] == [settings.port]
 
@@ -141,7 +144,6 @@ def _mount_target(volume: str) -> str:
 @pytest.mark.parametrize("name", REPLICAS)
 def test_compose_cutout_service(compose, dockerfile, name):
     from app.cli import build_parser
-    from app.settings import Settings
 
     svc = compose["services"][name]
     assert svc["command"] == ["cutout", "serve"]
@@ -149,8 +151,7 @@ def test_compose_cutout_service(compose, dockerfile, name):
     env = {k: str(v) for k, v in svc["environment"].items()}
     unknown = set(_cutout_env(env)) - _known_env_names()
     assert not unknown, f"docker-compose.yml sets CUTOUT_* names the app does not read: {sorted(unknown)}"
-    settings = Settings(**{k[len("CUTOUT_"):].lower(): v for k, v in _cutout_env(env).items()
-                           if k[len("CUTOUT_"):].lower() in Settings.model_fields})
+    settings = _settings_from_env({k: v for k, v in _cutout_env(env).items() if k in _known_env_names()})
     assert settings.host == "0.0.0.0"
     # the port the replica serves on is the one its container exposes (to nginx; no host port)
     [container_port] = (int(p) for p in svc["expose"])
@@ -159,8 +160,8 @@ def test_compose_cutout_service(compose, dockerfile, name):
     # the cube list parses, and every s3:// location has an endpoint to go to
     assert settings.cube_dirs and all(isinstance(d, str) for d in settings.cube_dirs)
     if any(d.startswith("s3://") for d in settings.cube_dirs):
-        assert settings.s3_endpoint_url
-        s3_host = settings.s3_endpoint_url.split("//", 1)[1].split(":", 1)[0]
+        assert settings.s3.endpoint_url
+        s3_host = settings.s3.endpoint_url.split("//", 1)[1].split(":", 1)[0]
         assert s3_host in compose["services"], f"no compose service named {s3_host}"
     # what it serves is on a volume the demo job fills
     mounts = {_mount_target(v) for v in svc.get("volumes", [])}
@@ -209,9 +210,7 @@ def _settings_from_env(env: dict[str, str]):
 
 def _check_compose_settings(services: dict) -> None:
     """Every CUTOUT_* variable of every service is a Settings field, and its value validates."""
-    from app.settings import Settings
-
-    fields = {f"CUTOUT_{name.upper()}" for name in Settings.model_fields}
+    fields = _known_env_names()
     for name, svc in services.items():
         env = svc.get("environment") or {}
         if isinstance(env, list):  # the KEY=value list form

@@ -156,7 +156,7 @@ def test_s3_errors_answer_503_after_bounded_retries(make_server, s3_server, serv
     body = assert_error(astrocut(server, 38), 503)
     assert "InternalError" in body["msg"] or "500" in body["msg"]
     attempts = proxy.requests - before
-    max_attempts = server.settings.s3_max_attempts
+    max_attempts = server.settings.s3.max_attempts
     assert max_attempts <= attempts <= max_attempts * gets_per_cutout  # retried, but bounded
     no_leaked_threads(pool=server.services.pool)
     proxy.mode = "pass"

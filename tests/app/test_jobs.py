@@ -148,6 +148,36 @@ def test_job_of_20_targets_matches_direct_cube_cuts(jobs_server, tmp_path):
         assert client.get(f"{job_url}/parameters/targets").content == table
 
 
+def test_a_job_takes_the_time_window_and_binning_of_astrocut(jobs_server, tmp_path):
+    """time_min, time_max and frame_bin reach every cut: the job's TPFs equal direct cube_cuts with the
+    same window, the job document lists them, and bad values are 400s naming the field."""
+    from core.cubes.cache import open_cube
+    from core.tpf.cut import CutoutFactory
+
+    base, server = jobs_server
+    cube = server.cubes["spoc38"]
+    times = open_cube(str(cube)).time
+    lo, hi = float(times[2]), float(times[7])
+    (ra, dec), = pixel_positions(str(cube), [(10.0, 12.0)])
+    table = f"name,ra,dec,sector\nw,{ra!r},{dec!r},38\n".encode()
+    created = post_job(base, data={"x": "4", "time_min": repr(lo), "time_max": repr(hi), "frame_bin": "2",
+                                   "PHASE": "RUN"}, files={"targets": ("t.csv", table, "text/csv")})
+    job = wait_phase(created.headers["location"])
+    assert job.phase == "COMPLETED", job.errorsummary
+    params = {p.id_: p.content for p in job.parameters}
+    assert (float(params["time_min"]), float(params["time_max"]), params["frame_bin"]) == (lo, hi, "2")
+    tpfs = [r for r in job.results if r.mimetype == "application/fits"]
+    assert len(tpfs) == 1
+    direct = CutoutFactory().cube_cut(str(cube), f"{ra % 360.0!r} {dec!r}", [4, 4], output_path=tmp_path,
+                                      time_min=lo, time_max=hi, frame_bin=2)
+    assert httpx.get(tpfs[0].href, timeout=30).content == Path(direct).read_bytes()
+    assert tpfs[0].id_.endswith(os.path.basename(direct))  # the name says which frames
+    for data, field in (({"time_min": "x"}, "time_min"), ({"time_min": "3", "time_max": "2"}, "time_max"),
+                        ({"frame_bin": "0"}, "frame_bin"), ({"frame_bin": "1.5"}, "frame_bin")):
+        refused = post_job(base, data={"POS": f"{ra} {dec}", **data}, expect=400)
+        assert refused.json()["error"]["field"] == field, data
+
+
 def test_manifest_cells_are_safe_in_spreadsheets(jobs_server):
     base, _ = jobs_server
     table = b"name,ra,dec\n=HYPERLINK(\"x\"),1,2\n@SUM(A1),+3,-62.5\n-5+cmd,abc,-4\n"

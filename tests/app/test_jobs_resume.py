@@ -131,15 +131,15 @@ def test_servers_sharing_a_work_dir_share_jobs_and_one_runs_them(make_server, se
     pos = {"POS": f"{DEMO_RA} {DEMO_DEC}", "PHASE": "RUN"}
     first = post_job(f"{a.url}/api/v0.1/async", data=pos).headers["location"]
     assert wait_phase(first).phase == "COMPLETED"
-    assert a.app.state.jobs.runner.elected.is_set()
+    assert a.app.state.services.jobs.runner.elected.is_set()
     second = post_job(f"{b.url}/api/v0.1/async", data=pos).headers["location"]
     job_id = second.rsplit("/", 1)[1]
     job = wait_phase(second)  # b's document, b's blocking poll; a's runner did the work
     assert job.phase == "COMPLETED" and job_info(job, "ok") == 2
-    assert not b.app.state.jobs.runner.elected.is_set()
+    assert not b.app.state.services.jobs.runner.elected.is_set()
     assert parse(httpx.get(f"{a.url}/api/v0.1/async/{job_id}", timeout=30).content).phase == "COMPLETED"
     a.stop()  # b's runner takes over
-    assert b.app.state.jobs.runner.elected.wait(60), "the runner lock was not taken over"
+    assert b.app.state.services.jobs.runner.elected.wait(60), "the runner lock was not taken over"
     third = post_job(f"{b.url}/api/v0.1/async", data=pos).headers["location"]
     assert wait_phase(third).phase == "COMPLETED"
 

@@ -221,3 +221,20 @@ def test_zip_members_are_built_one_at_a_time():
         assert built == [0, 1, 2, 3, 4] and total > 5 * size
 
     anyio.run(main)
+
+
+def test_s3_settings_are_the_engines_one_definition(monkeypatch):
+    """The service's S3 settings are the engine's S3Config, read from CUTOUT_S3_<FIELD>, and the
+    flat s3_<field> keywords set the same fields in code."""
+    import dataclasses
+
+    from core.storage.s3 import S3Config
+
+    monkeypatch.setenv("CUTOUT_S3_MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("CUTOUT_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert Settings().s3 == dataclasses.replace(S3Config.from_env()) and Settings().s3.max_attempts == 7
+    s = Settings(s3_read_timeout_s=3, s3_max_attempts=2)
+    assert (s.s3.read_timeout_s, s.s3.max_attempts, s.s3.endpoint_url) == (3, 2, "http://127.0.0.1:9")
+    assert s.uses_s3()
+    with pytest.raises(ValueError):
+        Settings(s3_no_such_field=1)

@@ -40,3 +40,13 @@ def test_config_from_env(monkeypatch, tmp_path):
     assert hash(S3Config().key()) == hash(dataclasses.replace(S3Config()).key())
 
 
+
+
+def test_config_refuses_nonsense_bounds_naming_the_setting():
+    from core.errors import InvalidInputError
+
+    for name, value in (("max_attempts", 0), ("connect_timeout_s", -1.0), ("read_timeout_s", float("inf")),
+                        ("max_connections", True)):
+        with pytest.raises(InvalidInputError) as err:
+            S3Config(**{name: value})
+        assert err.value.field == name
