@@ -39,8 +39,17 @@ from app.params.requests import (
     SectorParams,
 )
 from app.params.surveys import HapcutParams, SurveyListParams, ZcutParams
-from app.planning import images, lightcurve, moving, preview, surveys, tesscut
-from app.planning.answers import NO_COST, Cost, CutoutStats, FileAnswer, NoData, Planner, ZipAnswer
+from app.planning import images, lightcurve, moving, preview, soda, surveys, tesscut
+from app.planning.answers import (
+    NO_COST,
+    Cost,
+    CutoutStats,
+    FileAnswer,
+    FileStreamAnswer,
+    NoData,
+    Planner,
+    ZipAnswer,
+)
 from app.planning.context import Context
 from core.cubes.cache import open_cube
 from core.cutout_size import CutoutSize, Limits
@@ -150,7 +159,7 @@ def test_each_route_planner_plans_with_the_function_tested_here():
              (preview.PREVIEW, preview.plan_preview), (lightcurve.LIGHTCURVE, lightcurve.plan_lightcurve),
              (lightcurve.FRAME, lightcurve.plan_frame), (surveys.SURVEY_NAMES, surveys.plan_survey_names),
              (surveys.ZCUT_FITS, surveys.plan_zcut_fits), (surveys.ZCUT_IMAGES, surveys.plan_zcut_images),
-             (surveys.HAPCUT, surveys.plan_hapcut)]
+             (surveys.HAPCUT, surveys.plan_hapcut), (soda.SYNC, soda.plan_soda)]
     for planner, plan in pairs:
         assert isinstance(planner, Planner) and planner.plan is plan
 
@@ -444,6 +453,31 @@ def test_plan_frame_is_one_cadence_of_the_cutout(ctx):
 
 
 # ------------------------------------------------------------------------------------------
+# SODA sync (tests/app/test_soda.py checks its parameters and regions in detail)
+# ------------------------------------------------------------------------------------------
+
+
+def test_plan_soda_is_a_tpf_of_the_cubes_pixels_in_the_region(ctx, service_data):
+    cubes, _, _ = service_data
+    req = soda.parse_soda([("ID", "tess-s0038-2-2"), ("CIRCLE", f"{DEMO_RA} {DEMO_DEC} 0.003")])
+    answer = soda.plan_soda(ctx, req)
+    assert isinstance(answer, FileStreamAnswer) and answer.media_type == "application/fits"
+    data = _built(answer.member)
+    nx, ny = answer.stats.nx, answer.stats.ny
+    assert len(data) == answer.member.nbytes and answer.stats.frames == 10 and nx * ny > 1
+    with fits.open(io.BytesIO(data)) as hdul, fits.open(cubes["spoc38"]) as cube:
+        flux = hdul[1].data["FLUX"]
+        x0, y0 = hdul[1].header["1CRV5P"] - 1, hdul[1].header["2CRV5P"] - 1  # the window's first pixel
+        expected = cube[1].data[y0:y0 + ny, x0:x0 + nx, :, 0].transpose(2, 0, 1)  # (frames, rows, columns)
+        assert flux.shape == (10, ny, nx)
+        np.testing.assert_array_equal(flux, expected)
+    off = soda.plan_soda(ctx, soda.parse_soda([("ID", "tess-s0038-2-2"), ("CIRCLE", "10 20 0.01")]))
+    assert isinstance(off, NoData) and off.status == 204
+    with pytest.raises(NotFoundError):
+        soda.plan_soda(ctx, soda.parse_soda([("ID", "tess-s0099-1-1")]))
+
+
+# ------------------------------------------------------------------------------------------
 # Zcut and Hapcut
 # ------------------------------------------------------------------------------------------
 
@@ -561,6 +595,7 @@ WITHIN_LIMITS = [
     (tesscut.FFI_WCS, lambda: FfiWcsParams(sector=38, camera=2, ccd=2)),
     (moving.MOVING_SECTOR, lambda: MovingTargetSectorParams(ephemeris=EPHEMERIS)),
     (surveys.SURVEY_NAMES, lambda: SurveyListParams(**POS)),
+    (soda.SYNC, lambda: soda.parse_soda([("ID", "tess-s0038-2-2"), ("CIRCLE", f"{DEMO_RA} {DEMO_DEC} 0.01")])),
     (tesscut.ASTROCUT, lambda: AstrocutParams(**POS, x=50, y=8)),
     (tesscut.ASTROCUT, lambda: AstrocutParams(**POS, x=0.01, units="d")),  # angular: checked once converted
     (moving.MOVING_ASTROCUT, lambda: MovingTargetCutParams(ephemeris=EPHEMERIS, x=50, y=8)),
@@ -580,8 +615,8 @@ WITHIN_LIMITS = [
 def test_costs_within_the_limits_are_worked_out_without_reading_anything(bare, planner, params):
     cost = planner.cost(bare, params())
     assert isinstance(cost, Cost) and cost.memory >= 0 and cost.disk >= 0
-    if planner in (tesscut.SECTOR, tesscut.FFI_WCS, moving.MOVING_SECTOR, surveys.SURVEY_NAMES):
-        assert cost == NO_COST  # look-ups hold nothing worth admitting
+    if planner in (tesscut.SECTOR, tesscut.FFI_WCS, moving.MOVING_SECTOR, surveys.SURVEY_NAMES, soda.SYNC):
+        assert cost == NO_COST  # look-ups hold nothing worth admitting; SODA's TPF is admitted as it is made
     if planner in (preview.PREVIEW, lightcurve.LIGHTCURVE, images.FITS_CUT, moving.MOVING_ASTROCUT):
         assert cost.memory > 0  # what planning holds is admitted first
 
