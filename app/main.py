@@ -21,8 +21,9 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import observability
-from app.budget import Budget
+from app.budget import Budget, SharedLedger
 from app.catalog import CatalogService
+from app.client_limit import ClientLimitMiddleware
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
@@ -55,6 +56,7 @@ def create_app(
     *,
     resolver: EphemerisResolver | None = None,
     install: Callable[[FastAPI], Any] | None = None,
+    ledger: SharedLedger | None = None,
 ) -> FastAPI:
     """Build the service.
 
@@ -67,6 +69,8 @@ def create_app(
         default answers 400 asking for ``ephemeris`` (this server makes no outside calls).
     install : callable, optional
         An extra ``install(app)`` hook (middleware, routes), called once the app is built.
+    ledger : SharedLedger, optional
+        The budget ledger shared by the processes of one server (:class:`app.server.Supervisor`).
     """
     from core.cubes.cache import configure
 
@@ -81,7 +85,7 @@ def create_app(
         surveys=SurveyService(settings, s3=s3),
         pool=WorkerPool(settings.workers, settings.queue_size, settings.request_timeout_s),
         budget=Budget(settings.memory_budget_bytes, settings.disk_budget_bytes, settings.budget_queue_size,
-                      settings.request_timeout_s),
+                      settings.request_timeout_s, ledger=ledger),
         s3=s3,
         resolver=resolver or no_resolver,
     )
@@ -129,6 +133,8 @@ def create_app(
 
     # Innermost first: HEAD is answered inside the access log (which then sees a complete answer)
     app.add_middleware(HeadMiddleware)
+    if settings.max_requests_per_client:  # inside the access log: a refusal is logged and counted
+        app.add_middleware(ClientLimitMiddleware, limit=settings.max_requests_per_client)
     observability.install(app)
     if install is not None:
         install(app)

@@ -24,10 +24,11 @@ from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
 
 from app.dependencies import Services
 from app.observability import record_cutout
+from app.params.values import MAX_EPHEMERIS_CHARS
 from app.planning.answers import Planner
 from app.streaming import planned, send
 
-__all__ = ["get_and_post", "serve"]
+__all__ = ["client_gone", "get_and_post", "serve"]
 
 
 async def serve(request: Request, planner: Planner, params: Any, **extra: Any) -> Any:
@@ -35,19 +36,35 @@ async def serve(request: Request, planner: Planner, params: Any, **extra: Any) -
     services: Services = request.app.state.services
     ctx = services.context()
     cost = planner.cost(ctx, params, **extra)
+    # every wait for room ends as soon as the client disconnects: its queue slot is given back
+    budget = services.budget.for_request(lambda: client_gone(request.receive))
     ticket = None
     if cost.memory or cost.disk:
-        ticket = await services.budget.admit(cost.memory, cost.disk, field=cost.field)
+        ticket = await budget.admit(cost.memory, cost.disk, field=cost.field)
     try:
-        answer = await services.pool.run(planned, services.budget, planner.plan, ctx, params, **extra)
+        answer = await services.pool.run(planned, budget, planner.plan, ctx, params, **extra)
     finally:
         if ticket is not None:
             ticket.release()
     stats = getattr(answer, "stats", None)
     if stats is not None:
         record_cutout(request, stats)
-    return await send(answer, pool=services.pool, budget=services.budget)
+    return await send(answer, pool=services.pool, budget=budget)
 
+
+async def client_gone(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Return when the client has disconnected (the request's body has been read already: what
+    the ASGI channel says from now on is only that)."""
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            return
+
+
+#: longest form field, bytes as sent: the longest value a parameter takes (an ephemeris of
+#: :data:`app.params.values.MAX_EPHEMERIS_CHARS` characters) URL-encoded (at most three bytes a
+#: character), so the parameter's own bound, naming it, decides; the body cap bounds the rest
+MAX_FORM_FIELD_BYTES = 3 * MAX_EPHEMERIS_CHARS + 64 * 1024
 
 #: uploaded files of an image route's POST (multipart)
 Uploads = Annotated[list[UploadFile] | None, File(description="FITS files to cut (multipart).")]
@@ -93,4 +110,5 @@ def get_and_post(
         return
     how = "a JSON body" if post == "json" else "a form body"
     router.add_api_route(path, post_route, methods=["POST"], name=f"{name}_post",
-                         description=post_description or f"As GET, with {how}.", **route)
+                         description=post_description or f"As GET, with {how}.",
+                         form_limits={"max_part_size": MAX_FORM_FIELD_BYTES}, **route)

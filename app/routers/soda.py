@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from app.dependencies import Services, get_services
 from app.observability import record_cutout
+from app.pipeline import client_gone
 from app.planning import soda
 from app.planning.answers import NoData
 from app.streaming import send
@@ -65,7 +66,8 @@ _SYNC_PARAMETERS = [
 ]
 _FORM_SCHEMA = {
     "type": "object", "required": ["ID"],
-    "properties": {p["name"]: {"type": "string", "description": p["description"]} for p in _SYNC_PARAMETERS},
+    "properties": {p["name"]: {"type": "string", "description": p["description"],
+                               **({"examples": [p["example"]]} if "example" in p else {})} for p in _SYNC_PARAMETERS},
 }
 
 
@@ -77,7 +79,8 @@ async def _sync(request: Request, services: Services, pairs: list[tuple[str, str
         return Response(status_code=204)
     if answer.stats is not None:
         record_cutout(request, answer.stats)
-    return await send(answer, pool=services.pool, budget=services.budget)  # the TPF or its zip
+    budget = services.budget.for_request(lambda: client_gone(request.receive))
+    return await send(answer, pool=services.pool, budget=budget)  # the TPF or its zip
 
 
 @router.get("/sync", response_class=Response, responses=_SYNC_RESPONSES,
