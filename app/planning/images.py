@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from app.params.requests import CombineParams, FitsCutParams, ImgCutParams
 from app.planning.answers import Cost, CutoutStats, FileAnswer, Planner, ZipAnswer, ZipMember
-from app.planning.context import Context, api_fields, safe_name
+from app.planning.context import Context, api_fields, check_pixel_size, safe_name
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, TooLargeError
 
@@ -136,8 +136,11 @@ def _inputs(ctx: Context, p: Any, files: Sequence[Any]) -> ImageInputs:
 
 
 def _image_cost(ctx: Context, p: Any, files: Sequence[Any] = ()) -> Cost:
-    """What cutting the request's images holds: checked (count, presence) before anything is read."""
+    """What cutting the request's images holds: checked (count, presence, a pixel side over the
+    limit) before anything is read; an angular side is checked per image, against the window as
+    cut (images may have any pixel scale)."""
     inputs = _inputs(ctx, p, files)
+    check_pixel_size(ctx, p.size, pixel_deg=None)
     return Cost(image_memory(ctx, p.size, inputs.count))
 
 
