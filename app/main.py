@@ -29,6 +29,7 @@ from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
 from app.jobs import JobService
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
+from app.pipeline import MAX_FORM_BODY_BYTES
 from app.routers import images, jobs, lightcurve, preview, soda, system, tesscut, web, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
@@ -144,7 +145,8 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "HEAD"],
                            allow_headers=["*"], expose_headers=["Content-Disposition", "X-Request-ID"])
     # Outermost last: request ids wrap everything, so every answer (413 included) carries one.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes,
+                       max_form_bytes=min(settings.max_upload_bytes, MAX_FORM_BODY_BYTES))
     app.add_middleware(RequestIdMiddleware)
     return app
 

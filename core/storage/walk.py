@@ -80,7 +80,7 @@ def walk_files(root: str | os.PathLike, *, match: Callable[[str], bool] | None =
             try:
                 if entry.is_symlink() and not _inside(os.path.realpath(path), real_root):
                     if wanted or is_dir:
-                        skip(path, "a link leading out of the data folder")
+                        skip(path, "a link leading outside the data folder")
                     continue
                 st = os.stat(path)
             except OSError as exc:

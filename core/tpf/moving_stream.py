@@ -14,7 +14,7 @@ produced in order, holding about one band:
    exact size and the memory making it takes before any pixel is read.
 2. :meth:`MovingTpfStream.chunks` reads each group's box for its cadences only (one range per
    pixel: :func:`core.cubes.frames.read_cadences`, binned as the time window says), copies each
-   cadence's window into its table row, and yields the rows a band at a time.
+   cadence's window into its table row, and yields the rows a few MB at a time.
 
 The file is what ``center_on_path`` makes of the TPFs the path crosses: the TPF's columns with
 the pixel columns cut to the window, then ``TGT_X``/``TGT_Y`` (the target in the window, 0-based
@@ -41,6 +41,8 @@ __all__ = ["MovingPlan", "MovingTpfStream", "plan_moving_tpf"]
 
 TESS_BJD_OFFSET = 2457000.0
 _BLOCK = 2880
+#: rows are yielded in pieces of about this many bytes (each piece is copied by the zip writer)
+_PIECE_BYTES = 4 * 1024 * 1024
 #: per-cadence columns filled from the cube's frames (the others are constants or pixels)
 _TARGET_COLUMNS = ("TGT_X", "TGT_Y", "TGT_RA", "TGT_DEC")
 
@@ -214,8 +216,9 @@ def plan_moving_tpf(cube: Cube, path: Any, size: tuple[int, int], *, frames: Fra
     band = max(1 << 20, int(band_bytes))
     groups, largest = _groups(cube, cadences, bounds, frames, band)
     nbytes = len(head) + _padded(len(cadences) * dtype.itemsize)
-    batch = max(dtype.itemsize, min(band, len(cadences) * dtype.itemsize))
-    memory = largest + batch + 3 * len(cadences) * 64 + len(head) + (1 << 20)
+    batch = max(dtype.itemsize, min(_PIECE_BYTES, len(cadences) * dtype.itemsize))
+    # a group's read, a piece of rows, and the zip's copies of that piece while it is written
+    memory = largest + 3 * batch + 3 * len(cadences) * 64 + len(head) + (1 << 20)
     return MovingPlan(cube, frames, nx, ny, cadences, bounds, tgt, groups, head, dtype, nbytes, memory, tstart,
                       tstop, band, image_columns)
 
@@ -233,7 +236,7 @@ class MovingTpfStream:
     def chunks(self) -> Iterator[memoryview]:
         plan = self.plan
         yield memoryview(plan.head)
-        per_batch = max(1, plan.band_bytes // plan.dtype.itemsize)
+        per_batch = max(1, min(plan.band_bytes, _PIECE_BYTES) // plan.dtype.itemsize)
         for i0, i1, x0, x1, y0, y1 in plan.groups:
             if self.cancel is not None and self.cancel.is_set():
                 raise StreamCancelled("the moving-target stream was cancelled")
