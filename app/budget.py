@@ -44,6 +44,12 @@ from core.errors import TooLargeError, UnavailableError
 __all__ = ["Budget", "ClientGoneError", "RequestBudget", "SharedLedger", "Ticket"]
 
 
+def _discard(gone: Awaitable[Any] | None) -> None:
+    """Close a watcher coroutine that will not be awaited (no warning that it never ran)."""
+    if asyncio.iscoroutine(gone):
+        gone.close()
+
+
 class ClientGoneError(UnavailableError):
     """The client disconnected while its request waited for room (nobody reads the answer)."""
 
@@ -236,25 +242,16 @@ class Budget:
             (:class:`ClientGoneError`: the client left).
         """
         memory, disk = max(0, int(memory)), max(0, int(disk))
-        if memory > self.memory_bytes or disk > self.disk_bytes:
-            if gone is not None and asyncio.iscoroutine(gone):
-                gone.close()
-            raise self._too_large(memory, disk, field)
         loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._try_take(memory, disk):
-                if gone is not None and asyncio.iscoroutine(gone):
-                    gone.close()
-                return Ticket(self, memory, disk)
-            if len(self._waiting) >= self.queue_size:
-                self.refused += 1
-                if gone is not None and asyncio.iscoroutine(gone):
-                    gone.close()
-                raise UnavailableError(
-                    f"the server's cutout budget is in use ({len(self._waiting)} requests waiting); retry shortly"
-                )
-            waiter = _Waiter(memory, disk, loop.create_future())
-            self._waiting.append(waiter)
+        try:
+            with self._lock:
+                waiter = self._enter(memory, disk, field, loop)
+        except BaseException:
+            _discard(gone)
+            raise
+        if waiter is None:  # admitted at once: nothing to watch
+            _discard(gone)
+            return Ticket(self, memory, disk)
         watcher = asyncio.ensure_future(gone) if gone is not None else None
         try:
             await self._wait(waiter, watcher, loop.time() + self.timeout_s)
@@ -269,6 +266,21 @@ class Budget:
             if watcher is not None:
                 watcher.cancel()
         return Ticket(self, memory, disk)
+
+    def _enter(self, memory: int, disk: int, field: str, loop: asyncio.AbstractEventLoop) -> _Waiter | None:
+        """Take room now (None), or queue a waiter (under ``self._lock``); refuse what can never
+        fit or finds the queue full."""
+        if memory > self.memory_bytes or disk > self.disk_bytes:
+            raise self._too_large(memory, disk, field)
+        if self._try_take(memory, disk):
+            return None
+        if len(self._waiting) >= self.queue_size:
+            self.refused += 1
+            raise UnavailableError(
+                f"the server's cutout budget is in use ({len(self._waiting)} requests waiting); retry shortly")
+        waiter = _Waiter(memory, disk, loop.create_future())
+        self._waiting.append(waiter)
+        return waiter
 
     async def _wait(self, waiter: _Waiter, watcher: asyncio.Future | None, deadline: float) -> None:
         """Until ``waiter`` is admitted; raises when the deadline passes or the client leaves."""
