@@ -193,12 +193,13 @@ def _open(fle: Any) -> fits.HDUList:
         fle = fle()
     if isinstance(fle, fits.HDUList):
         return fle
-    try:
-        return fits.open(fle, mode="readonly", memmap=True)
-    except FileNotFoundError:
-        raise NotFoundError(f"File not found: {fle}", field="cutout_fles") from None
-    except OSError as exc:
-        raise CorruptFileError(f"Cannot read FITS file {fle}: {exc}", field="cutout_fles") from None
+    from core.storage.range_file import open_fits
+
+    try:  # read with pread, regular files only (never a memory map of a file others may change)
+        return open_fits(os.fspath(fle))
+    except (NotFoundError, CorruptFileError) as exc:
+        exc.field = exc.field or "cutout_fles"
+        raise
 
 
 def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fles: Sequence[Any],
