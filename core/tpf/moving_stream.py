@@ -102,22 +102,22 @@ def _windows(cube: Cube, path: Any, size: tuple[int, int], frames: FrameSelectio
     window touches the cube; None when there is none."""
     from astropy.coordinates import SkyCoord
 
-    from core.moving_target import _bounds, _eval, _path_spline
+    from core.moving_target import path_coords, path_spline, window_bounds
     from core.quiet import quiet
     from core.tpf.layout import cadences as cadence_columns
 
     times, positions = path["time"], path["position"]
-    tck, _, _ = _path_spline(times, positions)
+    tck, _, _ = path_spline(times, positions)
     path_jd = np.asarray(times.jd, dtype=float)
     time_jd = np.asarray(cadence_columns(cube, frames).time, dtype=float) + TESS_BJD_OFFSET
     keep = np.nonzero(np.isfinite(time_jd) & (time_jd >= path_jd.min()) & (time_jd <= path_jd.max()))[0]
     if not len(keep):
         return None
-    target = _eval(tck, time_jd[keep])
+    target = path_coords(tck, time_jd[keep])
     with quiet():
         x, y = cube.wcs.world_to_pixel(SkyCoord(target.ra, target.dec))
     x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
-    bounds = _bounds(x, y, size)
+    bounds = window_bounds(x, y, size)
     on = (np.isfinite(x) & np.isfinite(y) & (bounds[:, 0, 1] > 0) & (bounds[:, 0, 0] < cube.nx)
           & (bounds[:, 1, 1] > 0) & (bounds[:, 1, 0] < cube.ny))
     if not on.any():
@@ -163,7 +163,7 @@ def _headers(cube: Cube, frames: FrameSelection | None, nx: int, ny: int, rows: 
     from astropy.time import Time
 
     from core.cutout_size import CutoutSize
-    from core.moving_target import _configure_table_header
+    from core.moving_target import configure_table_header
     from core.quiet import quiet
     from core.tpf.cut import TpfHDUList, cut_bytes, locate
 
@@ -186,7 +186,7 @@ def _headers(cube: Cube, frames: FrameSelection | None, nx: int, ny: int, rows: 
         one[name] = np.zeros(1, dtype=np.float64)
     with quiet(fits.verify.VerifyWarning):
         table = fits.table_to_hdu(one)
-        _configure_table_header(table.header, [tiny[1].header])
+        configure_table_header(table.header, [tiny[1].header])
         for key in ("RA_OBJ", "DEC_OBJ"):
             table.header.remove(key, ignore_missing=True)
         table.header["NAXIS2"] = rows

@@ -32,6 +32,8 @@ from schemathesis import checks as st_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks as oa_checks
 
+from tests.polling import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "openapi" / "openapi.json"
 
@@ -83,7 +85,6 @@ def _example_job(app, url: str):
     completion; return a thread that puts it back whenever a fuzzed DELETE destroys it."""
     import shutil
     import threading
-    import time
 
     import httpx
 
@@ -98,10 +99,8 @@ def _example_job(app, url: str):
         assert r.status_code == 303, r.text
     finally:
         del jobs.store.new_id
-    deadline = time.monotonic() + 180
-    while jobs.store.require(EXAMPLE_JOB_ID).phase != "COMPLETED":
-        assert time.monotonic() < deadline, "the example job did not complete"
-        time.sleep(0.2)
+    wait_until(lambda: jobs.store.require(EXAMPLE_JOB_ID).phase == "COMPLETED", timeout=180, interval=0.2,
+               message="the example job completed")
     folder = jobs.store.path(EXAMPLE_JOB_ID, "job.json").parent
     assert (folder / "out" / EXAMPLE_RESULT[0] / EXAMPLE_RESULT[1]).exists(), sorted(folder.rglob("*.fits"))
     kept = folder.parent.parent / "example-job-copy"

@@ -29,6 +29,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.polling import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
@@ -99,16 +101,15 @@ class Server:
         self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=full, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while True:
+
+        def up() -> bool:
             assert self.proc.poll() is None, f"the server exited: {log.read_text(errors='replace')[-2000:]}"
             try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    return
+                return httpx.get(self.url + "/health", timeout=5).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+                return False
+
+        wait_until(up, timeout=120, interval=0.2, message="the server started")
 
     def rss(self) -> int:
         """Resident bytes of the server and every process under it."""
@@ -211,7 +212,6 @@ def test_every_route_at_its_limits_stays_within_the_budget_and_health_answers(ho
         requests = _hostile_requests(hostile_data)
         for method, path, params in requests[:3] + requests[-3:]:  # warm up: imports, caches, the cube opened
             _call(server.url, method, path, params)
-        time.sleep(1.0)
         baseline = server.rss()
         peak = [baseline]
         late: list[str] = []
@@ -311,11 +311,13 @@ def test_server_processes_share_one_budget(hostile_data, tmp_path):
                      .encode())
         sock.recv(1)  # the answer has started: its TPF's share is held while the client does not read
         seen: dict[int, dict] = {}
-        deadline = time.monotonic() + 120
-        while len(seen) < 2:
+
+        def both_answered() -> bool:
             health = httpx.get(server.url + "/health", timeout=LIVENESS_S).json()
             seen[health["process"]] = health["budget"]
-            assert time.monotonic() < deadline, f"one process only answered: {list(seen)}"
+            return len(seen) >= 2
+
+        wait_until(both_answered, timeout=120, interval=0, message=lambda: f"one process only answered: {list(seen)}")
         for budget in seen.values():
             assert budget["memory_bytes"] == BUDGET  # the host's budget, not a share of it
             assert budget["memory_in_use"] > 0 and budget["disk_in_use"] > 0  # what either process holds

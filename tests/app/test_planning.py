@@ -615,9 +615,10 @@ WITHIN_LIMITS = [
 def test_costs_within_the_limits_are_worked_out_without_reading_anything(bare, planner, params):
     cost = planner.cost(bare, params())
     assert isinstance(cost, Cost) and cost.memory >= 0 and cost.disk >= 0
-    if planner in (tesscut.SECTOR, tesscut.FFI_WCS, moving.MOVING_SECTOR, surveys.SURVEY_NAMES, soda.SYNC):
+    if planner in (tesscut.SECTOR, tesscut.FFI_WCS, surveys.SURVEY_NAMES, soda.SYNC):
         assert cost == NO_COST  # look-ups hold nothing worth admitting; SODA's TPF is admitted as it is made
-    if planner in (preview.PREVIEW, lightcurve.LIGHTCURVE, images.FITS_CUT, moving.MOVING_ASTROCUT):
+    if planner in (preview.PREVIEW, lightcurve.LIGHTCURVE, images.FITS_CUT, moving.MOVING_ASTROCUT,
+                   moving.MOVING_SECTOR, tesscut.ASTROCUT):
         assert cost.memory > 0  # what planning holds is admitted first
 
 

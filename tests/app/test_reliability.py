@@ -19,30 +19,18 @@ import json
 import os
 import socket
 import threading
-import time
 
 import httpx
 import pytest
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
 MiB = 1024 * 1024
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
 API = "/api/v0.1"
-
-
-def _poll(condition, what: str, timeout: float = 60.0, every: float = 0.1):
-    """Poll ``condition()`` until it is truthy (its value), failing with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(every)
 
 
 def _connect(url: str, rcvbuf: int | None = None) -> socket.socket:
@@ -120,8 +108,8 @@ def test_a_trickled_body_is_cut_off_and_new_clients_are_served(make_server, serv
 
     threading.Thread(target=trickle, daemon=True).start()
     try:
-        _poll(lambda: all(_closed(s) for s in socks), "every trickling connection closed", timeout=60)
-        assert _poll(lambda: _health(server.url) == 200, "a new client served", timeout=30)
+        wait_until(lambda: all(_closed(s) for s in socks), message="every trickling connection closed", timeout=60)
+        assert wait_until(lambda: _health(server.url) == 200, message="a new client served", timeout=30)
     finally:
         stop.set()
         for sock in socks:
@@ -154,12 +142,12 @@ def test_a_client_reading_at_200_bytes_a_second_gives_everything_back(make_serve
     reader = threading.Thread(target=read_slowly, daemon=True)
     reader.start()
     try:
-        _poll(lambda: budget.stats()["disk_in_use"] > 0, "the streamed TPF admitted (it holds a pixel spool)")
+        wait_until(lambda: budget.stats()["disk_in_use"] > 0, message="the streamed TPF admitted (it holds a pixel spool)")
         # the client never catches up with a 67 MB answer: the send deadline ends the stream and
         # everything the request held is given back while the client is still "reading"
-        _poll(lambda: (budget.stats()["memory_in_use"], budget.stats()["disk_in_use"], pool.stats()["running"])
-              == (0, 0, 0) and not _spools(server.settings.work_dir), "budget, worker and spool released",
-              timeout=90)
+        wait_until(lambda: (budget.stats()["memory_in_use"], budget.stats()["disk_in_use"], pool.stats()["running"])
+                   == (0, 0, 0) and not _spools(server.settings.work_dir), message="budget, worker and spool released",
+                   timeout=90)
         assert reader.is_alive() or sum(got) < 67 * 10**6  # released while the client was still there
     finally:
         stop.set()
@@ -207,10 +195,10 @@ def test_disconnected_waiters_give_their_places_back_at_once(make_server, servic
             sock = _connect(server.url)
             sock.sendall(f"GET {API}/astrocut?ra={DEMO_RA}&dec={DEMO_DEC}&x=5 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             socks.append(sock)
-        _poll(lambda: budget.stats()["waiting"] == 5, "five requests waiting for room")
+        wait_until(lambda: budget.stats()["waiting"] == 5, message="five requests waiting for room")
         for sock in socks:
             sock.close()
-        _poll(lambda: budget.stats()["waiting"] == 0, "the disconnected waiters gone from the queue", timeout=30)
+        wait_until(lambda: budget.stats()["waiting"] == 0, message="the disconnected waiters gone from the queue", timeout=30)
         assert _health(server.url) == 200
     finally:
         everything.release()
@@ -230,7 +218,7 @@ def test_a_small_request_is_served_while_a_large_one_waits(make_server, service_
     thread = threading.Thread(target=ask_large, daemon=True)
     thread.start()
     try:
-        _poll(lambda: budget.stats()["waiting"] == 1, "the large request waiting")
+        wait_until(lambda: budget.stats()["waiting"] == 1, message="the large request waiting")
         small = httpx.get(f"{server.url}{API}/astrocut", params={**POS, "x": 5}, timeout=60)
         assert small.status_code == 200 and small.headers["content-type"] == "application/zip"
         assert thread.is_alive()  # the large one still waits: it was overtaken, not served first
@@ -249,7 +237,7 @@ def test_at_most_k_requests_per_client_then_429(make_server, service_data):
     sock = _connect(server.url)
     try:
         sock.sendall(f"GET {API}/astrocut?ra={DEMO_RA}&dec={DEMO_DEC}&x=5 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        _poll(lambda: budget.stats()["waiting"] == 1, "the first request in flight")
+        wait_until(lambda: budget.stats()["waiting"] == 1, message="the first request in flight")
         second = httpx.get(f"{server.url}{API}/astrocut", params={**POS, "x": 5}, timeout=30)
         assert second.status_code == 429 and int(second.headers["retry-after"]) > 0
         assert second.json()["error"]["code"] == "quota" and "max_requests_per_client" in second.json()["msg"]
@@ -257,8 +245,8 @@ def test_at_most_k_requests_per_client_then_429(make_server, service_data):
     finally:
         everything.release()
         sock.close()
-    _poll(lambda: httpx.get(f"{server.url}{API}/astrocut", params={**POS, "x": 5}, timeout=30).status_code == 200,
-          "the client's slot given back when its request ended")
+    wait_until(lambda: httpx.get(f"{server.url}{API}/astrocut", params={**POS, "x": 5}, timeout=30).status_code == 200,
+               message="the client's slot given back when its request ended")
 
 
 # -- values beyond the bounds ----------------------------------------------------------------------------
