@@ -19,14 +19,24 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.refresher import Refresher
-from core.catalog.index import CatalogIndex, IndexReport
+from core.catalog.index import CatalogIndex, IndexDamagedError, IndexReport
 from core.catalog.snapshot import Catalog, CubeRecord
+from core.errors import UnavailableError
 from core.product import Product
 from core.storage.s3 import is_s3_uri
 
-__all__ = ["CatalogService"]
+__all__ = ["CatalogService", "IndexUnwritableError"]
 
 log = logging.getLogger("app.catalog")
+
+
+class IndexUnwritableError(UnavailableError):
+    """The catalog index cannot be written where the settings put it: names the setting."""
+
+    def __init__(self, location: str, why: str) -> None:
+        super().__init__(f"cannot write the catalog index at {location} (setting CUTOUT_INDEX, default "
+                         f"<CUTOUT_WORK_DIR>/index/catalog.sqlite): {why} Set CUTOUT_INDEX to a writable path, or "
+                         "CUTOUT_INDEX_WRITER=false for a process that only reads a shared index.", field="index")
 
 
 class CatalogService:
@@ -59,13 +69,27 @@ class CatalogService:
         return len(self.current)
 
     def refresh(self) -> IndexReport | None:
-        """Update the index from ``cube_dirs`` (a writer) or reload a changed index, then swap."""
+        """Update the index from ``cube_dirs`` (a writer) or reload a changed index, then swap.
+
+        The index is trusted no more than the configuration: rows naming cubes outside
+        ``cube_dirs`` are ignored. A damaged index is rebuilt by a writer; a reader keeps the
+        snapshot it has (empty at start-up) and tries again at the next refresh."""
         with self._refresh_lock:
             report = None
             if self.writes and self.cube_dirs:
-                report = self.index.update(self.cube_dirs)
+                try:
+                    report = self.index.update(self.cube_dirs)
+                except UnavailableError as exc:
+                    if exc.field == "index":
+                        raise IndexUnwritableError(self.index.location, exc.message) from None
+                    raise
                 self.last_report = report
-            snapshot = self.index.catalog()
+            try:
+                snapshot = self.index.catalog(self.cube_dirs)
+            except IndexDamagedError as exc:
+                log.error("catalog index %s: %s; keeping the %d cubes known so far", self.index.location,
+                          exc.message, len(self.current))
+                return report
             snapshot.on_stale = self._on_stale
             reader = self.index.reader()
             self.built_at = reader.meta().get("built_at") if reader is not None else None

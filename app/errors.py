@@ -18,6 +18,7 @@ document IVOA DALI 1.1 and SODA 1.0 define instead: ``text/plain`` starting with
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from typing import Any
@@ -191,9 +192,12 @@ def truncate(text: str, limit: int = ECHO_CHARS) -> str:
 
 
 def _short(value: Any) -> Any:
-    """A value of a validation error's detail with every echoed string truncated."""
+    """A value of a validation error's detail with every echoed string truncated, and every number
+    JSON cannot hold (NaN, Infinity: a JSON body may carry them) written as text."""
     if isinstance(value, str):
         return truncate(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, dict):
         return {k: _short(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -21,13 +21,15 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app import observability
-from app.budget import Budget
+from app.budget import Budget, SharedLedger
 from app.catalog import CatalogService
+from app.client_limit import ClientLimitMiddleware
 from app.dependencies import EphemerisResolver, Services, no_resolver
 from app.errors import PathScrubber, install_error_handlers
 from app.heap import set_mmap_threshold
 from app.jobs import JobService
 from app.middleware import BodySizeLimitMiddleware, HeadMiddleware, RequestIdMiddleware
+from app.pipeline import MAX_FORM_BODY_BYTES
 from app.routers import images, jobs, lightcurve, preview, soda, system, tesscut, web, zcut
 from app.settings import Settings
 from app.surveys import SurveyService
@@ -55,6 +57,7 @@ def create_app(
     *,
     resolver: EphemerisResolver | None = None,
     install: Callable[[FastAPI], Any] | None = None,
+    ledger: SharedLedger | None = None,
 ) -> FastAPI:
     """Build the service.
 
@@ -67,9 +70,11 @@ def create_app(
         default answers 400 asking for ``ephemeris`` (this server makes no outside calls).
     install : callable, optional
         An extra ``install(app)`` hook (middleware, routes), called once the app is built.
+    ledger : SharedLedger, optional
+        The budget ledger shared by the processes of one server (:class:`app.server.Supervisor`).
     """
     settings = settings or Settings()
-    services = build_services(settings, resolver)
+    services = build_services(settings, resolver, ledger)
     # FastAPI's own /docs and /redoc load their assets from a CDN: app.routers.web serves them offline
     app = FastAPI(title="TESS cutout service", version=__version__, description=DESCRIPTION,
                   lifespan=_lifespan(services), docs_url=None, redoc_url=None)
@@ -81,7 +86,8 @@ def create_app(
     return app
 
 
-def build_services(settings: Settings, resolver: EphemerisResolver | None = None) -> Services:
+def build_services(settings: Settings, resolver: EphemerisResolver | None = None,
+                   ledger: SharedLedger | None = None) -> Services:
     """Everything the routes share, made from the settings (nothing started yet)."""
     from core.cubes.cache import configure
 
@@ -100,7 +106,7 @@ def build_services(settings: Settings, resolver: EphemerisResolver | None = None
                         member_threads=settings.member_threads, zip_concurrency=settings.zip_concurrency,
                         zip_readahead_bytes=settings.zip_readahead_bytes),
         budget=Budget(settings.memory_budget_bytes, settings.disk_budget_bytes, settings.budget_queue_size,
-                      settings.request_timeout_s),
+                      settings.request_timeout_s, ledger=ledger),
         jobs=JobService(settings, lambda: catalog.current, s3, scrub),
         s3=s3,
         resolver=resolver or no_resolver,
@@ -153,6 +159,8 @@ def _include_routers(app: FastAPI) -> None:
 def _add_middleware(app: FastAPI, settings: Settings, install: Callable[[FastAPI], Any] | None) -> None:
     # Innermost first: HEAD is answered inside the access log (which then sees a complete answer)
     app.add_middleware(HeadMiddleware)
+    if settings.max_requests_per_client:  # inside the access log: a refusal is logged and counted
+        app.add_middleware(ClientLimitMiddleware, limit=settings.max_requests_per_client)
     observability.install(app)
     if install is not None:
         install(app)
@@ -162,7 +170,8 @@ def _add_middleware(app: FastAPI, settings: Settings, install: Callable[[FastAPI
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "HEAD"],
                            allow_headers=["*"], expose_headers=["Content-Disposition", "X-Request-ID"])
     # Outermost last: request ids wrap everything, so every answer (413 included) carries one.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes,
+                       max_form_bytes=min(settings.max_upload_bytes, MAX_FORM_BODY_BYTES))
     app.add_middleware(RequestIdMiddleware)
 
 

@@ -47,22 +47,33 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 (the one error shape) to request bodies larger than ``max_bytes``.
+    """Answer 413 (the one error shape) to request bodies larger than ``max_bytes``, or than
+    ``max_form_bytes`` when the body carries no files (not ``multipart/form-data``: a form or JSON
+    body, parsed on the event loop).
 
     A ``Content-Length`` over the limit is refused before the body is read; a chunked body is
     counted as it arrives and the request is cut short at the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_form_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_form_bytes = max_form_bytes
+
+    def _limit(self, scope: Scope) -> int:
+        if self.max_form_bytes is None:
+            return self.max_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                return self.max_bytes if value.lower().startswith(b"multipart/form-data") else self.max_form_bytes
+        return self.max_form_bytes
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         response = error_response(
             request,
             413,
-            f"request body exceeds the limit of {self.max_bytes} bytes",
+            f"request body exceeds the limit of {self._limit(scope)} bytes",
             code="too_large",
             field="body",
             # close: the server must not go on reading (and discarding) the rest of a huge body
@@ -75,11 +86,12 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         framed = False  # a body is framed by Content-Length or Transfer-Encoding, or there is none
+        limit = self._limit(scope)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 framed = True
                 try:
-                    if int(value) > self.max_bytes:
+                    if int(value) > limit:
                         await self._refuse(scope, receive, send)
                         return
                 except ValueError:
@@ -98,11 +110,9 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     overflow = True
-                    raise TooLargeError(
-                        f"request body exceeds the limit of {self.max_bytes} bytes", field="body"
-                    )
+                    raise TooLargeError(f"request body exceeds the limit of {limit} bytes", field="body")
             return message
 
         async def guarded_send(message: Message) -> None:

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     disk_budget_bytes: int = Field(default_factory=_default_disk_budget, ge=0,
                                    description="Temporary disk (pixel spools) all cutouts in flight may hold.")
     budget_queue_size: int = Field(64, ge=0, description="requests allowed to wait for budget")
+    max_requests_per_client: int = Field(
+        0, ge=0, description="requests one client address may have in flight at once, answers included (0: no "
+        "limit); one more is answered 429 with Retry-After. Behind a proxy, set forwarded_allow_ips so that the "
+        "client's own address is counted."
+    )
     mmap_threshold_bytes: int = Field(
         1 * MiB, ge=0, le=32 * MiB,
         description="Allocations this big or bigger are mapped on their own and returned to the system when "
@@ -135,6 +140,17 @@ class Settings(BaseSettings):
     processes: int = Field(1, ge=1, description="server processes sharing the port (cutout serve --workers)")
     header_timeout_s: float = Field(
         10.0, gt=0, description="a connection must deliver a complete request head within this (slow clients)"
+    )
+    body_timeout_s: float = Field(
+        20.0, gt=0, description="a request body must arrive within this after its head, extended by one second "
+        "for every body_min_rate bytes received (Apache's mod_reqtimeout body=20,MinRate=500); then the "
+        "connection is closed (slow uploads)"
+    )
+    body_min_rate: int = Field(500, ge=1, description="bytes per second that extend the body deadline by one second")
+    send_timeout_s: float = Field(
+        60.0, gt=0, description="a client must take each piece of an answer (the server's buffer of up to 64 KiB "
+        "beyond what the network holds) within this; else the connection is closed and what the request holds "
+        "(worker, memory, temporary disk, budget) is released (slow readers)"
     )
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
     max_connections: int = Field(1024, ge=1, description="open connections per process; more are refused")

@@ -183,12 +183,44 @@ def content_disposition(filename: str, *, inline: bool = False) -> str:
     return f'{kind}; filename="{safe_name(filename, limit=200)}"'
 
 
-def file_response(data: bytes, media_type: str, filename: str | None, *, inline: bool = False,
-                  headers: dict[str, str] | None = None) -> Response:
-    """A whole small file (one FITS, one PNG/JPEG, a small zip, a JSON or CSV body) with its name."""
+class HeldResponse(Response):
+    """A whole answer held in memory, sent a piece (:data:`CHUNK_SIZE`) at a time, and the budget
+    share that covers it, given back once the answer has been sent or the client has gone.
+
+    One body message would be copied whole by the HTTP layer and again into the connection's
+    buffer when the client reads slower than the server writes; pieces are copied one at a time,
+    and the server's flow control holds back the next until the client takes them (a slow reader
+    holds the answer at most ``send_timeout_s`` per piece: then the connection is closed)."""
+
+    def __init__(self, *args: Any, ticket: Ticket | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ticket = ticket
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            body = memoryview(self.body)
+            for start in range(0, len(body), CHUNK_SIZE):
+                await send({"type": "http.response.body", "body": body[start:start + CHUNK_SIZE], "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if self.background is not None:
+                await self.background()
+        finally:
+            if self._ticket is not None:
+                self._ticket.release()
+            self.body = b""
+
+
+def file_response(data: bytes | memoryview, media_type: str, filename: str | None, *, inline: bool = False,
+                  headers: dict[str, str] | None = None, ticket: Ticket | None = None) -> Response:
+    """A whole file (one FITS, one PNG/JPEG, a small zip, a JSON or CSV body) with its name; with a
+    ``ticket``, the budget share covering it is held until it has been sent. Files over
+    :data:`CHUNK_SIZE` are sent a piece at a time (:class:`HeldResponse`)."""
     hdrs = dict(headers or {})
     if filename is not None:
         hdrs["Content-Disposition"] = content_disposition(filename, inline=inline)
+    if ticket is not None or memoryview(data).nbytes > CHUNK_SIZE:
+        return HeldResponse(content=data, media_type=media_type, headers=hdrs, ticket=ticket)
     return Response(content=data, media_type=media_type, headers=hdrs)
 
 
@@ -289,9 +321,9 @@ async def send_file(answer: FileStreamAnswer, *, pool: WorkerPool, budget: Any) 
     ticket = await budget.admit(member.memory_bytes, member.disk_bytes)
     try:
         if not member.streamed:
-            data = await pool.run(lambda: bytes(member.build(threading.Event())))
-            ticket.release()
-            return file_response(data, answer.media_type, member.name)
+            # the member's own buffer (a TPF's memoryview), sent without another copy of it
+            data = await pool.run(member.build, threading.Event())
+            return file_response(data, answer.media_type, member.name, ticket=ticket)
         return FileStreamResponse(pool, member, answer.media_type, ticket)
     except BaseException:
         ticket.release()
@@ -310,25 +342,27 @@ def no_data(answer: NoData) -> JSONResponse:
                          "hosted_sectors": list(answer.hosted)})
 
 
-async def send(answer: Any, *, pool: WorkerPool, budget: Any) -> Any:
+async def send(answer: Any, *, pool: WorkerPool, budget: Any, held: Ticket | None = None) -> Any:
     """The response for a planner's answer. A zip is admitted against the budget first (what making
-    its members takes), then built whole when small or streamed. Anything else (JSON-able data) is
-    returned as it is, for the route's response model."""
-    if isinstance(answer, NoData):
-        return no_data(answer)
+    its members takes), then built whole when small or streamed. A file already in memory keeps
+    ``held`` (the planning share that made it) until it has been sent; so does a small zip its own
+    share. Anything else (JSON-able data) is returned as it is, for the route's response model."""
     if isinstance(answer, FileAnswer):
         return file_response(answer.data, answer.media_type, answer.filename, inline=answer.inline,
-                             headers=answer.headers)
+                             headers=answer.headers, ticket=held)
+    if held is not None:
+        held.release()
+    if isinstance(answer, NoData):
+        return no_data(answer)
     if isinstance(answer, FileStreamAnswer):
         return await send_file(answer, pool=pool, budget=budget)
     if not isinstance(answer, ZipAnswer):
         return answer
-    ticket = await budget.admit(answer.memory_bytes, answer.disk_bytes)
+    ticket = await budget.admit(answer.memory_bytes + (answer.nbytes if _small(answer) else 0), answer.disk_bytes)
     try:
         if _small(answer):
             data = await pool.run(zip_bytes, answer.members, pool, budget)
-            ticket.release()
-            return file_response(data, "application/zip", answer.filename)
+            return file_response(data, "application/zip", answer.filename, ticket=ticket)
         return zip_response(pool, answer.members, answer.filename, ticket, budget)
     except BaseException:
         ticket.release()

@@ -25,8 +25,11 @@ import numpy as np
 from core.errors import InputWarning, InvalidInputError, TooLargeError
 from core.host import physical_memory
 
-__all__ = ["PIXEL_UNITS", "UNIT_DEGREES", "CutoutSize", "Limits", "first_two"]
+__all__ = ["MAX_PIXELS", "PIXEL_UNITS", "UNIT_DEGREES", "CutoutSize", "Limits", "first_two"]
 
+#: no cutout side, in pixels, is ever placed beyond this (any limit refuses it later; beyond it an
+#: angular size divided by a tiny or zero pixel scale would reach infinity, which no window holds)
+MAX_PIXELS = 1e9
 #: unit names for pixels
 PIXEL_UNITS = ("px", "pix", "pixel", "pixels")
 #: angular unit names (TESScut's one-letter names, and spelled out) -> degrees per unit
@@ -185,11 +188,17 @@ class CutoutSize:
         out = []
         for axis, (value, unit) in enumerate(zip((self.x, self.y), self.units)):
             if unit == "pix":
-                out.append(float(value))
-                continue
-            if scales_deg is None:
+                pixels = float(value)
+            elif scales_deg is None:
                 raise InvalidInputError("an angular size needs an image WCS", field="cutout_size")
-            out.append(float(value) / float(scales_deg[axis]))
+            else:
+                scale = abs(float(scales_deg[axis]))
+                pixels = float(value) / scale if scale > 0 else math.inf
+            if not pixels <= MAX_PIXELS:  # also NaN: one test before any window is placed from it
+                label = f"{value:g} degrees" if unit == "deg" else f"{value:g} pixels"
+                raise TooLargeError(f"a cutout side of {label} is more than {MAX_PIXELS:.0e} pixels on this image",
+                                    field="cutout_size" if axis == 0 else "cutout_size.y")
+            out.append(pixels)
         return out[0], out[1]
 
     def pixels_for(self, wcs: Any) -> tuple[float, float]:

@@ -66,7 +66,7 @@ def _parse_size(size: Any) -> tuple[int, int]:
     return nx, ny
 
 
-def _bounds(x: np.ndarray, y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def window_bounds(x: np.ndarray, y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Windows ``[[x0, x1], [y0, y1]]`` of ``size`` around each (x, y), as astrocut (rint); a
     position that is not finite (off the projection) gets a window at 0, for the caller to drop."""
     x = np.atleast_1d(np.asarray(x, dtype=float))
@@ -118,7 +118,7 @@ def path_to_footprints(path: SkyCoord, size: Any, img_wcs: WCS, max_pixels: int 
     on = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
     if not on.any():
         raise NoDataError("the path does not cross the image", field="path")
-    bounds = _bounds(x[on], y[on], (nx_size, ny_size))
+    bounds = window_bounds(x[on], y[on], (nx_size, ny_size))
 
     merged = []
     current = bounds[0]
@@ -158,7 +158,7 @@ def _check_path(path: Any) -> tuple[Time, SkyCoord]:
     return times, positions
 
 
-def _path_spline(times: Time, positions: SkyCoord) -> tuple[Any, float, float]:
+def path_spline(times: Time, positions: SkyCoord) -> tuple[Any, float, float]:
     """Interpolating spline of (RA unwrapped, Dec) against JD; returns (tck, jd_min, jd_max)."""
     jd = np.asarray(times.jd, dtype=float)
     order = np.argsort(jd)
@@ -173,7 +173,8 @@ def _path_spline(times: Time, positions: SkyCoord) -> tuple[Any, float, float]:
     return tck, jd[0], jd[-1]
 
 
-def _eval(tck: Any, jd: np.ndarray) -> SkyCoord:
+def path_coords(tck: Any, jd: np.ndarray) -> SkyCoord:
+    """The path's positions at the Julian dates ``jd`` (from :func:`path_spline`'s ``tck``)."""
     ra, dec = splev(np.asarray(jd, dtype=float), tck)
     return SkyCoord(np.mod(ra, 360.0) * u.deg, dec * u.deg, frame="icrs")
 
@@ -193,12 +194,13 @@ def _open(fle: Any) -> fits.HDUList:
         fle = fle()
     if isinstance(fle, fits.HDUList):
         return fle
-    try:
-        return fits.open(fle, mode="readonly", memmap=True)
-    except FileNotFoundError:
-        raise NotFoundError(f"File not found: {fle}", field="cutout_fles") from None
-    except OSError as exc:
-        raise CorruptFileError(f"Cannot read FITS file {fle}: {exc}", field="cutout_fles") from None
+    from core.storage.range_file import open_fits
+
+    try:  # read with pread, regular files only (never a memory map of a file others may change)
+        return open_fits(os.fspath(fle))
+    except (NotFoundError, CorruptFileError) as exc:
+        exc.field = exc.field or "cutout_fles"
+        raise
 
 
 def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fles: Sequence[Any],
@@ -237,9 +239,9 @@ def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fl
             continue
         table = table[keep]
         time_jd = time_jd[keep]
-        tgt = _eval(tck, time_jd)
+        tgt = path_coords(tck, time_jd)
         x, y = tpf_wcs.world_to_pixel(tgt)
-        bounds = _bounds(x, y, size)
+        bounds = window_bounds(x, y, size)
         overlap = ((bounds[:, 0, 1] > 0) & (bounds[:, 0, 0] < tpf_nx) & (bounds[:, 1, 1] > 0)
                    & (bounds[:, 1, 0] < tpf_ny) & np.isfinite(x) & np.isfinite(y))
         if not overlap.any():
@@ -273,7 +275,7 @@ def _focus(tck: Any, times: Time, positions: SkyCoord, size: tuple[int, int], fl
     return out
 
 
-def _configure_table_header(new_header: fits.Header, table_headers: Sequence[fits.Header]) -> None:
+def configure_table_header(new_header: fits.Header, table_headers: Sequence[fits.Header]) -> None:
     """Carry column descriptions and the constant cards of the input tables over (as astrocut)."""
     info = {}
     first = table_headers[0]
@@ -359,7 +361,7 @@ def _centred_hdulist(table: Table, headers: list[tuple[fits.Header, fits.Header]
     (with the inputs' column descriptions) and, given the FFI's WCS, the full-FFI APERTURE."""
     hdus: list[Any] = [_moving_primary([h for h, _ in headers], target, *span)]
     table_hdu = fits.table_to_hdu(table)
-    _configure_table_header(table_hdu.header, [h for _, h in headers])
+    configure_table_header(table_hdu.header, [h for _, h in headers])
     hdus.append(table_hdu)
     if img_wcs is not None:
         hdus.append(_ffi_aperture(img_wcs, table, size))
@@ -422,7 +424,7 @@ def center_on_path(
     if img_wcs is not None and img_wcs.array_shape is None:
         raise InvalidInputError("img_wcs must carry the image size (NAXIS1/NAXIS2)", field="img_wcs")
 
-    tck, _, _ = _path_spline(times, positions)
+    tck, _, _ = path_spline(times, positions)
     headers: list[tuple[fits.Header, fits.Header]] = []
     table = _focus(tck, times, positions, sz, cutout_fles, headers)
     tstart, tstop = float(np.min(table["TIME"])), float(np.max(table["TIME"]))

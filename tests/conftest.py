@@ -6,6 +6,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+try:
+    from tests.polling import wait_until
+except ImportError:  # pragma: no cover - tests/ itself on sys.path
+    from polling import wait_until
+
 # --- synthetic data ---
 # Small synthetic sectors written once per test session by core.synthetic.ffis.write_sector.
 # spoc_sector and spoc_sector_b both contain (DEMO_RA, DEMO_DEC), at the centre of their 64x64 images.
@@ -99,7 +104,6 @@ def start_uvicorn(app, host: str, port: int):
     """Run ``app`` under a real uvicorn server in a daemon thread; return (server, thread) once it
     accepts connections. Stop with ``stop_uvicorn``."""
     import threading
-    import time
 
     from app.server import build_server
 
@@ -107,11 +111,13 @@ def start_uvicorn(app, host: str, port: int):
     server = build_server(app, settings, host=host, port=port, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+
+    def up() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+        return server.started
+
+    wait_until(up, message="uvicorn did not start")
     return server, thread
 
 
@@ -435,18 +441,14 @@ def engine_threads() -> list[str]:
 def no_leaked_threads():
     """``no_leaked_threads(timeout=10, pool=None)``: wait until no thread runs engine code and, if
     given, the worker pool has no call running (fails otherwise)."""
-    import time
 
     def check(timeout: float = 10.0, pool=None) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            busy = engine_threads()
-            running = pool.stats()["running"] if pool is not None else 0
-            if not busy and not running:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"threads still running engine code: {busy}; pool running: {running}")
-            time.sleep(0.05)
+        def idle() -> bool:
+            return not engine_threads() and not (pool.stats()["running"] if pool is not None else 0)
+
+        wait_until(idle, timeout=timeout, interval=0.05, message=lambda: (
+            f"threads still running engine code: {engine_threads()}; pool running: "
+            f"{pool.stats()['running'] if pool is not None else 0}"))
 
     return check
 

@@ -11,7 +11,9 @@ as against a remote store, while responses flow back undelayed:
 
 or from a shell: ``python tests/latency_proxy.py --target 127.0.0.1:PORT --delay-ms 50 --port P``.
 
-Each chunk read from a client is forwarded ``delay_s`` after it arrived. Forwarding is pipelined
+Each chunk read from a client is forwarded ``delay_s`` after it arrived (``delay_s`` as it is
+while the chunk waits: a test can hold requests back with a long delay and let them go by shortening
+it). Forwarding is pipelined
 (reading goes on while earlier chunks wait), so a request that arrives in several chunks still pays
 one delay, like a link's latency, not one per chunk; connections are independent, so N concurrent
 requests complete in about one delay. Memory is bounded: at most ``max_queued`` chunks of at most
@@ -35,6 +37,9 @@ from typing import Self
 
 __all__ = ["GatedProxy", "LatencyProxy"]
 
+#: longest single sleep of a waiting chunk (how soon a changed delay_s applies to it)
+_DELAY_SLICE_S = 0.05
+
 
 class LatencyProxy:
     """Forward ``listen_host:port`` to ``target_host:target_port``, delaying client-to-server data.
@@ -43,7 +48,7 @@ class LatencyProxy:
     ----------
     target_host, target_port : where to connect for each accepted connection.
     delay_s : seconds each client-to-server chunk waits before it is forwarded (may be changed
-        while running: it is read per chunk).
+        while running: it applies to the chunks waiting too, within 50 ms).
     listen_host, port : where to listen; ``port=0`` picks a free port (see :meth:`start`).
     chunk_size : largest read, bytes. max_queued : chunks waiting per connection before reading
         from the client pauses.
@@ -52,6 +57,9 @@ class LatencyProxy:
     ----------
     port : int, the listening port once started. connections : accepted so far.
     chunks_delayed : client-to-server chunks forwarded so far.
+    waiting : chunks in their delay now (taken from their connection's queue, not forwarded yet),
+        over all connections. max_waiting : the most that ever were at once (concurrent requests
+        each wait their own delay at the same time).
     """
 
     def __init__(self, target_host: str, target_port: int, delay_s: float = 0.05, *,
@@ -66,6 +74,8 @@ class LatencyProxy:
         self.max_queued = int(max_queued)
         self.connections = 0
         self.chunks_delayed = 0
+        self.waiting = 0
+        self.max_waiting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -137,16 +147,21 @@ class LatencyProxy:
 
         async def forward() -> None:
             while True:
-                due, data = await queue.get()
+                arrived, data = await queue.get()
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()  # half-close: the server still answers
                     return
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                writer.write(data)
-                await writer.drain()
+                self.waiting += 1
+                self.max_waiting = max(self.max_waiting, self.waiting)
+                try:
+                    # in slices, so that a changed delay_s applies to a chunk already waiting
+                    while (wait := arrived + self.delay_s - time.monotonic()) > 0:
+                        await asyncio.sleep(min(wait, _DELAY_SLICE_S))
+                    writer.write(data)
+                    await writer.drain()
+                finally:
+                    self.waiting -= 1
                 self.chunks_delayed += 1
 
         sender = asyncio.create_task(forward())
@@ -160,7 +175,7 @@ class LatencyProxy:
         try:
             while True:
                 data = await reader.read(self.chunk_size)
-                await queue.put((time.monotonic() + self.delay_s, data))
+                await queue.put((time.monotonic(), data))
                 if not data:
                     break
             await sender

@@ -18,10 +18,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
+
+try:
+    from tests.polling import wait_until
+except ImportError:  # pragma: no cover - tests/ itself on sys.path
+    from polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_CONF = ROOT / "deploy" / "nginx.conf"
@@ -161,16 +165,17 @@ class NginxBalancer:
                                          start_new_session=True)
         finally:
             stderr.close()
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        def answers() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited with code {self.proc.returncode}: {self.errors()}")
-            if self._answers():
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nginx did not answer in time: {self.errors()}")
-            time.sleep(0.02)
+            return self._answers()
+
+        try:
+            wait_until(answers, timeout=self.startup_timeout, message="nginx answers /nginx-health")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"nginx did not answer in time: {self.errors()}") from None
+        return self
 
     def _answers(self) -> bool:
         """True when nginx itself answers ``/nginx-health`` (no replica is asked: a probe must not
@@ -192,8 +197,9 @@ class NginxBalancer:
             return ""
 
     def access_log(self) -> list[dict[str, str]]:
-        """One dict per logged request: ``request``, ``status``, and the log format's key=value fields
-        (``upstream``, ``ustatus``, ``rid``, ``urt``, ``rt``). nginx writes a line when its request ends."""
+        """One dict per logged request: ``request``, ``status``, ``time`` (``$time_local``), and the log
+        format's key=value fields (``upstream``, ``ustatus``, ``rid``, ``urt``, ``rt``). nginx writes a
+        line when its request ends."""
         try:
             lines = self.access_log_path.read_text(errors="replace").splitlines()
         except OSError:
@@ -204,6 +210,9 @@ class NginxBalancer:
             if not m:
                 continue
             entry = {"request": m["request"], "status": m["status"]}
+            when = re.search(r"\[([^\]]+)\]", line[: m.start()])
+            if when:
+                entry["time"] = when.group(1)
             for key, quoted, bare in _LOG_FIELD.findall(line[m.end():]):
                 entry[key] = quoted if quoted or not bare else bare
             out.append(entry)

@@ -39,6 +39,11 @@ from typing import Any, Self
 
 from core.storage.s3 import S3Config
 
+try:
+    from tests.polling import wait_until
+except ImportError:  # pragma: no cover - tests/ itself on sys.path
+    from polling import wait_until
+
 __all__ = ["S3rverServer", "S3rverUnavailable", "ensure_installed", "sparse_copy"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -235,20 +240,21 @@ class S3rverServer:
                  "--no-vhost-buckets", "--configure-bucket", self.bucket],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        def listening() -> re.Match | None:
             m = _LISTENING.search(self._log.read_text(errors="replace"))
-            if m:
-                self.port = int(m.group(2))
-                break
-            if self.proc.poll() is not None:
+            if m is None and self.proc.poll() is not None:
                 text = self._log.read_text(errors="replace")[-2000:]
+                code = self.proc.returncode
                 self.stop()
-                raise RuntimeError(f"s3rver exited with code {self.proc_returncode}: {text}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("s3rver did not start in time")
-            time.sleep(0.05)
+                raise RuntimeError(f"s3rver exited with code {code}: {text}")
+            return m
+
+        try:
+            m = wait_until(listening, timeout=self.startup_timeout, interval=0.05, message="s3rver listens")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("s3rver did not start in time") from None
+        self.port = int(m.group(2))
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._client = None
         return self

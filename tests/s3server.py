@@ -15,10 +15,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from typing import Any, Self
 
 from core.storage.s3 import S3Config
+
+try:
+    from tests.polling import wait_until
+except ImportError:  # pragma: no cover - tests/ itself on sys.path
+    from polling import wait_until
 
 
 def free_port() -> int:
@@ -69,18 +73,20 @@ class MotoS3Server:
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        def accepts() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"moto server exited with code {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
+                    return True
             except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("moto server did not start in time") from None
-                time.sleep(0.05)
+                return False
+
+        try:
+            wait_until(accepts, timeout=self.startup_timeout, interval=0.05, message="moto accepts connections")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("moto server did not start in time") from None
         return self
 
     def stop(self) -> None:

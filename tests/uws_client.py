@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
+
+try:
+    from tests.polling import wait_until
+except ImportError:  # pragma: no cover - tests/ itself on sys.path
+    from polling import wait_until
 
 __all__ = ["FINAL", "job_info", "manifest_rows", "parse", "pixel_positions", "post_job", "wait_for", "wait_phase"]
 
@@ -41,24 +45,21 @@ def wait_phase(job_url: str, phases: Iterable[str] = FINAL, deadline_s: float = 
     the parsed document."""
     c = client or httpx
     wanted = set(phases)
-    end = time.monotonic() + deadline_s
-    while True:
+    seen: list[Any] = []
+
+    def in_phase() -> Any:
         response = c.get(job_url, params={"WAIT": "5"}, timeout=30)
         assert response.status_code == 200, response.text
-        job = parse(response.content)
-        if job.phase in wanted:
-            return job
-        assert time.monotonic() < end, f"job still {job.phase} after {deadline_s} s"
+        seen[:] = [parse(response.content)]
+        return seen[0] if seen[0].phase in wanted else None
+
+    return wait_until(in_phase, timeout=deadline_s, interval=0,
+                      message=lambda: f"job still {seen[0].phase if seen else '?'} after {deadline_s} s")
 
 
 def wait_for(condition: Any, deadline_s: float = 60.0, what: str = "condition") -> Any:
     """Poll ``condition()`` (a callable doing a request) until it is truthy; return its value."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < end, f"{what} not reached within {deadline_s} s"
+    return wait_until(condition, timeout=deadline_s, interval=0, message=f"{what} not reached")
 
 
 def manifest_rows(text: str) -> list[dict[str, str]]:

@@ -17,22 +17,17 @@ import io
 import json
 import math
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from app.planning.answers import ZipAnswer, ZipMember
-from core.batch.cutouts import MANIFEST_COLUMNS, ManifestRow, read_targets
+from core.batch.cutouts import MANIFEST_COLUMNS, ManifestRow, formula_safe, formula_text, read_targets
 from core.storage.atomic import write_bytes_atomic
 
-__all__ = ["estimate_results", "finalize", "formula_safe", "manifest_bytes", "read_manifest", "result_files",
+__all__ = ["estimate_results", "finalize", "manifest_bytes", "read_manifest", "result_files",
            "zip_answer"]
 
-#: a cell a spreadsheet would read as a formula
-_FORMULA = re.compile(r"^[=+\-@\t\r]")
-#: a plain number (safe as it is, so coordinates such as -62.68 keep their type)
-_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 #: members up to this size are read whole into the zip; bigger ones are streamed in pieces
 _WHOLE_MEMBER = 4 * 1024 * 1024
 _PIECE = 1024 * 1024
@@ -43,14 +38,6 @@ _TPF_ROW_FIXED = 32
 _TPF_PLANES = 5
 _TESS_PIXEL_DEG = 21.0 / 3600.0
 _DEGREES = {"deg": 1.0, "arcmin": 1 / 60, "arcsec": 1 / 3600}
-
-
-def formula_safe(value: Any) -> str:
-    """A cell's text, prefixed with ``'`` when a spreadsheet would run it as a formula."""
-    text = "" if value is None else str(value)
-    if _FORMULA.match(text) and not _NUMBER.match(text):
-        return "'" + text
-    return text
 
 
 def manifest_bytes(rows: Iterable[ManifestRow], scrub: Callable[[str], str] = lambda t: t) -> bytes:
@@ -73,10 +60,11 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
 
     try:
         with open(path, newline="", encoding="utf-8") as fh:
+            cells = ({k: formula_text(v or "") for k, v in row.items() if k is not None} for row in csv.DictReader(fh))
             return [ManifestRow(index=number(r["index"]) or 0, name=r["name"], ra=r["ra"], dec=r["dec"],
                                 sector=number(r["sector"]), camera=number(r["camera"]), ccd=number(r["ccd"]),
                                 cube=r["cube"], size=r["size"], status=r["status"], file=r["file"],
-                                bytes=number(r["bytes"]), error=r["error"]) for r in csv.DictReader(fh)]
+                                bytes=number(r["bytes"]), error=r["error"]) for r in cells]
     except (OSError, KeyError, csv.Error):
         return []
 

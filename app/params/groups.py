@@ -60,9 +60,28 @@ _MAX_NAME_CHARS = 1024
 
 class Group(BaseModel):
     """The base of every parameter group and request model: unknown parameters are ignored (as
-    TESScut ignores them), names match the API's."""
+    TESScut ignores them), names match the API's.
+
+    Validators are looked up by name through the class hierarchy, so one group's validator would
+    silently replace another's of the same name in a model combining both (its bounds would be
+    gone): a model whose groups define one validator name twice is refused when it is defined.
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        defined: dict[str, str] = {}
+        for base in cls.__mro__:
+            decorators = base.__dict__.get("__pydantic_decorators__")
+            for kind in ("field_validators", "model_validators", "validators", "root_validators"):
+                for name, info in getattr(decorators, kind, {}).items():
+                    func = getattr(info.func, "__func__", info.func)
+                    owner = f"{func.__module__}.{func.__qualname__.rsplit('.', 1)[0]}"
+                    if defined.setdefault(name, owner) != owner:
+                        raise TypeError(f"{cls.__name__}: validator {name!r} is defined by both {defined[name]} and "
+                                        f"{owner}; one would replace the other (give each its own name)")
 
 
 # -- field types ----------------------------------------------------------------------------------
@@ -158,7 +177,7 @@ class SizeGroup(Group):
 
     @field_validator("x", "y", mode="before")
     @classmethod
-    def _no_booleans(cls, value: Any) -> Any:
+    def _size_not_boolean(cls, value: Any) -> Any:
         # a JSON body's true/false is not a number (pydantic's lax mode would read it as 1/0)
         if isinstance(value, bool):
             raise ValueError("must be a number, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
@@ -166,7 +185,7 @@ class SizeGroup(Group):
 
     @field_validator("x", "y")
     @classmethod
-    def _bounded(cls, value: float | None, info: Any) -> float | None:
+    def _size_bounded(cls, value: float | None, info: Any) -> float | None:
         if value is None:
             return value
         units = info.data.get("units", "px")
@@ -280,6 +299,10 @@ class ApertureGroup(Group):
         return (len(self.mask) if first < 0 else first), self.mask.count(",") + 1
 
 
+#: a path across the demo sector 38 (camera 2, CCD 2) during its frames: the documents' example
+EXAMPLE_EPHEMERIS = '{"time": [2333.25, 2333.32], "ra": [217.41, 217.45], "dec": [-62.68, -62.678]}'
+
+
 class EphemerisGroup(Group):
     """A moving target: ``obj_id`` (needs a resolver) or an explicit ``ephemeris`` path."""
 
@@ -289,9 +312,9 @@ class EphemerisGroup(Group):
     ephemeris: Annotated[
         dict[str, list[Any]] | None,
         BeforeValidator(values.parse_ephemeris),
-        WithJsonSchema({"type": "string", "description": 'An explicit path as JSON: {"time": [...TJD or ISO...], '
-                                                         '"ra": [...deg...], "dec": [...deg...]}, at most '
-                                                         f"{values.MAX_EPHEMERIS_CHARS} characters."}),
+        WithJsonSchema({"type": "string", "examples": [EXAMPLE_EPHEMERIS],
+                        "description": 'An explicit path as JSON: {"time": [...TJD or ISO...], "ra": [...deg...], '
+                                       f'"dec": [...deg...]}}, at most {values.MAX_EPHEMERIS_CHARS} characters.'}),
     ] = None
 
     @field_validator("obj_id")
@@ -322,7 +345,7 @@ class ImagesGroup(Group):
 
     @field_validator("images")
     @classmethod
-    def _bounded(cls, value: list[str]) -> list[str]:
+    def _images_bounded(cls, value: list[str]) -> list[str]:
         # checked here rather than advertised as schema bounds: a client building the longest list
         # the schema allowed would send a URL no server takes
         if len(value) > values.MAX_LIST_ITEMS:

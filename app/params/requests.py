@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from app.params import values
 from app.params.groups import (
+    EXAMPLE_EPHEMERIS,
     ApertureGroup,
     Dec,
     EphemerisGroup,
@@ -80,15 +81,13 @@ class FfiWcsParams(ProductGroup):
 class MovingTargetSectorParams(EphemerisGroup, ProductGroup):
     """`moving_target/sector`: sectors whose cubes a moving target crosses."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"ephemeris": '{"time": [2307.0, 2312.0], "ra": [217.3, 217.5], "dec": [-62.7, -62.6]}'}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ephemeris": EXAMPLE_EPHEMERIS}]})
 
 
 class MovingTargetCutParams(EphemerisGroup, SizeGroup, SectorsGroup, ProductGroup, TimeWindowGroup):
     """`moving_target/astrocut`: TPFs centred on a moving target's path."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"ephemeris": '{"time": [2307.0, 2312.0], "ra": [217.3, 217.5], "dec": [-62.7, -62.6]}', "x": 5}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ephemeris": EXAMPLE_EPHEMERIS, "x": 5}]})
 
 
 # -- images ---------------------------------------------------------------------------------------

@@ -17,8 +17,18 @@ from typing import Any
 
 from core.product import Product
 
-__all__ = ["NO_COST", "Cost", "CutoutStats", "FileAnswer", "FileStreamAnswer", "NoData", "Planner", "ZipAnswer",
-           "ZipMember"]
+__all__ = [
+    "NO_COST",
+    "Cost",
+    "CutoutStats",
+    "FileAnswer",
+    "FileStreamAnswer",
+    "NoData",
+    "Planner",
+    "ZipAnswer",
+    "ZipMember",
+    "lookup_cost",
+]
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,9 @@ class Cost:
 NO_COST = Cost()
 
 
-def _no_cost(ctx: Any, params: Any, **extra: Any) -> Cost:
+def lookup_cost(ctx: Any, params: Any, **extra: Any) -> Cost:
+    """The cost of a planner that only looks things up in memory (the catalog, a WCS): nothing
+    proportional to a user-chosen number is built, and no setting limits it."""
     return NO_COST
 
 
@@ -48,12 +60,16 @@ class Planner:
     plan : ``plan(ctx, params, **extra) -> answer``, run on the worker pool; the answer is one of
         this module's types, or JSON-able data for the route's response model.
     cost : ``cost(ctx, params, **extra) -> Cost``, run on the event loop before planning:
-        constant time, from the typed parameters and the settings only (it may raise a 4xx for
-        parameters beyond the server's limits).
+        constant time, from the typed parameters and the settings only. It checks the settings'
+        limits first (a size beyond ``max_cutout_side``, too many inputs: a 4xx before anything
+        is read or allocated) and says what planning holds; what sending the answer holds is
+        said by the answer itself (:class:`ZipAnswer`, :class:`FileStreamAnswer`) and admitted
+        before it is made. Every planner states its cost (:func:`lookup_cost` when planning only
+        looks things up): a planner cannot be made without deciding what it costs.
     """
 
     plan: Callable[..., Any]
-    cost: Callable[..., Cost] = _no_cost
+    cost: Callable[..., Cost]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -10,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from core.catalog.snapshot import Catalog
-from core.cutout_size import Limits
+from core.cutout_size import CutoutSize, Limits
 from core.errors import CorruptFileError, CutoutError, ForbiddenError, NotFoundError
 
-__all__ = ["Context", "api_fields", "safe_name"]
+__all__ = ["TESS_MAX_PIXEL_DEG", "Context", "api_fields", "check_pixel_size", "safe_name"]
+
+#: no TESS pixel is wider than this (21 arcsec nominal): an angular side is at least this many
+#: pixels on any cube, which is enough to refuse an over-long side before a cube is opened
+TESS_MAX_PIXEL_DEG = 22.0 / 3600.0
 
 
 @dataclass
@@ -47,6 +52,26 @@ class Context:
     s3: Any = None
     resolver: Any = None
     surveys: Any = None
+
+
+def check_pixel_size(ctx: Context, size: CutoutSize, *, pixel_deg: float | None = TESS_MAX_PIXEL_DEG,
+                     field_x: str = "x", field_y: str = "y") -> None:
+    """Refuse (413, naming ``field_x``/``field_y``) a size that is over ``max_cutout_side`` on any
+    image, before anything is read or allocated: a side in pixels as given; a side in degrees as
+    the fewest pixels it can be (over pixels of ``pixel_deg``; None when images may have any pixel
+    scale: then angular sides are checked per image, against the window as cut)."""
+    side = ctx.limits.max_side
+    if side is None:
+        return
+    fewest = []
+    for value, unit in zip((size.x, size.y), size.units):
+        if unit == "pix":
+            fewest.append(round(value))
+        elif pixel_deg is not None:
+            fewest.append(math.floor(value / pixel_deg))
+        else:
+            fewest.append(0)
+    ctx.limits.check(max(1, fewest[0]), max(1, fewest[1]), 1, field_x=field_x, field_y=field_y)
 
 
 @contextmanager

@@ -2,8 +2,9 @@
 
 A target's path comes from the request's ``ephemeris`` (JSON lists ``time``, ``ra``, ``dec``; times
 in TJD or ISO) or from the configured resolver. For each hosted cube whose frames and pixels the
-path crosses, the footprint TPFs along the path are cut in memory and
-:func:`core.moving_target.center_on_path` centres one TPF on the target; nothing is written to disk.
+path crosses, one TPF centred on the target is planned from the path and the cube's per-frame
+columns (:mod:`core.tpf.moving_stream`) and streamed from the cube when the zip is sent, in
+bounded memory; nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from app.params.requests import MovingTargetCutParams, MovingTargetSectorParams
 from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
-from app.planning.context import Context, api_fields, safe_name
+from app.planning.context import Context, api_fields, check_pixel_size, safe_name
 from core.catalog.snapshot import CubeRecord
 from core.cubes.frames import TimeWindow
 from core.cutout_size import CutoutSize
@@ -30,8 +31,6 @@ MOVING_FIELDS = {"path": "ephemeris", "coordinates": "ephemeris", "cutout_size":
                  "size": "x"}
 #: days of margin around a cube's time span when selecting path points
 PATH_MARGIN_D = 1.0
-#: largest footprint TPF along a path, in pixels (footprints are merged up to this)
-FOOTPRINT_PIXELS = 10_000
 
 
 def _is_number(value: Any) -> bool:
@@ -130,15 +129,14 @@ def object_card(obj_id: str | None) -> str | None:
     return "".join(c if 32 <= ord(c) < 127 else ("" if unicodedata.combining(c) else "?") for c in text)
 
 
-def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
-                target: str | None, window: TimeWindow | None = None) -> tuple[str, bytes] | None:
-    """Footprint TPFs along the path, cut in memory from one cube and read one at a time, centred
-    on the path; returns the member's name and bytes, or None when the path (or the time window)
-    has no data here."""
-    import copy
-
-    from core.moving_target import center_on_path, moving_filename, path_to_footprints
-    from core.tpf.cut import build_tpf, tpf_bytes
+def _moving_member(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize, target: str | None,
+                   window: TimeWindow | None = None) -> tuple[ZipMember, int] | None:
+    """The zip member of the TPF centred on the path on one cube, and its cadences; None when the
+    path (or the time window) has no data there. Nothing is read but the cube's per-frame columns
+    and a 1 x 1 TPF for the headers: the member is streamed from the cube when the zip is sent,
+    holding about one band (:mod:`core.tpf.moving_stream`), and admitted at what it holds."""
+    from core.moving_target import moving_filename
+    from core.tpf.moving_stream import MovingTpfStream, plan_moving_tpf
 
     cube = ctx.catalog.open(record)
     try:
@@ -146,37 +144,23 @@ def _moving_tpf(ctx: Context, record: CubeRecord, part: Any, size: CutoutSize,
     except NoDataError:
         return None
     read = cube.nframes if frames is None else frames.ncadences * frames.frame_bin
-    rows = cube.nframes if frames is None else frames.ncadences
     nx, ny = (max(1, round(v)) for v in size.pixels(cube.pixel_scales))
     ctx.limits.check(nx, ny, read, field_x="x", field_y="y")
-    wcs = copy.deepcopy(cube.wcs)
-    wcs.pixel_shape = (cube.nx, cube.ny)
-    # each footprint TPF (all its cadences) stays within the in-memory size, and is made only when read
-    per_pixel = rows * 20
-    max_pixels = max(nx * ny, min(FOOTPRINT_PIXELS, ctx.inline_tpf_bytes // per_pixel))
-    try:
-        footprints = path_to_footprints(part["position"], [nx, ny], wcs, max_pixels=max_pixels)
-    except NoDataError:
+    plan = plan_moving_tpf(cube, part, (nx, ny), frames=frames, target=target, band_bytes=ctx.band_bytes)
+    if plan is None:
         return None
+    threads = ctx.read_threads
 
-    def maker(fp: dict[str, Any]) -> Any:
-        fp_ny, fp_nx = fp["size"]
-        ctx.limits.check(fp_nx, fp_ny, read, field_x="x", field_y="y")
-        return lambda: build_tpf(cube, fp["coordinates"], [fp_nx, fp_ny], frames=frames)
+    def build(cancel: Any) -> Any:
+        return MovingTpfStream(plan, threads=threads, cancel=cancel).chunks()
 
-    try:
-        out = center_on_path(part, [nx, ny], [maker(fp) for fp in footprints], target=target,
-                             memory_only=True, verbose=False)
-    except NoDataError:
-        return None
-    tstart, tstop = out[0].header["TSTART"], out[0].header["TSTOP"]
-    name = f"{record.sector_name}_{moving_filename(safe_name(target or 'path'), tstart, tstop, (nx, ny))}"
-    return name, tpf_bytes(out)
+    name = f"{record.sector_name}_{moving_filename(safe_name(target or 'path'), plan.tstart, plan.tstop, (nx, ny))}"
+    return ZipMember(name, build, plan.nbytes, True, memory_bytes=plan.memory_bytes + (2 << 20)), plan.rows
 
 
 def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | ZipAnswer:
     """TPFs centred on a moving target's path, one per hosted cube it crosses (with frames in the
-    time window, if given), in a zip."""
+    time window, if given), in a zip whose members are streamed."""
     from app.planning.tesscut import in_window, no_data
 
     obj_id, product, sectors, size, window = p.obj_id, p.product, p.sectors, p.size, p.time_window
@@ -190,26 +174,38 @@ def plan_moving_astrocut(ctx: Context, p: MovingTargetCutParams) -> NoData | Zip
                            product)
         target = object_card(obj_id)
         ctx.catalog.open_many([r for r, _ in crossed])  # the path's cubes opened together (errors: below, in turn)
-        made: list[tuple[str, bytes]] = []
+        members: list[ZipMember] = []
         frames = 0
         for record, part in crossed:
-            member = _moving_tpf(ctx, record, part, size, target, window)
-            if member is None:
+            made = _moving_member(ctx, record, part, size, target, window)
+            if made is None:
                 continue
-            frames += record.nframes
-            made.append(member)
-    if not made:
+            members.append(made[0])
+            frames += made[1]
+    if not members:
         return no_data(ctx, "The path has no data on any hosted cube.", product)
     px = size.whole_pixels() or (0, 0)
-    members = [ZipMember(name, (lambda cancel, d=data: d), len(data), memory_bytes=len(data)) for name, data in made]
     name = safe_name(obj_id or "path")
     return ZipAnswer(f"astrocut_{name}_{p.size_label}.zip", members, CutoutStats(px[0], px[1], frames, len(members)))
 
 
+#: what planning holds per path point (the parsed path, its spline, the part on each cube)
+_PATH_POINT_BYTES = 2048
+
+
 def _moving_cost(ctx: Context, p: MovingTargetCutParams) -> Cost:
-    # the footprint TPFs are cut in memory while planning: admitted first, at the in-memory bound
-    return Cost(2 * ctx.inline_tpf_bytes)
+    """Planning holds the path and, per cube, one value per cadence (the TPFs are streamed later,
+    each admitted at what it holds). A pixel size beyond the side limit is refused first."""
+    check_pixel_size(ctx, p.size)
+    points = len(p.ephemeris["time"]) if p.ephemeris else 10_000
+    return Cost(points * _PATH_POINT_BYTES + (16 << 20))
 
 
-MOVING_SECTOR = Planner(plan_moving_sector)
+def _path_cost(ctx: Context, p: MovingTargetSectorParams) -> Cost:
+    """Planning holds the parsed path (bounded by the ephemeris' length at parse time)."""
+    points = len(p.ephemeris["time"]) if p.ephemeris else 10_000
+    return Cost(points * _PATH_POINT_BYTES + (4 << 20))
+
+
+MOVING_SECTOR = Planner(plan_moving_sector, _path_cost)
 MOVING_ASTROCUT = Planner(plan_moving_astrocut, _moving_cost)

@@ -48,7 +48,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from app.planning.answers import CutoutStats, FileStreamAnswer, NoData, Planner, ZipAnswer
+from app.planning.answers import CutoutStats, FileStreamAnswer, NoData, Planner, ZipAnswer, lookup_cost
 from app.planning.context import Context
 from app.planning.tesscut import member_name, tpf_member
 from core.catalog.snapshot import CubeRecord
@@ -574,4 +574,4 @@ def links_votable(ctx: Context, dataset_id: str, sync_url: str) -> bytes:
 
 
 #: the sync endpoint's work (the region's window is bounded by the limits when planned)
-SYNC = Planner(plan_soda)
+SYNC = Planner(plan_soda, lookup_cost)  # the TPF is admitted as it is made

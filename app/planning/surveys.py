@@ -40,8 +40,8 @@ from typing import Any
 
 from app.params.surveys import HapcutParams, SurveyListParams, ZcutParams
 from app.params.values import first_values
-from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember
-from app.planning.context import Context, api_fields, safe_name
+from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember, lookup_cost
+from app.planning.context import Context, api_fields, check_pixel_size, safe_name
 from core.cutout_size import CutoutSize
 from core.errors import InvalidInputError, NoDataError, NotFoundError
 from core.images.index import ImageIndex, file_stem
@@ -393,13 +393,15 @@ def plan_hapcut(ctx: Context, sel: Selection, options: HapcutParams | None = Non
 
 
 def selection_cost(ctx: Context, sel: Selection, options: Any = None) -> Cost:
-    """What cutting the selected images holds at most (each image's cutout, made whole)."""
+    """What cutting the selected images holds at most (each image's cutout, made whole); a size
+    past the limits is refused first."""
     from app.planning.images import image_memory
 
+    check_pixel_size(ctx, sel.size, pixel_deg=None)
     return Cost(image_memory(ctx, sel.size, sel.count))
 
 
-SURVEY_NAMES = Planner(plan_survey_names)
+SURVEY_NAMES = Planner(plan_survey_names, lookup_cost)
 ZCUT_FITS = Planner(plan_zcut_fits, selection_cost)
 ZCUT_IMAGES = Planner(plan_zcut_images, selection_cost)
 HAPCUT = Planner(plan_hapcut, selection_cost)

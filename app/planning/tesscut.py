@@ -18,8 +18,8 @@ from typing import Any
 
 from app.params.requests import AstrocutParams, FfiWcsParams, SectorParams
 from app.params.values import first_values
-from app.planning.answers import CutoutStats, NoData, Planner, ZipAnswer, ZipMember
-from app.planning.context import Context, api_fields
+from app.planning.answers import Cost, CutoutStats, NoData, Planner, ZipAnswer, ZipMember, lookup_cost
+from app.planning.context import Context, api_fields, check_pixel_size
 from core.catalog.snapshot import CubeRecord
 from core.cubes.frames import TimeWindow
 from core.cutout_size import CutoutSize
@@ -209,6 +209,18 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-SECTOR = Planner(plan_sector)
-ASTROCUT = Planner(plan_astrocut)
-FFI_WCS = Planner(plan_ffi_wcs)
+#: what planning an astrocut request holds: per cube a layout (headers, slot indexes) and a stream's plan
+_PLANNING_BYTES = 8 * 1024 * 1024
+
+
+def astrocut_cost(ctx: Context, p: AstrocutParams) -> Cost:
+    """Planning places a window on each cube (headers and a plan per cube, small); the TPFs are made
+    when the zip is sent, admitted at what they hold. A side over ``max_cutout_side`` on any cube is
+    refused first."""
+    check_pixel_size(ctx, p.size)
+    return Cost(_PLANNING_BYTES)
+
+
+SECTOR = Planner(plan_sector, lookup_cost)
+ASTROCUT = Planner(plan_astrocut, astrocut_cost)
+FFI_WCS = Planner(plan_ffi_wcs, lookup_cost)

@@ -15,9 +15,9 @@ touches the disk) and answer; a blocking poll (``WAIT``) waits on the event loop
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
@@ -34,6 +34,7 @@ from app.jobs.uws import (
     results_document,
 )
 from app.params.responses import ERROR_RESPONSES
+from app.pipeline import client_gone
 from app.streaming import send
 from core.errors import InvalidInputError, NotFoundError, TooLargeError
 from core.product import Product
@@ -44,6 +45,16 @@ router = APIRouter(tags=["Async jobs (UWS)"], responses={**ERROR_RESPONSES, 429:
     **ERROR_RESPONSES[429], "description": "Too many jobs of this client or in all (Retry-After; the limit is named)"}})
 
 XML = "application/xml"
+
+#: the job the OpenAPI document's examples name (a UWS client learns a job's id from its creation's
+#: Location; the schema test's server keeps a finished job under this id, so the examples resolve)
+EXAMPLE_JOB_ID = "example-job-0001"
+EXAMPLE_RESULT = ("demo", "tess-s0038-2-2_217.428938_-62.679492_5x5_astrocut.fits")
+JobId = Annotated[str, Path(description="The job's id (the last part of the URL its creation answered).",
+                            examples=[EXAMPLE_JOB_ID])]
+ResultFolder = Annotated[str, Path(description="The target's folder (its name, made safe).",
+                                   examples=[EXAMPLE_RESULT[0]])]
+ResultName = Annotated[str, Path(description="A target pixel file of the target.", examples=[EXAMPLE_RESULT[1]])]
 
 _FORM_FIELDS = {
     "targets": {"type": "string", "format": "binary",
@@ -189,7 +200,7 @@ async def create_job(request: Request, services: ServicesDep) -> Response:
             openapi_extra=_query(("WAIT", ("Block up to this many seconds (-1: the most the server allows) "
                                            "until the phase changes."), {"type": "integer"}),
                                  ("PHASE", "With WAIT: block only if the job is in this phase.", {"type": "string"})))
-async def get_job(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_job(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The UWS job document: phase, times, parameters, results, progress in jobInfo."""
     wait = parse_wait(_one_query(request, "WAIT"), services.settings.jobs_max_wait_s)
     phase = _one_query(request, "PHASE")
@@ -200,7 +211,7 @@ async def get_job(request: Request, job_id: str, services: ServicesDep) -> Respo
 
 
 @router.delete("/async/{job_id}", status_code=303, response_class=RedirectResponse)
-async def delete_job(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def delete_job(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """Destroy the job (aborting it if it runs); 303 to the job list."""
     await services.pool.run(_jobs(request).delete, job_id)
     return _see_other(_base(request))
@@ -208,7 +219,7 @@ async def delete_job(request: Request, job_id: str, services: ServicesDep) -> Re
 
 @router.post("/async/{job_id}", status_code=303, response_class=RedirectResponse,
              openapi_extra=_form_body({"ACTION": {"type": "string", "enum": ["DELETE"]}}, required=True))
-async def post_job(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def post_job(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """`ACTION=DELETE`: as DELETE (UWS); 303 to the job list."""
     items = await _form(request, services)
     names = {name.upper() for name, _ in items}
@@ -221,14 +232,14 @@ async def post_job(request: Request, job_id: str, services: ServicesDep) -> Resp
 
 
 @router.get("/async/{job_id}/phase", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def get_phase(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_phase(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The job's phase."""
     return _text((await services.pool.run(_jobs(request).store.require, job_id)).phase)
 
 
 @router.post("/async/{job_id}/phase", status_code=303, response_class=RedirectResponse,
              openapi_extra=_form_body({"PHASE": {"type": "string", "enum": ["RUN", "ABORT"]}}, required=True))
-async def post_phase(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def post_phase(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """`PHASE=RUN` starts a PENDING job; `PHASE=ABORT` aborts one not finished; 303 to the job."""
     value = _single(await _form(request, services), "PHASE")
     await services.pool.run(_jobs(request).set_phase, job_id, value)
@@ -243,14 +254,14 @@ def _single(items: list[tuple[str, Any]], name: str) -> str:
 
 @router.get("/async/{job_id}/executionduration", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
-async def get_execution_duration(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_execution_duration(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """Seconds the job may run."""
     return _text(str((await services.pool.run(_jobs(request).store.require, job_id)).execution_duration))
 
 
 @router.post("/async/{job_id}/executionduration", status_code=303, response_class=RedirectResponse,
              openapi_extra=_form_body({"EXECUTIONDURATION": {"type": "integer"}}, required=True))
-async def post_execution_duration(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def post_execution_duration(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """Ask for another executionDuration (before the job runs; at most `jobs_max_execution_s`)."""
     value = _single(await _form(request, services), "EXECUTIONDURATION")
     await services.pool.run(_jobs(request).set_execution_duration, job_id, value)
@@ -258,14 +269,14 @@ async def post_execution_duration(request: Request, job_id: str, services: Servi
 
 
 @router.get("/async/{job_id}/destruction", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def get_destruction(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_destruction(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """When the job and its results are destroyed (ISO 8601, UTC)."""
     return _text(iso_time((await services.pool.run(_jobs(request).store.require, job_id)).destruction))
 
 
 @router.post("/async/{job_id}/destruction", status_code=303, response_class=RedirectResponse,
              openapi_extra=_form_body({"DESTRUCTION": {"type": "string"}}, required=True))
-async def post_destruction(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def post_destruction(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """Ask for another destruction time (no later than creation + `jobs_retention_s`)."""
     value = _single(await _form(request, services), "DESTRUCTION")
     await services.pool.run(_jobs(request).set_destruction, job_id, value)
@@ -273,7 +284,7 @@ async def post_destruction(request: Request, job_id: str, services: ServicesDep)
 
 
 @router.get("/async/{job_id}/error", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def get_error(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_error(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """Why the job failed or was aborted (404 when it did not)."""
     record = await services.pool.run(_jobs(request).store.require, job_id)
     if not record.error:
@@ -282,20 +293,20 @@ async def get_error(request: Request, job_id: str, services: ServicesDep) -> Res
 
 
 @router.get("/async/{job_id}/quote", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def get_quote(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_quote(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The predicted completion time: empty, as this service does not predict one."""
     await services.pool.run(_jobs(request).store.require, job_id)
     return _text("")
 
 
 @router.get("/async/{job_id}/owner", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def get_owner(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_owner(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The client address that created the job."""
     return _text((await services.pool.run(_jobs(request).store.require, job_id)).owner)
 
 
 @router.get("/async/{job_id}/parameters", response_class=Response, responses={200: {"content": {XML: {}}}})
-async def get_parameters(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_parameters(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The job's parameters (a UWS ``parameters`` document; the target table by reference)."""
     record = await services.pool.run(_jobs(request).store.require, job_id)
     return Response(parameters_document(record, f"{_base(request)}/{job_id}/parameters/targets"), media_type=XML)
@@ -303,7 +314,7 @@ async def get_parameters(request: Request, job_id: str, services: ServicesDep) -
 
 @router.post("/async/{job_id}/parameters", status_code=303, response_class=RedirectResponse,
              openapi_extra=_form_body({k: v for k, v in _FORM_FIELDS.items() if k != "PHASE"}, required=True))
-async def post_parameters(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def post_parameters(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """Change a PENDING job's parameters (the creation form's); 303 to the job."""
     items = await _form(request, services)
     await services.pool.run(_jobs(request).set_parameters, job_id, items)
@@ -312,7 +323,7 @@ async def post_parameters(request: Request, job_id: str, services: ServicesDep) 
 
 @router.get("/async/{job_id}/parameters/targets", response_class=FileResponse,
             responses={200: {"content": {"text/csv": {}}}})
-async def get_targets(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_targets(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The job's target table as given (CSV)."""
     jobs = _jobs(request)
     await services.pool.run(jobs.store.require, job_id)
@@ -325,7 +336,7 @@ async def get_targets(request: Request, job_id: str, services: ServicesDep) -> R
 
 
 @router.get("/async/{job_id}/results", response_class=Response, responses={200: {"content": {XML: {}}}})
-async def get_results(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_results(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The results list: the zip, the manifest and every target pixel file (once the job is over)."""
     jobs = _jobs(request)
 
@@ -339,7 +350,7 @@ async def get_results(request: Request, job_id: str, services: ServicesDep) -> R
 
 @router.get("/async/{job_id}/results/manifest.csv", response_class=FileResponse,
             responses={200: {"content": {"text/csv": {}}}})
-async def get_manifest(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_manifest(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """One row per (target, cube): the columns of `cutout batch`'s manifest."""
     jobs = _jobs(request)
     await services.pool.run(jobs.store.require, job_id)
@@ -351,15 +362,16 @@ async def get_manifest(request: Request, job_id: str, services: ServicesDep) -> 
 
 @router.get("/async/{job_id}/results/result.zip", response_class=Response,
             responses={200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
-async def get_zip(request: Request, job_id: str, services: ServicesDep) -> Response:
+async def get_zip(request: Request, job_id: JobId, services: ServicesDep) -> Response:
     """The whole result, streamed as one zip: manifest.csv and every TPF under its target's folder."""
     answer = await services.pool.run(_jobs(request).zip_answer, job_id)
-    return await send(answer, pool=services.pool, budget=services.budget)
+    return await send(answer, pool=services.pool, budget=services.budget.for_request(lambda: client_gone(request.receive)))
 
 
 @router.get("/async/{job_id}/results/{folder}/{name}", response_class=FileResponse,
             responses={200: {"content": {"application/fits": {}}}})
-async def get_result_file(request: Request, job_id: str, folder: str, name: str, services: ServicesDep) -> Response:
+async def get_result_file(request: Request, job_id: JobId, folder: ResultFolder, name: ResultName,
+                          services: ServicesDep) -> Response:
     """One target pixel file of the results."""
     path = await services.pool.run(_jobs(request).result_path, job_id, f"{folder}/{name}")
     return FileResponse(path, media_type="application/fits", filename=name)

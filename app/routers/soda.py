@@ -61,7 +61,8 @@ _SYNC_PARAMETERS = [
 ]
 _FORM_SCHEMA = {
     "type": "object", "required": ["ID"],
-    "properties": {p["name"]: {"type": "string", "description": p["description"]} for p in _SYNC_PARAMETERS},
+    "properties": {p["name"]: {"type": "string", "description": p["description"],
+                               **({"examples": [p["example"]]} if "example" in p else {})} for p in _SYNC_PARAMETERS},
 }
 
 

@@ -51,6 +51,8 @@ from core.product import Product
 
 #: astrocut's TESS pixel scale for converting pixel sizes to angles (arcsec per pixel)
 ARCSEC_PER_PX = 21
+#: the widest cutout side a footprint search takes: a side of 360 degrees, radius 180, reaches everywhere
+MAX_FOOTPRINT_ARCSEC = 360 * 3600.0
 _SECTOR_COLUMNS = ["sectorName", "sector", "camera", "ccd"]
 _SECTOR_DTYPES = ["S20", "i4", "i4", "i4"]
 
@@ -120,8 +122,13 @@ def footprint_radius_deg(cutout_size: Any, allow_zero: bool = False) -> float:
             raise InvalidInputError(f"cannot read {value!r} as a number of pixels", field="cutout_size")
         else:
             number = float(value) * ARCSEC_PER_PX
-        if not np.isfinite(number) or number < 0:
+        if np.isnan(number):
+            raise InvalidInputError(f"cutout size must be a number, got {value}", field="cutout_size")
+        if number < 0:
             raise InvalidInputError(f"cutout size must not be negative, got {value}", field="cutout_size")
+        if number > MAX_FOOTPRINT_ARCSEC:
+            raise InvalidInputError(f"cutout size {value} is wider than the whole sky ({MAX_FOOTPRINT_ARCSEC / 3600:g} degrees): "
+                                    "give a smaller size", field="cutout_size")
         arcsec.append(number)
     return max(arcsec) / 2 / 3600
 

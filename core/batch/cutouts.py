@@ -111,6 +111,10 @@ WORKER_SATURATION = 16.0
 #: how long reaching a running scheduler may take (Dask retries the connection until then)
 CONNECT_TIMEOUT = "20s"
 _UNITS = ("px", "arcsec", "arcmin", "deg")
+#: a CSV cell a spreadsheet would read as a formula
+_FORMULA = re.compile(r"^[=+\-@\t\r]")
+#: a plain number (safe as it is, so coordinates such as -62.68 keep their type)
+_PLAIN_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -150,10 +154,33 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def formula_safe(value: Any) -> str:
+    """A CSV cell's text as a spreadsheet may open it: prefixed with ``'`` when it would run as a
+    formula (``=``, ``+``, ``-``, ``@``, a tab or a carriage return first; plain numbers such as
+    -62.68 excepted) or already starts with ``'``, so that :func:`formula_text` gives it back."""
+    text = "" if value is None else str(value)
+    if text.startswith("'") or (_FORMULA.match(text) and not _PLAIN_NUMBER.match(text)):
+        return "'" + text
+    return text
+
+
+def formula_text(cell: str) -> str:
+    """The value :func:`formula_safe` wrote as ``cell``."""
+    return cell.removeprefix("'")
+
+
+def _ascii_number_text(text: str, fieldname: str) -> None:
+    # float() also reads Arabic-Indic and other digits; the service's parameters take ASCII only
+    if not text.isascii():
+        raise InvalidInputError(f"{fieldname} {text[:40]!r} is not a number written with ASCII digits",
+                                field=fieldname)
+
+
 def _number(value: Any, fieldname: str) -> float:
     text = _text(value)
     if not text:
         raise InvalidInputError(f"the row has no {fieldname} value", field=fieldname)
+    _ascii_number_text(text, fieldname)
     try:
         number = float(text)
     except ValueError:
@@ -167,6 +194,7 @@ def _sector(value: Any) -> int | None:
     text = _text(value)
     if not text:
         return None
+    _ascii_number_text(text, "sector")
     try:
         number = float(text)
     except ValueError:
@@ -220,10 +248,17 @@ def read_targets(source: str | os.PathLike | Iterable[Mapping[str, Any] | Sequen
                     raise InvalidInputError(f"the target table {path} has no {column!r} column "
                                             f"(columns: {', '.join(header) or 'none'})", field=column)
             out = []
-            for i, cells in enumerate(reader):
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return out
+                except csv.Error as exc:  # one bad row (a cell over the csv module's limit): that row only
+                    error = describe_error(InvalidInputError(f"row {reader.line_num}: {exc}", field="targets"))
+                    out.append(Target(len(out), "", None, None, None, "", "", error))
+                    continue
                 values = dict(zip(header, cells))
-                out.append(_target(i, values.get))
-            return out
+                out.append(_target(len(out), values.get))
     if isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
         raise InvalidInputError("targets must be a CSV path or a list of rows", field="targets")
     out = []
@@ -581,12 +616,14 @@ class ManifestRow:
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> str:
-    """Write ``rows`` as the manifest CSV at ``path``, atomically (temporary name, then rename)."""
+    """Write ``rows`` as the manifest CSV at ``path``, atomically (temporary name, then rename);
+    every cell :func:`formula_safe` (names come from the target table: a spreadsheet must not run
+    them)."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow(row.as_csv())
+            writer.writerow({k: formula_safe(v) for k, v in row.as_csv().items()})
     return os.fspath(path)
 
 
@@ -597,7 +634,8 @@ def _previous_outputs(path: str) -> dict[tuple, tuple[str, int]]:
         return done
     with open(path, newline="", encoding="utf-8") as fh:
         try:
-            for row in csv.DictReader(fh):
+            for written in csv.DictReader(fh):
+                row = {k: formula_text(v or "") for k, v in written.items() if k is not None}
                 if row.get("status") not in ("ok", "skipped") or not row.get("file"):
                     continue
                 try:

@@ -30,14 +30,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.catalog.scan import list_cubes, read_many, under
+from core.catalog.scan import list_cubes, read_many, under, within_locations
 from core.catalog.snapshot import Catalog, CubeRecord
 from core.cubes.info import CubeInfo
-from core.errors import NotFoundError
+from core.errors import NotFoundError, UnavailableError
 from core.storage.atomic import atomic_output
 from core.storage.s3 import S3Config, is_s3_uri, parse_s3_uri
 
-__all__ = ["CatalogIndex", "IndexReport"]
+__all__ = ["CatalogIndex", "IndexDamagedError", "IndexReport"]
 
 log = logging.getLogger("core.catalog.index")
 
@@ -98,22 +98,49 @@ def _write_sqlite(path: str, infos: Iterable[CubeInfo], meta: dict[str, Any]) ->
         con.close()
 
 
+def _record(v: dict[str, Any]) -> CubeRecord:
+    """The routing record of one row of the ``cubes`` table."""
+    return CubeRecord(
+        uri=v["uri"], identity=tuple(json.loads(v["identity"])), product=v["product"].upper(),
+        sector=v["sector"], camera=v["camera"], ccd=v["ccd"], nframes=v["nframes"], nx=v["nx"],
+        ny=v["ny"], footprint=tuple(tuple(p) for p in json.loads(v["footprint"])),
+        center=tuple(json.loads(v["center"])), reach_deg=v["reach_deg"],
+        footprint_tol_deg=v["footprint_tol_deg"],
+        tstart=v["tstart"] if v["tstart"] is not None else float("nan"),
+        tstop=v["tstop"] if v["tstop"] is not None else float("nan"),
+    )  # fmt: skip
+
+
+class IndexDamagedError(UnavailableError):
+    """The index file cannot be read (a damaged page, not a database at all): SQLite's own
+    error, turned into the engine's. A writer rebuilds the index; a reader keeps what it had."""
+
+
 class _Reader:
     """A read-only connection to one version of the index file (thread-safe through a lock)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        try:
+            self._con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise IndexDamagedError(f"the catalog index cannot be opened ({exc}); it is being rebuilt",
+                                    field="index") from None
         self._lock = threading.Lock()
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of ``sql``; any SQLite error (a damaged page) is :class:`IndexDamagedError`."""
         with self._lock:
-            return self._con.execute(sql, args).fetchall()
+            try:
+                return self._con.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise IndexDamagedError(f"the catalog index is damaged ({exc}); it is being rebuilt",
+                                        field="index") from None
 
     def meta(self) -> dict[str, Any]:
         try:
             return {k: json.loads(v) for k, v in self.query("SELECT key, value FROM meta")}
-        except sqlite3.DatabaseError:
+        except (IndexDamagedError, ValueError):
             return {}
 
     def identities(self) -> dict[str, tuple]:
@@ -122,16 +149,10 @@ class _Reader:
     def records(self) -> list[CubeRecord]:
         out = []
         for row in self.query(f"SELECT {', '.join(_ROUTING)} FROM cubes"):
-            v = dict(zip(_ROUTING, row))
-            out.append(CubeRecord(
-                uri=v["uri"], identity=tuple(json.loads(v["identity"])), product=v["product"].upper(),
-                sector=v["sector"], camera=v["camera"], ccd=v["ccd"], nframes=v["nframes"], nx=v["nx"],
-                ny=v["ny"], footprint=tuple(tuple(p) for p in json.loads(v["footprint"])),
-                center=tuple(json.loads(v["center"])), reach_deg=v["reach_deg"],
-                footprint_tol_deg=v["footprint_tol_deg"],
-                tstart=v["tstart"] if v["tstart"] is not None else float("nan"),
-                tstop=v["tstop"] if v["tstop"] is not None else float("nan"),
-            ))  # fmt: skip
+            try:
+                out.append(_record(dict(zip(_ROUTING, row))))
+            except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+                log.warning("catalog index %s: skipping a row that is not a cube record (%s)", self.path, exc)
         return out
 
     def info(self, uri: str) -> CubeInfo:
@@ -219,29 +240,67 @@ class CatalogIndex:
             return None
         with self._lock:
             if self._reader is None or identity != self._reader_identity:
-                reader = _Reader(self._local_copy(identity))
-                if reader.meta().get("schema") != SCHEMA_VERSION:
+                try:
+                    reader = _Reader(self._local_copy(identity))
+                except IndexDamagedError as exc:
+                    log.warning("catalog index %s: %s", self.location, exc.message)
+                    return None
+                meta = reader.meta()
+                if meta.get("schema") != SCHEMA_VERSION:
                     reader.close()
-                    log.warning("catalog index %s has another schema version: it will be rebuilt", self.location)
+                    why = "has another schema version" if meta else "is damaged or not an index"
+                    log.warning("catalog index %s %s: it will be rebuilt (or ignored by a reader)", self.location, why)
                     return None
                 self._reader, self._reader_identity = reader, identity
             return self._reader
 
     # -- reading -----------------------------------------------------------------------------------
-    def catalog(self) -> Catalog:
-        """A catalog snapshot of the current version (empty when there is no index yet)."""
+    def catalog(self, locations: Sequence[str] | None = None) -> Catalog:
+        """A catalog snapshot of the current version (empty when there is no index yet).
+
+        With ``locations`` (the configured cube folders and ``s3://`` prefixes), a row naming a
+        cube anywhere else is ignored and logged: whoever can write a shared index must not be
+        able to point the service at other files or buckets.
+
+        Raises
+        ------
+        IndexDamagedError
+            The index cannot be read (a damaged page).
+        """
         reader = self.reader()
         if reader is None:
             return Catalog([], s3=self.s3)
         meta = reader.meta()
-        skipped = [(u, reason) for u, reason, *_ in meta.get("failed", [])]
-        return Catalog(reader.records(), load_info=reader.info, s3=self.s3, skipped=skipped)
+        skipped = [(u, reason) for u, reason, *_ in meta.get("failed", []) if isinstance(u, str)]
+        records = reader.records()
+        if locations is not None:
+            inside = [r for r in records if within_locations(r.uri, locations)]
+            if len(inside) < len(records):
+                outside = [r.uri for r in records if not within_locations(r.uri, locations)]
+                log.warning("catalog index %s: ignoring %d rows outside the configured cube locations (%s%s)",
+                            self.location, len(outside), ", ".join(u[:200] for u in outside[:3]),
+                            " ..." if len(outside) > 3 else "")
+            records = inside
+        return Catalog(records, load_info=reader.info, s3=self.s3, skipped=skipped)
 
     # -- building ----------------------------------------------------------------------------------
     def update(self, locations: Sequence[str], *, threads: int = 8, full: bool = False,
                progress: Callable[[int, int], Any] | None = None) -> IndexReport:
         """Bring the index up to date with ``locations`` (incremental unless ``full``); the new
-        version replaces the old one atomically. Returns what was done."""
+        version replaces the old one atomically. Returns what was done. A damaged index (a page
+        SQLite cannot read) is rebuilt from the locations, with a log line."""
+        if not full:
+            try:
+                return self._update(locations, threads=threads, full=False, progress=progress)
+            except IndexDamagedError as exc:
+                log.warning("catalog index %s: %s: rebuilding it from the cube locations", self.location, exc.message)
+            except (ValueError, TypeError, KeyError) as exc:  # rows SQLite reads but that are not ours
+                log.warning("catalog index %s holds rows it cannot use (%s: %s): rebuilding it from the cube "
+                            "locations", self.location, type(exc).__name__, exc)
+        return self._update(locations, threads=threads, full=True, progress=progress)
+
+    def _update(self, locations: Sequence[str], *, threads: int, full: bool,
+                progress: Callable[[int, int], Any] | None) -> IndexReport:
         from core.storage.sources import GLOBAL_STATS
 
         t0 = time.monotonic()

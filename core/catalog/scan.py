@@ -15,8 +15,9 @@ from core.cubes.info import CubeInfo, read_cube_info
 from core.errors import CutoutError
 from core.storage.s3 import ObjectInfo, S3Config, is_s3_uri, list_objects, parse_s3_uri, remember_head
 from core.storage.sources import open_source
+from core.storage.walk import walk_files
 
-__all__ = ["CUBE_NAME", "list_cubes", "read_many", "scan", "under"]
+__all__ = ["CUBE_NAME", "list_cubes", "read_many", "scan", "under", "within_locations"]
 
 log = logging.getLogger("core.catalog")
 
@@ -29,19 +30,11 @@ CUBE_NAME = re.compile(r"^(?:(tess|tica)-)?s(\d{4})-(\d)-(\d)-cube\.fits$", re.I
 # --------------------------------------------------------------------------------------------------
 
 
-def _local_identity(path: str) -> tuple | None:
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except OSError:
-        return None
-    return ("file", real, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-
-
 def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None,
                unreadable: list[tuple[str, str]] | None = None) -> dict[str, tuple]:
     """Every cube file (MAST names) under ``locations``: ``{uri: identity}``. Local folders are
-    walked (symlinks followed); ``s3://`` prefixes listed. A location that cannot be read is logged,
+    walked (links followed inside the folder only, each folder once, regular files only:
+    :func:`core.storage.walk.walk_files`); ``s3://`` prefixes listed. A location that cannot be read is logged,
     skipped and, when ``unreadable`` is given, appended to it as ``(location, why)``."""
     found: dict[str, tuple] = {}
     problems = unreadable if unreadable is not None else []
@@ -65,13 +58,10 @@ def list_cubes(locations: Sequence[str], *, s3: S3Config | None = None,
             log.warning("cube folder %s does not exist", location)
             problems.append((location, "no such folder"))
             continue
-        for dirpath, _dirs, files in os.walk(root, followlinks=True):
-            for name in files:
-                if CUBE_NAME.match(name):
-                    path = os.path.join(dirpath, name)
-                    identity = _local_identity(path)
-                    if identity is not None:
-                        found[path] = identity
+        # links inside the folder are followed, never out of it nor twice into one folder; only
+        # regular files are listed (core.storage.walk)
+        for path, st in walk_files(root, match=lambda name: bool(CUBE_NAME.match(name))):
+            found[path] = ("file", os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
     return found
 
 
@@ -81,12 +71,36 @@ def under(uri: str, location: str) -> bool:
     return uri == prefix or uri.startswith(prefix + "/")
 
 
+def within_locations(uri: str, locations: Sequence[str]) -> bool:
+    """Whether ``uri`` (a path or ``s3://`` URI read from an index) names a file inside one of
+    ``locations``, as configured or, for a folder, its real path; ``..`` segments are resolved
+    first, so a path cannot climb out of the folder it names."""
+    if is_s3_uri(uri):
+        if any(part in (".", "..") for part in uri[5:].split("/")):
+            return False
+        return any(is_s3_uri(loc) and under(uri, loc) for loc in locations)
+    if not os.path.isabs(uri):
+        return False
+    path = os.path.normpath(uri)
+    for loc in locations:
+        if is_s3_uri(loc):
+            continue
+        for root in {os.path.normpath(os.path.abspath(loc)), os.path.realpath(loc)}:
+            if path.startswith(root.rstrip(os.sep) + os.sep):
+                return True
+    return False
+
+
 def _read_info(uri: str, s3: S3Config | None) -> CubeInfo | tuple[str, str]:
+    """The cube's info, or ``(uri, why)``: a file that is not a readable cube, whatever is wrong
+    with it (a header value no number holds raises OverflowError), is skipped, never fatal."""
     try:
         with open_source(uri, s3=s3) as source:
             return read_cube_info(source, uri)
-    except (CutoutError, OSError, ValueError, KeyError) as exc:
-        return uri, str(exc)
+    except CutoutError as exc:
+        return uri, exc.message
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the index
+        return uri, f"{type(exc).__name__}: {exc}"[:500]
 
 
 def read_many(uris: Sequence[str], s3: S3Config | None, threads: int,

@@ -161,12 +161,13 @@ class CutoutsCombiner:
             if isinstance(item, fits.HDUList):
                 hdulists.append(item)
             elif isinstance(item, (str, os.PathLike)):
-                try:
-                    hdulists.append(fits.open(item))
-                except FileNotFoundError:
-                    raise NotFoundError(f"File not found: {item}", field="fle_list") from None
-                except OSError as exc:
-                    raise CorruptFileError(f"Cannot read FITS file {item}: {exc}", field="fle_list") from None
+                from core.storage.range_file import open_fits
+
+                try:  # read with pread, regular files only (never a memory map of a file others may change)
+                    hdulists.append(open_fits(os.fspath(item)))
+                except (NotFoundError, CorruptFileError) as exc:
+                    exc.field = exc.field or "fle_list"
+                    raise
             else:
                 raise InvalidInputError("Unsupported input format: give file names or HDULists", field="fle_list")
 

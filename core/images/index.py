@@ -38,6 +38,7 @@ from core.sky_polygon import distance_to_polygon, gnomonic, in_polygon
 from core.storage import range_file
 from core.storage.confine import confine
 from core.storage.s3 import is_s3_uri
+from core.storage.walk import walk_files
 
 __all__ = [
     "FITS_SUFFIXES", "MAX_POLYGON_RADIUS_DEG", "ImageEntry", "ImageIndex", "file_stem", "footprint",
@@ -194,20 +195,12 @@ def _is_fits_name(name: str) -> bool:
     return name.lower().endswith(FITS_SUFFIXES)
 
 
-def _local_files(root: str) -> Iterable[tuple[str, str]]:
-    """(path, identity) of every FITS file under a local folder, in sorted order (symlinked
-    folders are not descended; symlinked files are listed and left to confinement)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if not _is_fits_name(name):
-                continue
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            yield path, f"{st.st_size}:{st.st_mtime_ns}"
+def _local_files(root: str, skipped: list[tuple[str, str]] | None = None) -> Iterable[tuple[str, str]]:
+    """(path, identity) of every regular FITS file under a local folder, in sorted order (links
+    followed inside the folder only, each folder once: :func:`core.storage.walk.walk_files`;
+    each file is still confined to its survey's locations before it is opened)."""
+    for path, st in walk_files(root, match=_is_fits_name, skipped=skipped):
+        yield path, f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _s3_files(prefix: str, s3: Any) -> Iterable[tuple[str, str]]:
@@ -287,7 +280,7 @@ class ImageIndex:
                     (on_error or _log_location_error)(loc, "not a folder")
                     continue
                 try:
-                    listing = _s3_files(loc, s3) if is_s3_uri(loc) else _local_files(loc)
+                    listing = _s3_files(loc, s3) if is_s3_uri(loc) else _local_files(loc, skipped)
                     for uri, identity in listing:
                         try:
                             real = confine(uri, local, prefixes, field="survey")

@@ -43,8 +43,23 @@ def output_error(exc: OSError, path: str | os.PathLike, field: str) -> Unavailab
     name = os.path.basename(os.fspath(path)) or os.fspath(path)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return UnavailableError(f"Not enough disk space to write {name}; nothing was written.", field=field)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # makedirs met a file where a folder should be
+        return UnavailableError(f"Cannot write {name}: a file stands where its folder should be "
+                                f"({_in_the_way(os.fspath(path))} is not a folder).", field=field)
     reason = exc.strerror or str(exc) or type(exc).__name__
     return UnavailableError(f"Cannot write {name}: {reason}.", field=field)
+
+
+def _in_the_way(path: str) -> str:
+    """The nearest parent of ``path`` that exists but is not a folder (``path``'s parent if none)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    probe = parent
+    while probe and probe != os.path.dirname(probe):
+        if os.path.lexists(probe):
+            return probe if not os.path.isdir(probe) else parent
+        probe = os.path.dirname(probe)
+    return parent
+
 
 
 def temporary_file(directory: str | os.PathLike, prefix: str, suffix: str = "", *, mode: int = 0o666) -> str:

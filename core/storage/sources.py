@@ -335,7 +335,9 @@ class LocalSource(ByteSource):
             raise InvalidInputError("Path contains a NUL byte.", field="path")
         real = os.path.realpath(path)
         try:
-            fd = os.open(real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO named like a data file returns at once (and is refused
+            # below) instead of waiting for a writer; it changes nothing for a regular file
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise NotFoundError(f"File not found: {path}") from None
         except NotADirectoryError:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from astropy.io import fits
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,15 +59,8 @@ def _sectors(url: str) -> list[str]:
     return [row["sector"] for row in httpx.get(f"{url}/api/v0.1/sector", params=POS, timeout=30).json()["results"]]
 
 
-def _eventually(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("the catalog did not catch up")
-        time.sleep(0.1)
+def _eventually(check, timeout: float = 30.0):
+    return wait_until(check, timeout=timeout, interval=0.1, message="the catalog did not catch up")
 
 
 def _sector_cube(out, sector: int):
@@ -121,10 +114,13 @@ def test_the_cli_updates_a_shared_index_that_a_reader_follows(service_data, tmp_
     _copy_cubes(service_data, folder, "spoc38")
     index = tmp_path / "shared" / "catalog.sqlite"
     assert cli(["index", str(folder), "--index", str(index)]) == 0
-    with _serving(cube_dirs=[str(folder)], index=str(index), index_writer=False, work_dir=tmp_path / "w") as (url, _):
+    with _serving(cube_dirs=[str(folder)], index=str(index), index_writer=False, work_dir=tmp_path / "w") as (url, app):
         assert _sectors(url) == ["0038"]
         _copy_cubes(service_data, folder, "spoc11")
-        time.sleep(1.0)
-        assert _sectors(url) == ["0038"]  # a reader does not scan the folders itself
+        # two refreshes later (the first may have begun before the copy) ...
+        catalog = app.state.services.catalog
+        seen = catalog.refreshes
+        _eventually(lambda: catalog.refreshes >= seen + 2)
+        assert _sectors(url) == ["0038"]  # ... a reader still has not scanned the folders itself
         assert cli(["index", str(folder), "--index", str(index)]) == 0
         _eventually(lambda: _sectors(url) == ["0011", "0038"])

@@ -163,9 +163,9 @@ def test_image_commands_off_the_image_print_lines_for_people(tmp_path, spoc_sect
 def test_serve_workers_log_their_start_up(service_data, tmp_path):
     """Each process of ``cutout serve --workers 2`` logs the service's start-up lines (its settings,
     and that CUTOUT_SURVEYS enables Zcut/Hapcut surveys)."""
-    import time
-
     import httpx
+
+    from tests.polling import wait_until
 
     port = int(_closed_port_url().rsplit(":", 1)[1])
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CUTOUT_")}
@@ -176,19 +176,20 @@ def test_serve_workers_log_their_start_up(service_data, tmp_path):
                                  "--cube-dir", str(service_data[0]["spoc38"].parent)], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while log.read_text().count("CUTOUT_SURVEYS") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
-        assert log.read_text().count("INFO app: settings:") == 2
-        while True:  # and then serves
+        def logged() -> bool:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            return log.read_text().count("CUTOUT_SURVEYS") >= 2
+
+        def serves() -> bool:
+            assert proc.poll() is None, log.read_text()[-2000:]
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200:
-                    break
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
             except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
+                return False
+
+        wait_until(logged, timeout=90, interval=0.1, message=lambda: log.read_text()[-2000:])
+        assert log.read_text().count("INFO app: settings:") == 2
+        wait_until(serves, timeout=90, interval=0.1, message=lambda: log.read_text()[-2000:])  # and then serves
     finally:
         proc.terminate()
         proc.wait(30)

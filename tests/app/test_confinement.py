@@ -22,7 +22,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +29,7 @@ import httpx
 import pytest
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,10 +94,12 @@ def setup(tmp_path_factory, service_data):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "server did not start"
+        return server.started
+
+    wait_until(started, message="server did not start")
     ns = type("Setup", (), {})()
     ns.url, ns.root, ns.outside, ns.work, ns.base, ns.canary = (
         f"http://127.0.0.1:{free}", root, outside, work, base, canary)

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("DOCKER_TEST_PYTHON_BASE", "python:3.11-slim")
@@ -110,17 +110,21 @@ class Container:
 
     def wait_healthy_http(self, timeout: float = 300) -> dict:
         """Poll ``/health`` until it answers 200 (the first start writes the demo sectors)."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def health() -> dict | None:
             try:
                 status, _type, body = self.get("/health", timeout=5)
                 if status == 200:
                     return json.loads(body)
             except OSError:
                 pass
-            if time.monotonic() > deadline or not self.running():
-                pytest.fail(f"{self.name} did not serve /health: {self.logs()[-3000:]}")
-            time.sleep(0.5)
+            if not self.running():
+                pytest.fail(f"{self.name} stopped before serving /health: {self.logs()[-3000:]}")
+            return None
+
+        try:
+            return wait_until(health, timeout=timeout, interval=0.5)
+        except AssertionError:
+            pytest.fail(f"{self.name} did not serve /health: {self.logs()[-3000:]}")
 
     def running(self) -> bool:
         return _docker("inspect", "--format", "{{.State.Running}}", self.name).stdout.strip() == "true"
@@ -242,11 +246,13 @@ def test_batch_on_dask_and_demo_data_run_in_the_image(served):
 
 
 def test_healthcheck_turns_healthy(served):
-    deadline = time.monotonic() + 300  # the image's start period is 120 s, its interval 10 s
-    while (status := served.state("{{.State.Health.Status}}")) != "healthy":
+    def healthy() -> bool:
+        status = served.state("{{.State.Health.Status}}")
         assert status in ("starting", "healthy"), served.state("{{json .State.Health}}")
-        assert time.monotonic() < deadline, served.state("{{json .State.Health}}")
-        time.sleep(1)
+        return status == "healthy"
+
+    # the image's start period is 120 s, its interval 10 s
+    wait_until(healthy, timeout=300, interval=1, message=lambda: served.state("{{json .State.Health}}"))
     assert served.state("{{(index .State.Health.Log 0).ExitCode}}") in ("0", "1")  # probes ran
 
 

@@ -29,6 +29,14 @@ def error_field(r, status):
     return r.json()["error"]["field"]
 
 
+def error(r, status, field):
+    """The error body, checked: its status, the field it names, ``msg`` repeating the message."""
+    assert error_field(r, status) == field, r.text
+    body = r.json()
+    assert body["msg"] == body["error"]["message"]
+    return body
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_fits_cut_matches_engine(live_server, method):
     r = call(live_server, method, "/fits_cut", {**POS, "images": live_server.images[:2], "x": 8, "y": 6})
@@ -77,6 +85,19 @@ def test_image_input_errors(live_server):
     assert r.status_code in (400, 422), r.text
 
 
+def test_fits_cut_extension_of_thousands_of_digits_is_400(live_server):
+    # int() refuses 4,300 digits or more with a ValueError of its own: still a 400 naming the field
+    r = call(live_server, "GET", "/fits_cut", {**POS, "images": live_server.images[0], "x": 5, "extension": "1" * 4400})
+    error(r, 400, "extension")
+
+
+@pytest.mark.parametrize("extension", ["0", "0,1"])
+def test_fits_cut_of_the_primary_hdu_of_an_ffi_is_400_alone_or_listed(live_server, extension):
+    # the primary HDU of an FFI holds no image: refused alone or in a list, not skipped in one case
+    r = call(live_server, "GET", "/fits_cut", {**POS, "images": live_server.images[0], "x": 5, "extension": extension})
+    error(r, 400, "extension")
+
+
 def test_img_cut_single_image_is_inline_png(live_server):
     r = call(live_server, "GET", "/img_cut", {**POS, "images": "img0.fits", "x": 12, "y": 10})
     assert r.status_code == 200, r.text
@@ -98,6 +119,12 @@ def test_img_cut_several_and_colorize(live_server):
     params = {**POS, "images": "img0.fits", "x": 8}
     assert error_field(call(live_server, "GET", "/img_cut", {**params, "stretch": "cubic"}), 400) == "stretch"
     assert error_field(call(live_server, "GET", "/img_cut", {**params, "minmax_percent": "1"}), 400) == "minmax_percent"
+
+
+def test_img_cut_colorize_needs_exactly_three_images(live_server):
+    r = call(live_server, "GET", "/img_cut", {**POS, "images": live_server.images + ["img0.fits"], "x": 5,
+                                              "colorize": "true"})
+    error(r, 400, "images")
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from app.jobs.params import Upload, count_targets, parse_create, parse_timestamp, parse_wait
-from app.jobs.results import estimate_results, formula_safe, manifest_bytes, result_files
+from app.jobs.results import estimate_results, manifest_bytes, result_files
 from app.jobs.store import Changes, JobRecord, JobStore, Phase
-from core.batch.cutouts import ManifestRow, read_targets
+from core.batch.cutouts import ManifestRow, formula_safe, read_targets
 from core.errors import InvalidInputError, NotFoundError, TooLargeError
 
 # ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from app.settings import Settings
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,6 +95,17 @@ def test_cutout_side_limit(live_server, path, params, field):
     """Guards against: a huge cutout side being accepted (memory, minutes of work)."""
     r = httpx.get(api(live_server, path), params={**POS, **params}, timeout=30)
     assert_error(r, 413, field, "50")
+
+
+@pytest.mark.parametrize("route", ["/fits_cut", "/img_cut", "/combine"])
+def test_angular_sizes_are_held_to_the_side_limit_on_image_routes(live_server, route):
+    """Guards against: an angular size bypassing max_cutout_side on the image routes."""
+    images = live_server.images[:2]
+    r = httpx.get(api(live_server, route), params={**POS, "images": images, "x": 60, "units": "d"}, timeout=60)
+    assert_error(r, 413, "x", "max_cutout_side", "50")
+    # 0.5 arcmin = 30 arcsec: 2 pixels of 21": allowed
+    ok = httpx.get(api(live_server, route), params={**POS, "images": images, "x": 0.5, "units": "m"}, timeout=60)
+    assert ok.status_code == 200, ok.text[:300]
 
 
 def test_cutout_volume_limit_names_the_limit(live_server):
@@ -189,6 +201,118 @@ def test_chunked_body_over_the_limit_is_cut_short(live_server):
 
 
 # ------------------------------------------------------------------------------------------
+# slow clients and open connections
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded_server(service_data, tmp_path_factory):
+    """The service with a 1.5 s request-head deadline."""
+    from app.main import create_app
+
+    try:
+        from tests.conftest import _free_port, start_uvicorn, stop_uvicorn
+    except ImportError:  # pragma: no cover
+        from conftest import _free_port, start_uvicorn, stop_uvicorn
+
+    cubes, image_root, _ = service_data
+    settings = Settings(cube_dirs=[str(cubes["spoc38"].parent)], image_roots=[str(image_root)],
+                        work_dir=tmp_path_factory.mktemp("guarded"), port=_free_port(), header_timeout_s=1.5,
+                        keep_alive_s=1.0)
+    app = create_app(settings)
+    server, thread = start_uvicorn(app, settings.host, settings.port)
+    try:
+        yield f"http://{settings.host}:{settings.port}"
+    finally:
+        stop_uvicorn(server, thread)
+
+
+def _connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    sock.settimeout(10)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closes ``sock`` within the socket's timeout (it may answer first)."""
+    try:
+        return sock.recv(65536) == b"" or True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def _closed_now(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (or answered on it) already, without waiting."""
+    try:
+        sock.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+    return True
+
+
+def test_idle_and_slowloris_connections_are_closed_and_health_answers(guarded_server):
+    """Guards against: clients that connect and say nothing, or send a request head a byte now
+    and then, holding connections for ever. The head deadline closes them although bytes keep
+    coming (an idle timer, which each byte resets, would not), while /health answers throughout."""
+    idle = _connect(guarded_server)  # connects and says nothing
+    slow = [_connect(guarded_server) for _ in range(8)]
+    for s in slow:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # a header, never finished
+    trickling = set(slow)
+
+    def trickle() -> bool:  # a byte to every open connection, each call (the polling interval apart)
+        for s in list(trickling):
+            if _closed_now(s):
+                trickling.discard(s)
+                continue
+            try:
+                s.sendall(b"X")
+            except OSError:
+                trickling.discard(s)
+        assert httpx.get(guarded_server + "/health", timeout=5).status_code == 200
+        return not trickling
+
+    # every slow connection is closed by the server while it is still being fed
+    wait_until(trickle, timeout=30, interval=0.3, message=lambda: f"{len(trickling)} slow connections still open")
+    for s in [idle, *slow]:
+        s.settimeout(5)
+        assert _closed(s)
+        s.close()
+    assert httpx.get(guarded_server + "/health", timeout=5).status_code == 200
+
+
+def test_connections_beyond_the_cap_are_refused(make_server, service_data):
+    """Guards against: unbounded open connections (each costs memory and a file descriptor)."""
+    cubes, _, _ = service_data
+    # a head deadline far longer than the test: the held connections stay open however slow it runs
+    capped = make_server(cube_dirs=[str(cubes["spoc38"].parent)], max_connections=20, header_timeout_s=120).url
+    held = [_connect(capped) for _ in range(20)]
+    try:
+        extra = _connect(capped)
+        extra.settimeout(5)
+        answer = extra.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after" in answer.lower()
+        extra.close()
+    finally:
+        for s in held:
+            s.close()
+
+    def healthy() -> bool:  # the closed connections are given back: the server answers again
+        try:
+            return httpx.get(capped + "/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(healthy, message="/health answers once the held connections are closed")
+    assert httpx.get(capped + "/health", timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------
 # deadline and queue (slow S3 cube through the latency proxy)
 # ------------------------------------------------------------------------------------------
 
@@ -216,7 +340,11 @@ def test_request_timeout_answers_504_and_frees_the_worker(slow_s3_server, no_lea
     abandoned worker thread never being given back."""
     server, proxy = slow_s3_server(request_timeout_s=1, workers=1, queue_size=2)
     params = {**POS, "x": 5, "sector": 38}
-    assert httpx.get(api(server, "/astrocut"), params=params, timeout=30).status_code == 200
+
+    def served() -> bool:  # a cut within the 1 s deadline (asked again if a busy machine missed it)
+        return httpx.get(api(server, "/astrocut"), params=params, timeout=30).status_code == 200
+
+    wait_until(served, timeout=60, interval=0.1, message="a cut within the deadline")
     proxy.mode, proxy.delay_s = "delay", 2.5  # each S3 read now takes 2.5 s > the 1 s deadline
     r = httpx.get(api(server, "/astrocut"), params=params, timeout=30)
     assert_error(r, 504, None, "1 s")
@@ -224,7 +352,8 @@ def test_request_timeout_answers_504_and_frees_the_worker(slow_s3_server, no_lea
     # the abandoned thread finishes its read, then gives its slot back: nothing stays running
     no_leaked_threads(15, pool=server.services.pool)
     proxy.mode = "pass"
-    assert httpx.get(api(server, "/astrocut"), params=params, timeout=30).status_code == 200
+    # the one worker serves again (a slot never given back would answer 503/504 every time)
+    wait_until(served, timeout=60, interval=0.1, message="a cut once the proxy passes again")
 
 
 def test_full_queue_answers_503_with_retry_after(slow_s3_server, no_leaked_threads):

@@ -140,6 +140,32 @@ def test_metrics_endpoint(client):
     assert _metric(text, "cutout_cutout_pixel_frames_total", route="/preview/cube.png") >= 120
 
 
+def test_api_cutouts_are_counted(live_server):
+    """Cutouts of the API routes reach the metrics (as the page's do), over a real server."""
+    import httpx
+
+    def of_route(text: str, name: str, route: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + "{") and f'route="{route}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    route = "/api/v0.1/astrocut"
+    params = {"ra": DEMO_RA, "dec": DEMO_DEC}
+    before = httpx.get(live_server.url + "/metrics", timeout=10).text
+    r = httpx.get(live_server.url + route, params={**params, "x": 5, "y": 4}, timeout=30)  # two sectors
+    assert r.status_code == 200
+    after = httpx.get(live_server.url + "/metrics", timeout=10).text
+    assert of_route(after, "cutout_cutouts_total", route) - of_route(before, "cutout_cutouts_total", route) == 2
+    frames = of_route(after, "cutout_cutout_pixel_frames_total", route) - of_route(
+        before, "cutout_cutout_pixel_frames_total", route)
+    assert frames == 5 * 4 * 20  # two cubes of 10 frames
+    r = httpx.get(live_server.url + "/api/v0.1/fits_cut", params={**params, "images": "img0.fits", "x": 5}, timeout=30)
+    assert r.status_code == 200
+    assert of_route(httpx.get(live_server.url + "/metrics", timeout=10).text, "cutout_cutouts_total",
+                    "/api/v0.1/fits_cut") >= 1
+
+
 def test_install_is_idempotent(client):
     app = client.app
     assert observability.install(app) is app.state.metrics

@@ -1,4 +1,4 @@
-"""Service plumbing: error shape, request ids, health/version, OpenAPI, worker pool, streaming."""
+"""Service plumbing: error shape, request ids, health/version, OpenAPI, HEAD, CORS, worker pool, streaming."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.streaming import zip_chunks
 from app.workers import WorkerPool
 from core import errors as E
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.polling import async_wait_until, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,19 +78,18 @@ def test_health_and_version(live_server):
 
 def _poll(url: str, proc, deadline_s: float = 90.0) -> httpx.Response:
     """GET ``url`` until it answers 200 (the server is up) or ``proc`` exits; the last answer."""
-    import time
 
-    deadline = time.monotonic() + deadline_s
-    while True:
+    def answer() -> httpx.Response | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server did not answer {url} (exit status {proc.poll()})")
         try:
             r = httpx.get(url, timeout=5)
-            if r.status_code == 200:
-                return r
         except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the server did not answer {url} (exit status {proc.poll()})")
-        time.sleep(0.1)
+            return None
+        return r if r.status_code == 200 else None
+
+    return wait_until(answer, timeout=deadline_s, interval=0.1,
+                      message=lambda: f"the server did not answer {url} (exit status {proc.poll()})")
 
 
 def test_uvicorn_app_main_app_serves_the_environments_settings(service_data, tmp_path):
@@ -138,29 +138,58 @@ def test_committed_openapi_is_current(live_server):
     assert json.loads(committed) == json.loads(json.dumps(live_server.app.openapi()))
 
 
+@pytest.mark.parametrize("path", ["/health", "/version", "/", "/api/v0.1/sector?ra=217.42893801&dec=-62.67949189",
+                                  "/api/v0.1/astrocut?ra=217.42893801&dec=-62.67949189&x=5&sector=38"])
+def test_head_answers_every_get_route(live_server, path):
+    get = httpx.get(live_server.url + path, timeout=30)
+    head = httpx.head(live_server.url + path, timeout=30)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_cors_is_off_by_default_and_on_when_configured(live_server, make_server, service_data):
+    cubes, _root, _images = service_data
+    configured = make_server(cube_dirs=[str(cubes["spoc38"].parent)], cors_origins=["https://pages.example.org"])
+    origin = {"Origin": "https://pages.example.org"}
+    plain = httpx.get(live_server.url + "/health", headers=origin, timeout=10)
+    assert "access-control-allow-origin" not in plain.headers
+    allowed = httpx.get(configured.url + "/health", headers=origin, timeout=10)
+    assert allowed.headers["access-control-allow-origin"] == "https://pages.example.org"
+    other = httpx.get(configured.url + "/health", headers={"Origin": "https://evil.example"}, timeout=10)
+    assert "access-control-allow-origin" not in other.headers
+
+
 def test_pool_refuses_beyond_queue_and_times_out():
-    import time
+    import threading
 
     async def main():
-        pool = WorkerPool(workers=1, queue_size=1, timeout_s=5)
+        pool = WorkerPool(workers=1, queue_size=1, timeout_s=30)
         outcomes: list[str] = []
+        gate = threading.Event()  # the calls run until the test lets them finish
 
-        async def one(delay):
+        async def one():
             try:
-                await pool.run(time.sleep, delay)
+                await pool.run(gate.wait, 30)
                 outcomes.append("ok")
             except E.UnavailableError:
                 outcomes.append("busy")
 
         async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(one, 0.2)
-                await anyio.sleep(0.01)
+            tg.start_soon(one)  # runs
+            await async_wait_until(lambda: pool.stats()["running"] == 1, message="the first call runs")
+            tg.start_soon(one)  # waits for the worker
+            await async_wait_until(lambda: pool.stats()["waiting"] == 1, message="the second call waits")
+            tg.start_soon(one)  # the queue (1) is full: refused at once
+            await async_wait_until(lambda: outcomes == ["busy"], message="the third call is refused")
+            gate.set()
         assert sorted(outcomes) == ["busy", "ok", "ok"]
+        stuck = threading.Event()
         with pytest.raises(E.CutoutTimeoutError):
-            await pool.run(time.sleep, 0.5, timeout_s=0.05)
+            await pool.run(stuck.wait, 30, timeout_s=0.05)
         # the timed-out thread keeps its slot until it ends, then the pool works again
-        assert await pool.run(lambda: 7, timeout_s=5) == 7
+        assert pool.stats()["running"] == 1 and pool.stats()["timeouts"] == 1
+        stuck.set()
+        assert await pool.run(lambda: 7, timeout_s=30) == 7
         assert pool.stats()["running"] == 0
 
     anyio.run(main)

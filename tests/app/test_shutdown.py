@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 from astropy.io import fits
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -65,16 +65,15 @@ def serve(service_data, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         procs.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
+
+        def healthy() -> bool:
             assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+                return False
+
+        wait_until(healthy, timeout=60, interval=0.1, message="server did not start")
         return proc, port, (image_root / images[0]).read_bytes()
 
     yield start
@@ -117,6 +116,27 @@ def _dechunk(data: bytes) -> bytes:
         pos = eol + 2 + n + 2
 
 
+def _unread_by_server(sock: socket.socket) -> int | None:
+    """Bytes sent on ``sock`` (a loopback connection) that the server process has not read yet: the
+    receive queue of the server's end of the connection, from the kernel's table (/proc/net/tcp);
+    None while the server's end is not in the table."""
+    def hex_address(address: tuple[str, int]) -> str:
+        packed = socket.inet_aton(address[0])
+        return f"{int.from_bytes(packed, 'little'):08X}:{address[1]:04X}"
+
+    server_end, client_end = hex_address(sock.getpeername()), hex_address(sock.getsockname())
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == server_end and fields[2] == client_end:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _server_has_read(sock: socket.socket) -> None:
+    """Wait until the server has read everything sent on ``sock`` (so it has the request)."""
+    wait_until(lambda: _unread_by_server(sock) == 0, message="the server reads what was sent")
+
+
 def _refused(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -141,15 +161,14 @@ def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0(ser
     head, body = _upload_request(port, data)
     up = socket.create_connection(("127.0.0.1", port), timeout=30)
     up.sendall(head + body[: len(body) // 2])
-    time.sleep(0.3)  # the server has the request and is reading its body
+    _server_has_read(up)  # the server has the request and is reading its body
 
     proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while not _refused(port):  # new connections are refused (the listener is closed) ...
-        assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert proc.poll() is None  # ... while the process waits for the in-flight requests
+    # new connections are refused (the listener is closed) ...
+    wait_until(lambda: _refused(port), interval=0.05, message="connections refused after SIGTERM")
+    # ... while the process waits for the in-flight requests: it is still there, and answers the
+    # upload in full once the rest of its body is sent
+    assert proc.poll() is None
 
     up.sendall(body[len(body) // 2:])
     status, answer = _read_http(up)
@@ -180,7 +199,7 @@ def test_grace_period_bounds_the_wait(serve):
     head, body = _upload_request(port, data)
     stuck = socket.create_connection(("127.0.0.1", port), timeout=30)
     stuck.sendall(head + body[:100])  # and never the rest
-    time.sleep(0.3)
+    _server_has_read(stuck)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0  # bounded by the grace period, not by the client
     out = proc.stdout.read().decode(errors="replace")

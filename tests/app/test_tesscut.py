@@ -1,9 +1,8 @@
-"""TESScut routes over a real uvicorn server: sector, astrocut, ffi_wcs, moving_target."""
+"""TESScut routes over a real uvicorn server: sector, astrocut, ffi_wcs (moving targets: test_moving_target_routes.py)."""
 
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 
 import httpx
@@ -63,6 +62,12 @@ def test_sector_lists_hosted_cubes_as_strings(live_server, method, prefix):
             {"sectorName": "tess-s0038-2-2", "sector": "0038", "camera": "2", "ccd": "2"},
         ]
     }
+
+
+def test_sector_wraps_ra_in_the_documented_range(live_server):
+    a = call(live_server, "GET", "/sector", {"ra": DEMO_RA - 360, "dec": DEMO_DEC}).json()
+    b = call(live_server, "GET", "/sector", {"ra": DEMO_RA, "dec": DEMO_DEC}).json()
+    assert a == b and a["results"]
 
 
 def test_sector_tica_and_radius_units(live_server):
@@ -189,6 +194,16 @@ def test_astrocut_bad_input(live_server, params, status, field):
     assert_error(call(live_server, "POST", "/astrocut", params), status, field)
 
 
+@pytest.mark.parametrize("ra", [577.43, 1e308, -200, "nan", "inf"])
+def test_astrocut_refuses_ra_out_of_range(live_server, ra):
+    assert_error(call(live_server, "GET", "/astrocut", {"ra": ra, "dec": DEMO_DEC, "x": 5}), 400, "ra")
+
+
+def test_astrocut_sector_in_other_digits_than_ascii_is_400(live_server):
+    # "٣٨" is 38 in Arabic-Indic digits: int() would read it, the API takes ASCII digits only
+    assert_error(call(live_server, "GET", "/astrocut", {**POS, "x": 5, "sector": "٣٨"}), 400, "sector")
+
+
 # ------------------------------------------------------------------------------------------
 # ffi_wcs
 # ------------------------------------------------------------------------------------------
@@ -216,49 +231,3 @@ def test_ffi_wcs_unhosted_from_tesswcs_and_404(live_server):
     assert 0 <= x < 2136 and 0 <= y < 2078  # the demo target is on sector 12, camera 2, CCD 1
     assert_error(call(live_server, "GET", "/ffi_wcs", {"sector": 999, "camera": 1, "ccd": 1}), 404, "sector")
     assert_error(call(live_server, "GET", "/ffi_wcs", {"sector": 38, "camera": 5, "ccd": 1}), 400, "camera")
-
-
-# ------------------------------------------------------------------------------------------
-# moving targets
-# ------------------------------------------------------------------------------------------
-
-
-def test_moving_target_by_name_needs_resolver(live_server):
-    r = call(live_server, "GET", "/moving_target/sector", {"obj_id": "Eleonora", "obj_type": "small_body"})
-    body = assert_error(r, 422, "obj_id")  # permanent: no Retry-After inviting endless retries
-    assert "ephemeris" in body["msg"] and "retry-after" not in r.headers
-    assert_error(call(live_server, "POST", "/moving_target/astrocut", {"x": 5}), 400, None)
-    assert_error(call(live_server, "GET", "/moving_target/sector", {"ephemeris": "{bad"}), 400, "ephemeris")
-
-
-def _ephemeris(cube_path):
-    cube = open_cube(str(cube_path))
-    t = np.asarray(cube.time, dtype=float)
-    times = np.linspace(t.min(), t.max(), 6)
-    # a slow drift of ~6 pixels in RA across the sector's 10 frames
-    ra = DEMO_RA + np.linspace(-3, 3, 6) * 21 / 3600 / np.cos(np.radians(DEMO_DEC))
-    dec = np.full(6, DEMO_DEC)
-    return {"time": times.tolist(), "ra": ra.tolist(), "dec": dec.tolist()}
-
-
-@pytest.mark.parametrize("method", ["GET", "POST"])
-def test_moving_target_explicit_ephemeris(live_server, method):
-    eph = json.dumps(_ephemeris(live_server.cubes["spoc38"]))
-    r = call(live_server, method, "/moving_target/sector", {"ephemeris": eph})
-    assert [row["sectorName"] for row in r.json()["results"]] == ["tess-s0038-2-2"]
-    files = members(call(live_server, method, "/moving_target/astrocut", {"ephemeris": eph, "x": 5, "y": 5}))
-    assert len(files) == 1
-    name, data = next(iter(files.items()))
-    assert name.startswith("tess-s0038-2-2_")
-    with fits.open(io.BytesIO(data)) as hdul:
-        table = hdul[1].data
-        assert table["FLUX"].shape[1:] == (5, 5)
-        assert "TGT_X" in table.columns.names
-        assert np.ptp(table["TGT_RA"]) > 0  # the window follows the target
-
-
-def test_moving_target_off_data_is_200(live_server):
-    eph = _ephemeris(live_server.cubes["spoc38"])
-    eph["ra"] = [10.0 + i * 0.001 for i in range(6)]
-    r = call(live_server, "GET", "/moving_target/astrocut", {"ephemeris": json.dumps(eph), "x": 5})
-    assert r.status_code == 200 and r.json()["results"] == [] and r.json()["msg"]

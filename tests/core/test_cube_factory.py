@@ -228,6 +228,20 @@ def test_update_merges_in_time_order(spoc_sector, tmp_path, our_cube, first, sec
         assert new[0].header["TSTART"] == full[0].header["TSTART"] if first.start == 0 else True
 
 
+def test_update_cube_adds_frames_as_make_cube_update_does(spoc_sector, tmp_path):
+    """astrocut's ``update_cube`` gives the cube ``make_cube(..., update=True)`` gives."""
+    files = _files(spoc_sector)
+    a, b = tmp_path / "a.fits", tmp_path / "b.fits"
+    CubeFactory().make_cube(files[:6], a, verbose=False)
+    CubeFactory().make_cube(files[:6], b, verbose=False)
+    assert CubeFactory().update_cube(files[6:], a, verbose=False) == str(a)
+    CubeFactory().make_cube(files[6:], b, verbose=False, update=True)
+    with fits.open(a) as ha, fits.open(b) as hb:
+        assert ha[1].data.shape[2] == len(files)
+        np.testing.assert_array_equal(ha[1].data, hb[1].data)
+        np.testing.assert_array_equal(ha[2].data["FFI_FILE"], hb[2].data["FFI_FILE"])
+
+
 def test_update_rejects_other_ccd_and_missing_cube(spoc_sector, tmp_path):
     out = tmp_path / "cube.fits"
     with pytest.raises(NotFoundError):

@@ -88,6 +88,31 @@ def test_normalize_img_bad_input(kwargs, field):
     assert err.value.field == "img_arr"
 
 
+@pytest.mark.parametrize("kwargs, field", [
+    ({"img_arr": np.full((4, 4), np.nan)}, "img_arr"),
+    ({"img_arr": np.ones((4, 4)), "stretch": ["asinh"]}, "stretch"),
+    ({"img_arr": np.ones((4, 4)), "stretch": 3}, "stretch"),
+    ({"img_arr": np.arange(16.0).reshape(4, 4), "minmax_percent": [99, 1]}, "minmax_percent"),
+    ({"img_arr": np.arange(16.0).reshape(4, 4), "minmax_value": [10, 1]}, "minmax_value"),
+    ({"img_arr": [["a", "b"]]}, "img_arr"),
+])
+def test_normalize_img_errors_name_the_parameter(kwargs, field):
+    from core import normalize_img as public_normalize_img
+
+    with pytest.raises(InvalidInputError) as info:
+        public_normalize_img(**kwargs)
+    assert info.value.field == field
+
+
+def test_img_cut_verbose_prints_progress_and_timings(spoc_sector, tmp_path, capsys):
+    from core import img_cut as public_img_cut
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+
+    public_img_cut([str(spoc_sector.ffi_files[0])], f"{DEMO_RA} {DEMO_DEC}", 5, output_dir=tmp_path, verbose=True)
+    out = capsys.readouterr().out
+    assert "xmin,xmax" in out and "Cutout image" in out and "Total time" in out
+
+
 @pytest.mark.parametrize("img_format", ["png", "jpg"])
 def test_img_cut_files_match_astrocut(rgb_files, tmp_path, img_format):
     kwargs = {"stretch": "sqrt", "minmax_percent": [1, 99], "img_format": img_format}

@@ -278,6 +278,15 @@ def test_bad_input_names_the_field(images, kwargs, field):
     assert err.value.field == field
 
 
+def test_fits_cut_verbose_prints_progress_and_timings(spoc_sector, tmp_path, capsys):
+    from core import fits_cut as public_fits_cut
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+
+    public_fits_cut([str(spoc_sector.ffi_files[0])], f"{DEMO_RA} {DEMO_DEC}", 5, output_dir=tmp_path, verbose=True)
+    out = capsys.readouterr().out
+    assert "xmin,xmax" in out and "Cutout fits file" in out and "Total time" in out
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(NotFoundError):
         fits_cut(str(tmp_path / "nope.fits"), "150 2", 5, memory_only=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import importlib
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -109,3 +111,16 @@ def test_the_engine_imports_nothing_of_the_service() -> None:
 @pytest.mark.parametrize("name", core.__all__)
 def test_every_public_name_imports_from_core(name: str) -> None:
     assert getattr(importlib.import_module("core"), name) is not None
+
+
+@pytest.mark.parametrize("first", ["from core import img_cut, fits_cut",
+                                   "from core import CutoutsCombiner; from core import fits_cut",
+                                   "import core.images.render; from core import fits_cut",
+                                   "from core import fits_cut"])
+def test_fits_cut_from_core_is_the_function_whatever_was_imported_first(first: str) -> None:
+    # a fresh interpreter each: what was imported first decides whether a submodule named like a
+    # public function shadows it
+    code = f"{first}\nimport inspect\nassert inspect.isfunction(fits_cut), fits_cut\nprint('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT.parent, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

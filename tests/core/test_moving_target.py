@@ -172,6 +172,42 @@ def test_path_to_footprints_cover_the_path():
     assert len(single) == 1
 
 
+def test_footprints_are_what_download_cutouts_takes(spoc_cube):
+    """Each footprint is keyword arguments astroquery's ``Tesscut.download_cutouts`` takes (a
+    footprint is passed to it as is), with whole-pixel sizes."""
+    import inspect
+
+    from astroquery.mast import Tesscut
+
+    from core.cubes.cache import open_cube
+
+    cube = open_cube(spoc_cube)
+    wcs = cube.wcs.deepcopy()
+    wcs.pixel_shape = (cube.nx, cube.ny)
+    path = wcs.pixel_to_world([20.0, 30.0, 40.0], [30.0, 31.0, 32.0])
+    footprints = path_to_footprints(path, [5, 5], wcs)
+    accepted = inspect.signature(Tesscut.download_cutouts).parameters
+    for fp in footprints:
+        assert set(fp) == {"coordinates", "size"} and set(fp) <= set(accepted)
+        assert all(type(v) is int for v in fp["size"])
+        inspect.signature(Tesscut.download_cutouts).bind(**fp, sector=38)  # raises TypeError if not
+
+
+def test_center_on_path_verbose_prints_progress_and_timings(spoc_cube, tmp_path, capsys):
+    from core import CutoutFactory
+    from core.cubes.cache import open_cube
+    from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+
+    cube = open_cube(spoc_cube)
+    path = Table({"time": Time(np.asarray(cube.time[[0, -1]], dtype=float) + 2457000, format="jd"),
+                  "position": cube.wcs.pixel_to_world([30.0, 33.0], [30.0, 30.0])})
+    tpf = CutoutFactory().cube_cut(spoc_cube, f"{DEMO_RA} {DEMO_DEC}", 12, output_path=tmp_path)
+    capsys.readouterr()
+    center_on_path(path, 5, [tpf], output_path=tmp_path, verbose=True)
+    out = capsys.readouterr().out
+    assert "Centred" in out and "Target pixel file" in out and "Total time" in out
+
+
 def test_bad_inputs(tpfs, tmp_path):
     w = ffi_wcs()
     far = SkyCoord([10, 11], [-40, -41], unit="deg")

@@ -65,7 +65,7 @@ def _leaks(block: Callable[[], contextlib.AbstractContextManager], per_thread: i
 
 
 def test_concurrent_blocks_leave_no_filter_behind():
-    # The harness can see the defect: plain catch_warnings leaks within a few tries (~9 in 10
+    # The harness can see the race: plain catch_warnings leaks within a few tries (~9 in 10
     # tries leak on a 2-core machine) ...
     assert any(_leaks(_plain) for _ in range(20)), "the race never showed: the harness proves nothing"
     # ... and quiet never does.

@@ -148,16 +148,12 @@ def test_archive_footprints_distinct_and_resumable(tmp_path):
     assert cube_mod.open_cube(paths[3]).nframes == 40
 
 
-def test_write_archive_real_size_is_fast_and_small(tmp_path):
-    import time
-
-    t0 = time.perf_counter()
+def test_write_archive_real_size_is_small_on_disk(tmp_path):
+    # (how long writing takes is what bench/bench_archive.py prints on its "archive:" line)
     paths = write_archive(tmp_path, 16, first_sector=40)  # one sector of 3,705-frame cubes
-    elapsed = time.perf_counter() - t0
     assert len(paths) == 16
     assert all(p.stat().st_size > 130e9 for p in paths)
     assert sum(_disk(p) for p in paths) < 16 * 5 * MB
-    assert elapsed < 15, elapsed  # ~1 s here (the per-sector plan, then ~25 ms a cube)
 
 
 def test_unarchived_sectors_get_rotated_real_footprints():

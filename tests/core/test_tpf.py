@@ -541,6 +541,35 @@ def test_bad_files(spoc_sector, spoc_cube, tmp_path):
         CutoutFactory().cube_cut(truncated, CENTRE, 5, memory_only=True)
 
 
+def test_cube_cut_of_what_is_not_a_cube_names_cube_file(spoc_sector, tmp_path):
+    with pytest.raises(InvalidInputError) as info:
+        CutoutFactory().cube_cut(42, CENTRE, 5)
+    assert info.value.field == "cube_file"
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.zeros((10, 10), np.float32)).writeto(plain)
+    for path in (plain, spoc_sector.ffi_files[0]):
+        with pytest.raises(CorruptFileError) as info:
+            CutoutFactory().cube_cut(str(path), CENTRE, 5, memory_only=True)
+        assert "not a TESS cube" in info.value.message and "END" not in info.value.message
+        assert info.value.field == "cube_file"
+
+
+@pytest.mark.parametrize("coordinates", ["577.43 -62.6", "1e308 -62.6", "nan 10", "10 inf", "-200 10"])
+def test_cube_cut_refuses_ra_out_of_range(spoc_cube, coordinates):
+    with pytest.raises(InvalidInputError) as info:
+        CutoutFactory().cube_cut(spoc_cube, coordinates, 5, memory_only=True)
+    assert info.value.field == "coordinates"
+
+
+def test_cube_cut_verbose_prints_progress_and_timings(spoc_cube, tmp_path, capsys):
+    CutoutFactory().cube_cut(spoc_cube, CENTRE, 5, output_path=tmp_path, verbose=True)
+    out = capsys.readouterr().out
+    for needle in ("Using WCS from row", "xmin,xmax", "ymin,ymax", "Image cutout cube shape",
+                   "Maximum distance between approximate and true location", "Error in approximate WCS",
+                   "Write time", "Total time"):
+        assert needle in out, (needle, out)
+
+
 def test_astrocut_compatible_attributes(spoc_cube):
     factory = CutoutFactory()
     factory.cube_cut(spoc_cube, CENTRE, [7, 5], memory_only=True)
