@@ -306,6 +306,32 @@ def read_cube_info(source: Any, uri: str | None = None) -> CubeInfo:
     if source.size < BLOCK:
         raise _not_a_cube(uri, f"only {source.size} bytes")
     source = _Spans(source)
+    primary, (nplanes, nframes, nx, ny), data_offset = _image_part(source, uri)
+    table = _table_part(source, uri, data_offset + padded(ny * nx * nframes * nplanes * 4), nframes)
+    columns, product = table.columns, table.product
+    names = list(columns)
+    first, last, middle, ref = _reference_rows(source, uri, table)
+    start_col, stop_col = Product(product).time_columns
+    pairs = row_pairs(middle, names)
+    with quiet(FITSFixedWarning):
+        wcs = WCS(row_header(wcs_pairs(pairs)), relax=True)
+    sector, camera, ccd = _ids(primary, uri)
+    footprint, center, reach, tol = _footprint(wcs, ny, nx)
+    per_frame = [c for c in (*REQUIRED_COLUMNS[product], *OPTIONAL_COLUMNS) if c in columns]
+    identity = tuple(source.source.identity)
+    return CubeInfo(
+        uri=uri, identity=identity, size=int(source.size), product=product,
+        sector=sector, camera=camera, ccd=ccd, ny=ny, nx=nx, nframes=nframes, nplanes=nplanes,
+        data_offset=data_offset, table_data_offset=table.data_offset, table_row_bytes=table.row_bytes,
+        columns={c: columns[c] for c in per_frame},
+        primary_header=primary.tostring(), wcs_values=json.dumps(pairs), wcs_row=int(ref),
+        tstart=_float(first.get(start_col)), tstop=_float(last.get(stop_col)),
+        footprint=footprint, center=center, reach_deg=reach, footprint_tol_deg=tol,
+    )  # fmt: skip
+
+
+def _image_part(source: _Spans, uri: str) -> tuple[fits.Header, tuple[int, int, int, int], int]:
+    """The primary header, the image's (planes, frames, columns, rows) and where its data start."""
     if not source.read_range(0, min(_HEAD_BYTES, source.size)).startswith(b"SIMPLE  ="):
         raise _not_a_cube(uri, "not a FITS file")
     primary, plen = read_header(source, 0, uri)
@@ -324,73 +350,73 @@ def read_cube_info(source: Any, uri: str | None = None) -> CubeInfo:
     if h1.get("BSCALE", 1) != 1 or h1.get("BZERO", 0) != 0:
         raise CorruptFileError(f"{uri}: scaled cube data is not supported", field="cube_file")
     data_offset = plen + h1len
-    data_bytes = ny * nx * nframes * nplanes * 4
-    t_off = data_offset + padded(data_bytes)
-    if source.size < t_off + BLOCK:
-        raise CorruptFileError(
-            f"{uri}: truncated cube ({source.size} bytes, the data alone end at {data_offset + data_bytes})",
-            field="cube_file",
-        )
+    if source.size < data_offset + padded(ny * nx * nframes * nplanes * 4) + BLOCK:
+        raise CorruptFileError(f"{uri}: truncated cube ({source.size} bytes, the data alone end at "
+                               f"{data_offset + ny * nx * nframes * nplanes * 4})", field="cube_file")
+    return primary, (nplanes, nframes, nx, ny), data_offset
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A cube's per-frame table: its header, columns, product and where its rows are."""
+
+    header: fits.Header
+    columns: dict[str, Any]
+    product: str
+    data_offset: int
+    row_bytes: int
+    nrows: int
+
+
+def _table_part(source: _Spans, uri: str, offset: int, nframes: int) -> _Table:
+    """The table after the image data (at ``offset``): one row a frame, the columns a product needs."""
     try:
-        h2, h2len = read_header(source, t_off, uri)
+        h2, h2len = read_header(source, offset, uri)
     except CorruptFileError:
         raise _not_a_cube(uri, "no table after the image data") from None
     if h2.get("XTENSION", "").strip() != "BINTABLE":
         raise _not_a_cube(uri, "HDU 2 is not a binary table")
     row_bytes, nrows = int(h2["NAXIS1"]), int(h2["NAXIS2"])
-    table_data_offset = t_off + h2len
     if nrows != nframes:
         raise CorruptFileError(f"{uri}: cube table has {nrows} rows for {nframes} frames", field="cube_file")
-    if source.size < table_data_offset + row_bytes * nrows:
+    if source.size < offset + h2len + row_bytes * nrows:
         raise CorruptFileError(f"{uri}: truncated cube (table incomplete)", field="cube_file")
     columns = _table_columns(h2, uri)
     product = next((p for p in Product if all(c in columns for c in p.required_columns)), None)
     if product is None:
         missing = [c for c in Product.default().required_columns if c not in columns]
         raise CorruptFileError(f"{uri}: cube table lacks columns {missing}", field="cube_file")
-    product = product.value
     if "CTYPE2" not in columns:
         raise CorruptFileError(f"{uri}: cube table has no WCS (CTYPE2) column", field="cube_file")
-    names = list(columns)
-    start_col, stop_col = Product(product).time_columns
+    return _Table(h2, columns, product.value, offset + h2len, row_bytes, nrows)
+
+
+def _reference_rows(source: _Spans, uri: str, table: _Table) -> tuple[dict, dict, dict, int]:
+    """The first, last and reference rows (read together) and the reference row's index."""
+    names = list(table.columns)
 
     def rows(indices: list[int]) -> list[dict[str, Any]]:
         out = []
-        raws = source.read_ranges([(table_data_offset + i * row_bytes, row_bytes) for i in indices])
+        raws = source.read_ranges([(table.data_offset + i * table.row_bytes, table.row_bytes) for i in indices])
         for raw in raws:
             try:
-                values = column_values(raw, columns, names, row_bytes, 1)
+                values = column_values(raw, table.columns, names, table.row_bytes, 1)
                 out.append({k: v[0] for k, v in values.items()})
             except ValueError:  # an exotic column format: let astropy parse the row
-                out.append(_astropy_row(h2, raw))
+                out.append(_astropy_row(table.header, raw))
         return out
 
-    mid = nframes // 2
-    first, last, middle = rows([0, nframes - 1, mid])
+    mid = table.nrows // 2
+    first, last, middle = rows([0, table.nrows - 1, mid])
     ref = mid if _ctype2(middle) == "DEC--TAN-SIP" else None
     if ref is None:  # rare: scan the whole CTYPE2 column, as astrocut's rule asks
-        whole = source.read_range(table_data_offset, row_bytes * nrows)
-        ctype2 = column_values(whole, columns, ["CTYPE2"], row_bytes, nrows)["CTYPE2"]
+        whole = source.read_range(table.data_offset, table.row_bytes * table.nrows)
+        ctype2 = column_values(whole, table.columns, ["CTYPE2"], table.row_bytes, table.nrows)["CTYPE2"]
         ref = reference_row(ctype2)
         if ref is None:
             raise CorruptFileError(f"{uri}: no FFI row holds a TAN-SIP WCS", field="cube_file")
         (middle,) = rows([ref])
-    pairs = row_pairs(middle, names)
-    with quiet(FITSFixedWarning):
-        wcs = WCS(row_header(wcs_pairs(pairs)), relax=True)
-    sector, camera, ccd = _ids(primary, uri)
-    footprint, center, reach, tol = _footprint(wcs, ny, nx)
-    per_frame = [c for c in (*REQUIRED_COLUMNS[product], *OPTIONAL_COLUMNS) if c in columns]
-    identity = tuple(source.source.identity)
-    return CubeInfo(
-        uri=uri, identity=identity, size=int(source.size), product=product,
-        sector=sector, camera=camera, ccd=ccd, ny=ny, nx=nx, nframes=nframes, nplanes=nplanes,
-        data_offset=data_offset, table_data_offset=table_data_offset, table_row_bytes=row_bytes,
-        columns={c: columns[c] for c in per_frame},
-        primary_header=primary.tostring(), wcs_values=json.dumps(pairs), wcs_row=int(ref),
-        tstart=_float(first.get(start_col)), tstop=_float(last.get(stop_col)),
-        footprint=footprint, center=center, reach_deg=reach, footprint_tol_deg=tol,
-    )  # fmt: skip
+    return first, last, middle, int(ref)
 
 
 def _ctype2(row: dict[str, Any]) -> str:

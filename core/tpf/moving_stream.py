@@ -35,6 +35,7 @@ import numpy as np
 
 from core.cubes.cube import Cube
 from core.cubes.frames import FrameSelection, read_cadences
+from core.product import Product
 from core.tpf.stream import DEFAULT_BAND_BYTES, StreamCancelled
 
 __all__ = ["MovingPlan", "MovingTpfStream", "plan_moving_tpf"]
@@ -276,7 +277,7 @@ class MovingTpfStream:
             rec[name] = plan.tgt[b0:b1, k]
         for name in plan.image_columns:
             rec[name] = -1 if rec.dtype[name].base.kind == "i" else 0
-        with_err = cube.product == "SPOC" and cube.nplanes > 1
+        with_err = cube.product == Product.SPOC and cube.nplanes > 1
         first = int(plan.cadences[i0])
         for r, i in enumerate(range(b0, b1)):
             (wx0, wx1), (wy0, wy1) = plan.bounds[i]

@@ -91,7 +91,7 @@ def _example_job(app, url: str):
     from app.routers.jobs import EXAMPLE_JOB_ID, EXAMPLE_RESULT
     from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 
-    jobs = app.state.jobs
+    jobs = app.state.services.jobs
     jobs.store.new_id = lambda: EXAMPLE_JOB_ID  # the one job made here gets the documented id
     try:
         r = httpx.post(f"{url}/tesscut/api/v0.1/async", data={"x": "5", "PHASE": "RUN"},

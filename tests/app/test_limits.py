@@ -19,22 +19,12 @@ import pytest
 
 from app.settings import Settings
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.api_calls import assert_error
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
-
-
-def assert_error(r: httpx.Response, status: int, field: str | None, *needles: str) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()
-    err = body["error"]
-    assert err["status"] == status and err["field"] == field and body["msg"] == err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    for needle in needles:
-        assert needle in err["message"], (needle, err["message"])
-    return body
 
 
 def api(server, path: str) -> str:

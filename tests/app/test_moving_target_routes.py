@@ -11,40 +11,15 @@ import json
 import re
 import zipfile
 
-import httpx
 import numpy as np
 import pytest
 from astropy.io import fits
 
 from core.cubes.cache import open_cube
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.api_calls import assert_error, call, members
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def call(server, method: str, path: str, params) -> httpx.Response:
-    url = f"{server.url}/api/v0.1{path}"
-    if method == "GET":
-        return httpx.get(url, params=params, timeout=60)
-    return httpx.post(url, data=params, timeout=60)
-
-
-def assert_error(r: httpx.Response, status: int, field: str | None) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()
-    err = body["error"]
-    assert err["status"] == status
-    assert err["field"] == field
-    assert err["message"] and body["msg"] == err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    return body
-
-
-def members(r: httpx.Response) -> dict[str, bytes]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "application/zip"
-    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
-        return {name: zf.read(name) for name in zf.namelist()}
 
 
 def _ephemeris(cube_path):

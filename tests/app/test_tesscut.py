@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import zipfile
 
 import httpx
 import numpy as np
@@ -16,34 +15,10 @@ from astropy.wcs import WCS
 from core.cubes.cache import open_cube
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from core.tpf.cut import build_tpf
+from tests.api_calls import assert_error, call, members
 
 PREFIXES = ["/tesscut/api/v0.1", "/api/v0.1"]
 POS = {"ra": DEMO_RA, "dec": DEMO_DEC}
-
-
-def call(server, method: str, path: str, params, prefix: str = "/api/v0.1") -> httpx.Response:
-    url = server.url + prefix + path
-    if method == "GET":
-        return httpx.get(url, params=params, timeout=60)
-    return httpx.post(url, data=params, timeout=60)
-
-
-def assert_error(r: httpx.Response, status: int, field: str | None) -> dict:
-    assert r.status_code == status, r.text
-    body = r.json()
-    err = body["error"]
-    assert err["status"] == status
-    assert err["field"] == field
-    assert err["message"] and body["msg"] == err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    return body
-
-
-def members(r: httpx.Response) -> dict[str, bytes]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "application/zip"
-    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
-        return {name: zf.read(name) for name in zf.namelist()}
 
 
 # ------------------------------------------------------------------------------------------
