@@ -49,6 +49,7 @@ import asyncio
 import io
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -266,9 +267,20 @@ def one_member(server: ServerProcess, coord: tuple[float, float], size: int) -> 
 
     q = urlencode({"ra": f"{coord[0]:.7f}", "dec": f"{coord[1]:.7f}", "x": size, "y": size, "units": "px"})
     r = httpx.get(f"{server.url}{API}?{q}", timeout=60)
+    if r.status_code != 200 or not r.content.startswith(b"PK"):
+        raise SystemExit(f"ours answered {r.status_code} {r.headers.get('content-type')}: {r.text[:300]}")
     with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
         (name,) = zf.namelist()
         return name, zf.read(name)
+
+
+def _place(cube: Path, target: Path) -> None:
+    """Put ``cube`` in the served folder: a hard link (the service follows no link out of its
+    cube folders), a copy across file systems."""
+    try:
+        os.link(cube, target)
+    except OSError:
+        shutil.copyfile(cube, target)
 
 
 def quick_cube() -> Path:
@@ -373,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cube = full_cube(100)
     cube_dir = Path(tempfile.mkdtemp(prefix="load-cubes-"))
-    (cube_dir / "tess-s0038-2-2-cube.fits").symlink_to(cube.resolve())
+    _place(cube.resolve(), cube_dir / "tess-s0038-2-2-cube.fits")
     work = Path(tempfile.mkdtemp(prefix="load-work-"))
     coords = positions(str(cube), n, seed=0)
     print(f"cube {cube} ({cube.stat().st_size / 2**20:.0f} MiB); {n} requests of {args.size}x{args.size} px; "
