@@ -99,7 +99,7 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: Any) -> None:
     """Add ``batch`` and ``make-cubes`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    from core.batch.cutouts import DEFAULT_MEMORY_LIMIT
+    from core.batch.cluster import DEFAULT_MEMORY_LIMIT
 
     p = subparsers.add_parser("batch", help="cut TPFs of many targets from every cube containing them (Dask)",
                               description="Cut a target pixel file for each target of a CSV (columns ra,dec; "

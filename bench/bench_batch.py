@@ -7,7 +7,7 @@ Writes one synthetic SPOC sector (``--image`` ROWSxCOLS pixels, ``--frames`` FFI
 under a temporary directory, and spreads ``--targets`` targets uniformly over the cube (one
 output folder each). Then:
 
-- ours, N workers:  ``run_batch`` on the LocalCluster ``core.batch.cutouts.dask_client`` makes (N worker
+- ours, N workers:  ``run_batch`` on the LocalCluster ``core.batch.cluster.dask_client`` makes (N worker
                     processes, one thread each), started and warmed beforehand (a small batch imports the engine on every
                     worker and opens the cube there): the run from planning to the last
                     manifest write, targets per second;
@@ -118,7 +118,8 @@ def main() -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
     from astrocut import CutoutFactory as AstrocutFactory
 
-    from core.batch.cutouts import dask_client, run_batch
+    from core.batch.cluster import dask_client
+    from core.batch.cutouts import run_batch
     from core.tpf.cut import CutoutFactory
 
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))

@@ -56,7 +56,7 @@ BATCH, JOB, LOOP = "cutout batch (run_batch)", "one UWS job", "/astrocut loop"
 #: neither the batch's client nor the service shares a process (and a GIL) with the scheduler
 _CLUSTER = """
 import sys
-from core.batch.cutouts import dask_client
+from core.batch.cluster import dask_client
 with dask_client(workers=int(sys.argv[1]), memory_limit="2GiB") as client:
     print(client.scheduler.address, flush=True)
     sys.stdin.read()

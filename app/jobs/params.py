@@ -263,7 +263,7 @@ def table_bytes_limit(max_targets: int) -> int:
 
 
 def _table_lines(text: str) -> Iterable[str]:
-    """The lines :func:`core.batch.cutouts.read_targets` reads: neither blank nor ``#`` comments."""
+    """The lines :func:`core.batch.targets.read_targets` reads: neither blank nor ``#`` comments."""
     return (line for line in io.StringIO(text, newline="") if line.strip() and not line.lstrip().startswith("#"))
 
 

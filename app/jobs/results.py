@@ -1,6 +1,6 @@
 """A job's results: the served manifest, the list of result files, the zip, the size estimate.
 
-The batch engine's manifest (``out/manifest.csv``, :data:`core.batch.cutouts.MANIFEST_COLUMNS`)
+The batch engine's manifest (``out/manifest.csv``, :data:`core.batch.manifest.MANIFEST_COLUMNS`)
 is the job's record of what was cut. When the job is over, :func:`finalize` writes what clients
 get: ``manifest.csv`` with the same columns, where the ``cube`` column names the cube file (not
 the server's path), error messages have the server's folders scrubbed, and every cell that a
@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from app.planning.answers import ZipAnswer, ZipMember
-from core.batch.cutouts import MANIFEST_COLUMNS, ManifestRow, formula_safe, formula_text, read_targets
+from core.batch.manifest import MANIFEST_COLUMNS, ManifestRow
+from core.batch.targets import formula_safe, formula_text, read_targets
 from core.storage.atomic import write_bytes_atomic
 
 __all__ = ["estimate_results", "finalize", "manifest_bytes", "read_manifest", "result_files",

@@ -47,16 +47,10 @@ from typing import Any
 from app.jobs import results
 from app.jobs.fair import Queued, RoundRobin, next_admission
 from app.jobs.store import FINAL, JobRecord, JobStore, Phase
-from core.batch.cutouts import (
-    BatchPlan,
-    BatchTask,
-    cut_target,
-    dask_client,
-    describe_error,
-    plan_batch,
-    record_result,
-    write_manifest,
-)
+from core.batch.cluster import dask_client
+from core.batch.cutouts import BatchPlan, BatchTask, cut_target, plan_batch, record_result
+from core.batch.manifest import write_manifest
+from core.batch.targets import describe_error
 from core.errors import NotFoundError
 
 __all__ = ["JobRunner"]

@@ -35,14 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.batch.cutouts import (
-    ProgressDisplay,
-    StatusCounts,
-    check_cluster_options,
-    dask_client,
-    describe_error,
-    task_result,
-)
+from core.batch.cluster import check_cluster_options, dask_client
+from core.batch.cutouts import task_result
+from core.batch.manifest import StatusCounts
+from core.batch.progress import ProgressDisplay
+from core.batch.targets import describe_error
 from core.errors import InvalidInputError, NotFoundError
 from core.product import Product
 

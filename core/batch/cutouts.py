@@ -36,6 +36,10 @@ another window cuts again) and of the file names (:func:`core.tpf.cut.tpf_filena
 
 Follows TESScut's batch habit of one TPF per (target, sector/camera/CCD) and its legacy file
 names (:func:`core.tpf.cut.tpf_filename`); astrocut has no batch runner.
+
+The pieces this module plans and runs with live beside it: the target table in
+:mod:`core.batch.targets`, the manifest and the report in :mod:`core.batch.manifest`, the Dask
+client in :mod:`core.batch.cluster`, the progress display in :mod:`core.batch.progress`.
 """
 
 from __future__ import annotations
@@ -45,240 +49,48 @@ import dataclasses
 import logging
 import math
 import os
-import re
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.batch.cluster import DEFAULT_MEMORY_LIMIT, check_cluster_options, dask_client
+from core.batch.manifest import BatchReport, ManifestRow, write_manifest
+from core.batch.progress import ProgressDisplay
+from core.batch.targets import Target, describe_error, formula_text, read_targets, target_dir_name
 from core.catalog.snapshot import Catalog
 from core.cubes.frames import TimeWindow
-from core.errors import CutoutError, InvalidInputError, NoDataError, UnavailableError
+from core.errors import CutoutError, InvalidInputError, NoDataError
 from core.product import Product
-from core.storage.atomic import atomic_output, remove_stale_temporaries
+from core.storage.atomic import remove_stale_temporaries
 from core.storage.s3 import S3Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
 __all__ = [
-    "DEFAULT_MEMORY_LIMIT",
-    "MANIFEST_COLUMNS",
     "TARGET_CONCURRENCY",
-    "WORKER_SATURATION",
     "BatchPlan",
-    "BatchReport",
     "BatchTask",
-    "ManifestRow",
-    "ProgressDisplay",
-    "StatusCounts",
-    "Target",
-    "check_cluster_options",
     "cut_target",
     "cut_target_cubes",
     "cutout_size_arg",
-    "dask_client",
-    "describe_error",
     "plan_batch",
-    "read_targets",
     "record_result",
     "run_batch",
-    "target_dir_name",
     "task_result",
-    "write_manifest",
 ]
 
 logger = logging.getLogger("core.batch.cutouts")
 
-#: memory each LocalCluster worker may use (Dask's nanny pauses a worker at 80%, restarts it at 95%)
-DEFAULT_MEMORY_LIMIT = "2GiB"
-#: the manifest's columns, in order
-MANIFEST_COLUMNS = ("index", "name", "ra", "dec", "sector", "camera", "ccd", "cube", "size", "status",
-                    "file", "bytes", "error")
 #: at most this many cutouts are submitted and not yet finished (bounds client and scheduler memory)
 MAX_IN_FLIGHT = 2000
 #: cubes of one target cut at once inside its task (an S3 cut mostly waits on its round trip)
 TARGET_CONCURRENCY = 8
 #: tasks given to the scheduler in one ``client.map``
 SUBMIT_CHUNK = 500
-#: tasks a LocalCluster's scheduler hands each worker thread ahead (Dask's default, 1.1, makes
-#: every millisecond-long cutout wait for a scheduler round trip: 1000 trivial tasks on 1 worker
-#: took 3.0 s with it, 0.8 s with 16, here); a running cluster keeps its own setting
-WORKER_SATURATION = 16.0
-#: how long reaching a running scheduler may take (Dask retries the connection until then)
-CONNECT_TIMEOUT = "20s"
 _UNITS = ("px", "arcsec", "arcmin", "deg")
-#: a CSV cell a spreadsheet would read as a formula
-_FORMULA = re.compile(r"^[=+\-@\t\r]")
-#: a plain number (safe as it is, so coordinates such as -62.68 keep their type)
-_PLAIN_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-# --------------------------------------------------------------------------------------------
-# targets
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """One row of the target table.
-
-    ``ra``/``dec`` are None when the row is bad; ``error`` then says why (a message naming the
-    field) and ``raw_ra``/``raw_dec`` keep what the row held.
-    """
-
-    index: int
-    name: str
-    ra: float | None
-    dec: float | None
-    sector: int | None = None
-    raw_ra: str = ""
-    raw_dec: str = ""
-    error: str = ""
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for a manifest or report: ``Type (field): message`` (the field when the
-    :class:`~core.errors.CutoutError` names one)."""
-    if isinstance(exc, CutoutError):
-        where = f" ({exc.field})" if exc.field else ""
-        return f"{type(exc).__name__}{where}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
-def formula_safe(value: Any) -> str:
-    """A CSV cell's text as a spreadsheet may open it: prefixed with ``'`` when it would run as a
-    formula (``=``, ``+``, ``-``, ``@``, a tab or a carriage return first; plain numbers such as
-    -62.68 excepted) or already starts with ``'``, so that :func:`formula_text` gives it back."""
-    text = "" if value is None else str(value)
-    if text.startswith("'") or (_FORMULA.match(text) and not _PLAIN_NUMBER.match(text)):
-        return "'" + text
-    return text
-
-
-def formula_text(cell: str) -> str:
-    """The value :func:`formula_safe` wrote as ``cell``."""
-    return cell.removeprefix("'")
-
-
-def _ascii_number_text(text: str, fieldname: str) -> None:
-    # float() also reads Arabic-Indic and other digits; the service's parameters take ASCII only
-    if not text.isascii():
-        raise InvalidInputError(f"{fieldname} {text[:40]!r} is not a number written with ASCII digits",
-                                field=fieldname)
-
-
-def _number(value: Any, fieldname: str) -> float:
-    text = _text(value)
-    if not text:
-        raise InvalidInputError(f"the row has no {fieldname} value", field=fieldname)
-    _ascii_number_text(text, fieldname)
-    try:
-        number = float(text)
-    except ValueError:
-        raise InvalidInputError(f"{fieldname} {text!r} is not a number", field=fieldname) from None
-    if not math.isfinite(number):
-        raise InvalidInputError(f"{fieldname} {text!r} is not a finite number", field=fieldname)
-    return number
-
-
-def _sector(value: Any) -> int | None:
-    text = _text(value)
-    if not text:
-        return None
-    _ascii_number_text(text, "sector")
-    try:
-        number = float(text)
-    except ValueError:
-        number = float("nan")
-    if not (math.isfinite(number) and number == int(number) and number >= 1):
-        raise InvalidInputError(f"sector {text!r} is not a sector number", field="sector")
-    return int(number)
-
-
-def _target(index: int, get: Callable[[str], Any]) -> Target:
-    raw_ra, raw_dec = _text(get("ra")), _text(get("dec"))
-    name = _text(get("name"))
-    try:
-        ra = _number(get("ra"), "ra")
-        dec = _number(get("dec"), "dec")
-        if not -90.0 <= dec <= 90.0:
-            raise InvalidInputError(f"dec {dec} is outside [-90, 90] degrees", field="dec")
-        sector = _sector(get("sector"))
-    except InvalidInputError as exc:
-        return Target(index, name, None, None, None, raw_ra, raw_dec, describe_error(exc))
-    return Target(index, name, ra % 360.0, dec, sector, raw_ra, raw_dec)
-
-
-def read_targets(source: str | os.PathLike | Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Target]:
-    """Read a target table: a CSV file, or rows (mappings, or ``(ra, dec[, name[, sector]])``).
-
-    Column names are matched without regard to case or surrounding spaces; other columns are
-    ignored. A bad row (a value that is not a number, Dec outside [-90, 90], a missing value, a
-    sector that is not a positive whole number) becomes a :class:`Target` with ``error`` set.
-
-    Raises
-    ------
-    InvalidInputError
-        The CSV has no ``ra`` or no ``dec`` column (``field`` names it), or ``source`` is
-        neither a path nor rows.
-    NotFoundError
-        The CSV does not exist.
-    """
-    from core.errors import NotFoundError
-
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise NotFoundError(f"target table {path} does not exist", field="targets")
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
-            reader = csv.reader(lines)
-            header = [h.strip().lower() for h in next(reader, [])]
-            for column in ("ra", "dec"):
-                if column not in header:
-                    raise InvalidInputError(f"the target table {path} has no {column!r} column "
-                                            f"(columns: {', '.join(header) or 'none'})", field=column)
-            out = []
-            while True:
-                try:
-                    cells = next(reader)
-                except StopIteration:
-                    return out
-                except csv.Error as exc:  # one bad row (a cell over the csv module's limit): that row only
-                    error = describe_error(InvalidInputError(f"row {reader.line_num}: {exc}", field="targets"))
-                    out.append(Target(len(out), "", None, None, None, "", "", error))
-                    continue
-                values = dict(zip(header, cells))
-                out.append(_target(len(out), values.get))
-    if isinstance(source, (bytes, Mapping)) or not isinstance(source, Iterable):
-        raise InvalidInputError("targets must be a CSV path or a list of rows", field="targets")
-    out = []
-    for i, row in enumerate(source):
-        if isinstance(row, Mapping):
-            values = {str(k).strip().lower(): v for k, v in row.items()}
-        elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
-            values = dict(zip(("ra", "dec", "name", "sector"), row))
-        else:
-            values = {}
-        out.append(_target(i, values.get))
-    return out
-
-
-def target_dir_name(name: str, ra: float, dec: float) -> str:
-    """The output folder of a target: its name made safe for a file system, else ``{ra}_{dec}``
-    (6 decimals, as the TPF names have them). Runs of other characters than letters, digits and
-    ``._+-`` become ``_``; leading dots are dropped (no hidden folders, no ``..``)."""
-    safe = _UNSAFE.sub("_", name.strip()).lstrip(".")[:120]
-    return safe or f"{ra:.6f}_{dec:.6f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,207 +236,8 @@ def _by_target(tasks: Sequence[BatchTask]) -> list[list[BatchTask]]:
 
 
 # --------------------------------------------------------------------------------------------
-# the cluster and the progress display (shared with core.batch.cube_builds)
+# a previous run's outputs
 # --------------------------------------------------------------------------------------------
-
-
-def check_cluster_options(scheduler: Any, workers: Any, memory_limit: Any) -> tuple[int | None, Any]:
-    """Validated ``(workers, memory_limit)`` for :func:`dask_client` (``memory_limit`` is only
-    checked when a LocalCluster will be made, ``scheduler`` being None).
-
-    Raises
-    ------
-    InvalidInputError
-        ``workers`` is not a positive whole number, or ``memory_limit`` is not a size
-        (``"2GiB"``, a number of bytes, ``"auto"``).
-    """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InvalidInputError(f"workers must be a positive whole number, got {workers!r}", field="workers")
-    if scheduler is not None or memory_limit == "auto":
-        return workers, memory_limit
-    from dask.utils import parse_bytes
-
-    try:
-        nbytes = parse_bytes(memory_limit) if isinstance(memory_limit, str) else float(memory_limit)
-    except (TypeError, ValueError):
-        nbytes = float("nan")
-    if not (math.isfinite(nbytes) and nbytes > 0):
-        raise InvalidInputError(f"memory_limit must be a size such as '2GiB' or a number of bytes, "
-                                f"got {memory_limit!r}", field="memory_limit")
-    return workers, memory_limit
-
-
-@contextmanager
-def dask_client(scheduler: str | Client | None = None, *, workers: int | None = None,
-                memory_limit: str | float = DEFAULT_MEMORY_LIMIT) -> Iterator[Client]:
-    """A Dask client: to the running scheduler at ``scheduler``, or to a new LocalCluster.
-
-    Parameters
-    ----------
-    scheduler : str or distributed.Client, optional
-        A scheduler address (``tcp://host:8786``) or a client to use as is (not closed here).
-        ``workers`` and ``memory_limit`` are the running cluster's business then.
-    workers : int, optional
-        Worker processes of the LocalCluster, one thread each (default: the CPU count).
-    memory_limit : str or number
-        Memory per LocalCluster worker (``"2GiB"``, bytes, or ``"auto"``: system memory / workers).
-
-    Raises
-    ------
-    UnavailableError
-        The scheduler cannot be reached.
-    InvalidInputError
-        Bad ``workers`` or ``memory_limit``.
-    """
-    import dask
-    from distributed import Client, LocalCluster
-
-    workers, memory_limit = check_cluster_options(scheduler, workers, memory_limit)
-    if scheduler is not None and not isinstance(scheduler, str):
-        yield scheduler
-        return
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise UnavailableError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
-                                   field="scheduler") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    # The scheduler runs in this process and logs every worker's arrival and departure at INFO;
-    # under a CLI's INFO logging that buries the batch's own lines, so it is held at WARNING here.
-    dask_log = logging.getLogger("distributed")
-    level = dask_log.level
-    dask_log.setLevel(max(level, logging.WARNING))
-    try:
-        # read once, when the scheduler starts
-        with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):
-            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                   processes=True, memory_limit=memory_limit, host="127.0.0.1",
-                                   dashboard_address=None, silence_logs=logging.WARNING,
-                                   # no dashboard; the scheduler's small HTTP server (health,
-                                   # metrics) on a free loopback port rather than 8787 (often taken)
-                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-        try:
-            client = Client(cluster)
-            try:
-                yield client
-            finally:
-                client.close()
-        finally:
-            cluster.close()
-    finally:
-        dask_log.setLevel(level)
-
-
-class ProgressDisplay:
-    """Progress of ``total`` tasks: a tqdm bar when stderr is a terminal, else log lines every
-    ``log_every`` tasks and at the end.
-
-    Parameters
-    ----------
-    total : int
-        Number of tasks.
-    label : str
-        What is counted (bar description, start of each log line).
-    progress : bool or callable, optional
-        None or True: the bar or the log lines; False: neither; a callable: the bar or the log
-        lines, and ``progress(done, total)`` after each task.
-    log_every : int
-        Tasks between two log lines.
-
-    Raises
-    ------
-    InvalidInputError
-        ``progress`` is none of those.
-    """
-
-    def __init__(self, total: int, *, label: str, progress: bool | Callable[[int, int], Any] | None = None,
-                 log_every: int = 100, log: logging.Logger = logger) -> None:
-        if progress is not None and not isinstance(progress, bool) and not callable(progress):
-            raise InvalidInputError("progress must be True, False, None or a callable(done, total)",
-                                    field="progress")
-        show = progress is not False
-        callback = progress if callable(progress) and not isinstance(progress, bool) else None
-        self.total, self.label, self.callback, self.log = total, label, callback, log
-        self.log_every = max(1, int(log_every))
-        self.done = 0
-        self.counts: dict[str, int] = {}
-        self.started = time.monotonic()
-        self.show = show
-        self.bar = None
-        if show and total and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=label, unit="task", file=sys.stderr, dynamic_ncols=True)
-
-    def _summary(self) -> str:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-        rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        return f"{self.label}: {self.done}/{self.total} done ({counts or 'none yet'}; {rate:.1f}/s)"
-
-    def update(self, status: str) -> None:
-        """Count one finished task of ``status``."""
-        self.done += 1
-        self.counts[status] = self.counts.get(status, 0) + 1
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(self.counts, refresh=False)
-        elif self.show and (self.done % self.log_every == 0 and self.done < self.total):
-            self.log.info("%s", self._summary())
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        """Close the bar; log the final line."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.show:
-            self.log.info("%s", self._summary())
-
-
-# --------------------------------------------------------------------------------------------
-# the manifest
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ManifestRow:
-    """One (target, cube) pair of a batch, as written to the manifest."""
-
-    index: int
-    name: str
-    ra: str
-    dec: str
-    sector: int | None = None
-    camera: int | None = None
-    ccd: int | None = None
-    cube: str = ""
-    size: str = ""
-    status: str = ""  # "ok" | "skipped" | "error"; "" while not finished
-    file: str = ""
-    bytes: int | None = None
-    error: str = ""
-
-    def as_csv(self) -> dict[str, Any]:
-        """The row's cells (None as empty)."""
-        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
-
-
-def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> str:
-    """Write ``rows`` as the manifest CSV at ``path``, atomically (temporary name, then rename);
-    every cell :func:`formula_safe` (names come from the target table: a spreadsheet must not run
-    them)."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: formula_safe(v) for k, v in row.as_csv().items()})
-    return os.fspath(path)
 
 
 def _previous_outputs(path: str) -> dict[tuple, tuple[str, int]]:
@@ -666,60 +279,6 @@ def _whole_file(out_dir: str, relative: str, nbytes: int, target_dir: str, prefi
 # --------------------------------------------------------------------------------------------
 # the batch
 # --------------------------------------------------------------------------------------------
-
-
-class StatusCounts:
-    """``ok``, ``skipped`` and ``errors`` of a report whose items have a ``status``."""
-
-    def _items(self) -> list[Any]:
-        raise NotImplementedError
-
-    def count(self, status: str) -> int:
-        """Items of ``status``."""
-        return sum(1 for item in self._items() if item.status == status)
-
-    @property
-    def ok(self) -> int:
-        """Outputs written by this run."""
-        return self.count("ok")
-
-    @property
-    def skipped(self) -> int:
-        """Outputs already there whole."""
-        return self.count("skipped")
-
-    @property
-    def errors(self) -> int:
-        """Items that produced no output."""
-        return self.count("error")
-
-
-@dataclass
-class BatchReport(StatusCounts):
-    """What :func:`run_batch` did.
-
-    Attributes
-    ----------
-    manifest : str
-        Path of the manifest written.
-    rows : list of ManifestRow
-        One per (target, cube), plus one per bad or uncovered target, in table order.
-    tasks : int
-        Tasks run on the cluster (pairs not already recorded as done by the previous manifest).
-    timings : dict
-        Seconds spent planning, starting or reaching the cluster, running tasks, in all.
-    interrupted : bool
-        The run stopped early (the exception is re-raised; the report is then only on disk).
-    """
-
-    manifest: str
-    rows: list[ManifestRow]
-    tasks: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-    interrupted: bool = False
-
-    def _items(self) -> list[Any]:
-        return self.rows
 
 
 @dataclass
@@ -996,7 +555,8 @@ def run_batch(
         with dask_client(scheduler, workers=n_workers, memory_limit=memory_limit) as client:
             report.timings["cluster"] = time.monotonic() - t1
             # made once the cluster is up, so that its rate is the tasks' alone
-            display = ProgressDisplay(len(tasks), label="cutouts", progress=progress, log_every=log_every)
+            display = ProgressDisplay(len(tasks), label="cutouts", progress=progress, log_every=log_every,
+                                      log=logger)
             _run(client, tasks, display, out, manifest_path, rows, checkpoint_s)
             report.timings["run"] = time.monotonic() - t1 - report.timings["cluster"]
     except BaseException as exc:

@@ -65,7 +65,7 @@ def _targets(cube: Path) -> tuple[bytes, list[dict[str, str]]]:
 
 def _direct(rows: list[dict[str, str]], server, tmp_path: Path) -> dict[str, bytes]:
     """What direct CutoutFactory().cube_cut calls make for every (target, cube): {zip path: bytes}."""
-    from core.batch.cutouts import target_dir_name
+    from core.batch.targets import target_dir_name
     from core.tpf.cut import CutoutFactory
 
     catalog = server.app.state.services.catalog.current
@@ -122,7 +122,7 @@ def test_job_of_20_targets_matches_direct_cube_cuts(jobs_server, tmp_path):
         manifest = client.get(by_id["manifest"].href)
         assert manifest.status_code == 200 and manifest.headers["content-type"].startswith("text/csv")
         header = manifest.text.splitlines()[0].split(",")
-        from core.batch.cutouts import MANIFEST_COLUMNS
+        from core.batch.manifest import MANIFEST_COLUMNS
 
         assert tuple(header) == MANIFEST_COLUMNS
         listed = manifest_rows(manifest.text)

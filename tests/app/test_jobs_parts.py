@@ -15,7 +15,8 @@ import pytest
 from app.jobs.params import Upload, count_targets, parse_create, parse_timestamp, parse_wait
 from app.jobs.results import estimate_results, manifest_bytes, result_files
 from app.jobs.store import Changes, JobRecord, JobStore, Phase
-from core.batch.cutouts import ManifestRow, formula_safe, read_targets
+from core.batch.manifest import ManifestRow
+from core.batch.targets import formula_safe, read_targets
 from core.errors import InvalidInputError, NotFoundError, TooLargeError
 
 # ------------------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def test_job_document_reads_back_with_pyvo():
 
 def test_read_manifest_reads_what_write_manifest_wrote(tmp_path):
     from app.jobs.results import read_manifest
-    from core.batch.cutouts import write_manifest
+    from core.batch.manifest import write_manifest
 
     rows = [ManifestRow(0, "a", "1.0", "2.0", 38, 2, 2, "c.fits", "5x5 px", "ok", "a/x.fits", 12),
             ManifestRow(1, "b", "abc", "2", status="error", error="InvalidInputError (ra): no")]

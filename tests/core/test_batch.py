@@ -86,7 +86,7 @@ def targets_csv(cubes, tmp_path_factory):
 def _expected(targets_csv, catalog, out_dir):
     """What direct CutoutFactory().cube_cut calls write for every (target, cube) of the table,
     as {path where the batch puts it: bytes}. The table is read here with the csv module."""
-    from core.batch.cutouts import target_dir_name
+    from core.batch.targets import target_dir_name
     from core.tpf.cut import CutoutFactory
 
     files = {}
@@ -130,7 +130,7 @@ def first_run(targets_csv, cubes, cluster, tmp_path_factory):
 
 
 def test_read_targets_turns_bad_rows_into_errors(tmp_path):
-    from core.batch.cutouts import read_targets
+    from core.batch.targets import read_targets
     from core.errors import InvalidInputError
 
     path = tmp_path / "t.csv"
@@ -151,7 +151,7 @@ def test_read_targets_turns_bad_rows_into_errors(tmp_path):
 
 
 def test_target_dir_name_is_safe():
-    from core.batch.cutouts import target_dir_name
+    from core.batch.targets import target_dir_name
 
     assert target_dir_name("TIC 123/../x", 1, 2) == "TIC_123_.._x"
     assert target_dir_name("..", 1.5, -2.25) == "1.500000_-2.250000"
@@ -321,16 +321,16 @@ def test_batch_rejects_bad_options(cubes, tmp_path):
 
 
 def test_dask_client_settings(monkeypatch):
-    from core.batch import cutouts as batch
+    from core.batch import cluster as dask_cluster
     from core.errors import UnavailableError
     from tests.s3server import free_port
 
-    with batch.dask_client(workers=2, memory_limit="1GiB") as client:
+    with dask_cluster.dask_client(workers=2, memory_limit="1GiB") as client:
         workers = client.scheduler_info()["workers"].values()
         assert [(w["nthreads"], w["memory_limit"]) for w in workers] == [(1, 2**30)] * 2
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION) == 16.0
-    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", "1s")
-    with pytest.raises(UnavailableError) as err, batch.dask_client(f"tcp://127.0.0.1:{free_port()}"):
+    monkeypatch.setattr(dask_cluster, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(UnavailableError) as err, dask_cluster.dask_client(f"tcp://127.0.0.1:{free_port()}"):
         pass
     assert err.value.field == "scheduler"
 
@@ -429,7 +429,7 @@ def _parser():
 def test_cli_batch_and_make_cubes(targets_csv, cubes, cluster, ffi_dir, tmp_path, monkeypatch, capsys):
     import astropy.units as u
 
-    from core.batch.cutouts import read_targets
+    from core.batch.targets import read_targets
     from core.tpf.cut import CutoutFactory
 
     out = tmp_path / "out"

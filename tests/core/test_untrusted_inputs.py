@@ -249,7 +249,8 @@ FORMULAS = ["=cmd|' /C calc'!A0", "+SUM(1,2)", "@HYPERLINK(\"http://x\")", "-2+3
 
 
 def test_a_batch_manifest_never_holds_a_formula_and_reads_back(tmp_path):
-    from core.batch.cutouts import _previous_outputs, plan_batch, write_manifest
+    from core.batch.cutouts import _previous_outputs, plan_batch
+    from core.batch.manifest import write_manifest
     from core.catalog.snapshot import Catalog
 
     table = tmp_path / "targets.csv"
@@ -267,7 +268,7 @@ def test_a_batch_manifest_never_holds_a_formula_and_reads_back(tmp_path):
 
 
 def test_a_batch_refuses_non_ascii_digits_and_keeps_going_past_a_huge_cell(tmp_path):
-    from core.batch.cutouts import read_targets
+    from core.batch.targets import read_targets
 
     table = tmp_path / "targets.csv"
     table.write_text("ra,dec,name\n"
