@@ -59,19 +59,34 @@ import io
 import logging
 import os
 import re
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
+from core.building.bands import Bands, reserve
+from core.building.layout import (
+    COMMENTARY,
+    GB,
+    PRODUCTS,
+    BuildJob,
+    Column,
+    Frame,
+    Layout,
+    OldCube,
+    Placement,
+    Plane,
+    header_value,
+    is_plain_fits,
+    store,
+)
+from core.building.progress import Progress, print_timings
 from core.errors import (
     CorruptFileError,
     CutoutError,
@@ -81,7 +96,7 @@ from core.errors import (
     NotFoundError,
     UnavailableError,
 )
-from core.fitsio.cards import TooFewHdus, card_values, padded, raw_hdus
+from core.fitsio.cards import TooFewHdus, card_values, raw_hdus
 from core.product import Product
 from core.storage.atomic import pwrite_all, remove_stale_temporaries, temporary_file
 
@@ -89,354 +104,9 @@ __all__ = ["CubeFactory", "TicaCubeFactory"]
 
 logger = logging.getLogger("core.building.factory")
 
-GB = 1e9  # astrocut counts max_memory in units of 1e9 bytes
-
-_TARGET_BAND_BYTES = 64 * 1024 * 1024  # one band of the output cube; larger is not faster
-_BUFFERS_IN_FLIGHT = 4  # two input staging buffers + two output buffers
-_IOV_MAX = 1024
 # Keywords that a binary table header already uses: astrocut does not copy comments onto them.
 _TABLE_STRUCTURAL = ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS")
 _SECTOR_IN_NAME = re.compile(r"[-_]s(\d{4})[-_]")
-
-
-@dataclass(frozen=True)
-class _Product:
-    name: str
-    img_ext: int  # extension holding the header that goes into the table
-    plane_exts: tuple[int, ...]  # extensions of the planes (flux, error)
-    time_keyword: str
-    last_file_keywords: tuple[str, ...]
-    image_header_keywords: tuple[str, ...]
-    template_requirements: dict[str, Any]
-
-
-_PRODUCTS = {
-    Product.SPOC: _Product(Product.SPOC, 1, (1, 2), "TSTART", ("DATE-END", "TSTOP"), ("CAMERA", "CCD"),
-                           {"WCSAXES": 2}),
-    Product.TICA: _Product(Product.TICA, 0, (0,), "STARTTJD", ("ENDTJD",), ("CAMNUM", "CCDNUM"), {"NAXIS": 2}),
-}
-
-
-@dataclass
-class _Plane:
-    ext: int
-    offset: int | None  # byte offset of the pixels for direct reads; None: read through astropy
-
-
-@dataclass
-class _Frame:
-    path: str
-    name: str
-    start: float
-    planes: list[_Plane]
-    sector: int | None
-    ids: tuple  # camera, ccd
-
-
-@dataclass
-class _Column:
-    name: str
-    kind: str  # "S", "J" or "D"
-    width: int = 0
-    comment: str = ""
-    values: np.ndarray | None = None
-
-    @property
-    def dtype(self) -> np.dtype:
-        if self.kind == "S":
-            return np.dtype(f"S{max(self.width, 1)}")
-        return np.dtype(np.int32 if self.kind == "J" else np.float64)
-
-    @property
-    def fits_format(self) -> str:
-        return {"J": "J", "D": "D"}.get(self.kind, f"A{self.width}")
-
-    def null(self) -> Any:
-        return {"S": "", "J": 0, "D": np.nan}[self.kind]
-
-
-@dataclass
-class _OldCube:
-    """An existing cube being updated: what is kept of it."""
-
-    path: str
-    primary: fits.Header
-    shape: tuple[int, int, int, int]  # ny, nx, frames, planes
-    offset: int  # byte offset of its image data
-    table_header: fits.Header
-    columns: list[tuple[str, str]]  # (name, TFORM)
-    values: dict[str, np.ndarray]
-    names: list[str]  # FFI_FILE of each frame
-
-
-@dataclass
-class _Placement:
-    """Where each frame goes in the output's time order: the new FFIs' positions and, when
-    updating, the old cube's frames' positions."""
-
-    new_pos: np.ndarray
-    old_pos: np.ndarray | None = None
-
-
-@dataclass
-class _BuildJob:
-    """One cube to write: its layout, the frames and where they go, and how."""
-
-    layout: _Layout
-    placement: _Placement
-    frames: list[_Frame]
-    old: _OldCube | None
-    max_memory: float
-    verbose: bool
-    progress: Callable[[int, int], Any] | None
-    label: str
-
-
-@dataclass
-class _Layout:
-    ny: int
-    nx: int
-    nframes: int
-    nplanes: int
-    primary: bytes = b""
-    image_header: bytes = b""
-    table: bytes = b""
-    data_offset: int = 0
-    stats: dict = field(default_factory=dict)
-
-    @property
-    def row_bytes(self) -> int:
-        return self.nx * self.nframes * self.nplanes * 4
-
-    @property
-    def data_bytes(self) -> int:
-        return self.ny * self.row_bytes
-
-    @property
-    def padded_data_bytes(self) -> int:
-        return padded(self.data_bytes)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.data_offset + self.padded_data_bytes + len(self.table)
-
-
-class _Progress:
-    """tqdm bar when stderr is a terminal, else printed lines; silent when not verbose."""
-
-    def __init__(self, verbose: bool, total: int, callback: Callable[[int, int], Any] | None, label: str):
-        self.verbose = verbose
-        self.total = total
-        self.callback = callback
-        self.label = label
-        self.t0 = time.monotonic()
-        self.bar = None
-        self._next_log = 0.0
-        if verbose and sys.stderr is not None and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="block", desc=label, leave=False)
-        if callback is not None:
-            callback(0, total)
-
-    def update(self, done: int) -> None:
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-        elif self.verbose and (done / self.total >= self._next_log or done == self.total):
-            elapsed = time.monotonic() - self.t0
-            eta = elapsed / done * (self.total - done) if done else float("nan")
-            print(f"{self.label}: block {done}/{self.total}, {elapsed:.1f} s elapsed, ETA {eta:.1f} s", flush=True)
-            self._next_log = done / self.total + 0.1
-        if self.callback is not None:
-            self.callback(done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _pread_into(fd: int, buf: Any, offset: int, path: str) -> None:
-    view = memoryview(buf).cast("B")
-    while len(view):
-        n = os.preadv(fd, [view], offset)
-        if n == 0:
-            raise CorruptFileError(f"{os.path.basename(path)} ends before its image data does.",
-                                   field="file_list")
-        view = view[n:]
-        offset += n
-
-
-def _read_rows_direct(fr: _Frame, planes: list[tuple[int, _Plane]], views: list, stage: np.ndarray, y0: int,
-                      n: int, nx: int) -> None:
-    """Rows ``y0:y0+n`` of the planes of one plain float32 FFI, ``os.preadv`` into the staging band."""
-    fd = os.open(fr.path, os.O_RDONLY)
-    try:
-        for tp, plane in planes:
-            off = plane.offset + y0 * nx * 4
-            got = os.preadv(fd, views[tp][:n], off)
-            if got != n * nx * 4:
-                if got <= 0:
-                    raise CorruptFileError(f"{fr.name} ends before its image data does.", field="file_list")
-                _pread_into(fd, stage[:n, tp], off, fr.path)
-    finally:
-        os.close(fd)
-
-
-def _read_rows_astropy(fr: _Frame, planes: list[tuple[int, _Plane]], stage: np.ndarray, y0: int, n: int) -> None:
-    """Rows ``y0:y0+n`` of the planes of an FFI astropy must decode (compressed, scaled, not float32)."""
-    with fits.open(fr.path, mode="denywrite", memmap=True, lazy_load_hdus=True) as hdul:
-        for tp, plane in planes:
-            stage[:n, tp, :] = hdul[plane.ext].section[y0:y0 + n, :]
-
-
-def _reserve(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes of disk for ``fd`` (``posix_fallocate``) where the file system can."""
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-
-
-def _print_timings(layout: _Layout, write_s: float, total_s: float) -> None:
-    """The closing lines of a verbose build: where the write time went, and the total."""
-    s = layout.stats
-    print(f"Write time: {write_s:.2f} sec ({layout.total_bytes / GB:.2f} GB: read "
-          f"{s['read']:.2f} s, transpose {s['transpose']:.2f} s, write {s['write']:.2f} s, {s['blocks']} "
-          f"blocks of {s['rows']} rows)", flush=True)
-    print(f"Total time elapsed: {total_s / 60:.2f} min", flush=True)
-
-
-class _Bands:
-    """A cube's image data copied from the FFIs in bands of rows.
-
-    Each band of every new FFI is read into a staging buffer (and, when updating, the old cube's
-    rows into another), transposed into an output buffer and written. There are two of each
-    buffer, so the next band is read and the previous one written (on the pool's two threads)
-    while the main thread transposes this one. The band's height keeps the four buffers within
-    ``max_memory`` (and the band near ``_TARGET_BAND_BYTES``).
-    """
-
-    def __init__(self, job: _BuildJob) -> None:
-        self.job = job
-        layout, old = job.layout, job.old
-        nx, nplanes = layout.nx, layout.nplanes
-        t_new = len(job.frames)
-        self.tp_new = t_new * nplanes
-        # Bytes held per row of a band: staging (new frames, + old rows) and output, two of each.
-        per_row = 2 * (t_new * nplanes * nx * 4 + (layout.row_bytes if old else 0)) + 2 * layout.row_bytes
-        rows = int(min(job.max_memory * GB // per_row, max(1, _TARGET_BAND_BYTES // layout.row_bytes),
-                       layout.ny, _IOV_MAX))
-        self.rows = max(rows, 1)
-        self.count = -(-layout.ny // self.rows)
-        self.stats = layout.stats
-        self.stats.update(read=0.0, transpose=0.0, write=0.0, blocks=self.count, rows=self.rows)
-        self.stages = [np.empty((self.rows, self.tp_new, nx), dtype=">f4") for _ in range(2)]
-        self.olds = ([np.empty((self.rows, nx, old.shape[2], nplanes), dtype=">f4") for _ in range(2)]
-                     if old else None)
-        self.outs = [np.empty((self.rows, nx, layout.nframes, nplanes), dtype=">f4") for _ in range(2)]
-        # Row views for preadv, built once per staging buffer: views[b][tp] = [row 0, row 1, ...].
-        self.views = [[[memoryview(st[r, tp]).cast("B") for r in range(self.rows)] for tp in range(self.tp_new)]
-                      for st in self.stages]
-
-    def _span(self, k: int) -> tuple[int, int]:
-        """First row and number of rows of band ``k``."""
-        y0 = k * self.rows
-        return y0, min(self.rows, self.job.layout.ny - y0)
-
-    def read(self, k: int) -> int:
-        """Read band ``k`` of every new FFI (and of the old cube) into staging buffer ``k % 2``."""
-        t = time.monotonic()
-        job, b = self.job, k % 2
-        y0, n = self._span(k)
-        nplanes, nx = job.layout.nplanes, job.layout.nx
-        for f, fr in enumerate(job.frames):
-            try:
-                direct = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is not None]
-                through_astropy = [(f * nplanes + p, pl) for p, pl in enumerate(fr.planes) if pl.offset is None]
-                if direct:
-                    _read_rows_direct(fr, direct, self.views[b], self.stages[b], y0, n, nx)
-                if through_astropy:
-                    _read_rows_astropy(fr, through_astropy, self.stages[b], y0, n)
-            except CutoutError:
-                raise
-            except Exception as exc:
-                raise CorruptFileError(f"Could not read the pixels of {fr.name} ({exc}).",
-                                       field="file_list") from exc
-        old = job.old
-        if old is not None:
-            with open(old.path, "rb", buffering=0) as fh:
-                _pread_into(fh.fileno(), self.olds[b][:n],
-                            old.offset + y0 * old.shape[1] * old.shape[2] * nplanes * 4, old.path)
-        self.stats["read"] += time.monotonic() - t
-        return k
-
-    def transpose(self, k: int) -> None:
-        """Band ``k``'s staged frames (and old rows) into output buffer ``k % 2``, in time order."""
-        t = time.monotonic()
-        layout, plan = self.job.layout, self.job.placement
-        n = self._span(k)[1]
-        st, out = self.stages[k % 2][:n], self.outs[k % 2][:n]
-        if self.job.old is None:
-            # (rows, T*P, nx) -> (rows, nx, T*P): one transpose per band.
-            np.copyto(out.reshape(n, layout.nx, self.tp_new), st.transpose(0, 2, 1))
-        else:
-            out[:, :, plan.old_pos, :] = self.olds[k % 2][:n]
-            out[:, :, plan.new_pos, :] = st.reshape(n, len(self.job.frames), layout.nplanes,
-                                                    layout.nx).transpose(0, 3, 1, 2)
-        self.stats["transpose"] += time.monotonic() - t
-
-    def write(self, fd: int, k: int) -> int:
-        """Write output buffer ``k % 2`` at band ``k``'s place in the file ``fd``."""
-        t = time.monotonic()
-        layout = self.job.layout
-        y0, n = self._span(k)
-        pwrite_all(fd, self.outs[k % 2][:n], layout.data_offset + y0 * layout.row_bytes)
-        self.stats["write"] += time.monotonic() - t
-        return k
-
-    def copy(self, fd: int, pool: ThreadPoolExecutor, bar: _Progress) -> None:
-        """Every band into ``fd``: band k+1 is read and band k-1 written while band k is transposed."""
-        reading = pool.submit(self.read, 0)
-        writing = None
-        for k in range(self.count):
-            reading.result()
-            if k + 1 < self.count:
-                reading = pool.submit(self.read, k + 1)
-            self.transpose(k)
-            if writing is not None:
-                writing.result()
-                bar.update(k)
-            writing = pool.submit(self.write, fd, k)
-        writing.result()
-        bar.update(self.count)
-
-
-#: FITS commentary keywords: astropy answers them with all their cards, not one value
-_COMMENTARY = frozenset({"COMMENT", "HISTORY", ""})
-
-
-def _header_value(header: fits.Header, kwd: str, null: Any) -> Any:
-    val = header.get(kwd, null)
-    if kwd.strip().upper() in _COMMENTARY and val is not null:
-        val = str(val)
-    return val
-
-
-def _store(col: _Column, i: int, val: Any) -> None:
-    """Store a header value in a column with numpy's casting, as astrocut's table does."""
-    try:
-        if col.kind == "S" and isinstance(val, str):
-            val = val.encode("ascii", "replace")
-        col.values[i] = val
-    except (TypeError, ValueError, OverflowError):
-        col.values[i] = col.null() if col.kind != "S" else b""
-
-
-def _is_plain_fits(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(9) == b"SIMPLE  ="
 
 
 class CubeFactory:
@@ -457,7 +127,7 @@ class CubeFactory:
         self._max_memory = self._check_memory(max_memory)
         key = Product.parse(product)
         self.product = key.value
-        self._spec = _PRODUCTS[key]
+        self._spec = PRODUCTS[key]
 
     # ------------------------------------------------------------------ public
     def make_cube(
@@ -535,9 +205,9 @@ class CubeFactory:
             print(f"{'Updating' if old else 'Building'} {label}: {layout.nframes} frames of {layout.ny}x{layout.nx} "
                   f"({layout.nplanes} planes), {layout.data_bytes / GB:.2f} GB", flush=True)
         t_write = time.monotonic()
-        self._write_cube_file(cube_file, _BuildJob(layout, plan, frames, old, mem, verbose, progress, label))
+        self._write_cube_file(cube_file, BuildJob(layout, plan, frames, old, mem, verbose, progress, label))
         if verbose:
-            _print_timings(layout, time.monotonic() - t_write, time.monotonic() - t0)
+            print_timings(layout, time.monotonic() - t_write, time.monotonic() - t0)
         return cube_file
 
     def update_cube(
@@ -569,7 +239,7 @@ class CubeFactory:
             raise InvalidInputError(f"sector must be a non-negative integer, not {sector!r}.",
                                     field="sector") from None
 
-    def _read_cube_to_update(self, cube_file: str, files: list[str]) -> tuple[_OldCube, list[str]]:
+    def _read_cube_to_update(self, cube_file: str, files: list[str]) -> tuple[OldCube, list[str]]:
         """The existing cube and the files not in it yet (each one already there or given twice
         dropped with astrocut's ``DataWarning``)."""
         if not os.path.isfile(cube_file):
@@ -591,7 +261,7 @@ class CubeFactory:
                                     field="file_list")
         return old, kept
 
-    def _write_cube_file(self, cube_file: str, job: _BuildJob) -> None:
+    def _write_cube_file(self, cube_file: str, job: BuildJob) -> None:
         """Write ``job``'s cube under a temporary name beside ``cube_file`` and rename it; on any
         error remove it, and raise :class:`UnavailableError` for an ``OSError`` (a full disk, no
         permission). Temporary files of processes that died are removed first."""
@@ -647,13 +317,13 @@ class CubeFactory:
                 raise NotFoundError(f"FFI file {f} does not exist.", field="file_list")
         return files
 
-    def _scan(self, files: Sequence[str], verbose: bool = False) -> tuple[list[_Frame], int, list[_Column]]:
+    def _scan(self, files: Sequence[str], verbose: bool = False) -> tuple[list[Frame], int, list[Column]]:
         """Read every FFI's headers: start time, pixel locations, and its row of the table
         (``verbose``: a line per file, as astrocut prints)."""
         spec = self._spec
-        frames: list[_Frame] = []
+        frames: list[Frame] = []
         template = None
-        cols: list[_Column] = []
+        cols: list[Column] = []
         pending: list[tuple[int, fits.Header]] = []  # rows read before the template FFI
         shape = None
         t_file = time.monotonic()
@@ -734,7 +404,7 @@ class CubeFactory:
             raise CorruptFileError(f"{name} is not a readable FITS file ({exc}).", field="file_list") from exc
 
     def _planes(self, path: str, name: str, headers: list[Any], infos: list[dict], raw_ok: bool,
-                shape: tuple[int, int] | None) -> tuple[list[_Plane], tuple[int, int]]:
+                shape: tuple[int, int] | None) -> tuple[list[Plane], tuple[int, int]]:
         """Where each plane's pixels are (a byte offset for direct reads when ``raw_ok`` and the
         plane is plain float32, else None), checking that every plane has the first FFI's
         ``shape`` (the first plane seen sets it); returns the planes and the shape."""
@@ -756,10 +426,10 @@ class CubeFactory:
             if direct and offset + s[0] * s[1] * 4 > fsize:
                 raise CorruptFileError(f"{name} is truncated: it ends before its image data does.",
                                        field="file_list")
-            planes.append(_Plane(ext, offset))
+            planes.append(Plane(ext, offset))
         return planes, shape
 
-    def _frame(self, path: str, name: str, headers: list[Any], planes: list[_Plane]) -> _Frame:
+    def _frame(self, path: str, name: str, headers: list[Any], planes: list[Plane]) -> Frame:
         """An FFI's start time, sector (from the primary header, else the file name) and camera/CCD."""
         spec = self._spec
         img = headers[spec.img_ext]
@@ -776,10 +446,10 @@ class CubeFactory:
         if not isinstance(sec, int) or isinstance(sec, bool):
             m = _SECTOR_IN_NAME.search(name)
             sec = int(m.group(1)) if m else None
-        return _Frame(path, name, float(start), planes, sec, tuple(ids))
+        return Frame(path, name, float(start), planes, sec, tuple(ids))
 
     @staticmethod
-    def _columns_from_template(header: fits.Header, name: str, n: int) -> list[_Column]:
+    def _columns_from_template(header: fits.Header, name: str, n: int) -> list[Column]:
         """Column types from a template header, by astrocut's rules (str -> A, int/bool -> J, else D)."""
         cols, seen = [], set()
         for kwd, val, cmt in header.cards:
@@ -787,26 +457,26 @@ class CubeFactory:
                 continue
             seen.add(kwd)
             if isinstance(val, str):
-                col = _Column(kwd, "S", len(val), cmt)
+                col = Column(kwd, "S", len(val), cmt)
             elif isinstance(val, int):
-                col = _Column(kwd, "J", 0, cmt)
+                col = Column(kwd, "J", 0, cmt)
             else:
-                col = _Column(kwd, "D", 0, cmt)
+                col = Column(kwd, "D", 0, cmt)
             cols.append(col)
-        cols.append(_Column("FFI_FILE", "S", len(name), ""))
+        cols.append(Column("FFI_FILE", "S", len(name), ""))
         for col in cols:
             col.values = np.zeros(n, dtype=col.dtype)
         return cols
 
     @staticmethod
-    def _fill_row(cols: list[_Column], i: int, header: fits.Header, path: str) -> None:
+    def _fill_row(cols: list[Column], i: int, header: fits.Header, path: str) -> None:
         for col in cols:
             if col.name == "FFI_FILE":
-                _store(col, i, os.path.basename(path))
+                store(col, i, os.path.basename(path))
             else:
-                _store(col, i, _header_value(header, col.name, col.null()))
+                store(col, i, header_value(header, col.name, col.null()))
 
-    def _check_consistency(self, frames: list[_Frame], sector: int | None, old: _OldCube | None) -> int | None:
+    def _check_consistency(self, frames: list[Frame], sector: int | None, old: OldCube | None) -> int | None:
         spec = self._spec
         ids = {fr.ids for fr in frames}
         if len(ids) > 1:
@@ -851,7 +521,7 @@ class CubeFactory:
         return header.tostring().encode("ascii")
 
     @staticmethod
-    def _table_bytes(cols: list[_Column]) -> bytes:
+    def _table_bytes(cols: list[Column]) -> bytes:
         fcols = [fits.Column(name=c.name, format=c.fits_format, array=c.values) for c in cols]
         hdu = fits.BinTableHDU.from_columns(fits.ColDefs(fcols))
         for c in cols:
@@ -862,7 +532,7 @@ class CubeFactory:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
         return buf.getvalue()[len(fits.PrimaryHDU().header.tostring()):]
 
-    def _last_file_cards(self, header: fits.Header, last: _Frame) -> None:
+    def _last_file_cards(self, header: fits.Header, last: Frame) -> None:
         spec = self._spec
         with fits.open(last.path, mode="denywrite", lazy_load_hdus=True) as hdul:
             img = hdul[spec.img_ext].header
@@ -872,8 +542,8 @@ class CubeFactory:
                                            field="file_list")
                 header[kwd] = (img[kwd], img.comments[kwd])
 
-    def _plan_new(self, frames: list[_Frame], template: int, cols: list[_Column], order: np.ndarray,
-                  sector: int | None) -> tuple[_Layout, _Placement]:
+    def _plan_new(self, frames: list[Frame], template: int, cols: list[Column], order: np.ndarray,
+                  sector: int | None) -> tuple[Layout, Placement]:
         spec = self._spec
         for c in cols:
             c.values = c.values[order]
@@ -893,12 +563,12 @@ class CubeFactory:
                 if dst not in header:
                     header[dst] = (header[src], cmt)
         ny, nx = self._shape(frames[0])
-        layout = _Layout(ny, nx, len(frames), len(spec.plane_exts))
+        layout = Layout(ny, nx, len(frames), len(spec.plane_exts))
         layout.primary = self._primary_bytes(header)
         layout.image_header = self._image_header_bytes(ny, nx, len(frames), layout.nplanes)
         layout.table = self._table_bytes(cols)
         layout.data_offset = len(layout.primary) + len(layout.image_header)
-        return layout, _Placement(np.arange(len(frames)))
+        return layout, Placement(np.arange(len(frames)))
 
     def _image_header(self, path: str) -> dict | fits.Header:
         """The values of an FFI's image header (raw parse when possible, else astropy)."""
@@ -912,17 +582,17 @@ class CubeFactory:
         with fits.open(path, mode="denywrite", lazy_load_hdus=True) as hdul:
             return hdul[img_ext].header
 
-    def _shape(self, frame: _Frame) -> tuple[int, int]:
+    def _shape(self, frame: Frame) -> tuple[int, int]:
         with fits.open(frame.path, mode="denywrite", lazy_load_hdus=True) as hdul:
             h = hdul[self._spec.plane_exts[0]].header
             return int(h["NAXIS2"]), int(h["NAXIS1"])
 
     # ------------------------------------------------------------------ update
-    def _read_old_cube(self, cube_file: str) -> _OldCube:
+    def _read_old_cube(self, cube_file: str) -> OldCube:
         spec = self._spec
         name = os.path.basename(cube_file)
         try:
-            plain = _is_plain_fits(cube_file)
+            plain = is_plain_fits(cube_file)
             with fits.open(cube_file, mode="denywrite", memmap=False, lazy_load_hdus=True) as hdul:
                 primary = hdul[0].header.copy()
                 h1 = hdul[1].header
@@ -945,9 +615,9 @@ class CubeFactory:
         if info["datLoc"] + int(np.prod(shape)) * 4 > os.path.getsize(cube_file):
             raise CorruptFileError(f"{name} is truncated.", field="cube_file")
         names = [v.decode("ascii", "replace") if isinstance(v, bytes) else str(v) for v in values["FFI_FILE"]]
-        return _OldCube(cube_file, primary, shape, info["datLoc"], th, columns, values, [n.strip() for n in names])
+        return OldCube(cube_file, primary, shape, info["datLoc"], th, columns, values, [n.strip() for n in names])
 
-    def _plan_update(self, frames: list[_Frame], old: _OldCube, order: np.ndarray) -> tuple[_Layout, _Placement]:
+    def _plan_update(self, frames: list[Frame], old: OldCube, order: np.ndarray) -> tuple[Layout, Placement]:
         spec = self._spec
         ny, nx, t_old, nplanes = old.shape
         if self._shape(frames[0]) != (ny, nx):
@@ -972,15 +642,15 @@ class CubeFactory:
             width = int(m.group(1) or 1) if kind == "S" else 0
             th = old.table_header
             comment = th.get(cname, "") if cname not in _TABLE_STRUCTURAL else ""
-            if cname.strip().upper() in _COMMENTARY:  # all the cards: keep the first, as a comment
+            if cname.strip().upper() in COMMENTARY:  # all the cards: keep the first, as a comment
                 comment = str(comment[0]) if len(comment) else ""
-            col = _Column(cname, kind, width, comment if isinstance(comment, str) else str(comment))
+            col = Column(cname, kind, width, comment if isinstance(comment, str) else str(comment))
             col.values = np.zeros(total, dtype=col.dtype)
             ov = old.values[cname]
             col.values[old_pos] = ov.astype(col.dtype) if ov.dtype.kind != "U" else np.char.encode(ov, "ascii")
             cols.append(col)
         tmp_cols = [
-            _Column(c.name, c.kind, c.width, c.comment, np.zeros(len(frames), dtype=c.dtype)) for c in cols
+            Column(c.name, c.kind, c.width, c.comment, np.zeros(len(frames), dtype=c.dtype)) for c in cols
         ]
         for i, fr in enumerate(frames):
             self._fill_row(tmp_cols, i, self._image_header(fr.path), fr.path)
@@ -992,23 +662,23 @@ class CubeFactory:
         header["HISTORY"] = f"First image is {frames[0].name}."
         if new_pos[-1] == total - 1:  # the latest frame is a new one
             self._last_file_cards(header, frames[-1])
-        layout = _Layout(ny, nx, total, nplanes)
+        layout = Layout(ny, nx, total, nplanes)
         layout.primary = self._primary_bytes(header)
         layout.image_header = self._image_header_bytes(ny, nx, total, nplanes)
         layout.table = self._table_bytes(cols)
         layout.data_offset = len(layout.primary) + len(layout.image_header)
-        return layout, _Placement(new_pos, old_pos)
+        return layout, Placement(new_pos, old_pos)
 
     # ------------------------------------------------------------------ data
-    def _write(self, tmp: str, job: _BuildJob) -> None:
+    def _write(self, tmp: str, job: BuildJob) -> None:
         """Write the cube file ``tmp``: headers, the image data band by band, the table."""
         layout = job.layout
-        bands = _Bands(job)
+        bands = Bands(job)
         fd_out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-        bar = _Progress(job.verbose, bands.count, job.progress, job.label)
+        bar = Progress(job.verbose, bands.count, job.progress, job.label)
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cube")
         try:
-            _reserve(fd_out, layout.total_bytes)  # fail early when the disk is full
+            reserve(fd_out, layout.total_bytes)  # fail early when the disk is full
             pwrite_all(fd_out, layout.primary + layout.image_header, 0)
             bands.copy(fd_out, pool, bar)
             t = time.monotonic()
