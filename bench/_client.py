@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Conn", "Member", "Response", "ZipStreamCheck", "ZipStreamError"]
+__all__ = ["Conn", "Member", "Response", "ZipStreamCheck", "ZipStreamError", "get_zip"]
 
 _READ = 1024 * 1024
 
@@ -302,3 +302,21 @@ class ZipStreamCheck:
             raise ZipStreamError(f"central directory {listed[:3]!r}... differs from the members streamed "
                                  f"{streamed[:3]!r}...")
         return list(self.members)
+
+
+async def get_zip(port: int, path: str) -> tuple[Response, list[Member] | None, str]:
+    """GET ``path`` from 127.0.0.1:``port`` on a new connection, checking the zip as it streams:
+    the response, its members (None when the status is not 200 or the zip is broken) and what
+    went wrong ("" when nothing did)."""
+    conn = Conn("127.0.0.1", port)
+    check = ZipStreamCheck()
+    try:
+        resp = await conn.get(path, sink=check.feed)
+    finally:
+        await conn.close()
+    if resp.status != 200:
+        return resp, None, f"HTTP {resp.status}"
+    try:
+        return resp, check.close(), ""
+    except ValueError as exc:
+        return resp, None, str(exc)

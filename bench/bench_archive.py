@@ -85,7 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
 
-from _client import Conn, ZipStreamCheck
+from _client import Conn, get_zip
 from _server import CutoutServe
 from _timing import percentile
 
@@ -305,19 +305,8 @@ def sector_latency(srv: CutoutServe, positions: list[tuple[float, float, str | N
 
 
 async def _cut(port: int, target: str) -> tuple[float, int, list[Any], str]:
-    conn = Conn("127.0.0.1", port)
-    check = ZipStreamCheck()
-    try:
-        resp = await conn.get(target, sink=check.feed)
-    finally:
-        await conn.close()
-    if resp.status != 200:
-        return resp.total_s, resp.status, [], f"HTTP {resp.status}"
-    try:
-        members = check.close()
-    except ValueError as exc:
-        return resp.total_s, resp.status, [], str(exc)
-    return resp.total_s, resp.status, members, ""
+    resp, members, problem = await get_zip(port, target)
+    return resp.total_s, resp.status, members or [], problem
 
 
 def cut_target(ra: float, dec: float, side: int, sector: int | None) -> str:

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
 
-from _client import Conn, ZipStreamCheck
+from _client import get_zip
 from _server import CutoutServe
 
 API = "/tesscut/api/v0.1"
@@ -134,15 +134,10 @@ class Got:
 
 
 async def _fetch(port: int, path: str) -> tuple[float, int, list[tuple[str, int, int]]]:
-    conn = Conn("127.0.0.1", port)
-    check = ZipStreamCheck()
-    try:
-        resp = await conn.get(path, sink=check.feed)
-    finally:
-        await conn.close()
-    if resp.status != 200:
-        raise RuntimeError(f"HTTP {resp.status} for {path}")
-    return resp.total_s, resp.nbytes, [(m.name, m.crc32, m.size) for m in check.close()]
+    resp, members, problem = await get_zip(port, path)
+    if members is None:
+        raise RuntimeError(f"{problem} for {path}")
+    return resp.total_s, resp.nbytes, [(m.name, m.crc32, m.size) for m in members]
 
 
 def fetch(srv: CutoutServe, path: str, counter: Any = None) -> Got:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,8 +34,12 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run(threshold: int) -> tuple[bool, int, int]:
+    # one arena and no BLAS threads: on a busy machine the main thread could otherwise be served by
+    # a second arena, whose heaps glibc shrinks on free whatever the threshold (the control run
+    # below then keeps nothing)
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", _SCRIPT, str(threshold)], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split()
+                         check=True, timeout=60, env=env).stdout.split()
     return out[0] == "True", int(out[1]), int(out[2])
 
 
