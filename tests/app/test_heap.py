@@ -34,10 +34,11 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run(threshold: int) -> tuple[bool, int, int]:
-    # one arena and no BLAS threads: on a busy machine the main thread could otherwise be served by
-    # a second arena, whose heaps glibc shrinks on free whatever the threshold (the control run
-    # below then keeps nothing)
-    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    # the allocator's defaults: no MALLOC_* tuning inherited (Dask's nanny puts MALLOC_TRIM_THRESHOLD_
+    # in this process's environment when a test starts a cluster, and any such setting turns glibc's
+    # moving threshold off, so the control run below would keep nothing); one arena, no BLAS threads
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(MALLOC_ARENA_MAX="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", _SCRIPT, str(threshold)], capture_output=True, text=True,
                          check=True, timeout=60, env=env).stdout.split()
     return out[0] == "True", int(out[1]), int(out[2])
