@@ -27,6 +27,7 @@ from core.errors import InvalidInputError, NotFoundError, TooLargeError
 from core.geometry import CutoutGeometry, Window
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
 from core.tpf.cut import cut_bytes
+from tests.polling import wait_until
 
 pyvo = pytest.importorskip("pyvo")
 
@@ -318,4 +319,5 @@ def test_a_big_cut_is_streamed_in_bounded_pieces(make_server, tmp_path):
     assert int(b.headers["content-length"]) == len(b.content)
     with fits.open(io.BytesIO(b.content)) as tpf:
         assert tpf[1].data["FLUX"].shape == (40, 64, 64)
-    assert list(streamed.settings.work_dir.glob("tpf-spool-*")) == []
+    # the spool is removed when the stream ends, just after its last bytes went out
+    wait_until(lambda: not list(streamed.settings.work_dir.glob("tpf-spool-*")), message="the pixel spool removed")
