@@ -52,7 +52,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["CeilingExceeded", "CutoutServe", "RssSampler", "ServerProcess", "access_log", "baseline_app",
+__all__ = ["CeilingExceeded", "CutoutServe", "RssSampler", "ServerProcess", "access_log", "astrocut_s3_env", "baseline_app",
            "cpu_s", "free_port", "rss_kb", "tree_cpu_s", "tree_pids", "tree_rss_kb"]
 
 
@@ -691,3 +691,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def astrocut_s3_env(endpoint_url: str, access_key: str, secret_key: str) -> None:
+    """Point astrocut's S3 reads (s3fs through fsspec, boto3) at ``endpoint_url`` with these keys,
+    in this process's environment (astrocut takes no endpoint argument)."""
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint_url
+    os.environ["FSSPEC_S3_ENDPOINT_URL"] = endpoint_url
+    os.environ["AWS_ACCESS_KEY_ID"] = access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = secret_key
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -86,7 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
 
 from _client import Conn, get_zip
-from _server import CutoutServe
+from _server import CutoutServe, astrocut_s3_env
 from _timing import percentile
 
 from core.catalog.index import CatalogIndex
@@ -515,11 +515,7 @@ def s3_cuts(s3r: Any, uris: list[str], infos: list[CubeInfo], work: Path, delay_
         if no_astrocut:
             print("  astrocut: skipped (--no-astrocut)")
         else:
-            os.environ["AWS_ENDPOINT_URL_S3"] = proxy.url
-            os.environ["FSSPEC_S3_ENDPOINT_URL"] = proxy.url
-            os.environ["AWS_ACCESS_KEY_ID"] = s3r.ACCESS_KEY
-            os.environ["AWS_SECRET_ACCESS_KEY"] = s3r.SECRET_KEY
-            os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+            astrocut_s3_env(proxy.url, s3r.ACCESS_KEY, s3r.SECRET_KEY)
             try:
                 from astrocut import CutoutFactory as AstrocutFactory
 

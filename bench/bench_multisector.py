@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
 
 from _client import get_zip
-from _server import CutoutServe
+from _server import CutoutServe, astrocut_s3_env
 
 API = "/tesscut/api/v0.1"
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
@@ -398,11 +398,7 @@ def s3_part(args: argparse.Namespace, checkouts: list[tuple[str, Path | None]], 
             floor_one, floor_all, floor_gets = read_floor(uris, cfg, runs)
             anchor = None
             if not args.no_astrocut:
-                os.environ["AWS_ENDPOINT_URL_S3"] = proxy.url
-                os.environ["FSSPEC_S3_ENDPOINT_URL"] = proxy.url
-                os.environ["AWS_ACCESS_KEY_ID"] = s3r.ACCESS_KEY
-                os.environ["AWS_SECRET_ACCESS_KEY"] = s3r.SECRET_KEY
-                os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+                astrocut_s3_env(proxy.url, s3r.ACCESS_KEY, s3r.SECRET_KEY)
                 try:
                     anchor, _ = astrocut_loop(uris, 1)
                 except Exception as exc:  # noqa: BLE001 - reported; the rest stands
