@@ -178,10 +178,7 @@ class SizeGroup(Group):
     @field_validator("x", "y", mode="before")
     @classmethod
     def _size_not_boolean(cls, value: Any) -> Any:
-        # a JSON body's true/false is not a number (pydantic's lax mode would read it as 1/0)
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
-        return value
+        return values.not_boolean(value)
 
     @field_validator("x", "y")
     @classmethod

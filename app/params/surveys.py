@@ -49,10 +49,7 @@ class HapcutParams(PositionGroup, SizeGroup):
     @field_validator("ra", "dec", mode="before")
     @classmethod
     def _position_not_boolean(cls, value: Any) -> Any:
-        # a JSON body's true/false is not a number (pydantic's lax mode would read it as 1/0)
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
-        return value
+        return values.not_boolean(value)
 
 
 class ZcutParams(HapcutParams, RenderGroup):

@@ -23,6 +23,7 @@ __all__ = [
     "TESS_PIXEL_ARCSEC",
     "check_mask",
     "first_values",
+    "not_boolean",
     "parse_angle",
     "parse_ephemeris",
     "parse_extension",
@@ -109,6 +110,14 @@ def parse_angle(text: Any) -> float:
     if degrees > MAX_RADIUS_DEG:
         raise ValueError(f"at most {MAX_RADIUS_DEG:g} degrees")
     return degrees
+
+
+def not_boolean(value: Any) -> Any:
+    """``value``, refused when it is a JSON true/false: pydantic's lax mode would read it as the
+    number 1/0."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
+    return value
 
 
 def size_unit(text: Any) -> str:
