@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import socket
 import zipfile
 
 import httpx
 
-__all__ = ["assert_error", "call", "members"]
+__all__ = ["assert_error", "call", "members", "read_until_closed"]
 
 
 def call(server, method: str, path: str, params, prefix: str = "/api/v0.1", files=None) -> httpx.Response:
@@ -38,3 +39,16 @@ def members(r: httpx.Response) -> dict[str, bytes]:
     assert r.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
         return {name: zf.read(name) for name in zf.namelist()}
+
+
+def read_until_closed(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """Everything the server sends on ``sock`` until it closes it, as the status line, the headers (names
+    lower-cased) and the bytes after the head (all of them, so a body longer than its
+    Content-Length shows)."""
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    return lines[0], headers, body

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.api_calls import read_until_closed
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -160,16 +161,8 @@ def test_too_many_connections_is_a_well_formed_503(make_server):
     try:
         sock = _connect(server.url)
         sock.settimeout(10)
-        raw = b""
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            raw += data
-        head, _, body = raw.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        assert lines[0].startswith("HTTP/1.1 503")
+        status_line, headers, body = read_until_closed(sock)
+        assert status_line.startswith("HTTP/1.1 503")
         assert int(headers["content-length"]) == len(body)
         error = json.loads(body)["error"]
         assert error["status"] == 503 and error["code"] == "unavailable" and error["message"] and error["request_id"]

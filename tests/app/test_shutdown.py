@@ -25,6 +25,7 @@ import pytest
 from astropy.io import fits
 
 from core.synthetic.ffis import DEMO_DEC, DEMO_RA
+from tests.api_calls import read_until_closed
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -94,17 +95,6 @@ def _upload_request(port: int, data: bytes) -> tuple[bytes, bytes]:
     return head.encode(), body
 
 
-def _read_http(sock: socket.socket) -> tuple[int, bytes]:
-    buf = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 def _dechunk(data: bytes) -> bytes:
     out, pos = b"", 0
     while True:
@@ -171,7 +161,8 @@ def test_sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0(ser
     assert proc.poll() is None
 
     up.sendall(body[len(body) // 2:])
-    status, answer = _read_http(up)
+    status_line, _, answer = read_until_closed(up)
+    status = int(status_line.split()[1])
     up.close()
     assert status == 200
     with fits.open(io.BytesIO(answer)) as hdul:
