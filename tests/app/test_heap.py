@@ -61,3 +61,41 @@ def test_setting_reaches_the_allocator(tmp_path, monkeypatch):
     monkeypatch.setattr(app.main, "set_mmap_threshold", seen.append)
     app.main.create_app(Settings(cube_dirs=[], work_dir=tmp_path, mmap_threshold_bytes=2 << 20))
     assert seen == [2 << 20]
+
+
+# A piece just below the mmap threshold, allocated, written and freed over and over at the top of
+# the heap (a streamed answer's pieces): with the trim threshold fixed beside the mmap threshold the
+# heap keeps that memory for the next piece; with only the mmap threshold fixed, glibc's trim
+# threshold stays at 128 KiB, and every free gives the piece back and every allocation faults it in.
+_PIECES = textwrap.dedent("""
+    import ctypes, resource, sys
+    import numpy as np
+    from app.heap import set_mmap_threshold
+    if sys.argv[1] == "both":
+        set_mmap_threshold(1 << 20)
+    else:  # the mmap threshold alone
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)
+    def pieces(n):
+        for _ in range(n):
+            piece = np.ones((512 << 10) // 8)
+            del piece
+    pieces(5)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    pieces(200)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+def _faults(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(MALLOC_ARENA_MAX="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _PIECES, mode], capture_output=True, text=True, check=True,
+                         timeout=60, env=env).stdout
+    return int(out.split()[-1])
+
+
+def test_pieces_below_the_threshold_are_not_faulted_in_afresh():
+    if not _run(1 << 20)[0]:
+        pytest.skip("not glibc: no mallopt")
+    assert _faults("both") < 2_000  # 200 pieces of 128 pages each, reused
+    assert _faults("mmap-only") > 10_000  # the control: each piece given back and faulted in again
