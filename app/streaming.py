@@ -1,16 +1,17 @@
 """Sending answers: one file, a zip built whole (small), or a zip streamed member by member.
 
 A streamed zip is produced by :func:`stream_zip.stream_zip` from the answer's members, in order,
-its first bytes sent as soon as its first member is made. The members are made ahead of the
-writer on the worker pool's member threads (:mod:`app.readahead`): several at once (the pool's
+its first bytes sent as soon as its first member is made. The members are made ahead of the writer
+on the worker pool's member threads (:mod:`app.readahead`): several at once (the pool's
 ``zip_concurrency``), each made ahead admitted against the server's budget, and at most the pool's
 ``zip_readahead_bytes`` of them made and not yet sent; the member the writer needs next is made
 under the zip's own admitted share, so the server holds a bounded read-ahead (or one band of a
-streamed TPF) and one chunk per response, never the archive. Members made whole are stored (TPF floats hardly compress); a streamed TPF, whose CRC is known only at its
-end, is written with deflate at level 0 and a data descriptor (stored blocks: no compression
-cost). Whatever ends the response (the last byte, an error, the client going away), the makers are
-told to stop, the zip generator is closed (removing any pixel spool) once no worker is inside it,
-the makers still running are waited for, and only then is the request's budget given back.
+streamed TPF) and one chunk per response, never the archive. Members made whole are stored (TPF
+floats hardly compress); a streamed TPF, whose CRC is known only at its end, is written with
+deflate at level 0 and a data descriptor (stored blocks: no compression cost). Whatever ends the
+response (the last byte, an error, the client going away), the makers are told to stop, the zip
+generator is closed (removing any pixel spool) once no worker is inside it, the makers still
+running are waited for, and only then is the request's budget given back.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ __all__ = ["built_when_small", "content_disposition", "file_chunks", "file_respo
 
 log = logging.getLogger("app.streaming")
 
-CHUNK_SIZE = 1024 * 1024
+#: the piece a streamed answer is sent in: with its HTTP chunk framing, below the mmap threshold the
+#: server fixes (``mmap_threshold_bytes``, 1 MiB by default), so that every piece comes from the heap
+#: and is reused; at 1 MiB each piece (and its framed copy) was mapped afresh and its pages faulted in
+#: and zeroed (a 12-sector zip of 282 MB from local cubes: ~730 ms at 1 MiB, ~400 ms at 512 KiB)
+CHUNK_SIZE = 512 * 1024
 _ZIP32_LIMIT = 0xFFFFFFFF - 64 * 1024
 #: zips whose members add up to at most this are built whole in one worker call and sent in one
 #: piece: a thread hop per chunk would cost more than the cutouts
@@ -61,7 +66,9 @@ def _member_files(maker: MemberMaker) -> Iterator[tuple[Any, ...]]:
             if isinstance(made, Made):
                 size = made.nbytes
                 big = offset + size + 1024 > _ZIP32_LIMIT
-                method = (NO_COMPRESSION_64 if big else NO_COMPRESSION_32)(size, made.crc32)
+                # stored, its size and CRC-32 worked out by stream_zip from the bytes held (one
+                # pass over them: given a CRC, it would check it with a second)
+                method = NO_COMPRESSION_64 if big else NO_COMPRESSION_32
                 offset += size + 128 + 2 * len(member.name.encode())
                 yield member.name, modified, mode, method, (made.data,)
             else:  # the pieces of a streamed TPF: CRC known at the end (data descriptor)

@@ -14,7 +14,7 @@ Two apps:
   no middleware): what FastAPI and uvicorn alone cost per request for an answer of our size.
 
 - ``zipfloor``: the transfer's floor: a bare FastAPI app whose ``/tesscut/api/v0.1/astrocut``
-  streams, with ``stream-zip`` in 1 MiB chunks as the service does, a zip of members of the sizes
+  streams, with ``stream-zip`` in the service's piece size (``app.streaming.CHUNK_SIZE``), a zip of members of the sizes
   listed in ``ZIPFLOOR_SIZES`` (comma-separated bytes) held in memory: what sending that many
   bytes through uvicorn costs, with no cutting.
 
@@ -575,6 +575,8 @@ def zipfloor_app() -> Any:
     from fastapi.responses import StreamingResponse
     from stream_zip import NO_COMPRESSION_32, stream_zip
 
+    from app.streaming import CHUNK_SIZE
+
     sizes = [int(v) for v in os.environ.get("ZIPFLOOR_SIZES", "1048576").split(",") if v]
     blobs = {n: bytes(n) for n in set(sizes)}
     crcs = {n: zlib.crc32(b) for n, b in blobs.items()}
@@ -591,7 +593,7 @@ def zipfloor_app() -> Any:
                  for i, n in enumerate(sizes)]
 
         async def chunks() -> Any:
-            for chunk in stream_zip(files, chunk_size=1024 * 1024):
+            for chunk in stream_zip(files, chunk_size=CHUNK_SIZE):
                 yield chunk
 
         return StreamingResponse(chunks(), media_type="application/zip")

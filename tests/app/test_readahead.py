@@ -194,3 +194,28 @@ def test_a_stream_closed_early_stops_its_makers_and_gives_every_share_back():
 
     anyio.run(main)
     release.set()
+
+
+def test_a_streamed_zips_pieces_stay_below_the_allocators_mmap_threshold():
+    """Each piece of a streamed zip, framed as an HTTP chunk, is allocated below the mmap threshold
+    the server fixes (``mmap_threshold_bytes``): from the heap, reused, rather than mapped and faulted
+    in afresh for every piece of a many-sector zip."""
+    import zipfile
+    from io import BytesIO
+
+    from app.settings import Settings
+
+    threshold = Settings(cube_dirs=[]).mmap_threshold_bytes
+    members = [ZipMember(f"m{i}.bin", (lambda cancel, i=i: bytes([i]) * 3 * MiB), 3 * MiB, memory_bytes=3 * MiB)
+               for i in range(4)]
+
+    async def main():
+        pool = WorkerPool(workers=2, queue_size=0, timeout_s=60, member_threads=2, zip_concurrency=2)
+        return [chunk async for chunk in zip_chunks(pool, members)]
+
+    pieces = anyio.run(main)
+    framing = len(b"%x\r\n\r\n" % max(map(len, pieces)))
+    assert max(map(len, pieces)) + framing < threshold
+    with zipfile.ZipFile(BytesIO(b"".join(pieces))) as zf:
+        assert zf.testzip() is None
+        assert [zf.read(n)[:1] for n in zf.namelist()] == [bytes([i]) for i in range(4)]
