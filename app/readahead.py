@@ -20,14 +20,12 @@ A :class:`MemberMaker` makes the members on the worker pool's member threads
   to stop, drops the members not started, waits for the running ones to end and gives every share
   back.
 
-An in-memory member's CRC-32 is computed by its maker too, so the writer only copies bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -42,10 +40,9 @@ log = logging.getLogger("app.streaming")
 
 @dataclass(frozen=True)
 class Made:
-    """An in-memory member, made: its bytes and their CRC-32."""
+    """An in-memory member, made: its bytes."""
 
     data: Any
-    crc32: int
 
     @property
     def nbytes(self) -> int:
@@ -53,13 +50,13 @@ class Made:
 
 
 def make_member(member: ZipMember, cancel: threading.Event) -> Made | None:
-    """Make an in-memory member (on a maker thread): its bytes and CRC, or None for no data."""
+    """Make an in-memory member (on a maker thread): its bytes, or None for no data."""
     if cancel.is_set():
         return None
     data = member.build(cancel)
     if data is None:
         return None
-    return Made(data, zlib.crc32(data))
+    return Made(data)
 
 
 @dataclass
