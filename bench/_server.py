@@ -565,6 +565,46 @@ def floor_app() -> Any:
     return app
 
 
+def cutfloor_app() -> Any:
+    """FastAPI app: ``GET /tesscut/api/v0.1/astrocut`` with /astrocut's query parameters, answering
+    the real cut of ``CUTFLOOR_CUBE`` zipped, made by the engine on FastAPI's own thread pool (one
+    hop; with ``CUTFLOOR_ON_LOOP=1`` on the event loop, no hop) and nothing else (see the module
+    docstring)."""
+    from fastapi import FastAPI, Query
+    from fastapi.responses import Response
+
+    from app.planning.answers import ZipMember
+    from app.streaming import zip_bytes
+    from core.cubes.cache import open_cube
+    from core.tpf.cut import cut_bytes, locate, tpf_filename
+
+    cube = open_cube(os.environ["CUTFLOOR_CUBE"])
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def astrocut(ra: float, dec: float, x: float = 5, y: float | None = None, units: str = "px",
+                 sector: list[int] = Query(default=[]), product: str = "SPOC") -> Response:  # noqa: B008
+        geo = locate(cube, f"{ra!r} {dec!r}", (int(y if y is not None else x), int(x)))
+        data = cut_bytes(cube, geo).data
+        name = tpf_filename(os.environ["CUTFLOOR_CUBE"], geo.ra, geo.dec, geo.window.nx, geo.window.ny)
+        payload = zip_bytes([ZipMember(name, lambda cancel: data, data.nbytes, memory_bytes=data.nbytes)])
+        return Response(payload, media_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="astrocut.zip"'})
+
+    if os.environ.get("CUTFLOOR_ON_LOOP") == "1":  # no hop: the cut made on the event loop itself
+        async def on_loop(ra: float, dec: float, x: float = 5, y: float | None = None, units: str = "px",
+                          sector: list[int] = Query(default=[]), product: str = "SPOC") -> Response:  # noqa: B008
+            return astrocut(ra, dec, x, y, units, sector, product)
+
+        app.get("/tesscut/api/v0.1/astrocut")(on_loop)
+    else:
+        app.get("/tesscut/api/v0.1/astrocut")(astrocut)
+    return app
+
+
 def zipfloor_app() -> Any:
     """FastAPI app streaming a prepared zip (see the module docstring)."""
     import stat
@@ -652,7 +692,7 @@ def _install_thread_profiler(out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="run one bench server in the foreground")
-    ap.add_argument("kind", choices=["ours", "baseline", "floor", "zipfloor"])
+    ap.add_argument("kind", choices=["ours", "baseline", "floor", "cutfloor", "zipfloor"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--profile", default=None, help="write cProfile stats of worker threads here")
     args = ap.parse_args(argv)
@@ -670,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         app = floor_app()
     elif args.kind == "zipfloor":
         app = zipfloor_app()
+    elif args.kind == "cutfloor":
+        app = cutfloor_app()
     else:
         app = baseline_app()
     # uvicorn picks uvloop/httptools when installed ("auto"); BENCH_UVICORN_PLAIN=1 forces the

@@ -25,7 +25,12 @@ installed (``BENCH_UVICORN_PLAIN=1`` forces asyncio + h11 to compare).
 The floor: the same requests against a bare FastAPI app on the same uvicorn (``bench/_server.py``
 ``floor``: the same query parameters, a prepared zip of one member of our TPF's size and name), so
 that our server CPU per request is printed beside what FastAPI and uvicorn alone cost
-(``--no-floor`` skips it).
+(``--no-floor`` skips it). Beside it ``floor+cut`` (``bench/_server.py`` ``cutfloor``): the same bare
+app answering the real cut, made by our engine (locate, cut, zip) on FastAPI's own thread pool:
+what any design that keeps the cut off the event loop costs at least on this framework, before
+admission, limits, deadlines, request ids, logs and metrics; and ``cut on loop``, the same with the
+cut made on the event loop itself (no thread hop: what the service may not do, since a cube read can
+block), to show what the hop and the GIL's hand-offs cost.
 
 Targets: ours at concurrency 8 on 2 cores >= 100 req/s with p99 < 250 ms and zero errors; 1,000
 requests at concurrency 16 with zero errors and RSS growth < 100 MiB; server CPU per request at
@@ -408,11 +413,23 @@ def main(argv: list[str] | None = None) -> int:
             for c in args.concurrency:
                 res = results[("floor", c)] = run_load(floor, "floor", coords, c, args.size, args.client)
                 print(res.line(), "(bare FastAPI, same parameters, a zip of our size)", flush=True)
+        with ServerProcess("cutfloor", {"CUTFLOOR_CUBE": str(cube)}) as cutfloor:
+            for c in args.concurrency:
+                res = results[("cutfloor", c)] = run_load(cutfloor, "floor+cut", coords, c, args.size, args.client)
+                print(res.line(), "(the same, the zip cut by our engine on FastAPI's thread pool)", flush=True)
+        with ServerProcess("cutfloor", {"CUTFLOOR_CUBE": str(cube), "CUTFLOOR_ON_LOOP": "1"}) as cutloop:
+            for c in args.concurrency:
+                res = results[("cutloop", c)] = run_load(cutloop, "cut on loop", coords, c, args.size, args.client)
+                print(res.line(), "(the same, the cut on the event loop: no hop; not allowed in the service)",
+                      flush=True)
         for c in args.concurrency:
             o, f = results[("ours", c)], results[("floor", c)]
+            k, j = results[("cutfloor", c)], results[("cutloop", c)]
             ratio = (o.server_cpu_s / o.requests) / (f.server_cpu_s / f.requests)
             print(f"ratio c={c}: server CPU per request ours/floor {ratio:.2f}x "
-                  f"({o.server_cpu_s / o.requests * 1e3:.2f} vs {f.server_cpu_s / f.requests * 1e3:.2f} ms); "
+                  f"({o.server_cpu_s / o.requests * 1e3:.2f} vs {f.server_cpu_s / f.requests * 1e3:.2f} ms), "
+                  f"floor+cut/floor {k.server_cpu_s / f.server_cpu_s:.2f}x ({k.server_cpu_s / k.requests * 1e3:.2f} ms), "
+                  f"cut on loop/floor {j.server_cpu_s / f.server_cpu_s:.2f}x ({j.server_cpu_s / j.requests * 1e3:.2f} ms); "
                   f"throughput ours/floor {o.rps / f.rps:.2f}x")
     if not args.no_baseline:
         with ServerProcess("baseline", {"BASELINE_CUBE": str(cube)}) as base:
