@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         default_factory=S3Config.from_env,
         description="How to reach S3: each field of core.storage.s3.S3Config from CUTOUT_S3_<FIELD> (endpoint_url, "
                     "anonymous, region, access_key_id, secret_access_key, connect_timeout_s, read_timeout_s, "
-                    "max_attempts, max_connections, latency_s, bandwidth_mb_s); in code, s3=S3Config(...) or the "
+                    "max_attempts, max_connections, latency_s, bandwidth_mb_s, signed_gets); in code, s3=S3Config(...) or the "
                     "flat s3_<field>=... keywords.",
     )
     log_level: str = "info"

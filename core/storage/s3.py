@@ -41,6 +41,8 @@ __all__ = [
     "list_objects",
     "list_s3",
     "parse_s3_uri",
+    "signed_gets",
+    "signing_region",
     "translate_error",
 ]
 
@@ -71,6 +73,11 @@ def _env_bool(name: str) -> bool | None:
         return False
     key = ENV_PREFIX + name.upper()
     raise InvalidInputError(f"Environment variable {key} must be true or false, not {value!r}.", field=key)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = _env_bool(name)
+    return default if value is None else value
 
 
 def _env_number(name: str, kind: type, default: float) -> Any:
@@ -119,6 +126,10 @@ class S3Config:
         The store's expected time to the first byte of a ranged GET and its throughput (MB/s,
         all connections together): the cost model that chooses between reading a time window's
         per-pixel ranges and whole cutout rows (:meth:`core.storage.sources.S3Source.read_cost`).
+    signed_gets : bool
+        Ranged GETs signed by botocore's signer and sent on urllib3 directly, a third of boto3's
+        CPU a GET (:mod:`core.storage.signed_get`; anything but the bytes asked for is asked again
+        through boto3). False: every GET through boto3's ``get_object``.
     """
 
     endpoint_url: str | None = None
@@ -132,6 +143,7 @@ class S3Config:
     max_connections: int = 64
     latency_s: float = 0.05
     bandwidth_mb_s: float = 200.0
+    signed_gets: bool = True
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "read_timeout_s", "latency_s", "bandwidth_mb_s"):
@@ -159,6 +171,7 @@ class S3Config:
             max_connections=_env_number("max_connections", int, defaults.max_connections),
             latency_s=_env_number("latency_s", float, defaults.latency_s),
             bandwidth_mb_s=_env_number("bandwidth_mb_s", float, defaults.bandwidth_mb_s),
+            signed_gets=_env_flag("signed_gets", defaults.signed_gets),
         )
 
     def is_anonymous(self) -> bool:
@@ -235,8 +248,7 @@ def client(cfg: S3Config) -> Any:
         if anonymous:
             kwargs["signature_version"] = botocore.UNSIGNED
         session = boto3.session.Session()
-        region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        ckw: dict[str, Any] = {"region_name": region, "config": Config(**kwargs)}
+        ckw: dict[str, Any] = {"region_name": signing_region(cfg), "config": Config(**kwargs)}
         if cfg.endpoint_url:
             ckw["endpoint_url"] = cfg.endpoint_url
         if not anonymous and cfg.access_key_id:
@@ -247,11 +259,53 @@ def client(cfg: S3Config) -> Any:
         return made
 
 
+def signing_region(cfg: S3Config) -> str:
+    """The region requests are made for: ``cfg.region``, else ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION``, else ``us-east-1``."""
+    return cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+_signed: dict[tuple, Any] = {}
+
+
+def signed_gets(cfg: S3Config) -> Any:
+    """The process-wide :class:`core.storage.signed_get.SignedGets` for ``cfg``, or None when
+    ranged GETs go through boto3 alone (``cfg.signed_gets`` False, or a signed configuration
+    without credentials: boto3 then says so)."""
+    key = cfg.key()
+    try:
+        return _signed[key]
+    except KeyError:
+        pass
+    with _clients_lock:
+        if key in _signed:
+            return _signed[key]
+    made = None
+    if cfg.signed_gets:
+        from core.storage.signed_get import SignedGets
+
+        credentials = None
+        if not cfg.is_anonymous():
+            if cfg.access_key_id:
+                from botocore.credentials import Credentials
+
+                credentials = Credentials(cfg.access_key_id, cfg.secret_access_key or "")
+            else:  # boto3's chain; refreshable credentials are re-read for every request
+                import boto3
+
+                credentials = boto3.session.Session().get_credentials()
+        if cfg.is_anonymous() or credentials is not None:
+            made = SignedGets(cfg, credentials, signing_region(cfg), client(cfg).generate_presigned_url)
+    with _clients_lock:
+        return _signed.setdefault(key, made)
+
+
 def clear_caches(*, clients: bool = True) -> None:
     """Forget cached HEAD results and, unless ``clients=False``, the shared S3 clients."""
     if clients:
         with _clients_lock:
             _clients.clear()
+            _signed.clear()
     with _heads_lock:
         _heads.clear()
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 from core.errors import CorruptFileError, ForbiddenError, InvalidInputError, NotFoundError, UnavailableError
-from core.storage.s3 import S3Config, client, head, is_s3_uri, parse_s3_uri, translate_error
+from core.storage.s3 import S3Config, client, head, is_s3_uri, parse_s3_uri, signed_gets, translate_error
 
 __all__ = [
     "GLOBAL_S3_STATS",
@@ -51,6 +51,9 @@ LOCAL_IO_THREADS = 8
 #: a 12,000-frame cube's window took 2.33 s where 15 waves of 50 ms round trips explain 0.75 s
 #: (``bench/bench_timewindow.py``, 2 cores)
 S3_REQUEST_CPU_S = 0.0018
+#: the same for a GET signed by botocore and sent on urllib3 (``core.storage.signed_get``): 360 GETs
+#: of 12 cuts cost this process 1.0 ms each where boto3's took 2.0 (``bench/bench_multisector.py``)
+S3_SIGNED_REQUEST_CPU_S = 0.001
 
 
 class ReadStats:
@@ -474,11 +477,13 @@ class S3Source(ByteSource):
     def read_cost(self, requests: int, nbytes: int) -> float:
         """Expected seconds to read ``nbytes`` in ``requests`` ranged GETs, all in flight at once up
         to ``max_connections``: a round trip (``latency_s``) per wave of requests, this process's
-        own work per request (:data:`S3_REQUEST_CPU_S`) and the transfer at ``bandwidth_mb_s`` (see
+        own work per request (:data:`S3_SIGNED_REQUEST_CPU_S` with signed GETs, else
+        :data:`S3_REQUEST_CPU_S`) and the transfer at ``bandwidth_mb_s`` (see
         :class:`~core.storage.s3.S3Config`)."""
         cfg = self.config
         waves = -(-max(0, requests) // max(1, int(cfg.max_connections)))
-        return (waves * float(cfg.latency_s) + requests * S3_REQUEST_CPU_S
+        per_request = S3_SIGNED_REQUEST_CPU_S if signed_gets(cfg) is not None else S3_REQUEST_CPU_S
+        return (waves * float(cfg.latency_s) + requests * per_request
                 + nbytes / (float(cfg.bandwidth_mb_s) * 1e6))
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -503,6 +508,13 @@ class S3Source(ByteSource):
         }
         if self.etag:
             kw["IfMatch"] = f'"{self.etag}"'
+        fast = signed_gets(self.config)
+        data = fast.get(self.bucket, self.key, offset, length, self.etag) if fast is not None else None
+        if data is not None:
+            GLOBAL_S3_STATS.add(1, len(data))
+            self._count(len(data))
+            return data
+        # anything but the bytes asked for (or no signed GETs): boto3's request, with its retries
         attempts = max(1, int(self.config.max_attempts))
         for attempt in range(attempts):
             try:
