@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 warnings.simplefilter("ignore")
 
 from _client import get_zip
-from _server import CutoutServe, astrocut_s3_env
+from _server import CutoutServe, astrocut_s3_env, tree_cpu_s
 
 API = "/tesscut/api/v0.1"
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/bench-data"))
@@ -229,10 +229,14 @@ def s3_env(s3r: Any, prefix: str, proxy: Any, work: Path) -> Any:
     return env
 
 
-def read_floor(uris: list[str], cfg: Any, runs: int) -> tuple[float, float, int]:
+def read_floor(uris: list[str], cfg: Any, runs: int, server_pid: int | None = None
+               ) -> tuple[float, float, int, float, float]:
     """Median ms to read one cut's row ranges, and all 12 cuts' at once (``core.storage.sources``,
-    bytes only, in this process through the same proxy), and the GETs of all 12: the floor of a
-    cut is one round trip plus the transfer of its rows, when all of them are in flight at once."""
+    bytes only, in this process through the same proxy), the GETs of all 12, and the median CPU
+    ms the S3 server (``server_pid``'s process tree) and this process (the client: boto3) spent
+    on all 12: the floor of a cut is one round trip plus the transfer of its rows, when all of
+    them are in flight at once, and no client makes the server answer faster than its own CPU
+    allows."""
     from concurrent.futures import ThreadPoolExecutor
 
     from core.cubes.cache import open_cube
@@ -253,13 +257,17 @@ def read_floor(uris: list[str], cfg: Any, runs: int) -> tuple[float, float, int]
         return (time.perf_counter() - t0) * 1e3
 
     read(jobs)  # warm: connections open
-    ones, alls = [], []
+    ones, alls, server_ms, client_ms = [], [], [], []
     for _ in range(runs):
         ones.append(read(one))
+        cpu0, own0 = (tree_cpu_s(server_pid) if server_pid else 0.0), time.process_time()
         alls.append(read(jobs))
+        client_ms.append((time.process_time() - own0) * 1e3)
+        server_ms.append(((tree_cpu_s(server_pid) if server_pid else 0.0) - cpu0) * 1e3)
     for j in jobs:
         j[0].close()
-    return statistics.median(ones), statistics.median(alls), sum(len(j[1]) for j in jobs)
+    return (statistics.median(ones), statistics.median(alls), sum(len(j[1]) for j in jobs),
+            statistics.median(server_ms), statistics.median(client_ms))
 
 
 def transfer_floor(sizes: list[int], runs: int) -> float:
@@ -395,7 +403,7 @@ def s3_part(args: argparse.Namespace, checkouts: list[tuple[str, Path | None]], 
             for who, fig in measure(checkouts, s3_env(s3r, prefix, proxy, work), runs, proxy).items():
                 results[("s3", who)] = fig
             cfg = s3r.with_config(endpoint_url=proxy.url, max_connections=64, read_timeout_s=60)
-            floor_one, floor_all, floor_gets = read_floor(uris, cfg, runs)
+            floor_one, floor_all, floor_gets, server_ms, client_ms = read_floor(uris, cfg, runs, s3r.proc.pid)
             anchor = None
             if not args.no_astrocut:
                 astrocut_s3_env(proxy.url, s3r.ACCESS_KEY, s3r.SECRET_KEY)
@@ -407,6 +415,12 @@ def s3_part(args: argparse.Namespace, checkouts: list[tuple[str, Path | None]], 
               [results[("s3", w)] for w, _ in checkouts], anchor, True)
         print(f"  {'floor: the row ranges alone, all in flight at once (bytes only, in-process)':76} one cut "
               f"{floor_one:.1f} ms, all 12 {floor_all:.1f} ms ({floor_gets} GETs): {floor_all / floor_one:.1f}x")
+        one_warm = min(Figures.ms(results[("s3", w)].warm_one) for w, _ in checkouts)
+        print(f"  {'the S3 server CPU answering those GETs (s3rver is one node process)':76} {server_ms:.0f} ms "
+              f"({server_ms / max(floor_gets, 1):.2f} ms a GET): alone {server_ms / one_warm:.1f}x a warm one-sector "
+              f"request ({one_warm:.0f} ms)")
+        print(f"  {'the client CPU asking them (this process)':76} {client_ms:.0f} ms "
+              f"({client_ms / max(floor_gets, 1):.2f} ms a GET); {os.cpu_count()} cores for both")
     finally:
         s3r.stop()
 
