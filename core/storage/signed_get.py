@@ -12,7 +12,9 @@ Only the answer asked for is taken from this path: ``206 Partial Content`` carry
 bytes requested. Anything else (an error status, a redirect to another region, a refused or broken
 connection, a timeout, a body of another length) gives None, and the caller makes the same GET
 through boto3, whose retries, redirects and error translation are unchanged: this path can make a
-read faster, never make it fail where boto3 would not. The object's address is boto3's own
+read faster, never make it fail where boto3 would not. After a redirect or a refusal the object's
+GETs go through boto3 alone, so that a bucket this path cannot address costs one extra request,
+not one per GET. The object's address is boto3's own
 (``generate_presigned_url`` without its query: addressing style, region and key encoding as boto3
 resolves them). The path is left out (boto3 alone) when ``S3Config.signed_gets`` is False, when a
 proxy is configured for the endpoint (urllib3 would not go through it), or when no credentials
@@ -34,6 +36,10 @@ __all__ = ["SignedGets"]
 log = logging.getLogger("core.storage")
 
 _OBJECT_URLS_MAX = 4096
+#: answers after which an object's GETs all go through boto3: a redirect or a refusal (the bucket
+#: is in another region than the one signed for, or the signature is refused) would otherwise
+#: cost every GET a second request; a 412 (the object changed) or a 5xx says nothing of that
+_GIVE_UP = frozenset({200, 301, 302, 307, 308, 400, 401, 403, 404, 405, 501})
 
 
 class SignedGets:
@@ -72,7 +78,8 @@ class SignedGets:
         )
         self._urls: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
-        #: GETs answered on this path, and left to boto3 (for tests and logs)
+        #: requests sent on this path; GETs answered by it, and left to boto3 (for tests and logs)
+        self.sent = 0
         self.answered = 0
         self.declined = 0
 
@@ -116,6 +123,8 @@ class SignedGets:
             request = AWSRequest(method="GET", url=url, headers=headers)
             self._signer.add_auth(request)
             headers = dict(request.headers.items())
+        with self._lock:
+            self.sent += 1
         try:
             resp = self._pool.request("GET", url, headers=headers, preload_content=False, decode_content=False,
                                       redirect=False)
@@ -125,6 +134,9 @@ class SignedGets:
         whole = False
         try:
             if resp.status != 206 or resp.headers.get("Content-Length") != str(length):
+                if resp.status in _GIVE_UP:  # not this object's address, or not ours to read: boto3 from now on
+                    with self._lock:
+                        self._urls[(bucket, key)] = None
                 return self._tally(None)
             data = resp.read()
             whole = len(data) == length

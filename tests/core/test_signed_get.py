@@ -67,6 +67,18 @@ def test_anything_but_the_bytes_asked_for_is_asked_again_through_boto3(blob, blo
     assert fast.declined == 1 and fast.answered == 0
 
 
+def test_an_object_the_signed_path_cannot_address_goes_to_boto3_after_one_refusal(blob, blob_uri, s3_server,
+                                                                                  fresh):
+    src = open_source(blob_uri, s3=s3_server.config)
+    fast = storage.signed_gets(s3_server.config)
+    fast._urls[(BUCKET, "tess/public/blob.bin")] = f"{s3_server.endpoint_url}/{BUCKET}/tess/public/elsewhere"
+    assert src.read_range(5, 10) == blob[1][5:15]
+    assert fast.sent == 1 and fast.answered == 0  # a 404: boto3 answered
+    assert fast.object_url(BUCKET, "tess/public/blob.bin") is None
+    assert src.read_ranges(RANGES, coalesce_gap=0) == [blob[1][o : o + n] for o, n in RANGES]
+    assert fast.sent == 1  # boto3 alone for this object from then on
+
+
 def test_a_replaced_object_is_refused_as_boto3_refuses_it(s3_server, fresh):
     uri = s3_server.put_bytes(b"a" * 5000, BUCKET, "tess/public/replaced.bin")
     src = open_source(uri, s3=s3_server.config)
@@ -93,5 +105,6 @@ def test_unsigned_configurations_send_unsigned_gets(s3_server, fresh):
     fast = storage.signed_gets(cfg)
     assert fast is not None
     assert fast.get(BUCKET, "tess/public/open.bin", 10, 20) is None  # private: 403, left to boto3
-    s3_server.client.put_object_acl(Bucket=BUCKET, Key="tess/public/open.bin", ACL="public-read")
-    assert fast.get(BUCKET, "tess/public/open.bin", 10, 20) == bytes(range(10, 30)) and fast.answered == 1
+    s3_server.put_bytes(bytes(range(256)) * 4, BUCKET, "tess/public/public.bin")
+    s3_server.client.put_object_acl(Bucket=BUCKET, Key="tess/public/public.bin", ACL="public-read")
+    assert fast.get(BUCKET, "tess/public/public.bin", 10, 20) == bytes(range(10, 30)) and fast.answered == 1
