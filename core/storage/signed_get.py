@@ -62,15 +62,15 @@ class SignedGets:
         self._signer = S3SigV4Auth(credentials, "s3", region) if credentials is not None else None
         kwargs: dict[str, Any] = {}
         ca_bundle = os.environ.get("AWS_CA_BUNDLE")
-        if ca_bundle:
-            kwargs["ca_certs"] = ca_bundle
-        else:
-            try:  # the bundle botocore uses when certifi is there
-                import certifi
+        if not ca_bundle:
+            try:  # the bundle botocore verifies against (certifi's, or the one botocore carries)
+                from botocore.httpsession import get_cert_path
 
-                kwargs["ca_certs"] = certifi.where()
-            except ImportError:  # pragma: no cover - urllib3's default: the system's
-                pass
+                ca_bundle = get_cert_path(True)
+            except (ImportError, AttributeError):  # pragma: no cover - urllib3's default: the system's
+                ca_bundle = None
+        if isinstance(ca_bundle, str):
+            kwargs["ca_certs"] = ca_bundle
         self._pool = urllib3.PoolManager(
             maxsize=max(1, int(cfg.max_connections)), retries=False,
             timeout=urllib3.Timeout(connect=float(cfg.connect_timeout_s), read=float(cfg.read_timeout_s)),
@@ -112,6 +112,7 @@ class SignedGets:
         """The ``length`` bytes at ``offset`` of the object (``If-Match: etag`` when given), or
         None for anything but exactly those bytes (the caller then asks boto3)."""
         from botocore.awsrequest import AWSRequest
+        from urllib3.exceptions import SSLError as ssl_error
 
         url = self.object_url(bucket, key)
         if url is None or length <= 0:
@@ -130,6 +131,9 @@ class SignedGets:
                                       redirect=False)
         except Exception as exc:  # noqa: BLE001 - boto3 tries again and says what failed
             log.debug("signed GET of s3://%s/%s failed (%s): asking boto3", bucket, key, type(exc).__name__)
+            if isinstance(exc, ssl_error):  # a certificate boto3 may accept otherwise: boto3 from now on
+                with self._lock:
+                    self._urls[(bucket, key)] = None
             return self._tally(None)
         whole = False
         try:
