@@ -19,7 +19,6 @@ A :class:`MemberMaker` makes the members on the worker pool's member threads
 - :meth:`MemberMaker.close` (the response ended: last byte, error, client gone) tells the makers
   to stop, drops the members not started, waits for the running ones to end and gives every share
   back.
-
 """
 
 from __future__ import annotations

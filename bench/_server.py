@@ -1,6 +1,6 @@
 """Run a real uvicorn server in a subprocess on 127.0.0.1 for benches and load tests.
 
-Two apps:
+The apps:
 
 - ``ours``: the service (``app.main.create_app(Settings())``, settings from ``CUTOUT_*`` env),
   run as ``cutout serve`` runs it (one process, no access log).
@@ -13,12 +13,16 @@ Two apps:
   prepared zip of one member of ``FLOOR_MEMBER_BYTES`` bytes named ``FLOOR_MEMBER_NAME`` (no cut,
   no middleware): what FastAPI and uvicorn alone cost per request for an answer of our size.
 
+- ``cutfloor``: the floor with the cut: the same bare app answering the real cut of ``CUTFLOOR_CUBE``
+  (our engine's locate, cut and zip) made on FastAPI's thread pool, or with ``CUTFLOOR_ON_LOOP=1``
+  on the event loop: what any design costs per request with and without the thread hop, before
+  admission, limits, request ids, logs and metrics.
 - ``zipfloor``: the transfer's floor: a bare FastAPI app whose ``/tesscut/api/v0.1/astrocut``
-  streams, with ``stream-zip`` in the service's piece size (``app.streaming.CHUNK_SIZE``), a zip of members of the sizes
-  listed in ``ZIPFLOOR_SIZES`` (comma-separated bytes) held in memory: what sending that many
-  bytes through uvicorn costs, with no cutting.
+  streams, with ``stream-zip`` in the service's piece size (``app.streaming.CHUNK_SIZE``), a zip of
+  members of the sizes listed in ``ZIPFLOOR_SIZES`` (comma-separated bytes) held in memory: what
+  sending that many bytes through uvicorn costs, with no cutting.
 
-``python bench/_server.py {ours,baseline,floor,zipfloor} --port P [--profile OUT]`` runs one in the foreground;
+``python bench/_server.py {ours,baseline,floor,cutfloor,zipfloor} --port P [--profile OUT]`` runs one in the foreground;
 :class:`ServerProcess` starts one as a subprocess and reads its RSS from ``/proc/<pid>/status``.
 ``--profile OUT`` profiles the server with cProfile: every call run through
 ``anyio.to_thread.run_sync`` (the worker pool, FastAPI's thread pool) into ``OUT`` and the
