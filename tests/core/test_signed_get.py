@@ -108,3 +108,13 @@ def test_unsigned_configurations_send_unsigned_gets(s3_server, fresh):
     s3_server.put_bytes(bytes(range(256)) * 4, BUCKET, "tess/public/public.bin")
     s3_server.client.put_object_acl(Bucket=BUCKET, Key="tess/public/public.bin", ACL="public-read")
     assert fast.get(BUCKET, "tess/public/public.bin", 10, 20) == bytes(range(10, 30)) and fast.answered == 1
+
+
+def test_keys_that_need_encoding_are_addressed_as_boto3_addresses_them(s3_server, fresh):
+    data = bytes(range(256)) * 40
+    key = "tess/public/sector 38/cube+1 ü~(a).fits"
+    uri = s3_server.put_bytes(data, BUCKET, key)
+    src = open_source(uri, s3=s3_server.config)
+    fast = storage.signed_gets(s3_server.config)
+    assert src.read_range(100, 3000) == data[100:3100]
+    assert fast.answered == 1 and fast.declined == 0
