@@ -31,6 +31,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import urllib3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from urllib3.exceptions import SSLError
+
 __all__ = ["SignedGets"]
 
 log = logging.getLogger("core.storage")
@@ -55,9 +60,6 @@ class SignedGets:
     """
 
     def __init__(self, cfg: Any, credentials: Any, region: str, presign: Callable[..., str]) -> None:
-        import urllib3
-        from botocore.auth import S3SigV4Auth
-
         self._presign = presign
         self._signer = S3SigV4Auth(credentials, "s3", region) if credentials is not None else None
         kwargs: dict[str, Any] = {}
@@ -111,9 +113,6 @@ class SignedGets:
     def get(self, bucket: str, key: str, offset: int, length: int, etag: str | None = None) -> bytes | None:
         """The ``length`` bytes at ``offset`` of the object (``If-Match: etag`` when given), or
         None for anything but exactly those bytes (the caller then asks boto3)."""
-        from botocore.awsrequest import AWSRequest
-        from urllib3.exceptions import SSLError as ssl_error
-
         url = self.object_url(bucket, key)
         if url is None or length <= 0:
             return self._tally(None)
@@ -131,7 +130,7 @@ class SignedGets:
                                       redirect=False)
         except Exception as exc:  # noqa: BLE001 - boto3 tries again and says what failed
             log.debug("signed GET of s3://%s/%s failed (%s): asking boto3", bucket, key, type(exc).__name__)
-            if isinstance(exc, ssl_error):  # a certificate boto3 may accept otherwise: boto3 from now on
+            if isinstance(exc, SSLError):  # a certificate boto3 may accept otherwise: boto3 from now on
                 with self._lock:
                     self._urls[(bucket, key)] = None
             return self._tally(None)

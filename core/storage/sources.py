@@ -482,7 +482,7 @@ class S3Source(ByteSource):
         :class:`~core.storage.s3.S3Config`)."""
         cfg = self.config
         waves = -(-max(0, requests) // max(1, int(cfg.max_connections)))
-        per_request = S3_SIGNED_REQUEST_CPU_S if signed_gets(cfg) is not None else S3_REQUEST_CPU_S
+        per_request = S3_SIGNED_REQUEST_CPU_S if self._signed is not None else S3_REQUEST_CPU_S
         return (waves * float(cfg.latency_s) + requests * per_request
                 + nbytes / (float(cfg.bandwidth_mb_s) * 1e6))
 
@@ -496,6 +496,7 @@ class S3Source(ByteSource):
         self.key = key
         self.uri = f"s3://{bucket}/{key}"
         self._client = client(self.config)
+        self._signed = signed_gets(self.config)  # None: every GET through boto3
         self.size, self.etag = (int(known[0]), str(known[1])) if known is not None else head(self.config, bucket, key)
         self.identity = ("s3", bucket, key, self.etag)
         self.stats = ReadStats()
@@ -508,7 +509,7 @@ class S3Source(ByteSource):
         }
         if self.etag:
             kw["IfMatch"] = f'"{self.etag}"'
-        fast = signed_gets(self.config)
+        fast = self._signed
         data = fast.get(self.bucket, self.key, offset, length, self.etag) if fast is not None else None
         if data is not None:
             GLOBAL_S3_STATS.add(1, len(data))
